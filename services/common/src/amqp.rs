@@ -1,0 +1,230 @@
+//! Broker connection with reconnect-and-backoff, and the confirming publisher.
+
+use std::time::Duration;
+
+use lapin::Confirmation;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use tokio::sync::Mutex;
+
+use crate::envelope::{Envelope, headers};
+use crate::topology::Topology;
+
+/// Backoff between reconnect attempts: 100 ms doubling up to 5 s.
+pub struct Backoff {
+    next: Duration,
+}
+
+impl Backoff {
+    pub fn new() -> Self {
+        Backoff {
+            next: Duration::from_millis(100),
+        }
+    }
+
+    pub async fn wait(&mut self) {
+        tokio::time::sleep(self.next).await;
+        self.next = (self.next * 2).min(Duration::from_secs(5));
+    }
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// One shared AMQP connection per process, re-opened on demand after a failure.
+pub struct Broker {
+    url: String,
+    name: String,
+    connection: Mutex<Option<std::sync::Arc<Connection>>>,
+}
+
+impl Broker {
+    pub fn new(url: impl Into<String>, name: impl Into<String>) -> Self {
+        Broker {
+            url: url.into(),
+            name: name.into(),
+            connection: Mutex::new(None),
+        }
+    }
+
+    /// The open connection, reconnecting (with backoff, forever) if needed.
+    pub async fn connection(&self) -> std::sync::Arc<Connection> {
+        let mut guard = self.connection.lock().await;
+        if let Some(connection) = guard.as_ref()
+            && connection.status().connected()
+        {
+            return connection.clone();
+        }
+        let mut backoff = Backoff::new();
+        loop {
+            match self.connect_once().await {
+                Ok(connection) => {
+                    tracing::info!(broker = %redact(&self.url), "connected to RabbitMQ");
+                    let connection = std::sync::Arc::new(connection);
+                    *guard = Some(connection.clone());
+                    return connection;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "cannot connect to RabbitMQ, retrying");
+                    backoff.wait().await;
+                }
+            }
+        }
+    }
+
+    pub async fn connect_once(&self) -> Result<Connection, lapin::Error> {
+        let properties = ConnectionProperties::default()
+            .with_connection_name(LongString::from(self.name.as_str()));
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            Connection::connect(&self.url, properties),
+        )
+        .await
+        .unwrap_or_else(|_| Err(std::io::Error::from(std::io::ErrorKind::TimedOut).into()))
+    }
+
+    /// Whether the current connection is open (without trying to open one).
+    pub async fn is_connected(&self) -> bool {
+        self.connection
+            .lock()
+            .await
+            .as_ref()
+            .is_some_and(|c| c.status().connected())
+    }
+
+    /// A new channel with publisher confirms on.
+    pub async fn confirming_channel(&self) -> Result<Channel, lapin::Error> {
+        let channel = self.connection().await.create_channel().await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        Ok(channel)
+    }
+}
+
+/// Hides the password of an AMQP URL for logs.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            let user = credentials.split(':').next().unwrap_or("");
+            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("broker: {0}")]
+    Broker(#[from] lapin::Error),
+    #[error("broker refused message {0} (nack)")]
+    Nacked(String),
+    #[error("message {0} was unroutable")]
+    Unroutable(String),
+}
+
+/// A message ready for the wire: where it goes and what it carries.
+#[derive(Debug, Clone)]
+pub struct OutgoingMessage {
+    pub exchange: String,
+    pub routing_key: String,
+    pub message_id: String,
+    pub message_type: String,
+    pub correlation_id: String,
+    pub traceparent: String,
+    pub payload: Vec<u8>,
+    /// Extra headers (attempt counts, failure reasons).
+    pub headers: Vec<(&'static str, AMQPValue)>,
+}
+
+impl OutgoingMessage {
+    /// Routes an envelope through the platform's exchange to its destination queue.
+    pub fn from_envelope(topology: &Topology, envelope: &Envelope) -> Self {
+        OutgoingMessage {
+            exchange: topology.exchange(),
+            routing_key: envelope.message.destination().queue().to_owned(),
+            message_id: envelope.message_id.to_string(),
+            message_type: envelope.message.type_name().to_owned(),
+            correlation_id: envelope.correlation_id.clone(),
+            traceparent: envelope.traceparent.clone(),
+            payload: serde_json::to_vec(&envelope.message).expect("messages always serialize"),
+            headers: Vec::new(),
+        }
+    }
+
+    fn properties(&self) -> BasicProperties {
+        let mut table = FieldTable::default();
+        table.insert(
+            headers::CORRELATION_ID.into(),
+            AMQPValue::LongString(self.correlation_id.as_str().into()),
+        );
+        table.insert(
+            headers::TRACEPARENT.into(),
+            AMQPValue::LongString(self.traceparent.as_str().into()),
+        );
+        for (name, value) in &self.headers {
+            table.insert(ShortString::from(*name), value.clone());
+        }
+        BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_content_type("application/json".into())
+            .with_message_id(self.message_id.as_str().into())
+            .with_correlation_id(self.correlation_id.as_str().into())
+            .with_type(self.message_type.as_str().into())
+            .with_timestamp(chrono::Utc::now().timestamp() as u64)
+            .with_headers(table)
+    }
+}
+
+/// Publishes a batch on a confirming channel: all messages are sent back to
+/// back, then every confirm is awaited, so a batch costs one round trip.
+/// `mandatory` turns an unroutable message (missing binding) into an error
+/// instead of a silent drop.
+pub async fn publish_batch(
+    channel: &Channel,
+    messages: &[OutgoingMessage],
+) -> Result<(), PublishError> {
+    let mut confirms = Vec::with_capacity(messages.len());
+    for message in messages {
+        let confirm = channel
+            .basic_publish(
+                message.exchange.as_str().into(),
+                message.routing_key.as_str().into(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..Default::default()
+                },
+                &message.payload,
+                message.properties(),
+            )
+            .await?;
+        confirms.push((message, confirm));
+    }
+    for (message, confirm) in confirms {
+        match confirm.await? {
+            Confirmation::Ack(None) | Confirmation::NotRequested => {}
+            Confirmation::Ack(Some(_)) => {
+                return Err(PublishError::Unroutable(message.message_id.clone()));
+            }
+            Confirmation::Nack(_) => return Err(PublishError::Nacked(message.message_id.clone())),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn redacts_password() {
+        assert_eq!(
+            super::redact("amqp://guest:secret@host:5672/%2f"),
+            "amqp://guest:***@host:5672/%2f"
+        );
+        assert_eq!(super::redact("amqp://host"), "amqp://host");
+    }
+}

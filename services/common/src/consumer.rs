@@ -1,0 +1,414 @@
+//! The one message path of every service:
+//! consume → decode → (per message: savepoint → inbox → handler) → commit → ack.
+//!
+//! Deliveries that are already waiting are handled together in one database
+//! transaction (one commit for the batch), each inside its own savepoint so
+//! one failing message does not undo the others. Acks are sent only after
+//! the commit. A failed message is re-published to a delay queue (exponential
+//! backoff) and, once out of attempts, to the dead-letter queue with the
+//! reason in a header; a malformed one goes to the dead-letter queue at once.
+//! When the database itself is unreachable nothing is counted as an attempt:
+//! the batch is requeued after a pause.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use futures_util::{FutureExt, StreamExt};
+use lapin::Confirmation;
+use lapin::message::Delivery;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::{BasicProperties, Channel};
+use sqlx::{Connection, PgConnection, PgPool};
+use tracing::Instrument;
+use uuid::Uuid;
+
+use crate::amqp::{Backoff, Broker};
+use crate::contracts::Message;
+use crate::envelope::{Envelope, headers, new_traceparent};
+use crate::inbox;
+use crate::metrics::Metrics;
+use crate::outbox::OutboxSignal;
+use crate::runtime::Shutdown;
+use crate::topology::{Destination, Topology, retry_queue_name};
+
+/// What a service does with one message, inside the consumer's transaction.
+/// Outgoing messages go to the outbox through the same connection.
+pub trait Handler: Send + Sync + 'static {
+    fn handle<'a>(
+        &'a self,
+        conn: &'a mut PgConnection,
+        envelope: &'a Envelope,
+    ) -> impl Future<Output = Result<(), HandlerError>> + Send + 'a;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    /// The message can never succeed here (wrong queue, invalid content): dead-letter it now.
+    #[error("rejected: {0}")]
+    Rejected(String),
+    /// It might succeed later: retry with backoff, then dead-letter.
+    #[error("{0}")]
+    Transient(String),
+    /// The database is unreachable: requeue without spending an attempt.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl From<sqlx::Error> for HandlerError {
+    fn from(error: sqlx::Error) -> Self {
+        if crate::db::is_unavailable(&error) {
+            HandlerError::Unavailable(error.to_string())
+        } else {
+            HandlerError::Transient(error.to_string())
+        }
+    }
+}
+
+pub struct ConsumerConfig {
+    pub destination: Destination,
+    pub prefetch: u16,
+    pub max_batch: usize,
+}
+
+pub struct Consumer<H> {
+    pub config: ConsumerConfig,
+    pub pool: PgPool,
+    pub broker: Arc<Broker>,
+    pub topology: Arc<Topology>,
+    pub signal: OutboxSignal,
+    pub metrics: Metrics,
+    pub handler: Arc<H>,
+}
+
+/// What happens to one delivery after the batch transaction.
+#[derive(Debug)]
+enum Verdict {
+    Done,
+    Duplicate,
+    Retry(String),
+    DeadLetter(String),
+}
+
+struct Received {
+    delivery: Delivery,
+    attempt: u32,
+    decoded: Result<Envelope, String>,
+}
+
+impl<H: Handler> Consumer<H> {
+    pub async fn run(self, mut shutdown: Shutdown) {
+        let queue = self.topology.queue_name(self.config.destination);
+        let mut backoff = Backoff::new();
+        loop {
+            let consumed = tokio::select! {
+                result = self.consume(&queue) => result,
+                _ = shutdown.wait() => return,
+            };
+            if let Err(error) = consumed {
+                tracing::warn!(%error, queue, "consumer stopped; reconnecting");
+            }
+            tokio::select! {
+                _ = backoff.wait() => {}
+                _ = shutdown.wait() => return,
+            }
+        }
+    }
+
+    async fn consume(&self, queue: &str) -> Result<(), lapin::Error> {
+        let channel = self.broker.confirming_channel().await?;
+        channel
+            .basic_qos(self.config.prefetch, BasicQosOptions::default())
+            .await?;
+        let mut deliveries = channel
+            .basic_consume(
+                queue.into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        tracing::info!(queue, "consuming");
+        let mut pause = Backoff::new();
+        while let Some(first) = deliveries.next().await {
+            let mut batch = vec![first?];
+            while batch.len() < self.config.max_batch {
+                match deliveries.next().now_or_never() {
+                    Some(Some(Ok(delivery))) => batch.push(delivery),
+                    Some(Some(Err(error))) => return Err(error),
+                    _ => break,
+                }
+            }
+            let received: Vec<Received> = batch.into_iter().map(decode).collect();
+            match self.handle_batch(&received).await {
+                Ok(verdicts) => {
+                    pause = Backoff::new();
+                    self.settle(&channel, received, verdicts, queue).await?;
+                }
+                Err(reason) => {
+                    tracing::warn!(reason, queue, "database unavailable; requeueing batch");
+                    pause.wait().await;
+                    for r in received {
+                        r.delivery
+                            .acker
+                            .nack(BasicNackOptions {
+                                requeue: true,
+                                ..Default::default()
+                            })
+                            .await?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One transaction for the batch; `Err` means the database is unavailable.
+    async fn handle_batch(&self, batch: &[Received]) -> Result<Vec<Verdict>, String> {
+        let mut tx = self.pool.begin().await.map_err(|e| e.to_string())?;
+        let mut verdicts = Vec::with_capacity(batch.len());
+        for received in batch {
+            let envelope = match &received.decoded {
+                Ok(envelope) => envelope,
+                Err(reason) => {
+                    verdicts.push(Verdict::DeadLetter(format!("malformed message: {reason}")));
+                    continue;
+                }
+            };
+            let span = tracing::info_span!(
+                "message",
+                correlation_id = %envelope.correlation_id,
+                message_id = %envelope.message_id,
+                message_type = envelope.message.type_name(),
+                order_id = %envelope.message.order_id(),
+            );
+            let outcome = self
+                .handle_one(&mut tx, envelope)
+                .instrument(span.clone())
+                .await;
+            let verdict = match outcome {
+                Ok(true) => Verdict::Done,
+                Ok(false) => Verdict::Duplicate,
+                Err(HandlerError::Rejected(reason)) => Verdict::DeadLetter(reason),
+                Err(HandlerError::Transient(reason)) => Verdict::Retry(reason),
+                Err(HandlerError::Unavailable(reason)) => return Err(reason),
+            };
+            span.in_scope(|| tracing::debug!(?verdict, "handled"));
+            verdicts.push(verdict);
+        }
+        tx.commit().await.map_err(|e| e.to_string())?;
+        self.signal.notify();
+        Ok(verdicts)
+    }
+
+    /// `Ok(false)`: a duplicate, already handled.
+    async fn handle_one(
+        &self,
+        tx: &mut PgConnection,
+        envelope: &Envelope,
+    ) -> Result<bool, HandlerError> {
+        let mut savepoint = tx.begin().await?;
+        if !inbox::first_delivery(
+            &mut savepoint,
+            envelope.message_id,
+            envelope.message.type_name(),
+        )
+        .await?
+        {
+            savepoint.commit().await?;
+            return Ok(false);
+        }
+        match self.handler.handle(&mut savepoint, envelope).await {
+            Ok(()) => {
+                savepoint.commit().await?;
+                Ok(true)
+            }
+            Err(error) => {
+                savepoint.rollback().await?;
+                Err(error)
+            }
+        }
+    }
+
+    /// After the commit: acknowledge, or hand the message to a delay queue or
+    /// the dead-letter queue first (confirmed), then acknowledge.
+    async fn settle(
+        &self,
+        channel: &Channel,
+        received: Vec<Received>,
+        verdicts: Vec<Verdict>,
+        queue: &str,
+    ) -> Result<(), lapin::Error> {
+        let platform = &self.topology.spec.platform;
+        let max_attempts = self.topology.spec.retry.max_attempts;
+        for (r, verdict) in received.into_iter().zip(verdicts) {
+            let outcome = match &verdict {
+                Verdict::Done => "handled",
+                Verdict::Duplicate => "duplicate",
+                Verdict::Retry(_) if r.attempt < max_attempts => "retried",
+                _ => "dead_lettered",
+            };
+            match verdict {
+                Verdict::Done | Verdict::Duplicate => {}
+                Verdict::Retry(reason) if r.attempt < max_attempts => {
+                    tracing::warn!(
+                        reason,
+                        attempt = r.attempt,
+                        queue,
+                        "message failed; retrying later"
+                    );
+                    let retry_queue =
+                        retry_queue_name(platform, self.config.destination, r.attempt);
+                    republish(
+                        channel,
+                        &r.delivery,
+                        "",
+                        &retry_queue,
+                        r.attempt + 1,
+                        &reason,
+                        queue,
+                    )
+                    .await?;
+                }
+                Verdict::Retry(reason) | Verdict::DeadLetter(reason) => {
+                    tracing::error!(reason, attempt = r.attempt, queue, "message dead-lettered");
+                    let routing_key = self.config.destination.queue();
+                    let dlx = self.topology.dead_letter_exchange();
+                    republish(
+                        channel,
+                        &r.delivery,
+                        &dlx,
+                        routing_key,
+                        r.attempt,
+                        &reason,
+                        queue,
+                    )
+                    .await?;
+                }
+            }
+            self.metrics.messages_consumed(queue, outcome);
+            r.delivery.acker.ack(BasicAckOptions::default()).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Copies a delivery (same message id, body and properties) to another
+/// destination with updated attempt and reason headers, and waits for the
+/// broker's confirm so the original can be acknowledged safely.
+async fn republish(
+    channel: &Channel,
+    delivery: &Delivery,
+    exchange: &str,
+    routing_key: &str,
+    attempt: u32,
+    reason: &str,
+    original_queue: &str,
+) -> Result<(), lapin::Error> {
+    let mut table = delivery.properties.headers().clone().unwrap_or_default();
+    table.insert(headers::ATTEMPT.into(), AMQPValue::LongUInt(attempt));
+    table.insert(
+        headers::FAILURE_REASON.into(),
+        AMQPValue::LongString(LongString::from(truncate(reason, 1000))),
+    );
+    table.insert(
+        headers::ORIGINAL_QUEUE.into(),
+        AMQPValue::LongString(LongString::from(original_queue)),
+    );
+    table.insert(
+        headers::DEAD_LETTERED_AT.into(),
+        AMQPValue::LongString(LongString::from(chrono::Utc::now().to_rfc3339())),
+    );
+    let properties: BasicProperties = delivery
+        .properties
+        .clone()
+        .with_headers(table)
+        .with_delivery_mode(2);
+    let confirm = channel
+        .basic_publish(
+            exchange.into(),
+            routing_key.into(),
+            BasicPublishOptions {
+                mandatory: true,
+                ..Default::default()
+            },
+            &delivery.data,
+            properties,
+        )
+        .await?
+        .await?;
+    match confirm {
+        Confirmation::Ack(None) | Confirmation::NotRequested => Ok(()),
+        _ => Err(std::io::Error::other(format!(
+            "broker did not accept the copy for {routing_key}"
+        ))
+        .into()),
+    }
+}
+
+fn truncate(text: &str, max: usize) -> &str {
+    match text.char_indices().nth(max) {
+        Some((index, _)) => &text[..index],
+        None => text,
+    }
+}
+
+/// Reads an AMQP delivery into an envelope, or says why it cannot be read.
+fn decode(delivery: Delivery) -> Received {
+    let headers = delivery.properties.headers().clone().unwrap_or_default();
+    let header_str = |name: &str| match headers.inner().get(name) {
+        Some(AMQPValue::LongString(value)) => Some(value.to_string()),
+        Some(AMQPValue::ShortString(value)) => Some(value.to_string()),
+        _ => None,
+    };
+    let attempt = match headers.inner().get(headers::ATTEMPT) {
+        Some(AMQPValue::LongUInt(n)) => *n,
+        Some(AMQPValue::LongInt(n)) => (*n).max(1) as u32,
+        Some(AMQPValue::LongLongInt(n)) => (*n).max(1) as u32,
+        _ => 1,
+    };
+    let decoded = (|| {
+        let message_id = delivery
+            .properties
+            .message_id()
+            .as_ref()
+            .ok_or("no message_id property")?
+            .as_str()
+            .parse::<Uuid>()
+            .map_err(|e| format!("message_id is not a UUID: {e}"))?;
+        let message: Message =
+            serde_json::from_slice(&delivery.data).map_err(|e| format!("invalid body: {e}"))?;
+        if let Some(kind) = delivery.properties.kind()
+            && kind.as_str() != message.type_name()
+        {
+            return Err(format!(
+                "type property {} does not match body type {}",
+                kind.as_str(),
+                message.type_name()
+            ));
+        }
+        let correlation_id = header_str(headers::CORRELATION_ID)
+            .or_else(|| {
+                delivery
+                    .properties
+                    .correlation_id()
+                    .as_ref()
+                    .map(|c| c.to_string())
+            })
+            .unwrap_or_else(|| message_id.to_string());
+        let traceparent = header_str(headers::TRACEPARENT).unwrap_or_else(new_traceparent);
+        Ok(Envelope {
+            message_id,
+            correlation_id,
+            traceparent,
+            message,
+        })
+    })();
+    Received {
+        delivery,
+        attempt,
+        decoded,
+    }
+}

@@ -1,0 +1,111 @@
+//! Readiness: the database answers, the broker is connected, and the broker
+//! topology is exactly the one this service was configured for. A background
+//! task re-checks and logs every change, so `/readyz` is cheap.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use serde::Serialize;
+use sqlx::PgPool;
+
+use crate::amqp::Broker;
+use crate::runtime::Shutdown;
+use crate::topology::Topology;
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ReadinessReport {
+    pub ready: bool,
+    pub database: String,
+    pub broker: String,
+    pub topology: String,
+}
+
+impl ReadinessReport {
+    fn starting() -> Self {
+        let pending = "not checked yet".to_owned();
+        ReadinessReport {
+            ready: false,
+            database: pending.clone(),
+            broker: pending.clone(),
+            topology: pending,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Readiness(Arc<RwLock<ReadinessReport>>);
+
+impl Readiness {
+    pub fn report(&self) -> ReadinessReport {
+        self.0.read().expect("readiness lock poisoned").clone()
+    }
+
+    /// Starts the checker; migrations have run before this is called.
+    pub fn spawn(
+        pool: PgPool,
+        broker: Arc<Broker>,
+        topology: Arc<Topology>,
+        mut shutdown: Shutdown,
+    ) -> Self {
+        let readiness = Readiness(Arc::new(RwLock::new(ReadinessReport::starting())));
+        let shared = readiness.clone();
+        tokio::spawn(async move {
+            loop {
+                let report = check(&pool, &broker, &topology).await;
+                let changed = *shared.0.read().expect("readiness lock poisoned") != report;
+                if changed {
+                    if report.ready {
+                        tracing::info!(?report, "ready");
+                    } else {
+                        tracing::warn!(?report, "not ready");
+                    }
+                    *shared.0.write().expect("readiness lock poisoned") = report.clone();
+                }
+                let pause = if report.ready {
+                    Duration::from_secs(5)
+                } else {
+                    Duration::from_millis(500)
+                };
+                tokio::select! {
+                    _ = tokio::time::sleep(pause) => {}
+                    _ = shutdown.wait() => return,
+                }
+            }
+        });
+        readiness
+    }
+}
+
+async fn check(pool: &PgPool, broker: &Broker, topology: &Topology) -> ReadinessReport {
+    const OK: &str = "ok";
+    let timeout = Duration::from_secs(3);
+    let database = match tokio::time::timeout(timeout, sqlx::query("SELECT 1").execute(pool)).await
+    {
+        Ok(Ok(_)) => OK.to_owned(),
+        Ok(Err(error)) => format!("down: {error}"),
+        Err(_) => "down: no answer within 3s".to_owned(),
+    };
+    let (broker_state, topology_state) = if broker.is_connected().await {
+        let connection = broker.connection().await;
+        let topology_state = match tokio::time::timeout(timeout, topology.verify(&connection)).await
+        {
+            Ok(Ok(())) => OK.to_owned(),
+            Ok(Err(error)) => format!(
+                "invalid: {error} (run `sagactl topology apply` or let the operator declare it)"
+            ),
+            Err(_) => "unknown: broker did not answer within 3s".to_owned(),
+        };
+        (OK.to_owned(), topology_state)
+    } else {
+        (
+            "down: not connected".to_owned(),
+            "unknown: broker down".to_owned(),
+        )
+    };
+    ReadinessReport {
+        ready: database == OK && broker_state == OK && topology_state == OK,
+        database,
+        broker: broker_state,
+        topology: topology_state,
+    }
+}

@@ -1,0 +1,147 @@
+//! HTTP plumbing every service shares: correlation ids and request logs,
+//! metrics, the operational routes, API docs, limits and serving.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use tracing::Instrument;
+use utoipa::openapi::OpenApi;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::envelope::{child_traceparent, new_traceparent, parse_traceparent};
+use crate::health::Readiness;
+use crate::metrics::Metrics;
+use crate::problem::Problem;
+use crate::runtime::Shutdown;
+
+/// Request bodies larger than this are refused with 413.
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+/// Where a request sits in a causal chain; copied onto every message it causes.
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    pub correlation_id: String,
+    pub traceparent: String,
+}
+
+/// Adopts the caller's `x-correlation-id` and `traceparent` (or makes new
+/// ones), runs the request inside a span carrying them, echoes the
+/// correlation id, and records metrics.
+async fn observe(State(metrics): State<Metrics>, mut request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let (correlation_id, traceparent) = (
+        header(&request, "x-correlation-id"),
+        header(&request, "traceparent"),
+    );
+    let correlation_id = correlation_id
+        .filter(|id| !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic()))
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let traceparent = match traceparent {
+        Some(parent) if parse_traceparent(&parent).is_some() => child_traceparent(&parent),
+        _ => new_traceparent(),
+    };
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let method = request.method().clone();
+    let span = tracing::info_span!("request", %correlation_id, %method, route);
+    request.extensions_mut().insert(RequestContext {
+        correlation_id: correlation_id.clone(),
+        traceparent,
+    });
+    let mut response = next.run(request).instrument(span.clone()).await;
+    let status = response.status().as_u16();
+    let elapsed = started.elapsed().as_secs_f64();
+    if route.starts_with("/api/v1") {
+        span.in_scope(|| tracing::info!(status, elapsed_ms = elapsed * 1000.0, "request"));
+    }
+    metrics.http_request(method.as_str(), &route, status, elapsed);
+    if let Ok(value) = HeaderValue::from_str(&correlation_id) {
+        response.headers_mut().insert("x-correlation-id", value);
+    }
+    response
+}
+
+fn header(request: &Request, name: &str) -> Option<String> {
+    request
+        .headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// Combines a service's API routes with `/healthz`, `/readyz`, `/metrics`,
+/// `/api/openapi.json`, `/api/docs`, a problem+json 404, the body limit and
+/// request observation.
+pub fn finish(api: Router, mut openapi: OpenApi, readiness: Readiness, metrics: Metrics) -> Router {
+    let components = openapi.components.get_or_insert_with(Default::default);
+    components.add_security_scheme(
+        "bearer",
+        SecurityScheme::Http(
+            HttpBuilder::new()
+                .scheme(HttpAuthScheme::Bearer)
+                .bearer_format("JWT")
+                .build(),
+        ),
+    );
+    let metrics_for_route = metrics.clone();
+    let ops = Router::new()
+        .route(
+            "/healthz",
+            get(|| async { Json(serde_json::json!({"status": "alive"})) }),
+        )
+        .route(
+            "/readyz",
+            get(move || async move {
+                let report = readiness.report();
+                let status = if report.ready {
+                    StatusCode::OK
+                } else {
+                    StatusCode::SERVICE_UNAVAILABLE
+                };
+                (status, Json(report))
+            }),
+        )
+        .route(
+            "/metrics",
+            get(move || async move {
+                (
+                    [(
+                        "content-type",
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    metrics_for_route.render(),
+                )
+            }),
+        );
+    api.merge(ops)
+        .merge(SwaggerUi::new("/api/docs").url("/api/openapi.json", openapi))
+        .fallback(|| async { Problem::not_found("no such route").into_response() })
+        .method_not_allowed_fallback(|| async {
+            Problem::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "method not allowed on this route",
+            )
+        })
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(middleware::from_fn_with_state(metrics, observe))
+}
+
+/// Serves until shutdown, letting in-flight requests finish.
+pub async fn serve(addr: SocketAddr, app: Router, mut shutdown: Shutdown) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    tracing::info!(%addr, "listening");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.wait().await })
+        .await
+}

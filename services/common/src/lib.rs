@@ -1,0 +1,22 @@
+//! Everything the three services share. Each mechanism lives here once:
+//! the message contracts and envelope, the broker topology, the publisher with
+//! confirms, the consumer (inbox, retry, dead letters), the transactional
+//! outbox relay, configuration, telemetry and the HTTP plumbing.
+
+pub mod amqp;
+pub mod auth;
+pub mod config;
+pub mod consumer;
+pub mod contracts;
+pub mod db;
+pub mod envelope;
+pub mod health;
+pub mod http;
+pub mod inbox;
+pub mod metrics;
+pub mod outbox;
+pub mod problem;
+pub mod runtime;
+pub mod service;
+pub mod telemetry;
+pub mod topology;

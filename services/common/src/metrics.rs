@@ -1,0 +1,110 @@
+//! Prometheus metrics shared by the services; each service may register more.
+
+use std::sync::{Arc, Mutex};
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Metric, Registry};
+
+type Labels = Vec<(&'static str, String)>;
+
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Arc<Mutex<Registry>>,
+    pub messages_published: Counter,
+    consumed: Family<Labels, Counter>,
+    http_requests: Family<Labels, Counter>,
+    http_duration: Family<Labels, Histogram>,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("saga");
+        let messages_published = Counter::default();
+        registry.register(
+            "messages_published",
+            "Messages published from the outbox (confirmed)",
+            messages_published.clone(),
+        );
+        let consumed = Family::<Labels, Counter>::default();
+        registry.register(
+            "messages_consumed",
+            "Messages consumed, by queue and outcome",
+            consumed.clone(),
+        );
+        let http_requests = Family::<Labels, Counter>::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests, by route and status",
+            http_requests.clone(),
+        );
+        let http_duration = Family::<Labels, Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request latency",
+            http_duration.clone(),
+        );
+        Metrics {
+            registry: Arc::new(Mutex::new(registry)),
+            messages_published,
+            consumed,
+            http_requests,
+            http_duration,
+        }
+    }
+
+    /// Adds a service-specific metric to the same registry.
+    pub fn register(&self, name: &str, help: &str, metric: impl Metric) {
+        self.registry
+            .lock()
+            .expect("metrics registry poisoned")
+            .register(name, help, metric);
+    }
+
+    pub fn messages_consumed(&self, queue: &str, outcome: &'static str) {
+        self.consumed
+            .get_or_create(&vec![
+                ("queue", queue.to_owned()),
+                ("outcome", outcome.to_owned()),
+            ])
+            .inc();
+    }
+
+    pub fn http_request(&self, method: &str, route: &str, status: u16, seconds: f64) {
+        let labels = vec![
+            ("method", method.to_owned()),
+            ("route", route.to_owned()),
+            ("status", status.to_string()),
+        ];
+        self.http_requests.get_or_create(&labels).inc();
+        self.http_duration
+            .get_or_create(&labels[..2].to_vec())
+            .observe(seconds);
+    }
+
+    /// The Prometheus text exposition of every registered metric.
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        encode(
+            &mut text,
+            &self.registry.lock().expect("metrics registry poisoned"),
+        )
+        .expect("writing to a String");
+        text
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// 1 ms to ~16 s.
+pub fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 15))
+}

@@ -1,0 +1,152 @@
+//! The start-up and shutdown sequence every service binary shares.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use sqlx::PgPool;
+use sqlx::migrate::Migrator;
+use utoipa::openapi::OpenApi;
+
+use crate::amqp::Broker;
+use crate::auth::Auth;
+use crate::config::{ServiceArgs, fail};
+use crate::consumer::{Consumer, ConsumerConfig, Handler};
+use crate::health::Readiness;
+use crate::metrics::Metrics;
+use crate::outbox::{OutboxRelay, OutboxSignal};
+use crate::runtime::{Shutdown, ShutdownTrigger, shutdown_pair, termination_signal};
+use crate::topology::{Destination, Topology};
+
+/// A running service's shared resources; handed to its API and handlers.
+pub struct Service {
+    pub name: &'static str,
+    pub args: ServiceArgs,
+    pub pool: PgPool,
+    pub broker: Arc<Broker>,
+    pub topology: Arc<Topology>,
+    pub signal: OutboxSignal,
+    pub metrics: Metrics,
+    pub auth: Auth,
+    pub shutdown: Shutdown,
+    trigger: ShutdownTrigger,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Service {
+    /// Initialises logging, opens (and if needed creates) the database, runs
+    /// the migrations and prepares the broker connection.
+    pub async fn start(name: &'static str, args: ServiceArgs, migrator: &Migrator) -> Service {
+        crate::telemetry::init(args.log_format);
+        let auth = Auth::from_args(&args.auth).unwrap_or_else(|e| fail(&e));
+        if auth.disabled() {
+            tracing::warn!(
+                "authentication is disabled (AUTH_DISABLED=true): every caller is an admin"
+            );
+        }
+        let pool = crate::db::connect(&args.database_url, args.db_pool_size).await;
+        if let Err(error) = crate::db::migrate(&pool, migrator).await {
+            tracing::error!(%error, "migrations failed");
+            std::process::exit(1);
+        }
+        tracing::info!(service = name, "migrations applied");
+        let topology = Arc::new(Topology::new(args.broker.topology.spec()));
+        let broker = Arc::new(Broker::new(args.broker.amqp_url.clone(), name));
+        let (trigger, shutdown) = shutdown_pair();
+        Service {
+            name,
+            pool,
+            broker,
+            topology,
+            signal: OutboxSignal::default(),
+            metrics: Metrics::new(),
+            auth,
+            shutdown,
+            trigger,
+            tasks: Vec::new(),
+            args,
+        }
+    }
+
+    /// Runs a background task until shutdown.
+    pub fn spawn<F>(&mut self, task: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.tasks.push(tokio::spawn(task));
+    }
+
+    /// Starts the configured number of consumers of the service's queue.
+    pub fn consume<H: Handler>(&mut self, destination: Destination, handler: Arc<H>) {
+        for _ in 0..self.args.consumers.max(1) {
+            let consumer = Consumer {
+                config: ConsumerConfig {
+                    destination,
+                    prefetch: self.args.prefetch,
+                    max_batch: self.args.consumer_batch.max(1),
+                },
+                pool: self.pool.clone(),
+                broker: self.broker.clone(),
+                topology: self.topology.clone(),
+                signal: self.signal.clone(),
+                metrics: self.metrics.clone(),
+                handler: handler.clone(),
+            };
+            let shutdown = self.shutdown.clone();
+            self.spawn(consumer.run(shutdown));
+        }
+    }
+
+    /// Starts the outbox relay and readiness checks, serves HTTP until
+    /// SIGTERM/Ctrl-C, then stops consumers and waits for in-flight work.
+    pub async fn run(mut self, addr: SocketAddr, api: Router, openapi: OpenApi) {
+        let relay = OutboxRelay {
+            pool: self.pool.clone(),
+            broker: self.broker.clone(),
+            topology: self.topology.clone(),
+            signal: self.signal.clone(),
+            metrics: self.metrics.clone(),
+            batch_size: self.args.outbox_batch.max(1),
+            sweep_interval: Duration::from_secs(1),
+        };
+        let shutdown = self.shutdown.clone();
+        self.spawn(relay.run(shutdown));
+        let pool = self.pool.clone();
+        let mut shutdown = self.shutdown.clone();
+        self.spawn(async move {
+            // Inbox ids are kept a week: far longer than any redelivery or redrive.
+            loop {
+                if let Err(error) =
+                    crate::inbox::prune(&pool, Duration::from_secs(7 * 24 * 3600)).await
+                {
+                    tracing::warn!(%error, "inbox pruning failed");
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+                    _ = shutdown.wait() => return,
+                }
+            }
+        });
+        let readiness = Readiness::spawn(
+            self.pool.clone(),
+            self.broker.clone(),
+            self.topology.clone(),
+            self.shutdown.clone(),
+        );
+        let app = crate::http::finish(api, openapi, readiness, self.metrics.clone());
+        let trigger = self.trigger;
+        tokio::spawn(async move {
+            termination_signal().await;
+            tracing::info!("shutting down");
+            trigger.trigger();
+        });
+        if let Err(error) = crate::http::serve(addr, app, self.shutdown.clone()).await {
+            fail(&format!("cannot serve HTTP on {addr}: {error}"));
+        }
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        tracing::info!(service = self.name, "stopped");
+    }
+}

@@ -1,0 +1,418 @@
+//! The one definition of the broker topology, a pure function of the platform
+//! name and its settings. Services verify it, `sagactl topology apply` and the
+//! operator declare it.
+//!
+//! For each service queue `{platform}.{queue}`:
+//! - it is bound to the direct exchange `{platform}.saga` with routing key `{queue}`;
+//! - rejected messages dead-letter through `{platform}.dlx` to `{platform}.{queue}.dlq`;
+//! - retries wait in `{platform}.{queue}.retry.{n}` (TTL = backoff delay n) and
+//!   dead-letter back to `{platform}.saga` with the original routing key.
+
+use std::time::Duration;
+
+use lapin::options::{
+    ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
+    QueueDeleteOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{Channel, Connection, ExchangeKind};
+use serde::{Deserialize, Serialize};
+
+/// The three services' inbound queues.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Destination {
+    Order,
+    Payment,
+    Inventory,
+}
+
+impl Destination {
+    pub const ALL: [Destination; 3] = [
+        Destination::Order,
+        Destination::Payment,
+        Destination::Inventory,
+    ];
+
+    /// Queue name without the platform prefix; also the routing key.
+    pub fn queue(self) -> &'static str {
+        match self {
+            Destination::Order => "order.replies",
+            Destination::Payment => "payment.commands",
+            Destination::Inventory => "inventory.commands",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueType {
+    Quorum,
+    Classic,
+}
+
+impl QueueType {
+    fn as_str(self) -> &'static str {
+        match self {
+            QueueType::Quorum => "quorum",
+            QueueType::Classic => "classic",
+        }
+    }
+}
+
+/// Exponential backoff between deliveries of a failing message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetryPolicy {
+    /// Deliveries in all (the first one included) before dead-lettering.
+    pub max_attempts: u32,
+    pub initial_delay: Duration,
+    pub multiplier: u32,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 5,
+            initial_delay: Duration::from_millis(500),
+            multiplier: 4,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// Delay before delivery `attempt + 1`, for a message whose delivery `attempt` failed.
+    pub fn delay_after(&self, attempt: u32) -> Duration {
+        self.initial_delay * self.multiplier.saturating_pow(attempt.saturating_sub(1))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopologySpec {
+    pub platform: String,
+    pub queue_type: QueueType,
+    pub retry: RetryPolicy,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExchangeDef {
+    pub name: String,
+    pub kind: ExchangeKind,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueDef {
+    pub name: String,
+    pub arguments: FieldTable,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct BindingDef {
+    pub queue: String,
+    pub exchange: String,
+    pub routing_key: String,
+}
+
+/// Everything to declare on the broker for one platform.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Topology {
+    pub spec: TopologySpec,
+    pub exchanges: Vec<ExchangeDef>,
+    pub queues: Vec<QueueDef>,
+    pub bindings: Vec<BindingDef>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TopologyError {
+    #[error("{what} is missing on the broker")]
+    Missing { what: String },
+    #[error("{what} exists with different settings: {detail}")]
+    Different { what: String, detail: String },
+    #[error("broker: {0}")]
+    Broker(#[from] lapin::Error),
+}
+
+impl Topology {
+    pub fn new(spec: TopologySpec) -> Self {
+        let p = &spec.platform;
+        let saga = format!("{p}.saga");
+        let dlx = format!("{p}.dlx");
+        let exchanges = vec![
+            ExchangeDef {
+                name: saga.clone(),
+                kind: ExchangeKind::Direct,
+            },
+            ExchangeDef {
+                name: dlx.clone(),
+                kind: ExchangeKind::Direct,
+            },
+        ];
+        let mut queues = Vec::new();
+        let mut bindings = Vec::new();
+        for destination in Destination::ALL {
+            let queue = destination.queue();
+            let main = format!("{p}.{queue}");
+            let mut args = base_arguments(spec.queue_type);
+            args.insert("x-dead-letter-exchange".into(), long_string(&dlx));
+            args.insert("x-dead-letter-routing-key".into(), long_string(queue));
+            queues.push(QueueDef {
+                name: main.clone(),
+                arguments: args,
+            });
+            bindings.push(BindingDef {
+                queue: main,
+                exchange: saga.clone(),
+                routing_key: queue.into(),
+            });
+
+            let dlq = dlq_name(p, destination);
+            queues.push(QueueDef {
+                name: dlq.clone(),
+                arguments: base_arguments(spec.queue_type),
+            });
+            bindings.push(BindingDef {
+                queue: dlq,
+                exchange: dlx.clone(),
+                routing_key: queue.into(),
+            });
+
+            for attempt in 1..spec.retry.max_attempts {
+                let mut args = base_arguments(spec.queue_type);
+                let ttl = spec.retry.delay_after(attempt).as_millis() as u32;
+                args.insert("x-message-ttl".into(), AMQPValue::LongUInt(ttl));
+                args.insert("x-dead-letter-exchange".into(), long_string(&saga));
+                args.insert("x-dead-letter-routing-key".into(), long_string(queue));
+                if spec.queue_type == QueueType::Quorum {
+                    // Quorum queues drop dead letters unless told to confirm them.
+                    args.insert(
+                        "x-dead-letter-strategy".into(),
+                        long_string("at-least-once"),
+                    );
+                    args.insert("x-overflow".into(), long_string("reject-publish"));
+                }
+                queues.push(QueueDef {
+                    name: retry_queue_name(p, destination, attempt),
+                    arguments: args,
+                });
+            }
+        }
+        Topology {
+            spec,
+            exchanges,
+            queues,
+            bindings,
+        }
+    }
+
+    pub fn exchange(&self) -> String {
+        format!("{}.saga", self.spec.platform)
+    }
+
+    pub fn dead_letter_exchange(&self) -> String {
+        format!("{}.dlx", self.spec.platform)
+    }
+
+    pub fn queue_name(&self, destination: Destination) -> String {
+        format!("{}.{}", self.spec.platform, destination.queue())
+    }
+
+    /// Declares everything (idempotent). Fails if an entity exists with other settings.
+    pub async fn declare(&self, connection: &Connection) -> Result<(), TopologyError> {
+        let channel = connection.create_channel().await?;
+        for exchange in &self.exchanges {
+            declare_exchange(&channel, exchange, false).await?;
+        }
+        for queue in &self.queues {
+            declare_queue(&channel, queue, false).await?;
+        }
+        for binding in &self.bindings {
+            channel
+                .queue_bind(
+                    binding.queue.as_str().into(),
+                    binding.exchange.as_str().into(),
+                    binding.routing_key.as_str().into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+        }
+        let _ = channel.close(200, "topology declared".into()).await;
+        Ok(())
+    }
+
+    /// Checks that every exchange and queue exists with the expected settings,
+    /// without creating anything that is missing. Bindings are not inspectable
+    /// over AMQP; `declare` restores them.
+    pub async fn verify(&self, connection: &Connection) -> Result<(), TopologyError> {
+        for exchange in &self.exchanges {
+            let what = format!("exchange {}", exchange.name);
+            self.check(connection, what, |ch| async move {
+                declare_exchange(&ch, exchange, true).await?;
+                declare_exchange(&ch, exchange, false).await
+            })
+            .await?;
+        }
+        for queue in &self.queues {
+            let what = format!("queue {}", queue.name);
+            self.check(connection, what, |ch| async move {
+                declare_queue(&ch, queue, true).await?;
+                declare_queue(&ch, queue, false).await
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Runs a passive-then-active declaration on a fresh channel (a failed
+    /// declaration closes the channel) and turns broker refusals into the
+    /// reason a person can act on.
+    async fn check<'a, F, Fut>(
+        &'a self,
+        connection: &Connection,
+        what: String,
+        probe: F,
+    ) -> Result<(), TopologyError>
+    where
+        F: FnOnce(Channel) -> Fut,
+        Fut: std::future::Future<Output = Result<(), lapin::Error>> + 'a,
+    {
+        let channel = connection.create_channel().await?;
+        let result = probe(channel.clone()).await;
+        if channel.status().connected() {
+            let _ = channel.close(200, "verified".into()).await;
+        }
+        match result {
+            Ok(()) => Ok(()),
+            Err(error) => match reply_code(&error) {
+                Some(404) => Err(TopologyError::Missing { what }),
+                Some(406) => Err(TopologyError::Different {
+                    what,
+                    detail: error.to_string(),
+                }),
+                _ => Err(TopologyError::Broker(error)),
+            },
+        }
+    }
+
+    /// Deletes every queue and exchange of the platform (used by `deletionPolicy: Delete`).
+    pub async fn delete(&self, connection: &Connection) -> Result<(), TopologyError> {
+        let channel = connection.create_channel().await?;
+        for queue in &self.queues {
+            channel
+                .queue_delete(queue.name.as_str().into(), QueueDeleteOptions::default())
+                .await?;
+        }
+        for exchange in &self.exchanges {
+            channel
+                .exchange_delete(
+                    exchange.name.as_str().into(),
+                    ExchangeDeleteOptions::default(),
+                )
+                .await?;
+        }
+        let _ = channel.close(200, "topology deleted".into()).await;
+        Ok(())
+    }
+}
+
+pub fn dlq_name(platform: &str, destination: Destination) -> String {
+    format!("{platform}.{}.dlq", destination.queue())
+}
+
+pub fn retry_queue_name(platform: &str, destination: Destination, attempt: u32) -> String {
+    format!("{platform}.{}.retry.{attempt}", destination.queue())
+}
+
+fn base_arguments(queue_type: QueueType) -> FieldTable {
+    let mut args = FieldTable::default();
+    args.insert("x-queue-type".into(), long_string(queue_type.as_str()));
+    args
+}
+
+fn long_string(value: &str) -> AMQPValue {
+    AMQPValue::LongString(LongString::from(value))
+}
+
+async fn declare_exchange(
+    channel: &Channel,
+    exchange: &ExchangeDef,
+    passive: bool,
+) -> Result<(), lapin::Error> {
+    let options = ExchangeDeclareOptions {
+        passive,
+        durable: true,
+        ..Default::default()
+    };
+    channel
+        .exchange_declare(
+            ShortString::from(exchange.name.as_str()),
+            exchange.kind.clone(),
+            options,
+            FieldTable::default(),
+        )
+        .await
+}
+
+async fn declare_queue(
+    channel: &Channel,
+    queue: &QueueDef,
+    passive: bool,
+) -> Result<(), lapin::Error> {
+    let options = QueueDeclareOptions {
+        passive,
+        durable: true,
+        ..Default::default()
+    };
+    channel
+        .queue_declare(queue.name.as_str().into(), options, queue.arguments.clone())
+        .await
+        .map(|_| ())
+}
+
+/// The AMQP reply code of a channel or connection close caused by the broker.
+fn reply_code(error: &lapin::Error) -> Option<u16> {
+    match error.kind() {
+        lapin::ErrorKind::ProtocolError(amqp) => Some(amqp.get_id()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> TopologySpec {
+        TopologySpec {
+            platform: "p".into(),
+            queue_type: QueueType::Quorum,
+            retry: RetryPolicy::default(),
+        }
+    }
+
+    #[test]
+    fn every_service_queue_has_dlq_and_retry_tiers() {
+        let topology = Topology::new(spec());
+        let names: Vec<&str> = topology.queues.iter().map(|q| q.name.as_str()).collect();
+        for destination in Destination::ALL {
+            let queue = destination.queue();
+            assert!(names.contains(&format!("p.{queue}").as_str()));
+            assert!(names.contains(&format!("p.{queue}.dlq").as_str()));
+            for attempt in 1..5 {
+                assert!(names.contains(&format!("p.{queue}.retry.{attempt}").as_str()));
+            }
+            assert!(!names.contains(&format!("p.{queue}.retry.5").as_str()));
+        }
+        assert_eq!(topology.queues.len(), 3 * (2 + 4));
+        assert_eq!(topology.bindings.len(), 6);
+    }
+
+    #[test]
+    fn backoff_is_exponential() {
+        let retry = RetryPolicy {
+            max_attempts: 4,
+            initial_delay: Duration::from_millis(100),
+            multiplier: 3,
+        };
+        let delays: Vec<u128> = (1..4).map(|a| retry.delay_after(a).as_millis()).collect();
+        assert_eq!(delays, vec![100, 300, 900]);
+    }
+}
