@@ -1,1 +1,65 @@
-fn main() {}
+//! order-service: the public order API, the saga orchestrator and the
+//! step-timeout worker, in one process.
+
+mod api;
+mod orchestrator;
+mod saga;
+mod store;
+mod timeouts;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use saga_common::config::{ServiceArgs, parse, parse_duration};
+use saga_common::service::Service;
+use saga_common::topology::Destination;
+use sqlx::migrate::Migrator;
+
+use crate::orchestrator::Orchestrator;
+use crate::timeouts::TimeoutWorker;
+
+static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "order-service",
+    version,
+    about = "Order API, saga orchestrator and step-timeout worker"
+)]
+struct Args {
+    #[command(flatten)]
+    service: ServiceArgs,
+    #[arg(long, env = "HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    http_addr: SocketAddr,
+    /// A saga step that gets no reply within this time is compensated (FAILED timeout).
+    #[arg(long, env = "SAGA_STEP_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    step_timeout: Duration,
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Args = parse();
+    let mut service = Service::start("order-service", args.service, &MIGRATOR).await;
+    let orchestrator = Arc::new(Orchestrator::new(args.step_timeout, &service.metrics));
+    service.consume(Destination::Order, orchestrator.clone());
+    let worker = TimeoutWorker {
+        pool: service.pool.clone(),
+        orchestrator: orchestrator.clone(),
+        signal: service.signal.clone(),
+        // Check often enough that a timeout fires within ~10% of its nominal time.
+        scan_interval: (args.step_timeout / 10)
+            .clamp(Duration::from_millis(100), Duration::from_secs(1)),
+    };
+    let shutdown = service.shutdown.clone();
+    service.spawn(worker.run(shutdown));
+    let state = api::AppState {
+        pool: service.pool.clone(),
+        auth: service.auth.clone(),
+        signal: service.signal.clone(),
+        orchestrator,
+    };
+    let (router, openapi) = api::router(state);
+    service.run(args.http_addr, router, openapi).await;
+}

@@ -1,0 +1,284 @@
+use axum::Json;
+use axum::extract::{Extension, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::Utc;
+use saga_common::auth::Caller;
+use saga_common::envelope::Envelope;
+use saga_common::http::RequestContext;
+use saga_common::outbox;
+use saga_common::problem::{ApiJson, ApiPath, ApiQuery, Problem};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use sqlx::types::Json as SqlJson;
+use uuid::Uuid;
+
+use super::AppState;
+use super::model::*;
+use crate::saga::{self, Effect, Event};
+use crate::store::{self, Item, ListFilter, OrderRow};
+
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+/// Place an order; its saga runs in the background.
+#[utoipa::path(
+    post, path = "/api/v1/orders", tag = "orders",
+    request_body = PlaceOrder,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Same key + same body returns the first response")),
+    responses(
+        (status = 202, description = "Accepted; follow the Location", body = OrderView),
+        (status = 400, description = "Malformed JSON or header", body = Problem),
+        (status = 409, description = "A request with this Idempotency-Key is in progress", body = Problem),
+        (status = 413, description = "Body larger than 64 KiB", body = Problem),
+        (status = 422, description = "Invalid order, or Idempotency-Key reused with another body", body = Problem),
+    )
+)]
+pub async fn place_order(
+    State(state): State<AppState>,
+    Extension(context): Extension<RequestContext>,
+    caller: Caller,
+    headers: HeaderMap,
+    ApiJson(request): ApiJson<PlaceOrder>,
+) -> Result<Response, Problem> {
+    request.validate()?;
+    let key = match headers.get(IDEMPOTENCY_KEY) {
+        Some(value) => {
+            let key = value.to_str().map_err(|_| {
+                Problem::bad_request(
+                    "invalid-idempotency-key",
+                    "Idempotency-Key must be visible ASCII",
+                )
+            })?;
+            validate_idempotency_key(key)?;
+            Some(key.to_owned())
+        }
+        None => None,
+    };
+    let request_hash =
+        Sha256::digest(serde_json::to_vec(&request).expect("request serializes")).to_vec();
+
+    let mut tx = state.pool.begin().await?;
+    if let Some(key) = &key {
+        if !store::try_lock_idempotency_key(&mut tx, &caller.customer_id, key).await? {
+            return Err(Problem::conflict(
+                "idempotency-key-in-use",
+                "another request with this Idempotency-Key is in progress; retry",
+            ));
+        }
+        if let Some(stored) =
+            store::find_idempotent_response(&mut tx, &caller.customer_id, key).await?
+        {
+            if stored.request_hash != request_hash {
+                return Err(Problem::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "idempotency-key-reused",
+                    "this Idempotency-Key was used with a different request body",
+                ));
+            }
+            let view: OrderView =
+                serde_json::from_value(stored.response).map_err(Problem::internal)?;
+            return Ok(accepted(&view));
+        }
+    }
+
+    let now = Utc::now();
+    let mut order = OrderRow {
+        id: Uuid::now_v7(),
+        customer_id: caller.customer_id.clone(),
+        status: String::new(),
+        saga: SqlJson(saga::SagaState::Reserving),
+        items: SqlJson(
+            request
+                .items
+                .iter()
+                .map(|l| Item {
+                    sku: l.sku.clone(),
+                    quantity: l.quantity as i32,
+                    unit_price_cents: None,
+                })
+                .collect(),
+        ),
+        total_cents: None,
+        failure_reason: None,
+        correlation_id: context.correlation_id.clone(),
+        traceparent: context.traceparent.clone(),
+        created_at: now,
+        updated_at: now,
+    };
+    let (first_state, commands) = saga::begin(&crate::orchestrator::saga_order(&order));
+    order.status = first_state.status().as_str().to_owned();
+    order.saga = SqlJson(first_state);
+    let envelopes: Vec<Envelope> = commands
+        .into_iter()
+        .map(|command| Envelope::new(command, &context.correlation_id, &context.traceparent))
+        .collect();
+
+    store::insert(
+        &mut tx,
+        &order,
+        state.orchestrator.step_timeout.as_secs_f64(),
+    )
+    .await?;
+    let mut timeline = vec![(
+        "order.placed",
+        json!({"lines": order.items.len(), "customer_id": order.customer_id}),
+    )];
+    timeline.extend(envelopes.iter().map(|e| {
+        (
+            "command.sent",
+            json!({"type": e.message.type_name(), "message_id": e.message_id}),
+        )
+    }));
+    store::record_events(&mut tx, order.id, &timeline).await?;
+    outbox::enqueue(&mut tx, &envelopes).await?;
+    let view = OrderView::from(&order);
+    if let Some(key) = &key {
+        let response = serde_json::to_value(&view).expect("order view serializes");
+        store::store_idempotent_response(
+            &mut tx,
+            &caller.customer_id,
+            key,
+            &request_hash,
+            order.id,
+            &response,
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    state.signal.notify();
+    tracing::info!(order_id = %order.id, lines = order.items.len(), "order placed");
+    Ok(accepted(&view))
+}
+
+fn accepted(view: &OrderView) -> Response {
+    let location = HeaderValue::from_str(&format!("/api/v1/orders/{}", view.id))
+        .expect("uuid is a valid header");
+    (
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, location)],
+        Json(view),
+    )
+        .into_response()
+}
+
+/// One order (a customer sees only their own).
+#[utoipa::path(
+    get, path = "/api/v1/orders/{id}", tag = "orders",
+    params(("id" = Uuid, Path)),
+    responses((status = 200, body = OrderView), (status = 404, body = Problem))
+)]
+pub async fn get_order(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<Json<OrderView>, Problem> {
+    let order = visible_order(store::find(&state.pool, id).await?, &caller, id)?;
+    Ok(Json(OrderView::from(&order)))
+}
+
+fn visible_order(order: Option<OrderRow>, caller: &Caller, id: Uuid) -> Result<OrderRow, Problem> {
+    order
+        .filter(|o| caller.may_access(&o.customer_id))
+        .ok_or_else(|| Problem::not_found(format!("no order {id}")))
+}
+
+/// Orders, newest first (own orders; an admin sees all).
+#[utoipa::path(
+    get, path = "/api/v1/orders", tag = "orders",
+    params(ListQuery),
+    responses((status = 200, body = OrderPage), (status = 400, body = Problem))
+)]
+pub async fn list_orders(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> Result<Json<OrderPage>, Problem> {
+    let limit = query.limit.unwrap_or(20);
+    if !(1..=100).contains(&limit) {
+        return Err(Problem::bad_request(
+            "invalid-query",
+            "limit must be between 1 and 100",
+        ));
+    }
+    if let Some(status) = &query.status
+        && !STATUSES.contains(&status.as_str())
+    {
+        return Err(Problem::bad_request(
+            "invalid-query",
+            format!("status must be one of {}", STATUSES.join(", ")),
+        ));
+    }
+    let before = match &query.cursor {
+        Some(cursor) => Some(
+            cursor
+                .parse::<Uuid>()
+                .map_err(|_| Problem::bad_request("invalid-query", "cursor is not valid"))?,
+        ),
+        None => None,
+    };
+    let filter = ListFilter {
+        customer_id: (!caller.admin).then_some(caller.customer_id.as_str()),
+        status: query.status.as_deref(),
+        before,
+        limit: limit + 1,
+    };
+    let mut rows = store::list(&state.pool, filter).await?;
+    let next_cursor = if rows.len() as i64 > limit {
+        rows.truncate(limit as usize);
+        rows.last().map(|o| o.id.to_string())
+    } else {
+        None
+    };
+    Ok(Json(OrderPage {
+        items: rows.iter().map(OrderView::from).collect(),
+        next_cursor,
+    }))
+}
+
+/// Cancel: a running saga compensates; a COMPLETED order is refunded and restocked.
+#[utoipa::path(
+    post, path = "/api/v1/orders/{id}/cancel", tag = "orders",
+    params(("id" = Uuid, Path)),
+    responses(
+        (status = 202, description = "Cancellation under way", body = OrderView),
+        (status = 404, body = Problem),
+        (status = 409, description = "Already finished or failing", body = Problem),
+    )
+)]
+pub async fn cancel_order(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<Response, Problem> {
+    let mut tx = state.pool.begin().await?;
+    let order = visible_order(store::lock(&mut tx, id).await?, &caller, id)?;
+    let transition = state
+        .orchestrator
+        .advance(&mut tx, &order, Event::CancelRequested, None)
+        .await?;
+    if let Effect::Refused(why) = transition.effect {
+        return Err(Problem::conflict("cannot-cancel", why));
+    }
+    let order = store::find(&mut *tx, id)
+        .await?
+        .ok_or_else(|| Problem::not_found(format!("no order {id}")))?;
+    tx.commit().await?;
+    state.signal.notify();
+    Ok((StatusCode::ACCEPTED, Json(OrderView::from(&order))).into_response())
+}
+
+/// The saga timeline: every step, command, reply and compensation.
+#[utoipa::path(
+    get, path = "/api/v1/orders/{id}/events", tag = "orders",
+    params(("id" = Uuid, Path)),
+    responses((status = 200, body = [TimelineEntry]), (status = 404, body = Problem))
+)]
+pub async fn order_events(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<Json<Vec<TimelineEntry>>, Problem> {
+    visible_order(store::find(&state.pool, id).await?, &caller, id)?;
+    let events = store::events(&state.pool, id).await?;
+    Ok(Json(events.into_iter().map(TimelineEntry::from).collect()))
+}

@@ -1,0 +1,238 @@
+//! The saga as a pure function: `(state, event) -> (new state, commands)`.
+//! Everything hard — duplicates, late replies, timeouts, cancel — is decided
+//! here and nowhere else; the orchestrator only loads, applies and stores.
+
+mod state;
+
+pub use state::{FailureReason, OrderStatus, Outcome, SagaState};
+
+use saga_common::contracts::{DeclineReason, Message, OrderLine, PricedLine, RejectReason};
+use uuid::Uuid;
+
+/// What the saga needs to know about its order to issue commands.
+#[derive(Debug, Clone)]
+pub struct SagaOrder {
+    pub id: Uuid,
+    pub customer_id: String,
+    pub items: Vec<OrderLine>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// A reply from inventory or payment.
+    Reply(Message),
+    /// The current step got no reply within the step timeout.
+    StepTimedOut,
+    CancelRequested,
+}
+
+/// How the saga took an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// The event moved the saga on (or re-sent pending compensations).
+    Applied,
+    /// Late, duplicate or irrelevant: recorded, not applied.
+    Ignored(&'static str),
+    /// A cancel the saga cannot honour in its current state.
+    Refused(&'static str),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transition {
+    pub state: SagaState,
+    pub commands: Vec<Message>,
+    pub effect: Effect,
+    /// Set when inventory priced the order.
+    pub priced: Option<(Vec<PricedLine>, i64)>,
+}
+
+impl Transition {
+    fn to(state: SagaState, commands: Vec<Message>) -> Self {
+        Transition {
+            state,
+            commands,
+            effect: Effect::Applied,
+            priced: None,
+        }
+    }
+
+    fn unchanged(state: &SagaState, effect: Effect) -> Self {
+        Transition {
+            state: state.clone(),
+            commands: Vec::new(),
+            effect,
+            priced: None,
+        }
+    }
+}
+
+/// The first command of a new saga.
+pub fn begin(order: &SagaOrder) -> (SagaState, Vec<Message>) {
+    (
+        SagaState::Reserving,
+        vec![Message::ReserveStock {
+            order_id: order.id,
+            items: order.items.clone(),
+        }],
+    )
+}
+
+pub fn step(state: &SagaState, order: &SagaOrder, event: &Event) -> Transition {
+    use SagaState::*;
+    let id = order.id;
+    let release = || Message::ReleaseStock { order_id: id };
+    let refund = || Message::RefundPayment { order_id: id };
+    // Undo everything that may have happened so far: the participants make
+    // both compensations safe whether or not the original step took effect.
+    let compensate_all = |outcome| {
+        Transition::to(
+            Compensating {
+                outcome,
+                awaiting_release: true,
+                awaiting_refund: true,
+            },
+            vec![refund(), release()],
+        )
+    };
+    let compensate_stock = |outcome| {
+        Transition::to(
+            Compensating {
+                outcome,
+                awaiting_release: true,
+                awaiting_refund: false,
+            },
+            vec![release()],
+        )
+    };
+
+    match (state, event) {
+        (
+            Reserving,
+            Event::Reply(Message::StockReserved {
+                lines, total_cents, ..
+            }),
+        ) => {
+            let charge = Message::ChargePayment {
+                order_id: id,
+                customer_id: order.customer_id.clone(),
+                amount_cents: *total_cents,
+            };
+            let mut transition = Transition::to(Charging, vec![charge]);
+            transition.priced = Some((lines.clone(), *total_cents));
+            transition
+        }
+        (Reserving, Event::Reply(Message::StockRejected { reason, .. })) => {
+            // Nothing was reserved, so nothing to compensate.
+            let reason = match reason {
+                RejectReason::OutOfStock => FailureReason::OutOfStock,
+                RejectReason::UnknownSku => FailureReason::UnknownSku,
+            };
+            Transition::to(Failed { reason }, Vec::new())
+        }
+        (Charging, Event::Reply(Message::PaymentCaptured { .. })) => Transition::to(
+            Confirming,
+            vec![Message::ConfirmReservation { order_id: id }],
+        ),
+        (
+            Charging,
+            Event::Reply(Message::PaymentDeclined {
+                reason: DeclineReason::InsufficientFunds,
+                ..
+            }),
+        ) => compensate_stock(Outcome::Failed(FailureReason::InsufficientFunds)),
+        (Confirming, Event::Reply(Message::ReservationConfirmed { .. })) => {
+            Transition::to(Completed, Vec::new())
+        }
+
+        (
+            Compensating {
+                outcome,
+                awaiting_release,
+                awaiting_refund,
+            },
+            Event::Reply(reply),
+        ) => {
+            let (release_done, refund_done) = match reply {
+                Message::StockReleased { .. } if *awaiting_release => (true, false),
+                Message::PaymentRefunded { .. } if *awaiting_refund => (false, true),
+                _ => {
+                    return Transition::unchanged(
+                        state,
+                        Effect::Ignored("not awaited while compensating"),
+                    );
+                }
+            };
+            let awaiting_release = *awaiting_release && !release_done;
+            let awaiting_refund = *awaiting_refund && !refund_done;
+            let next = if awaiting_release || awaiting_refund {
+                Compensating {
+                    outcome: *outcome,
+                    awaiting_release,
+                    awaiting_refund,
+                }
+            } else {
+                outcome.terminal_state()
+            };
+            Transition::to(next, Vec::new())
+        }
+
+        (Reserving, Event::StepTimedOut) => {
+            compensate_stock(Outcome::Failed(FailureReason::Timeout))
+        }
+        (Charging | Confirming, Event::StepTimedOut) => {
+            compensate_all(Outcome::Failed(FailureReason::Timeout))
+        }
+        (
+            Compensating {
+                awaiting_release,
+                awaiting_refund,
+                ..
+            },
+            Event::StepTimedOut,
+        ) => {
+            // Compensations are retried until they succeed.
+            let mut commands = Vec::new();
+            if *awaiting_refund {
+                commands.push(refund());
+            }
+            if *awaiting_release {
+                commands.push(release());
+            }
+            Transition {
+                state: state.clone(),
+                commands,
+                effect: Effect::Applied,
+                priced: None,
+            }
+        }
+
+        (Reserving, Event::CancelRequested) => compensate_stock(Outcome::Cancelled),
+        (Charging | Confirming | Completed, Event::CancelRequested) => {
+            compensate_all(Outcome::Cancelled)
+        }
+        (
+            Compensating {
+                outcome: Outcome::Cancelled,
+                ..
+            },
+            Event::CancelRequested,
+        ) => Transition::unchanged(state, Effect::Ignored("already being cancelled")),
+        (Compensating { .. }, Event::CancelRequested) => Transition::unchanged(
+            state,
+            Effect::Refused("the order is already failing and being compensated"),
+        ),
+        (Failed { .. } | Cancelled, Event::CancelRequested) => {
+            Transition::unchanged(state, Effect::Refused("the order is already finished"))
+        }
+
+        (_, Event::StepTimedOut) => {
+            Transition::unchanged(state, Effect::Ignored("no step is awaiting a reply"))
+        }
+        (_, Event::Reply(_)) => {
+            Transition::unchanged(state, Effect::Ignored("late or duplicate reply"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

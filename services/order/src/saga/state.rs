@@ -1,0 +1,122 @@
+use serde::{Deserialize, Serialize};
+
+/// Where a saga is; stored as JSON on the order row.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "step", rename_all = "snake_case")]
+pub enum SagaState {
+    /// Waiting for inventory to reserve and price the lines.
+    Reserving,
+    /// Waiting for payment to capture the total.
+    Charging,
+    /// Waiting for inventory to confirm the reservation.
+    Confirming,
+    Completed,
+    /// Undoing what was done; finishes in `outcome` once nothing is awaited.
+    Compensating {
+        outcome: Outcome,
+        awaiting_release: bool,
+        awaiting_refund: bool,
+    },
+    Failed {
+        reason: FailureReason,
+    },
+    Cancelled,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureReason {
+    OutOfStock,
+    UnknownSku,
+    InsufficientFunds,
+    Timeout,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "result", content = "reason", rename_all = "snake_case")]
+pub enum Outcome {
+    Failed(FailureReason),
+    Cancelled,
+}
+
+impl Outcome {
+    pub fn terminal_state(self) -> SagaState {
+        match self {
+            Outcome::Failed(reason) => SagaState::Failed { reason },
+            Outcome::Cancelled => SagaState::Cancelled,
+        }
+    }
+}
+
+impl FailureReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureReason::OutOfStock => "out_of_stock",
+            FailureReason::UnknownSku => "unknown_sku",
+            FailureReason::InsufficientFunds => "insufficient_funds",
+            FailureReason::Timeout => "timeout",
+        }
+    }
+}
+
+/// The order status the API shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OrderStatus {
+    Pending,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+impl OrderStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrderStatus::Pending => "PENDING",
+            OrderStatus::Completed => "COMPLETED",
+            OrderStatus::Failed => "FAILED",
+            OrderStatus::Cancelled => "CANCELLED",
+        }
+    }
+}
+
+impl SagaState {
+    pub fn status(&self) -> OrderStatus {
+        match self {
+            SagaState::Completed => OrderStatus::Completed,
+            SagaState::Failed { .. } => OrderStatus::Failed,
+            SagaState::Cancelled => OrderStatus::Cancelled,
+            _ => OrderStatus::Pending,
+        }
+    }
+
+    pub fn failure_reason(&self) -> Option<FailureReason> {
+        match self {
+            SagaState::Failed { reason } => Some(*reason),
+            _ => None,
+        }
+    }
+
+    /// Whether a reply is awaited (so the step can time out).
+    pub fn awaits_reply(&self) -> bool {
+        matches!(
+            self,
+            SagaState::Reserving
+                | SagaState::Charging
+                | SagaState::Confirming
+                | SagaState::Compensating { .. }
+        )
+    }
+
+    /// Short name for the timeline.
+    pub fn name(&self) -> &'static str {
+        match self {
+            SagaState::Reserving => "reserving",
+            SagaState::Charging => "charging",
+            SagaState::Confirming => "confirming",
+            SagaState::Completed => "completed",
+            SagaState::Compensating { .. } => "compensating",
+            SagaState::Failed { .. } => "failed",
+            SagaState::Cancelled => "cancelled",
+        }
+    }
+}

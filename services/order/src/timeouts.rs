@@ -1,0 +1,63 @@
+//! The step-timeout worker. It runs in every replica; `FOR UPDATE SKIP
+//! LOCKED` hands each overdue order to exactly one of them, and the row lock
+//! also serialises it with replies arriving at the same moment.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use saga_common::outbox::OutboxSignal;
+use saga_common::runtime::Shutdown;
+use sqlx::PgPool;
+
+use crate::orchestrator::Orchestrator;
+use crate::saga::Event;
+use crate::store;
+
+const BATCH: i64 = 200;
+
+pub struct TimeoutWorker {
+    pub pool: PgPool,
+    pub orchestrator: Arc<Orchestrator>,
+    pub signal: OutboxSignal,
+    pub scan_interval: Duration,
+}
+
+impl TimeoutWorker {
+    pub async fn run(self, mut shutdown: Shutdown) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(self.scan_interval) => {}
+                _ = shutdown.wait() => return,
+            }
+            loop {
+                match self.expire_batch().await {
+                    Ok(n) if n == BATCH as usize => continue,
+                    Ok(_) => break,
+                    Err(error) => {
+                        tracing::warn!(%error, "timeout scan failed");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn expire_batch(&self) -> Result<usize, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        let overdue = store::lock_overdue(&mut tx, BATCH).await?;
+        for order in &overdue {
+            let span = tracing::info_span!("timeout", correlation_id = %order.correlation_id, order_id = %order.id);
+            let _entered = span.enter();
+            tracing::warn!(step = order.saga.0.name(), "step timed out");
+            drop(_entered);
+            self.orchestrator
+                .advance(&mut tx, order, Event::StepTimedOut, None)
+                .await?;
+        }
+        tx.commit().await?;
+        if !overdue.is_empty() {
+            self.signal.notify();
+        }
+        Ok(overdue.len())
+    }
+}
