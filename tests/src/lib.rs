@@ -1,0 +1,523 @@
+//! A test harness that runs a whole platform: the three real service
+//! binaries as child processes (several replicas if asked), on their own
+//! databases and their own broker topology (a unique platform name), so
+//! tests run in parallel without seeing each other.
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use lapin::options::{BasicGetOptions, BasicPublishOptions};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Connection};
+use saga_common::amqp::Broker;
+use saga_common::topology::{Destination, QueueType, RetryPolicy, Topology, TopologySpec};
+use serde_json::{Value, json};
+use sqlx::PgPool;
+
+pub const SECRET: &str = "saga-platform-test-secret-0123456789abcdef";
+pub const PG_BASE: &str = "postgres://postgres@127.0.0.1:5432";
+
+pub fn amqp_url() -> String {
+    std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Svc {
+    Order,
+    Payment,
+    Inventory,
+}
+
+impl Svc {
+    pub const ALL: [Svc; 3] = [Svc::Order, Svc::Payment, Svc::Inventory];
+
+    pub fn binary(self) -> &'static str {
+        match self {
+            Svc::Order => "order-service",
+            Svc::Payment => "payment-service",
+            Svc::Inventory => "inventory-service",
+        }
+    }
+
+    fn short(self) -> &'static str {
+        match self {
+            Svc::Order => "order",
+            Svc::Payment => "payment",
+            Svc::Inventory => "inventory",
+        }
+    }
+
+    pub fn destination(self) -> Destination {
+        match self {
+            Svc::Order => Destination::Order,
+            Svc::Payment => Destination::Payment,
+            Svc::Inventory => Destination::Inventory,
+        }
+    }
+}
+
+pub struct Options {
+    pub replicas: usize,
+    pub step_timeout: Duration,
+    pub retry: RetryPolicy,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            replicas: 1,
+            step_timeout: Duration::from_secs(10),
+            retry: RetryPolicy {
+                max_attempts: 3,
+                initial_delay: Duration::from_millis(100),
+                multiplier: 2,
+            },
+        }
+    }
+}
+
+struct Replica {
+    port: u16,
+    child: Option<Child>,
+}
+
+pub struct Platform {
+    pub name: String,
+    pub topology: Topology,
+    pub http: reqwest::Client,
+    options: Options,
+    replicas: BTreeMap<(Svc, usize), Replica>,
+    pools: BTreeMap<Svc, PgPool>,
+    log_dir: PathBuf,
+}
+
+fn bin_dir() -> PathBuf {
+    // target/debug/deps/<test> → target/debug
+    let exe = std::env::current_exe().expect("test executable path");
+    exe.parent()
+        .and_then(|p| p.parent())
+        .expect("target dir")
+        .to_path_buf()
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Platform {
+    /// Declares a fresh topology, starts every service and waits until all are ready.
+    pub async fn start(options: Options) -> Platform {
+        let name = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+        let spec = TopologySpec {
+            platform: name.clone(),
+            queue_type: QueueType::Quorum,
+            retry: options.retry.clone(),
+        };
+        let topology = Topology::new(spec);
+        let connection = Broker::new(amqp_url(), "saga-tests")
+            .connect_once()
+            .await
+            .expect("RabbitMQ is reachable");
+        topology
+            .declare(&connection)
+            .await
+            .expect("declare topology");
+        let _ = connection.close(200, "done".into()).await;
+        let log_dir = bin_dir().join("test-logs").join(&name);
+        std::fs::create_dir_all(&log_dir).unwrap();
+        let mut platform = Platform {
+            name,
+            topology,
+            http: reqwest::Client::new(),
+            options,
+            replicas: BTreeMap::new(),
+            pools: BTreeMap::new(),
+            log_dir,
+        };
+        for svc in Svc::ALL {
+            for replica in 0..platform.options.replicas {
+                platform.replicas.insert(
+                    (svc, replica),
+                    Replica {
+                        port: free_port(),
+                        child: None,
+                    },
+                );
+                platform.spawn(svc, replica);
+            }
+        }
+        platform.wait_ready().await;
+        for svc in Svc::ALL {
+            let pool = PgPool::connect(&platform.database_url(svc)).await.unwrap();
+            platform.pools.insert(svc, pool);
+        }
+        platform
+    }
+
+    pub fn database_url(&self, svc: Svc) -> String {
+        format!("{PG_BASE}/{}_{}", self.name, svc.short())
+    }
+
+    fn spawn(&mut self, svc: Svc, replica: usize) {
+        let port = self.replicas[&(svc, replica)].port;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_dir.join(format!("{}-{replica}.log", svc.short())))
+            .unwrap();
+        let retry = &self.options.retry;
+        let child = Command::new(bin_dir().join(svc.binary()))
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("DATABASE_URL", self.database_url(svc))
+            .env("AMQP_URL", amqp_url())
+            .env("SAGA_PLATFORM", &self.name)
+            .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
+            .env("AUTH_JWT_SECRET", SECRET)
+            .env(
+                "SAGA_STEP_TIMEOUT",
+                format!("{}ms", self.options.step_timeout.as_millis()),
+            )
+            .env("RETRY_MAX_ATTEMPTS", retry.max_attempts.to_string())
+            .env(
+                "RETRY_INITIAL_DELAY",
+                format!("{}ms", retry.initial_delay.as_millis()),
+            )
+            .env("RETRY_MULTIPLIER", retry.multiplier.to_string())
+            .env("DB_POOL_SIZE", "8")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start {} (run `cargo build --bins` first): {e}",
+                    svc.binary()
+                )
+            });
+        self.replicas.get_mut(&(svc, replica)).unwrap().child = Some(child);
+    }
+
+    /// SIGKILL: no shutdown hook runs, whatever was in flight is cut.
+    pub fn kill(&mut self, svc: Svc, replica: usize) {
+        if let Some(mut child) = self.replicas.get_mut(&(svc, replica)).unwrap().child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    pub fn restart(&mut self, svc: Svc, replica: usize) {
+        self.kill(svc, replica);
+        self.spawn(svc, replica);
+    }
+
+    /// SIGSTOP / SIGCONT: the process keeps its connections but does nothing.
+    pub fn pause(&self, svc: Svc, replica: usize, paused: bool) {
+        let child = self.replicas[&(svc, replica)]
+            .child
+            .as_ref()
+            .expect("replica is running");
+        let signal = if paused { "-STOP" } else { "-CONT" };
+        let status = Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    pub fn url(&self, svc: Svc, path: &str) -> String {
+        self.replica_url(svc, 0, path)
+    }
+
+    pub fn replica_url(&self, svc: Svc, replica: usize, path: &str) -> String {
+        format!(
+            "http://127.0.0.1:{}{path}",
+            self.replicas[&(svc, replica)].port
+        )
+    }
+
+    pub fn pool(&self, svc: Svc) -> &PgPool {
+        &self.pools[&svc]
+    }
+
+    /// Waits until every running replica answers 200 on /readyz.
+    pub async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        for (&(svc, replica), r) in &self.replicas {
+            if r.child.is_none() {
+                continue;
+            }
+            let url = self.replica_url(svc, replica, "/readyz");
+            loop {
+                if let Ok(response) = self.http.get(&url).send().await
+                    && response.status() == 200
+                {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{} replica {replica} not ready; see {:?}",
+                    svc.binary(),
+                    self.log_dir
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+
+    pub fn token(&self, customer: &str) -> String {
+        saga_common::auth::mint(SECRET, customer, false, Duration::from_secs(3600))
+    }
+
+    pub fn admin_token(&self) -> String {
+        saga_common::auth::mint(SECRET, "admin", true, Duration::from_secs(3600))
+    }
+
+    async fn admin_put(&self, svc: Svc, path: &str, body: Value) {
+        let response = self
+            .http
+            .put(self.url(svc, path))
+            .bearer_auth(self.admin_token())
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            response.status().is_success(),
+            "PUT {path}: {} {}",
+            response.status(),
+            response.text().await.unwrap()
+        );
+    }
+
+    pub async fn put_product(&self, sku: &str, unit_price_cents: i64, on_hand: i64) {
+        let body = json!({"name": format!("{sku} name"), "unit_price_cents": unit_price_cents, "on_hand": on_hand});
+        self.admin_put(Svc::Inventory, &format!("/api/v1/products/{sku}"), body)
+            .await;
+    }
+
+    pub async fn put_account(&self, customer: &str, balance_cents: i64) {
+        self.admin_put(
+            Svc::Payment,
+            &format!("/api/v1/accounts/{customer}"),
+            json!({"balance_cents": balance_cents}),
+        )
+        .await;
+    }
+
+    /// POSTs an order; returns the order id. Panics unless 202.
+    pub async fn place_order(&self, customer: &str, items: &[(&str, i64)]) -> String {
+        let items: Vec<Value> = items
+            .iter()
+            .map(|(sku, q)| json!({"sku": sku, "quantity": q}))
+            .collect();
+        let response = self
+            .http
+            .post(self.url(Svc::Order, "/api/v1/orders"))
+            .bearer_auth(self.token(customer))
+            .json(&json!({"items": items}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 202, "{}", response.text().await.unwrap());
+        response.json::<Value>().await.unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    pub async fn order(&self, id: &str) -> Value {
+        let response = self
+            .http
+            .get(self.url(Svc::Order, &format!("/api/v1/orders/{id}")))
+            .bearer_auth(self.admin_token())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        response.json().await.unwrap()
+    }
+
+    pub async fn cancel(&self, id: &str) -> reqwest::Response {
+        self.http
+            .post(self.url(Svc::Order, &format!("/api/v1/orders/{id}/cancel")))
+            .bearer_auth(self.admin_token())
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn events(&self, id: &str) -> Vec<Value> {
+        let url = self.url(Svc::Order, &format!("/api/v1/orders/{id}/events"));
+        self.http
+            .get(url)
+            .bearer_auth(self.admin_token())
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// Polls until the order reaches `status` (panics after `within`).
+    pub async fn wait_status(&self, id: &str, status: &str, within: Duration) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let order = self.order(id).await;
+            if order["status"] == status {
+                return order;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "order {id} is {} not {status}: {order}",
+                order["status"]
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Polls until the order leaves PENDING.
+    pub async fn wait_final(&self, id: &str, within: Duration) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let order = self.order(id).await;
+            if order["status"] != "PENDING" {
+                return order;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "order {id} still PENDING: {order}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn product(&self, sku: &str) -> Value {
+        let url = self.url(Svc::Inventory, &format!("/api/v1/products/{sku}"));
+        self.http
+            .get(url)
+            .bearer_auth(self.admin_token())
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    pub async fn balance(&self, customer: &str) -> i64 {
+        let url = self.url(Svc::Payment, &format!("/api/v1/accounts/{customer}"));
+        let account: Value = self
+            .http
+            .get(url)
+            .bearer_auth(self.admin_token())
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        account["balance_cents"].as_i64().unwrap()
+    }
+
+    pub async fn amqp(&self) -> Connection {
+        Broker::new(amqp_url(), "saga-tests")
+            .connect_once()
+            .await
+            .unwrap()
+    }
+
+    /// Publishes raw bytes straight into a service's queue.
+    pub async fn publish_raw(&self, to: Svc, properties: BasicProperties, body: &[u8]) {
+        let connection = self.amqp().await;
+        let channel = connection.create_channel().await.unwrap();
+        channel.confirm_select(Default::default()).await.unwrap();
+        let confirm = channel
+            .basic_publish(
+                self.topology.exchange().as_str().into(),
+                to.destination().queue().into(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..Default::default()
+                },
+                body,
+                properties,
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        assert!(confirm.is_ack());
+        let _ = connection.close(200, "done".into()).await;
+    }
+
+    /// Takes every message from a service's dead-letter queue: (headers, body).
+    pub async fn drain_dlq(&self, svc: Svc) -> Vec<(FieldTable, Vec<u8>)> {
+        let connection = self.amqp().await;
+        let channel = connection.create_channel().await.unwrap();
+        let queue = saga_common::topology::dlq_name(&self.name, svc.destination());
+        let mut messages = Vec::new();
+        while let Some(message) = channel
+            .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: true })
+            .await
+            .unwrap()
+        {
+            let headers = message
+                .delivery
+                .properties
+                .headers()
+                .clone()
+                .unwrap_or_default();
+            messages.push((headers, message.delivery.data.clone()));
+        }
+        let _ = connection.close(200, "done".into()).await;
+        messages
+    }
+
+    /// Stops every process, deletes the topology and drops the databases.
+    pub async fn shutdown(mut self) {
+        let keys: Vec<_> = self.replicas.keys().copied().collect();
+        for (svc, replica) in keys {
+            self.kill(svc, replica);
+        }
+        for pool in std::mem::take(&mut self.pools).into_values() {
+            pool.close().await;
+        }
+        let connection = self.amqp().await;
+        self.topology.delete(&connection).await.unwrap();
+        let admin = PgPool::connect(&format!("{PG_BASE}/postgres"))
+            .await
+            .unwrap();
+        for svc in Svc::ALL {
+            let db = format!("{}_{}", self.name, svc.short());
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"
+            )))
+            .execute(&admin)
+            .await
+            .unwrap();
+        }
+        let _ = std::fs::remove_dir_all(&self.log_dir);
+    }
+}
+
+impl Drop for Platform {
+    fn drop(&mut self) {
+        // A failed test still stops its processes; its logs stay for reading.
+        for replica in self.replicas.values_mut() {
+            if let Some(mut child) = replica.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
