@@ -2,7 +2,7 @@
 //! a valid token, writes for admins) and reservation inspection (admin).
 
 use axum::Json;
-use axum::extract::FromRef;
+use axum::extract::{FromRef, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use saga_common::auth::{Auth, Caller};
@@ -202,7 +202,7 @@ impl From<Reservation> for ReservationView {
 )]
 async fn list_products(
     _caller: Caller,
-    axum::extract::State(state): axum::extract::State<AppState>,
+    State(state): State<AppState>,
 ) -> Result<Json<ProductList>, Problem> {
     let items = store::list_products(&state.pool)
         .await?
@@ -226,7 +226,7 @@ async fn list_products(
 )]
 async fn get_product(
     _caller: Caller,
-    axum::extract::State(state): axum::extract::State<AppState>,
+    State(state): State<AppState>,
     ApiPath(sku): ApiPath<String>,
 ) -> Result<Json<ProductView>, Problem> {
     store::get_product(&state.pool, &sku)
@@ -253,7 +253,7 @@ async fn get_product(
 )]
 async fn put_product(
     caller: Caller,
-    axum::extract::State(state): axum::extract::State<AppState>,
+    State(state): State<AppState>,
     ApiPath(sku): ApiPath<String>,
     ApiJson(body): ApiJson<PutProduct>,
 ) -> Result<Response, Problem> {
@@ -304,7 +304,7 @@ async fn put_product(
 )]
 async fn get_reservation(
     caller: Caller,
-    axum::extract::State(state): axum::extract::State<AppState>,
+    State(state): State<AppState>,
     ApiPath(order_id): ApiPath<Uuid>,
 ) -> Result<Json<ReservationView>, Problem> {
     caller.require_admin()?;
