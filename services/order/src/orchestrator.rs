@@ -79,7 +79,7 @@ impl Orchestrator {
             let deadline_secs = transition
                 .state
                 .awaits_reply()
-                .then(|| self.step_timeout.as_secs_f64());
+                .then_some(self.step_timeout.as_secs_f64());
             let update = SagaUpdate {
                 saga: &transition.state,
                 priced: transition.priced.as_ref(),
