@@ -159,7 +159,8 @@ async fn confirm(
             store::lock_products(conn, &skus).await?;
             let negated: Vec<i64> = quantities.iter().map(|q| -q).collect();
             let zeros = vec![0; skus.len()];
-            store::adjust_stock(conn, &skus, &zeros, &negated).await?;
+            let changed = store::adjust_stock(conn, &skus, &zeros, &negated).await?;
+            warn_if_missing(changed, &skus);
             store::set_reservation_status(conn, order_id, ReservationStatus::Confirmed).await?;
             tracing::info!("reservation confirmed");
         }
@@ -198,12 +199,14 @@ async fn release(
             match reservation.status {
                 ReservationStatus::Reserved => {
                     store::lock_products(conn, &skus).await?;
-                    store::adjust_stock(conn, &skus, &quantities, &negated).await?;
+                    let changed = store::adjust_stock(conn, &skus, &quantities, &negated).await?;
+                    warn_if_missing(changed, &skus);
                     tracing::info!("reserved stock returned");
                 }
                 ReservationStatus::Confirmed => {
                     store::lock_products(conn, &skus).await?;
-                    store::adjust_stock(conn, &skus, &quantities, &zeros).await?;
+                    let changed = store::adjust_stock(conn, &skus, &quantities, &zeros).await?;
+                    warn_if_missing(changed, &skus);
                     tracing::info!("sold stock returned");
                 }
                 ReservationStatus::Rejected | ReservationStatus::Released => {
@@ -219,6 +222,19 @@ async fn release(
         }
     }
     reply(conn, envelope, Message::StockReleased { order_id }).await
+}
+
+/// Products are never deleted, so this should not happen; if it does, the
+/// command still completes (a compensation must) and the log says what is off.
+fn warn_if_missing(changed: u64, skus: &[String]) {
+    if changed != skus.len() as u64 {
+        tracing::error!(
+            changed,
+            expected = skus.len(),
+            ?skus,
+            "some reserved products no longer exist; their stock was not adjusted"
+        );
+    }
 }
 
 /// SKUs and quantities of priced lines, as the columns `adjust_stock` takes.
