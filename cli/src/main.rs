@@ -1,1 +1,162 @@
-fn main() {}
+//! `sagactl`: the Saga Platform command line.
+//!
+//! Every setting comes from a flag with an environment fallback; an invalid
+//! setting exits with status 2 and one line naming it (see
+//! `saga_common::config::parse`). Any other failure exits with status 1.
+
+/// `println!` that ignores write errors: output piped into `head` must not
+/// panic (and `up` must still stop its children).
+macro_rules! say {
+    () => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout());
+    }};
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+mod client;
+mod demo;
+mod topology;
+mod up;
+
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use saga_common::config::TopologyArgs;
+
+/// The HS256 secret used when `AUTH_JWT_SECRET` is not set. It is public
+/// (it is in the source and the README): for local development only, never
+/// for a shared or production deployment.
+pub const LOCAL_DEV_SECRET: &str = "saga-platform-local-development-secret";
+
+pub type Error = Box<dyn std::error::Error + Send + Sync>;
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "sagactl",
+    version,
+    about = "Saga Platform command line: run the platform locally, run the demo, declare the broker topology, mint tokens"
+)]
+struct Cli {
+    #[command(flatten)]
+    global: GlobalArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Settings every subcommand understands (before or after the subcommand).
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Global options")]
+pub struct GlobalArgs {
+    /// RabbitMQ URL.
+    #[arg(long, global = true, env = "AMQP_URL", default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
+    pub amqp_url: String,
+    /// Base URL of the order service.
+    #[arg(long, global = true, env = "ORDER_URL", default_value = "http://127.0.0.1:8080")]
+    pub order_url: String,
+    /// Base URL of the payment service.
+    #[arg(long, global = true, env = "PAYMENT_URL", default_value = "http://127.0.0.1:8081")]
+    pub payment_url: String,
+    /// Base URL of the inventory service.
+    #[arg(long, global = true, env = "INVENTORY_URL", default_value = "http://127.0.0.1:8082")]
+    pub inventory_url: String,
+    /// HS256 secret for bearer tokens (at least 32 bytes). The default is a
+    /// fixed, public secret for local development only: never use it for a
+    /// shared or production deployment.
+    #[arg(
+        long,
+        global = true,
+        env = "AUTH_JWT_SECRET",
+        hide_env_values = true,
+        default_value = LOCAL_DEV_SECRET,
+        value_parser = parse_secret
+    )]
+    pub auth_jwt_secret: String,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Broker topology (exchanges, queues, bindings) of a platform.
+    #[command(subcommand)]
+    Topology(TopologyCommand),
+    /// Print a bearer token (JWT HS256) signed with AUTH_JWT_SECRET.
+    Token(TokenArgs),
+    /// Run the platform locally: declare the topology, start the three
+    /// services, wait until ready, seed demo data; stop them on Ctrl-C/SIGTERM.
+    Up(up::UpArgs),
+    /// Run the demo scenarios against running services and print the results.
+    Demo(demo::DemoArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum TopologyCommand {
+    /// Declare the topology on AMQP_URL (idempotent; fails if something
+    /// exists with different settings).
+    Apply(ApplyArgs),
+}
+
+#[derive(Debug, Args)]
+struct ApplyArgs {
+    #[command(flatten)]
+    topology: TopologyArgs,
+    // A later version adds `-f FILE` (a SagaPlatform YAML whose spec
+    // overrides these settings).
+}
+
+#[derive(Debug, Args)]
+struct TokenArgs {
+    /// Subject: the customer id.
+    #[arg(long)]
+    sub: String,
+    /// Add `role: admin` (unlocks the admin routes).
+    #[arg(long)]
+    admin: bool,
+    /// Lifetime of the token.
+    #[arg(long, default_value = "24h", value_parser = saga_common::config::parse_duration)]
+    ttl: Duration,
+}
+
+fn parse_secret(value: &str) -> Result<String, String> {
+    if value.len() >= 32 {
+        Ok(value.to_owned())
+    } else {
+        Err(format!("must be at least 32 bytes, got {}", value.len()))
+    }
+}
+
+fn main() {
+    let cli: Cli = saga_common::config::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("starting the tokio runtime");
+    let result = runtime.block_on(run(cli));
+    match result {
+        Ok(code) => std::process::exit(code),
+        Err(error) => {
+            eprintln!("error: {error}");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// Runs the command; `Ok` carries the exit status.
+async fn run(cli: Cli) -> Result<i32> {
+    let global = cli.global;
+    match cli.command {
+        Command::Topology(TopologyCommand::Apply(args)) => {
+            topology::apply(&global.amqp_url, &args.topology).await?;
+            Ok(0)
+        }
+        Command::Token(args) => {
+            if args.sub.is_empty() || args.sub.len() > 255 {
+                saga_common::config::fail("invalid value for --sub: use 1-255 characters");
+            }
+            say!("{}", saga_common::auth::mint(&global.auth_jwt_secret, &args.sub, args.admin, args.ttl));
+            Ok(0)
+        }
+        Command::Up(args) => up::run(&global, &args).await,
+        Command::Demo(args) => demo::run_standalone(&global, &args).await,
+    }
+}

@@ -1,0 +1,395 @@
+//! `sagactl demo`: places orders that walk every path of the saga against
+//! running services, waits for each to settle, and prints the results and
+//! each order's timeline.
+
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use comfy_table::{Cell, Table, presets};
+use futures_util::future::join_all;
+use saga_common::auth::mint;
+use serde_json::Value;
+
+use crate::client::{Client, Order, OrderLine, ProductUpsert};
+use crate::{GlobalArgs, Result};
+
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    /// Do not (re)set the demo products and accounts before the scenarios
+    /// (by default they are set, so the demo can be repeated).
+    #[arg(long)]
+    pub no_seed: bool,
+    /// How long to wait for each order to settle.
+    #[arg(long, default_value = "30s", value_parser = saga_common::config::parse_duration)]
+    pub timeout: Duration,
+}
+
+/// Demo catalogue: (sku, name, unit price in cents, on hand).
+pub const PRODUCTS: [(&str, &str, i64, i64); 3] =
+    [("SKU-1", "Widget", 1500, 100), ("SKU-2", "Gadget", 4200, 50), ("SKU-RARE", "Rare item", 99900, 1)];
+
+/// Demo accounts: (customer id, balance in cents).
+pub const ACCOUNTS: [(&str, i64); 2] = [("alice", 1_000_000), ("bob", 500)];
+
+const POLL_INTERVAL: Duration = Duration::from_millis(200);
+const TOKEN_TTL: Duration = Duration::from_secs(3600);
+
+/// Clients of the three services, plus the secret to mint tokens with.
+#[derive(Clone)]
+pub struct Platform {
+    pub order: Client,
+    pub payment: Client,
+    pub inventory: Client,
+    secret: String,
+}
+
+impl Platform {
+    pub fn new(global: &GlobalArgs) -> Self {
+        Platform {
+            order: Client::new(&global.order_url),
+            payment: Client::new(&global.payment_url),
+            inventory: Client::new(&global.inventory_url),
+            secret: global.auth_jwt_secret.clone(),
+        }
+    }
+
+    pub fn token(&self, subject: &str, admin: bool) -> String {
+        mint(&self.secret, subject, admin, TOKEN_TTL)
+    }
+
+    /// Creates or replaces the demo products and accounts (admin API).
+    pub async fn seed(&self) -> Result<()> {
+        let admin = self.token("sagactl", true);
+        let inventory = self.inventory.with_token(admin.clone());
+        let payment = self.payment.with_token(admin);
+        for (sku, name, unit_price_cents, on_hand) in PRODUCTS {
+            let product = ProductUpsert { name: name.to_owned(), unit_price_cents, on_hand };
+            inventory.put_product(sku, &product).await.map_err(|e| format!("seeding product {sku}: {e}"))?;
+        }
+        for (customer, balance) in ACCOUNTS {
+            payment.put_account(customer, balance).await.map_err(|e| format!("seeding account {customer}: {e}"))?;
+        }
+        Ok(())
+    }
+}
+
+pub fn describe_seed() -> String {
+    let products: Vec<String> = PRODUCTS
+        .iter()
+        .map(|(sku, name, price, on_hand)| format!("{sku} \"{name}\" {} on_hand {on_hand}", money(*price)))
+        .collect();
+    let accounts: Vec<String> =
+        ACCOUNTS.iter().map(|(customer, balance)| format!("{customer} {}", money(*balance))).collect();
+    format!("products: {}; accounts: {}", products.join(", "), accounts.join(", "))
+}
+
+/// `sagactl demo`: exit status 0 if every scenario ended as expected.
+pub async fn run_standalone(global: &GlobalArgs, args: &DemoArgs) -> Result<i32> {
+    let platform = Platform::new(global);
+    if !args.no_seed {
+        platform.seed().await?;
+        say!("Seeded demo data ({})", describe_seed());
+    }
+    let ok = run(&platform, args.timeout).await?;
+    Ok(if ok { 0 } else { 1 })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    /// Just wait for the saga to finish.
+    Wait,
+    /// Cancel right after placing (the saga is running or has just completed).
+    CancelAtOnce,
+    /// Wait for COMPLETED, then cancel (refund and restock).
+    CancelWhenCompleted,
+}
+
+struct Scenario {
+    name: &'static str,
+    customer: &'static str,
+    items: Vec<(&'static str, u32)>,
+    action: Action,
+    expected_status: &'static str,
+    expected_reason: Option<&'static str>,
+}
+
+fn scenarios() -> Vec<Scenario> {
+    let scenario = |name, customer, items, action, status, reason| Scenario {
+        name,
+        customer,
+        items,
+        action,
+        expected_status: status,
+        expected_reason: reason,
+    };
+    vec![
+        scenario("success", "alice", vec![("SKU-1", 2)], Action::Wait, "COMPLETED", None),
+        scenario("out of stock", "alice", vec![("SKU-2", 1000)], Action::Wait, "FAILED", Some("out_of_stock")),
+        scenario("unknown sku", "alice", vec![("SKU-NOPE", 1)], Action::Wait, "FAILED", Some("unknown_sku")),
+        scenario("insufficient funds", "bob", vec![("SKU-2", 1)], Action::Wait, "FAILED", Some("insufficient_funds")),
+        scenario("cancel at once", "alice", vec![("SKU-1", 1)], Action::CancelAtOnce, "CANCELLED", None),
+        scenario("cancel completed", "alice", vec![("SKU-1", 1)], Action::CancelWhenCompleted, "CANCELLED", None),
+    ]
+}
+
+struct Outcome {
+    scenario: Scenario,
+    client: Client,
+    order: Option<Order>,
+    /// Why the outcome is unexpected, or remarks.
+    notes: Vec<String>,
+}
+
+impl Outcome {
+    fn as_expected(&self) -> bool {
+        self.notes.is_empty()
+            && self.order.as_ref().is_some_and(|order| {
+                order.status == self.scenario.expected_status
+                    && order.failure_reason.as_deref() == self.scenario.expected_reason
+            })
+    }
+}
+
+/// Runs every scenario concurrently and prints the results and timelines.
+/// `Ok(true)` if every scenario ended as expected.
+pub async fn run(platform: &Platform, timeout: Duration) -> Result<bool> {
+    say!(
+        "Running the demo against {} (each order may take up to {})",
+        platform.order.base(),
+        humantime::format_duration(timeout)
+    );
+    let outcomes = join_all(scenarios().into_iter().map(|scenario| run_scenario(platform, scenario, timeout))).await;
+
+    let mut table =
+        new_table(vec!["scenario", "customer", "order id", "status", "failure_reason", "total", "expected", "result"]);
+    for outcome in &outcomes {
+        let scenario = &outcome.scenario;
+        let expected = match scenario.expected_reason {
+            Some(reason) => format!("{} {reason}", scenario.expected_status),
+            None => scenario.expected_status.to_owned(),
+        };
+        let result = if outcome.as_expected() {
+            "ok".to_owned()
+        } else if outcome.notes.is_empty() {
+            "UNEXPECTED".to_owned()
+        } else {
+            format!("UNEXPECTED: {}", outcome.notes.join("; "))
+        };
+        let order = outcome.order.as_ref();
+        table.add_row(vec![
+            Cell::new(scenario.name),
+            Cell::new(scenario.customer),
+            Cell::new(order.map(|o| o.id.as_str()).unwrap_or("-")),
+            Cell::new(order.map(|o| o.status.as_str()).unwrap_or("-")),
+            Cell::new(order.and_then(|o| o.failure_reason.as_deref()).unwrap_or("")),
+            Cell::new(order.and_then(|o| o.total_cents).map(money).unwrap_or_default()),
+            Cell::new(expected),
+            Cell::new(result),
+        ]);
+    }
+    say!("{table}");
+
+    for outcome in &outcomes {
+        let Some(order) = &outcome.order else {
+            continue;
+        };
+        say!("\nTimeline of order {} ({}: {})", order.id, outcome.scenario.name, order.status);
+        match outcome.client.order_events(&order.id).await {
+            Ok(events) => say!("{}", timeline_table(&events)),
+            Err(error) => say!("  cannot read the timeline: {error}"),
+        }
+    }
+
+    let failed: Vec<&str> = outcomes.iter().filter(|o| !o.as_expected()).map(|o| o.scenario.name).collect();
+    if failed.is_empty() {
+        say!("\nDemo: all {} scenarios ended as expected.", outcomes.len());
+        Ok(true)
+    } else {
+        say!("\nDemo: {} of {} scenarios ended unexpectedly: {}", failed.len(), outcomes.len(), failed.join(", "));
+        Ok(false)
+    }
+}
+
+async fn run_scenario(platform: &Platform, scenario: Scenario, timeout: Duration) -> Outcome {
+    let client = platform.order.with_token(platform.token(scenario.customer, false));
+    let mut outcome = Outcome { client: client.clone(), order: None, notes: Vec::new(), scenario };
+    let lines: Vec<OrderLine> = outcome
+        .scenario
+        .items
+        .iter()
+        .map(|(sku, quantity)| OrderLine { sku: (*sku).to_owned(), quantity: *quantity })
+        .collect();
+    let placed = match client.place_order(&lines).await {
+        Ok(order) => order,
+        Err(error) => {
+            outcome.notes.push(format!("placing the order: {error}"));
+            return outcome;
+        }
+    };
+    let id = placed.id.clone();
+    outcome.order = Some(placed);
+
+    let settled = |order: &Order| order.is_terminal();
+    let cancelled = |order: &Order| matches!(order.status.as_str(), "CANCELLED" | "FAILED");
+    let result = match outcome.scenario.action {
+        Action::Wait => wait_for(&client, &id, timeout, settled).await,
+        Action::CancelAtOnce => match client.cancel_order(&id).await {
+            Ok(()) => wait_for(&client, &id, timeout, cancelled).await,
+            Err(error) => {
+                outcome.notes.push(format!("cancel: {error}"));
+                client.order(&id).await.map_err(|e| e.to_string())
+            }
+        },
+        Action::CancelWhenCompleted => match wait_for(&client, &id, timeout, settled).await {
+            Ok(order) if order.status == "COMPLETED" => match client.cancel_order(&id).await {
+                Ok(()) => wait_for(&client, &id, timeout, cancelled).await,
+                Err(error) => {
+                    outcome.notes.push(format!("cancel: {error}"));
+                    Ok(order)
+                }
+            },
+            Ok(order) => {
+                outcome.notes.push(format!("expected COMPLETED before cancelling, got {}", order.status));
+                Ok(order)
+            }
+            Err(error) => Err(error),
+        },
+    };
+    match result {
+        Ok(order) => outcome.order = Some(order),
+        Err(error) => outcome.notes.push(error),
+    }
+    outcome
+}
+
+/// Polls the order until `done` holds; on timeout, the note says where it stuck.
+async fn wait_for(
+    client: &Client,
+    id: &str,
+    timeout: Duration,
+    done: impl Fn(&Order) -> bool,
+) -> Result<Order, String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let last = match client.order(id).await {
+            Ok(order) if done(&order) => return Ok(order),
+            Ok(order) => format!("still {}", order.status),
+            Err(error) => format!("reading the order failed: {error}"),
+        };
+        if Instant::now() >= deadline {
+            return Err(format!("{last} after {}", humantime::format_duration(timeout)));
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
+
+fn new_table(header: Vec<&str>) -> Table {
+    let mut table = Table::new();
+    table.load_preset(presets::UTF8_FULL_CONDENSED);
+    table.set_header(header);
+    table
+}
+
+/// Prints whatever the events endpoint returned: an array of objects (or an
+/// object holding one under `items`/`events`), `at`, `kind` and `detail`
+/// first, then every other field in order of appearance.
+fn timeline_table(events: &Value) -> String {
+    let list = match events {
+        Value::Array(list) => list.as_slice(),
+        Value::Object(map) => match map.get("items").or_else(|| map.get("events")) {
+            Some(Value::Array(list)) => list.as_slice(),
+            _ => std::slice::from_ref(events),
+        },
+        _ => std::slice::from_ref(events),
+    };
+    if list.is_empty() {
+        return "  (no events)".to_owned();
+    }
+    let mut columns: Vec<String> = Vec::new();
+    for preferred in ["at", "kind", "detail"] {
+        if list.iter().any(|e| e.get(preferred).is_some()) {
+            columns.push(preferred.to_owned());
+        }
+    }
+    for event in list {
+        if let Value::Object(map) = event {
+            for key in map.keys() {
+                if !columns.contains(key) {
+                    columns.push(key.clone());
+                }
+            }
+        }
+    }
+    if columns.is_empty() {
+        columns.push("event".to_owned());
+    }
+    let mut table = new_table(columns.iter().map(String::as_str).collect());
+    for event in list {
+        let row: Vec<String> = match event {
+            Value::Object(map) => columns.iter().map(|c| map.get(c).map(cell_text).unwrap_or_default()).collect(),
+            other => {
+                let mut row = vec![cell_text(other)];
+                row.resize(columns.len(), String::new());
+                row
+            }
+        };
+        table.add_row(row);
+    }
+    table.to_string()
+}
+
+fn cell_text(value: &Value) -> String {
+    let text = match value {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    if text.chars().count() > 120 {
+        let cut: String = text.chars().take(120).collect();
+        format!("{cut}…")
+    } else {
+        text
+    }
+}
+
+/// Cents as a decimal amount: 150000 -> "1500.00".
+pub fn money(cents: i64) -> String {
+    let sign = if cents < 0 { "-" } else { "" };
+    let cents = cents.unsigned_abs();
+    format!("{sign}{}.{:02}", cents / 100, cents % 100)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn money_formats_cents() {
+        assert_eq!(money(1500), "15.00");
+        assert_eq!(money(99_905), "999.05");
+        assert_eq!(money(-7), "-0.07");
+    }
+
+    #[test]
+    fn timeline_shows_known_fields_first_and_every_other_field() {
+        let events = json!([
+            {"kind": "reserve_stock", "step": 1, "at": "2026-01-01T00:00:00Z", "detail": {"skus": 1}},
+            {"at": "2026-01-01T00:00:01Z", "kind": "completed", "extra": null}
+        ]);
+        let text = timeline_table(&events);
+        let header = text.lines().nth(1).unwrap();
+        let positions: Vec<usize> =
+            ["at", "kind", "detail", "step", "extra"].iter().map(|c| header.find(c).unwrap()).collect();
+        assert!(positions.windows(2).all(|w| w[0] < w[1]), "{header}");
+        assert!(text.contains("reserve_stock"));
+        assert!(text.contains(r#"{"skus":1}"#));
+    }
+
+    #[test]
+    fn timeline_accepts_wrapped_lists_and_odd_values() {
+        assert!(timeline_table(&json!({"items": [{"kind": "x"}]})).contains('x'));
+        assert!(timeline_table(&json!([])).contains("no events"));
+        assert!(timeline_table(&json!(["plain"])).contains("plain"));
+    }
+}
