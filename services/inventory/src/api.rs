@@ -255,9 +255,11 @@ async fn put_product(
     caller: Caller,
     State(state): State<AppState>,
     ApiPath(sku): ApiPath<String>,
-    ApiJson(body): ApiJson<PutProduct>,
+    // Taken as a Result so that a non-admin gets 403, whatever the body.
+    body: Result<ApiJson<PutProduct>, Problem>,
 ) -> Result<Response, Problem> {
     caller.require_admin()?;
+    let ApiJson(body) = body?;
     body.validate(&sku)?;
     let (product, created) = store::upsert_product(
         &state.pool,

@@ -203,7 +203,9 @@ pub async fn try_lock_idempotency_key(
     customer_id: &str,
     key: &str,
 ) -> sqlx::Result<bool> {
-    sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(hashtextextended($1 || chr(0) || $2, 0))")
+    // PostgreSQL text cannot hold chr(0); a space cannot occur in a key
+    // (visible ASCII only), so key first, then a space, is unambiguous.
+    sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(hashtextextended($2 || ' ' || $1, 0))")
         .bind(customer_id)
         .bind(key)
         .fetch_one(conn)

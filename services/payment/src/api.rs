@@ -165,9 +165,11 @@ async fn put_account(
     caller: Caller,
     State(state): State<AppState>,
     ApiPath(customer_id): ApiPath<String>,
-    ApiJson(body): ApiJson<PutAccount>,
+    // Taken as a Result so that a non-admin gets 403, whatever the body.
+    body: Result<ApiJson<PutAccount>, Problem>,
 ) -> Result<Response, Problem> {
     caller.require_admin()?;
+    let ApiJson(body) = body?;
     body.validate(&customer_id)?;
     let (account, created) =
         store::upsert_account(&state.pool, &customer_id, body.balance_cents).await?;
