@@ -18,9 +18,7 @@ pub struct Backoff {
 
 impl Backoff {
     pub fn new() -> Self {
-        Backoff {
-            next: Duration::from_millis(100),
-        }
+        Backoff { next: Duration::from_millis(100) }
     }
 
     pub async fn wait(&mut self) {
@@ -44,11 +42,7 @@ pub struct Broker {
 
 impl Broker {
     pub fn new(url: impl Into<String>, name: impl Into<String>) -> Self {
-        Broker {
-            url: url.into(),
-            name: name.into(),
-            connection: Mutex::new(None),
-        }
+        Broker { url: url.into(), name: name.into(), connection: Mutex::new(None) }
     }
 
     /// The open connection, reconnecting (with backoff, forever) if needed.
@@ -77,31 +71,21 @@ impl Broker {
     }
 
     pub async fn connect_once(&self) -> Result<Connection, lapin::Error> {
-        let properties = ConnectionProperties::default()
-            .with_connection_name(LongString::from(self.name.as_str()));
-        tokio::time::timeout(
-            Duration::from_secs(10),
-            Connection::connect(&self.url, properties),
-        )
-        .await
-        .unwrap_or_else(|_| Err(std::io::Error::from(std::io::ErrorKind::TimedOut).into()))
+        let properties = ConnectionProperties::default().with_connection_name(LongString::from(self.name.as_str()));
+        tokio::time::timeout(Duration::from_secs(10), Connection::connect(&self.url, properties))
+            .await
+            .unwrap_or_else(|_| Err(std::io::Error::from(std::io::ErrorKind::TimedOut).into()))
     }
 
     /// Whether the current connection is open (without trying to open one).
     pub async fn is_connected(&self) -> bool {
-        self.connection
-            .lock()
-            .await
-            .as_ref()
-            .is_some_and(|c| c.status().connected())
+        self.connection.lock().await.as_ref().is_some_and(|c| c.status().connected())
     }
 
     /// A new channel with publisher confirms on.
     pub async fn confirming_channel(&self) -> Result<Channel, lapin::Error> {
         let channel = self.connection().await.create_channel().await?;
-        channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await?;
+        channel.confirm_select(ConfirmSelectOptions::default()).await?;
         Ok(channel)
     }
 }
@@ -159,14 +143,8 @@ impl OutgoingMessage {
 
     fn properties(&self) -> BasicProperties {
         let mut table = FieldTable::default();
-        table.insert(
-            headers::CORRELATION_ID.into(),
-            AMQPValue::LongString(self.correlation_id.as_str().into()),
-        );
-        table.insert(
-            headers::TRACEPARENT.into(),
-            AMQPValue::LongString(self.traceparent.as_str().into()),
-        );
+        table.insert(headers::CORRELATION_ID.into(), AMQPValue::LongString(self.correlation_id.as_str().into()));
+        table.insert(headers::TRACEPARENT.into(), AMQPValue::LongString(self.traceparent.as_str().into()));
         for (name, value) in &self.headers {
             table.insert(ShortString::from(*name), value.clone());
         }
@@ -185,20 +163,14 @@ impl OutgoingMessage {
 /// back, then every confirm is awaited, so a batch costs one round trip.
 /// `mandatory` turns an unroutable message (missing binding) into an error
 /// instead of a silent drop.
-pub async fn publish_batch(
-    channel: &Channel,
-    messages: &[OutgoingMessage],
-) -> Result<(), PublishError> {
+pub async fn publish_batch(channel: &Channel, messages: &[OutgoingMessage]) -> Result<(), PublishError> {
     let mut confirms = Vec::with_capacity(messages.len());
     for message in messages {
         let confirm = channel
             .basic_publish(
                 message.exchange.as_str().into(),
                 message.routing_key.as_str().into(),
-                BasicPublishOptions {
-                    mandatory: true,
-                    ..Default::default()
-                },
+                BasicPublishOptions { mandatory: true, ..Default::default() },
                 &message.payload,
                 message.properties(),
             )
@@ -221,10 +193,7 @@ pub async fn publish_batch(
 mod tests {
     #[test]
     fn redacts_password() {
-        assert_eq!(
-            super::redact("amqp://guest:secret@host:5672/%2f"),
-            "amqp://guest:***@host:5672/%2f"
-        );
+        assert_eq!(super::redact("amqp://guest:secret@host:5672/%2f"), "amqp://guest:***@host:5672/%2f");
         assert_eq!(super::redact("amqp://host"), "amqp://host");
     }
 }

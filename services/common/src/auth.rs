@@ -30,12 +30,8 @@ impl Auth {
     pub fn from_args(args: &AuthArgs) -> Result<Self, String> {
         match (&args.auth_jwt_secret, args.auth_disabled) {
             (_, true) => Ok(Auth(None)),
-            (Some(secret), false) => Ok(Auth(Some(Arc::new(DecodingKey::from_secret(
-                secret.as_bytes(),
-            ))))),
-            (None, false) => {
-                Err("missing required setting AUTH_JWT_SECRET (or set AUTH_DISABLED=true)".into())
-            }
+            (Some(secret), false) => Ok(Auth(Some(Arc::new(DecodingKey::from_secret(secret.as_bytes()))))),
+            (None, false) => Err("missing required setting AUTH_JWT_SECRET (or set AUTH_DISABLED=true)".into()),
         }
     }
 
@@ -56,11 +52,7 @@ pub struct Caller {
 
 impl Caller {
     pub fn require_admin(&self) -> Result<(), Problem> {
-        if self.admin {
-            Ok(())
-        } else {
-            Err(Problem::forbidden("this route needs the admin role"))
-        }
+        if self.admin { Ok(()) } else { Err(Problem::forbidden("this route needs the admin role")) }
     }
 
     /// A customer may act on their own resources; an admin on any.
@@ -79,37 +71,22 @@ where
         let Auth(key) = Auth::from_ref(state);
         let Some(key) = key else {
             // Development mode: everyone is an admin; the header picks the customer.
-            let customer_id = parts
-                .headers
-                .get(CUSTOMER_HEADER)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("anonymous")
-                .to_owned();
-            return Ok(Caller {
-                customer_id,
-                admin: true,
-            });
+            let customer_id =
+                parts.headers.get(CUSTOMER_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("anonymous").to_owned();
+            return Ok(Caller { customer_id, admin: true });
         };
-        let header = parts
-            .headers
-            .get(AUTHORIZATION)
-            .ok_or_else(|| Problem::unauthorized("missing Authorization header"))?;
+        let header =
+            parts.headers.get(AUTHORIZATION).ok_or_else(|| Problem::unauthorized("missing Authorization header"))?;
         let token = header
             .to_str()
             .ok()
             .and_then(|h| h.strip_prefix("Bearer "))
             .ok_or_else(|| Problem::unauthorized("Authorization must be 'Bearer <token>'"))?;
-        let claims = verify(&key, token.trim())
-            .map_err(|e| Problem::unauthorized(format!("invalid token: {e}")))?;
+        let claims = verify(&key, token.trim()).map_err(|e| Problem::unauthorized(format!("invalid token: {e}")))?;
         if claims.sub.is_empty() || claims.sub.len() > 255 {
-            return Err(Problem::unauthorized(
-                "invalid token: sub must be 1-255 characters",
-            ));
+            return Err(Problem::unauthorized("invalid token: sub must be 1-255 characters"));
         }
-        Ok(Caller {
-            admin: claims.role.as_deref() == Some("admin"),
-            customer_id: claims.sub,
-        })
+        Ok(Caller { admin: claims.role.as_deref() == Some("admin"), customer_id: claims.sub })
     }
 }
 
@@ -122,21 +99,10 @@ fn verify(key: &DecodingKey, token: &str) -> Result<Claims, jsonwebtoken::errors
 
 /// Mints a token (used by `sagactl token`, the benchmark and the tests).
 pub fn mint(secret: &str, subject: &str, admin: bool, ttl: Duration) -> String {
-    let exp = (SystemTime::now() + ttl)
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_secs();
-    let claims = Claims {
-        sub: subject.to_owned(),
-        role: admin.then(|| "admin".to_owned()),
-        exp,
-    };
-    jsonwebtoken::encode(
-        &Header::new(Algorithm::HS256),
-        &claims,
-        &EncodingKey::from_secret(secret.as_bytes()),
-    )
-    .expect("HS256 signing cannot fail")
+    let exp = (SystemTime::now() + ttl).duration_since(UNIX_EPOCH).expect("clock after 1970").as_secs();
+    let claims = Claims { sub: subject.to_owned(), role: admin.then(|| "admin".to_owned()), exp };
+    jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(secret.as_bytes()))
+        .expect("HS256 signing cannot fail")
 }
 
 #[cfg(test)]

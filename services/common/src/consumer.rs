@@ -16,9 +16,7 @@ use std::sync::Arc;
 use futures_util::{FutureExt, StreamExt};
 use lapin::Confirmation;
 use lapin::message::Delivery;
-use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
-};
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{BasicProperties, Channel};
 use sqlx::{Connection, PgConnection, PgPool};
@@ -55,12 +53,17 @@ pub enum HandlerError {
     /// The database is unreachable: requeue without spending an attempt.
     #[error("database unavailable: {0}")]
     Unavailable(String),
+    /// A deadlock or serialization failure with a concurrent transaction: try again now.
+    #[error("conflict: {0}")]
+    Conflict(String),
 }
 
 impl From<sqlx::Error> for HandlerError {
     fn from(error: sqlx::Error) -> Self {
         if crate::db::is_unavailable(&error) {
             HandlerError::Unavailable(error.to_string())
+        } else if crate::db::is_conflict(&error) {
+            HandlerError::Conflict(error.to_string())
         } else {
             HandlerError::Transient(error.to_string())
         }
@@ -119,16 +122,9 @@ impl<H: Handler> Consumer<H> {
 
     async fn consume(&self, queue: &str) -> Result<(), lapin::Error> {
         let channel = self.broker.confirming_channel().await?;
-        channel
-            .basic_qos(self.config.prefetch, BasicQosOptions::default())
-            .await?;
+        channel.basic_qos(self.config.prefetch, BasicQosOptions::default()).await?;
         let mut deliveries = channel
-            .basic_consume(
-                queue.into(),
-                "".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
+            .basic_consume(queue.into(), "".into(), BasicConsumeOptions::default(), FieldTable::default())
             .await?;
         tracing::info!(queue, "consuming");
         let mut pause = Backoff::new();
@@ -141,7 +137,11 @@ impl<H: Handler> Consumer<H> {
                     _ => break,
                 }
             }
-            let received: Vec<Received> = batch.into_iter().map(decode).collect();
+            let mut received: Vec<Received> = batch.into_iter().map(decode).collect();
+            // Concurrent batches then lock rows in the same (order id) order and
+            // wait for each other instead of deadlocking. The sort is stable:
+            // messages of one order keep their delivery order.
+            received.sort_by_key(|r| r.decoded.as_ref().map(|e| e.message.order_id()).ok());
             match self.handle_batch(&received).await {
                 Ok(verdicts) => {
                     pause = Backoff::new();
@@ -151,13 +151,7 @@ impl<H: Handler> Consumer<H> {
                     tracing::warn!(reason, queue, "database unavailable; requeueing batch");
                     pause.wait().await;
                     for r in received {
-                        r.delivery
-                            .acker
-                            .nack(BasicNackOptions {
-                                requeue: true,
-                                ..Default::default()
-                            })
-                            .await?;
+                        r.delivery.acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await?;
                     }
                 }
             }
@@ -184,15 +178,12 @@ impl<H: Handler> Consumer<H> {
                 message_type = envelope.message.type_name(),
                 order_id = %envelope.message.order_id(),
             );
-            let outcome = self
-                .handle_one(&mut tx, envelope)
-                .instrument(span.clone())
-                .await;
+            let outcome = self.handle_one(&mut tx, envelope).instrument(span.clone()).await;
             let verdict = match outcome {
                 Ok(true) => Verdict::Done,
                 Ok(false) => Verdict::Duplicate,
                 Err(HandlerError::Rejected(reason)) => Verdict::DeadLetter(reason),
-                Err(HandlerError::Transient(reason)) => Verdict::Retry(reason),
+                Err(HandlerError::Transient(reason) | HandlerError::Conflict(reason)) => Verdict::Retry(reason),
                 Err(HandlerError::Unavailable(reason)) => return Err(reason),
             };
             span.in_scope(|| tracing::debug!(?verdict, "handled"));
@@ -203,20 +194,27 @@ impl<H: Handler> Consumer<H> {
         Ok(verdicts)
     }
 
-    /// `Ok(false)`: a duplicate, already handled.
-    async fn handle_one(
-        &self,
-        tx: &mut PgConnection,
-        envelope: &Envelope,
-    ) -> Result<bool, HandlerError> {
+    /// `Ok(false)`: a duplicate, already handled. A deadlock or serialization
+    /// failure only undoes this message's savepoint; it is tried again at once,
+    /// without spending one of its delivery attempts.
+    async fn handle_one(&self, tx: &mut PgConnection, envelope: &Envelope) -> Result<bool, HandlerError> {
+        const CONFLICT_RETRIES: usize = 5;
+        let mut conflicts = 0;
+        loop {
+            match self.try_once(tx, envelope).await {
+                Err(HandlerError::Conflict(reason)) if conflicts < CONFLICT_RETRIES => {
+                    conflicts += 1;
+                    tracing::debug!(reason, conflicts, "lock conflict; trying the message again");
+                }
+                Err(HandlerError::Conflict(reason)) => return Err(HandlerError::Transient(reason)),
+                other => return other,
+            }
+        }
+    }
+
+    async fn try_once(&self, tx: &mut PgConnection, envelope: &Envelope) -> Result<bool, HandlerError> {
         let mut savepoint = tx.begin().await?;
-        if !inbox::first_delivery(
-            &mut savepoint,
-            envelope.message_id,
-            envelope.message.type_name(),
-        )
-        .await?
-        {
+        if !inbox::first_delivery(&mut savepoint, envelope.message_id, envelope.message.type_name()).await? {
             savepoint.commit().await?;
             return Ok(false);
         }
@@ -253,39 +251,15 @@ impl<H: Handler> Consumer<H> {
             match verdict {
                 Verdict::Done | Verdict::Duplicate => {}
                 Verdict::Retry(reason) if r.attempt < max_attempts => {
-                    tracing::warn!(
-                        reason,
-                        attempt = r.attempt,
-                        queue,
-                        "message failed; retrying later"
-                    );
-                    let retry_queue =
-                        retry_queue_name(platform, self.config.destination, r.attempt);
-                    republish(
-                        channel,
-                        &r.delivery,
-                        "",
-                        &retry_queue,
-                        r.attempt + 1,
-                        &reason,
-                        queue,
-                    )
-                    .await?;
+                    tracing::warn!(reason, attempt = r.attempt, queue, "message failed; retrying later");
+                    let retry_queue = retry_queue_name(platform, self.config.destination, r.attempt);
+                    republish(channel, &r.delivery, "", &retry_queue, r.attempt + 1, &reason, queue).await?;
                 }
                 Verdict::Retry(reason) | Verdict::DeadLetter(reason) => {
                     tracing::error!(reason, attempt = r.attempt, queue, "message dead-lettered");
                     let routing_key = self.config.destination.queue();
                     let dlx = self.topology.dead_letter_exchange();
-                    republish(
-                        channel,
-                        &r.delivery,
-                        &dlx,
-                        routing_key,
-                        r.attempt,
-                        &reason,
-                        queue,
-                    )
-                    .await?;
+                    republish(channel, &r.delivery, &dlx, routing_key, r.attempt, &reason, queue).await?;
                 }
             }
             self.metrics.messages_consumed(queue, outcome);
@@ -309,31 +283,18 @@ async fn republish(
 ) -> Result<(), lapin::Error> {
     let mut table = delivery.properties.headers().clone().unwrap_or_default();
     table.insert(headers::ATTEMPT.into(), AMQPValue::LongUInt(attempt));
-    table.insert(
-        headers::FAILURE_REASON.into(),
-        AMQPValue::LongString(LongString::from(truncate(reason, 1000))),
-    );
-    table.insert(
-        headers::ORIGINAL_QUEUE.into(),
-        AMQPValue::LongString(LongString::from(original_queue)),
-    );
+    table.insert(headers::FAILURE_REASON.into(), AMQPValue::LongString(LongString::from(truncate(reason, 1000))));
+    table.insert(headers::ORIGINAL_QUEUE.into(), AMQPValue::LongString(LongString::from(original_queue)));
     table.insert(
         headers::DEAD_LETTERED_AT.into(),
         AMQPValue::LongString(LongString::from(chrono::Utc::now().to_rfc3339())),
     );
-    let properties: BasicProperties = delivery
-        .properties
-        .clone()
-        .with_headers(table)
-        .with_delivery_mode(2);
+    let properties: BasicProperties = delivery.properties.clone().with_headers(table).with_delivery_mode(2);
     let confirm = channel
         .basic_publish(
             exchange.into(),
             routing_key.into(),
-            BasicPublishOptions {
-                mandatory: true,
-                ..Default::default()
-            },
+            BasicPublishOptions { mandatory: true, ..Default::default() },
             &delivery.data,
             properties,
         )
@@ -341,10 +302,7 @@ async fn republish(
         .await?;
     match confirm {
         Confirmation::Ack(None) | Confirmation::NotRequested => Ok(()),
-        _ => Err(std::io::Error::other(format!(
-            "broker did not accept the copy for {routing_key}"
-        ))
-        .into()),
+        _ => Err(std::io::Error::other(format!("broker did not accept the copy for {routing_key}")).into()),
     }
 }
 
@@ -378,37 +336,17 @@ fn decode(delivery: Delivery) -> Received {
             .as_str()
             .parse::<Uuid>()
             .map_err(|e| format!("message_id is not a UUID: {e}"))?;
-        let message: Message =
-            serde_json::from_slice(&delivery.data).map_err(|e| format!("invalid body: {e}"))?;
+        let message: Message = serde_json::from_slice(&delivery.data).map_err(|e| format!("invalid body: {e}"))?;
         if let Some(kind) = delivery.properties.kind()
             && kind.as_str() != message.type_name()
         {
-            return Err(format!(
-                "type property {} does not match body type {}",
-                kind.as_str(),
-                message.type_name()
-            ));
+            return Err(format!("type property {} does not match body type {}", kind.as_str(), message.type_name()));
         }
         let correlation_id = header_str(headers::CORRELATION_ID)
-            .or_else(|| {
-                delivery
-                    .properties
-                    .correlation_id()
-                    .as_ref()
-                    .map(|c| c.to_string())
-            })
+            .or_else(|| delivery.properties.correlation_id().as_ref().map(|c| c.to_string()))
             .unwrap_or_else(|| message_id.to_string());
         let traceparent = header_str(headers::TRACEPARENT).unwrap_or_else(new_traceparent);
-        Ok(Envelope {
-            message_id,
-            correlation_id,
-            traceparent,
-            message,
-        })
+        Ok(Envelope { message_id, correlation_id, traceparent, message })
     })();
-    Received {
-        delivery,
-        attempt,
-        decoded,
-    }
+    Received { delivery, attempt, decoded }
 }

@@ -42,10 +42,7 @@ pub enum DeclineReason {
 pub enum Message {
     // Commands to inventory.
     #[serde(rename = "inventory.reserve")]
-    ReserveStock {
-        order_id: Uuid,
-        items: Vec<OrderLine>,
-    },
+    ReserveStock { order_id: Uuid, items: Vec<OrderLine> },
     #[serde(rename = "inventory.confirm")]
     ConfirmReservation { order_id: Uuid },
     /// Compensation: undo a reservation, or return the stock of a confirmed one.
@@ -54,28 +51,16 @@ pub enum Message {
 
     // Commands to payment.
     #[serde(rename = "payment.charge")]
-    ChargePayment {
-        order_id: Uuid,
-        customer_id: String,
-        amount_cents: i64,
-    },
+    ChargePayment { order_id: Uuid, customer_id: String, amount_cents: i64 },
     /// Compensation: refund a capture, or void a charge that has not arrived yet.
     #[serde(rename = "payment.refund")]
     RefundPayment { order_id: Uuid },
 
     // Replies to the orchestrator.
     #[serde(rename = "inventory.reserved")]
-    StockReserved {
-        order_id: Uuid,
-        lines: Vec<PricedLine>,
-        total_cents: i64,
-    },
+    StockReserved { order_id: Uuid, lines: Vec<PricedLine>, total_cents: i64 },
     #[serde(rename = "inventory.rejected")]
-    StockRejected {
-        order_id: Uuid,
-        reason: RejectReason,
-        sku: String,
-    },
+    StockRejected { order_id: Uuid, reason: RejectReason, sku: String },
     #[serde(rename = "inventory.confirmed")]
     ReservationConfirmed { order_id: Uuid },
     #[serde(rename = "inventory.released")]
@@ -83,10 +68,7 @@ pub enum Message {
     #[serde(rename = "payment.captured")]
     PaymentCaptured { order_id: Uuid, amount_cents: i64 },
     #[serde(rename = "payment.declined")]
-    PaymentDeclined {
-        order_id: Uuid,
-        reason: DeclineReason,
-    },
+    PaymentDeclined { order_id: Uuid, reason: DeclineReason },
     #[serde(rename = "payment.refunded")]
     PaymentRefunded { order_id: Uuid },
 }
@@ -113,9 +95,9 @@ impl Message {
     /// Which service's queue the message goes to.
     pub fn destination(&self) -> Destination {
         match self {
-            Message::ReserveStock { .. }
-            | Message::ConfirmReservation { .. }
-            | Message::ReleaseStock { .. } => Destination::Inventory,
+            Message::ReserveStock { .. } | Message::ConfirmReservation { .. } | Message::ReleaseStock { .. } => {
+                Destination::Inventory
+            }
             Message::ChargePayment { .. } | Message::RefundPayment { .. } => Destination::Payment,
             _ => Destination::Order,
         }
@@ -147,38 +129,17 @@ mod tests {
     fn type_name_matches_serde_tag() {
         let id = Uuid::nil();
         let all = [
-            Message::ReserveStock {
-                order_id: id,
-                items: vec![],
-            },
+            Message::ReserveStock { order_id: id, items: vec![] },
             Message::ConfirmReservation { order_id: id },
             Message::ReleaseStock { order_id: id },
-            Message::ChargePayment {
-                order_id: id,
-                customer_id: "c".into(),
-                amount_cents: 1,
-            },
+            Message::ChargePayment { order_id: id, customer_id: "c".into(), amount_cents: 1 },
             Message::RefundPayment { order_id: id },
-            Message::StockReserved {
-                order_id: id,
-                lines: vec![],
-                total_cents: 0,
-            },
-            Message::StockRejected {
-                order_id: id,
-                reason: RejectReason::OutOfStock,
-                sku: "s".into(),
-            },
+            Message::StockReserved { order_id: id, lines: vec![], total_cents: 0 },
+            Message::StockRejected { order_id: id, reason: RejectReason::OutOfStock, sku: "s".into() },
             Message::ReservationConfirmed { order_id: id },
             Message::StockReleased { order_id: id },
-            Message::PaymentCaptured {
-                order_id: id,
-                amount_cents: 1,
-            },
-            Message::PaymentDeclined {
-                order_id: id,
-                reason: DeclineReason::InsufficientFunds,
-            },
+            Message::PaymentCaptured { order_id: id, amount_cents: 1 },
+            Message::PaymentDeclined { order_id: id, reason: DeclineReason::InsufficientFunds },
             Message::PaymentRefunded { order_id: id },
         ];
         for message in all {

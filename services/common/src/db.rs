@@ -44,20 +44,13 @@ async fn try_connect(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Er
             return Err(error);
         }
     }
-    PgPoolOptions::new()
-        .max_connections(max_connections)
-        .acquire_timeout(Duration::from_secs(5))
-        .connect(url)
-        .await
+    PgPoolOptions::new().max_connections(max_connections).acquire_timeout(Duration::from_secs(5)).connect(url).await
 }
 
 /// Runs the shared messaging migrations, then the service's own. sqlx takes
 /// an advisory lock, so replicas starting together apply each migration once.
 pub async fn migrate(pool: &PgPool, service: &Migrator) -> Result<(), DbError> {
-    let mut messaging = Migrator {
-        migrations: MESSAGING.migrations.clone(),
-        ..Migrator::DEFAULT
-    };
+    let mut messaging = Migrator { migrations: MESSAGING.migrations.clone(), ..Migrator::DEFAULT };
     messaging.dangerous_set_table_name("_saga_messaging_migrations");
     messaging.run(pool).await?;
     service.run(pool).await?;
@@ -74,9 +67,15 @@ pub fn is_unavailable(error: &sqlx::Error) -> bool {
         | sqlx::Error::PoolClosed
         | sqlx::Error::WorkerCrashed
         | sqlx::Error::Protocol(_) => true,
-        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
-            code.starts_with("08") || code == "57P01" || code == "57P02" || code == "57P03"
-        }),
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|code| code.starts_with("08") || code == "57P01" || code == "57P02" || code == "57P03"),
         _ => false,
     }
+}
+
+/// Whether an error is a deadlock or serialization failure: the statement
+/// lost a race with another transaction and can simply be run again.
+pub fn is_conflict(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("40P01" | "40001")))
 }

@@ -66,9 +66,7 @@ pub fn parse_traceparent(value: &str) -> Option<&str> {
     let parts: Vec<&str> = value.split('-').collect();
     let hex = |s: &str, len: usize| s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit());
     match parts.as_slice() {
-        [version, trace, span, flags]
-            if hex(version, 2) && hex(trace, 32) && hex(span, 16) && hex(flags, 2) =>
-        {
+        [version, trace, span, flags] if hex(version, 2) && hex(trace, 32) && hex(span, 16) && hex(flags, 2) => {
             Some(trace)
         }
         _ => None,

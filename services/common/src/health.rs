@@ -23,12 +23,7 @@ pub struct ReadinessReport {
 impl ReadinessReport {
     fn starting() -> Self {
         let pending = "not checked yet".to_owned();
-        ReadinessReport {
-            ready: false,
-            database: pending.clone(),
-            broker: pending.clone(),
-            topology: pending,
-        }
+        ReadinessReport { ready: false, database: pending.clone(), broker: pending.clone(), topology: pending }
     }
 }
 
@@ -41,12 +36,7 @@ impl Readiness {
     }
 
     /// Starts the checker; migrations have run before this is called.
-    pub fn spawn(
-        pool: PgPool,
-        broker: Arc<Broker>,
-        topology: Arc<Topology>,
-        mut shutdown: Shutdown,
-    ) -> Self {
+    pub fn spawn(pool: PgPool, broker: Arc<Broker>, topology: Arc<Topology>, mut shutdown: Shutdown) -> Self {
         let readiness = Readiness(Arc::new(RwLock::new(ReadinessReport::starting())));
         let shared = readiness.clone();
         tokio::spawn(async move {
@@ -61,11 +51,7 @@ impl Readiness {
                     }
                     *shared.0.write().expect("readiness lock poisoned") = report.clone();
                 }
-                let pause = if report.ready {
-                    Duration::from_secs(5)
-                } else {
-                    Duration::from_millis(500)
-                };
+                let pause = if report.ready { Duration::from_secs(5) } else { Duration::from_millis(500) };
                 tokio::select! {
                     _ = tokio::time::sleep(pause) => {}
                     _ = shutdown.wait() => return,
@@ -79,28 +65,21 @@ impl Readiness {
 async fn check(pool: &PgPool, broker: &Broker, topology: &Topology) -> ReadinessReport {
     const OK: &str = "ok";
     let timeout = Duration::from_secs(3);
-    let database = match tokio::time::timeout(timeout, sqlx::query("SELECT 1").execute(pool)).await
-    {
+    let database = match tokio::time::timeout(timeout, sqlx::query("SELECT 1").execute(pool)).await {
         Ok(Ok(_)) => OK.to_owned(),
         Ok(Err(error)) => format!("down: {error}"),
         Err(_) => "down: no answer within 3s".to_owned(),
     };
     let (broker_state, topology_state) = if broker.is_connected().await {
         let connection = broker.connection().await;
-        let topology_state = match tokio::time::timeout(timeout, topology.verify(&connection)).await
-        {
+        let topology_state = match tokio::time::timeout(timeout, topology.verify(&connection)).await {
             Ok(Ok(())) => OK.to_owned(),
-            Ok(Err(error)) => format!(
-                "invalid: {error} (run `sagactl topology apply` or let the operator declare it)"
-            ),
+            Ok(Err(error)) => format!("invalid: {error} (run `sagactl topology apply` or let the operator declare it)"),
             Err(_) => "unknown: broker did not answer within 3s".to_owned(),
         };
         (OK.to_owned(), topology_state)
     } else {
-        (
-            "down: not connected".to_owned(),
-            "unknown: broker down".to_owned(),
-        )
+        ("down: not connected".to_owned(), "unknown: broker down".to_owned())
     };
     ReadinessReport {
         ready: database == OK && broker_state == OK && topology_state == OK,

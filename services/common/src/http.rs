@@ -36,10 +36,7 @@ pub struct RequestContext {
 /// correlation id, and records metrics.
 async fn observe(State(metrics): State<Metrics>, mut request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let (correlation_id, traceparent) = (
-        header(&request, "x-correlation-id"),
-        header(&request, "traceparent"),
-    );
+    let (correlation_id, traceparent) = (header(&request, "x-correlation-id"), header(&request, "traceparent"));
     let correlation_id = correlation_id
         .filter(|id| !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic()))
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
@@ -54,10 +51,7 @@ async fn observe(State(metrics): State<Metrics>, mut request: Request, next: Nex
         .unwrap_or_else(|| "unmatched".to_owned());
     let method = request.method().clone();
     let span = tracing::info_span!("request", %correlation_id, %method, route);
-    request.extensions_mut().insert(RequestContext {
-        correlation_id: correlation_id.clone(),
-        traceparent,
-    });
+    request.extensions_mut().insert(RequestContext { correlation_id: correlation_id.clone(), traceparent });
     let mut response = next.run(request).instrument(span.clone()).await;
     let status = response.status().as_u16();
     let elapsed = started.elapsed().as_secs_f64();
@@ -72,11 +66,7 @@ async fn observe(State(metrics): State<Metrics>, mut request: Request, next: Nex
 }
 
 fn header(request: &Request, name: &str) -> Option<String> {
-    request
-        .headers()
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
+    request.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
 }
 
 /// Combines a service's API routes with `/healthz`, `/readyz`, `/metrics`,
@@ -86,28 +76,16 @@ pub fn finish(api: Router, mut openapi: OpenApi, readiness: Readiness, metrics: 
     let components = openapi.components.get_or_insert_with(Default::default);
     components.add_security_scheme(
         "bearer",
-        SecurityScheme::Http(
-            HttpBuilder::new()
-                .scheme(HttpAuthScheme::Bearer)
-                .bearer_format("JWT")
-                .build(),
-        ),
+        SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
     );
     let metrics_for_route = metrics.clone();
     let ops = Router::new()
-        .route(
-            "/healthz",
-            get(|| async { Json(serde_json::json!({"status": "alive"})) }),
-        )
+        .route("/healthz", get(|| async { Json(serde_json::json!({"status": "alive"})) }))
         .route(
             "/readyz",
             get(move || async move {
                 let report = readiness.report();
-                let status = if report.ready {
-                    StatusCode::OK
-                } else {
-                    StatusCode::SERVICE_UNAVAILABLE
-                };
+                let status = if report.ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
                 (status, Json(report))
             }),
         )
@@ -115,10 +93,7 @@ pub fn finish(api: Router, mut openapi: OpenApi, readiness: Readiness, metrics: 
             "/metrics",
             get(move || async move {
                 (
-                    [(
-                        "content-type",
-                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    )],
+                    [("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")],
                     metrics_for_route.render(),
                 )
             }),
@@ -127,11 +102,7 @@ pub fn finish(api: Router, mut openapi: OpenApi, readiness: Readiness, metrics: 
         .merge(SwaggerUi::new("/api/docs").url("/api/openapi.json", openapi))
         .fallback(|| async { Problem::not_found("no such route").into_response() })
         .method_not_allowed_fallback(|| async {
-            Problem::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method-not-allowed",
-                "method not allowed on this route",
-            )
+            Problem::new(StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", "method not allowed on this route")
         })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn_with_state(metrics, observe))
@@ -141,7 +112,5 @@ pub fn finish(api: Router, mut openapi: OpenApi, readiness: Readiness, metrics: 
 pub async fn serve(addr: SocketAddr, app: Router, mut shutdown: Shutdown) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(%addr, "listening");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.wait().await })
-        .await
+    axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.wait().await }).await
 }

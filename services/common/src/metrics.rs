@@ -29,71 +29,33 @@ impl Metrics {
             messages_published.clone(),
         );
         let consumed = Family::<Labels, Counter>::default();
-        registry.register(
-            "messages_consumed",
-            "Messages consumed, by queue and outcome",
-            consumed.clone(),
-        );
+        registry.register("messages_consumed", "Messages consumed, by queue and outcome", consumed.clone());
         let http_requests = Family::<Labels, Counter>::default();
-        registry.register(
-            "http_requests",
-            "HTTP requests, by route and status",
-            http_requests.clone(),
-        );
-        let http_duration = Family::<Labels, Histogram>::new_with_constructor(
-            latency_histogram as fn() -> Histogram,
-        );
-        registry.register(
-            "http_request_duration_seconds",
-            "HTTP request latency",
-            http_duration.clone(),
-        );
-        Metrics {
-            registry: Arc::new(Mutex::new(registry)),
-            messages_published,
-            consumed,
-            http_requests,
-            http_duration,
-        }
+        registry.register("http_requests", "HTTP requests, by route and status", http_requests.clone());
+        let http_duration = Family::<Labels, Histogram>::new_with_constructor(latency_histogram as fn() -> Histogram);
+        registry.register("http_request_duration_seconds", "HTTP request latency", http_duration.clone());
+        Metrics { registry: Arc::new(Mutex::new(registry)), messages_published, consumed, http_requests, http_duration }
     }
 
     /// Adds a service-specific metric to the same registry.
     pub fn register(&self, name: &str, help: &str, metric: impl Metric) {
-        self.registry
-            .lock()
-            .expect("metrics registry poisoned")
-            .register(name, help, metric);
+        self.registry.lock().expect("metrics registry poisoned").register(name, help, metric);
     }
 
     pub fn messages_consumed(&self, queue: &str, outcome: &'static str) {
-        self.consumed
-            .get_or_create(&vec![
-                ("queue", queue.to_owned()),
-                ("outcome", outcome.to_owned()),
-            ])
-            .inc();
+        self.consumed.get_or_create(&vec![("queue", queue.to_owned()), ("outcome", outcome.to_owned())]).inc();
     }
 
     pub fn http_request(&self, method: &str, route: &str, status: u16, seconds: f64) {
-        let labels = vec![
-            ("method", method.to_owned()),
-            ("route", route.to_owned()),
-            ("status", status.to_string()),
-        ];
+        let labels = vec![("method", method.to_owned()), ("route", route.to_owned()), ("status", status.to_string())];
         self.http_requests.get_or_create(&labels).inc();
-        self.http_duration
-            .get_or_create(&labels[..2].to_vec())
-            .observe(seconds);
+        self.http_duration.get_or_create(&labels[..2].to_vec()).observe(seconds);
     }
 
     /// The Prometheus text exposition of every registered metric.
     pub fn render(&self) -> String {
         let mut text = String::new();
-        encode(
-            &mut text,
-            &self.registry.lock().expect("metrics registry poisoned"),
-        )
-        .expect("writing to a String");
+        encode(&mut text, &self.registry.lock().expect("metrics registry poisoned")).expect("writing to a String");
         text
     }
 }

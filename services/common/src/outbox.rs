@@ -141,14 +141,9 @@ impl OutboxRelay {
             });
         }
         publish_batch(channel, &messages).await?;
-        sqlx::query("DELETE FROM outbox WHERE seq = ANY($1)")
-            .bind(&seqs)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query("DELETE FROM outbox WHERE seq = ANY($1)").bind(&seqs).execute(&mut *tx).await?;
         tx.commit().await?;
-        self.metrics
-            .messages_published
-            .inc_by(messages.len() as u64);
+        self.metrics.messages_published.inc_by(messages.len() as u64);
         Ok(messages.len())
     }
 }
@@ -163,7 +158,5 @@ enum RelayError {
 
 /// Rows still waiting to be published (for `/metrics` and tests).
 pub async fn backlog(pool: &PgPool) -> sqlx::Result<i64> {
-    sqlx::query_scalar("SELECT count(*) FROM outbox")
-        .fetch_one(pool)
-        .await
+    sqlx::query_scalar("SELECT count(*) FROM outbox").fetch_one(pool).await
 }

@@ -36,11 +36,7 @@ impl Problem {
     }
 
     pub fn validation(detail: impl Into<String>) -> Self {
-        Self::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "validation-failed",
-            detail,
-        )
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "validation-failed", detail)
     }
 
     pub fn not_found(detail: impl Into<String>) -> Self {
@@ -62,11 +58,7 @@ impl Problem {
     /// An unexpected failure: logged in full, reported without internals.
     pub fn internal(error: impl std::fmt::Display) -> Self {
         tracing::error!(%error, "request failed");
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "internal error; see the service log",
-        )
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; see the service log")
     }
 
     pub fn unavailable(detail: impl Into<String>) -> Self {
@@ -130,9 +122,7 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath
         axum::extract::Path::<T>::from_request_parts(parts, state)
             .await
             .map(|axum::extract::Path(value)| ApiPath(value))
-            .map_err(|rejection: PathRejection| {
-                Problem::bad_request("invalid-path", rejection.body_text())
-            })
+            .map_err(|rejection: PathRejection| Problem::bad_request("invalid-path", rejection.body_text()))
     }
 }
 
@@ -146,8 +136,6 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
         axum::extract::Query::<T>::from_request_parts(parts, state)
             .await
             .map(|axum::extract::Query(value)| ApiQuery(value))
-            .map_err(|rejection: QueryRejection| {
-                Problem::bad_request("invalid-query", rejection.body_text())
-            })
+            .map_err(|rejection: QueryRejection| Problem::bad_request("invalid-query", rejection.body_text()))
     }
 }

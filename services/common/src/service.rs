@@ -41,9 +41,7 @@ impl Service {
         crate::telemetry::init(args.log_format);
         let auth = Auth::from_args(&args.auth).unwrap_or_else(|e| fail(&e));
         if auth.disabled() {
-            tracing::warn!(
-                "authentication is disabled (AUTH_DISABLED=true): every caller is an admin"
-            );
+            tracing::warn!("authentication is disabled (AUTH_DISABLED=true): every caller is an admin");
         }
         let pool = crate::db::connect(&args.database_url, args.db_pool_size).await;
         if let Err(error) = crate::db::migrate(&pool, migrator).await {
@@ -117,9 +115,7 @@ impl Service {
         self.spawn(async move {
             // Inbox ids are kept a week: far longer than any redelivery or redrive.
             loop {
-                if let Err(error) =
-                    crate::inbox::prune(&pool, Duration::from_secs(7 * 24 * 3600)).await
-                {
+                if let Err(error) = crate::inbox::prune(&pool, Duration::from_secs(7 * 24 * 3600)).await {
                     tracing::warn!(%error, "inbox pruning failed");
                 }
                 tokio::select! {
@@ -128,12 +124,8 @@ impl Service {
                 }
             }
         });
-        let readiness = Readiness::spawn(
-            self.pool.clone(),
-            self.broker.clone(),
-            self.topology.clone(),
-            self.shutdown.clone(),
-        );
+        let readiness =
+            Readiness::spawn(self.pool.clone(), self.broker.clone(), self.topology.clone(), self.shutdown.clone());
         let app = crate::http::finish(api, openapi, readiness, self.metrics.clone());
         let trigger = self.trigger;
         tokio::spawn(async move {

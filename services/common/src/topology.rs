@@ -11,8 +11,7 @@
 use std::time::Duration;
 
 use lapin::options::{
-    ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
-    QueueDeleteOptions,
+    ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{Channel, Connection, ExchangeKind};
@@ -28,11 +27,7 @@ pub enum Destination {
 }
 
 impl Destination {
-    pub const ALL: [Destination; 3] = [
-        Destination::Order,
-        Destination::Payment,
-        Destination::Inventory,
-    ];
+    pub const ALL: [Destination; 3] = [Destination::Order, Destination::Payment, Destination::Inventory];
 
     /// Queue name without the platform prefix; also the routing key.
     pub fn queue(self) -> &'static str {
@@ -71,11 +66,7 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        RetryPolicy {
-            max_attempts: 5,
-            initial_delay: Duration::from_millis(500),
-            multiplier: 4,
-        }
+        RetryPolicy { max_attempts: 5, initial_delay: Duration::from_millis(500), multiplier: 4 }
     }
 }
 
@@ -137,14 +128,8 @@ impl Topology {
         let saga = format!("{p}.saga");
         let dlx = format!("{p}.dlx");
         let exchanges = vec![
-            ExchangeDef {
-                name: saga.clone(),
-                kind: ExchangeKind::Direct,
-            },
-            ExchangeDef {
-                name: dlx.clone(),
-                kind: ExchangeKind::Direct,
-            },
+            ExchangeDef { name: saga.clone(), kind: ExchangeKind::Direct },
+            ExchangeDef { name: dlx.clone(), kind: ExchangeKind::Direct },
         ];
         let mut queues = Vec::new();
         let mut bindings = Vec::new();
@@ -154,26 +139,12 @@ impl Topology {
             let mut args = base_arguments(spec.queue_type);
             args.insert("x-dead-letter-exchange".into(), long_string(&dlx));
             args.insert("x-dead-letter-routing-key".into(), long_string(queue));
-            queues.push(QueueDef {
-                name: main.clone(),
-                arguments: args,
-            });
-            bindings.push(BindingDef {
-                queue: main,
-                exchange: saga.clone(),
-                routing_key: queue.into(),
-            });
+            queues.push(QueueDef { name: main.clone(), arguments: args });
+            bindings.push(BindingDef { queue: main, exchange: saga.clone(), routing_key: queue.into() });
 
             let dlq = dlq_name(p, destination);
-            queues.push(QueueDef {
-                name: dlq.clone(),
-                arguments: base_arguments(spec.queue_type),
-            });
-            bindings.push(BindingDef {
-                queue: dlq,
-                exchange: dlx.clone(),
-                routing_key: queue.into(),
-            });
+            queues.push(QueueDef { name: dlq.clone(), arguments: base_arguments(spec.queue_type) });
+            bindings.push(BindingDef { queue: dlq, exchange: dlx.clone(), routing_key: queue.into() });
 
             for attempt in 1..spec.retry.max_attempts {
                 let mut args = base_arguments(spec.queue_type);
@@ -183,24 +154,13 @@ impl Topology {
                 args.insert("x-dead-letter-routing-key".into(), long_string(queue));
                 if spec.queue_type == QueueType::Quorum {
                     // Quorum queues drop dead letters unless told to confirm them.
-                    args.insert(
-                        "x-dead-letter-strategy".into(),
-                        long_string("at-least-once"),
-                    );
+                    args.insert("x-dead-letter-strategy".into(), long_string("at-least-once"));
                     args.insert("x-overflow".into(), long_string("reject-publish"));
                 }
-                queues.push(QueueDef {
-                    name: retry_queue_name(p, destination, attempt),
-                    arguments: args,
-                });
+                queues.push(QueueDef { name: retry_queue_name(p, destination, attempt), arguments: args });
             }
         }
-        Topology {
-            spec,
-            exchanges,
-            queues,
-            bindings,
-        }
+        Topology { spec, exchanges, queues, bindings }
     }
 
     pub fn exchange(&self) -> String {
@@ -265,12 +225,7 @@ impl Topology {
     /// Runs a passive-then-active declaration on a fresh channel (a failed
     /// declaration closes the channel) and turns broker refusals into the
     /// reason a person can act on.
-    async fn check<'a, F, Fut>(
-        &'a self,
-        connection: &Connection,
-        what: String,
-        probe: F,
-    ) -> Result<(), TopologyError>
+    async fn check<'a, F, Fut>(&'a self, connection: &Connection, what: String, probe: F) -> Result<(), TopologyError>
     where
         F: FnOnce(Channel) -> Fut,
         Fut: std::future::Future<Output = Result<(), lapin::Error>> + 'a,
@@ -284,10 +239,7 @@ impl Topology {
             Ok(()) => Ok(()),
             Err(error) => match reply_code(&error) {
                 Some(404) => Err(TopologyError::Missing { what }),
-                Some(406) => Err(TopologyError::Different {
-                    what,
-                    detail: error.to_string(),
-                }),
+                Some(406) => Err(TopologyError::Different { what, detail: error.to_string() }),
                 _ => Err(TopologyError::Broker(error)),
             },
         }
@@ -297,17 +249,10 @@ impl Topology {
     pub async fn delete(&self, connection: &Connection) -> Result<(), TopologyError> {
         let channel = connection.create_channel().await?;
         for queue in &self.queues {
-            channel
-                .queue_delete(queue.name.as_str().into(), QueueDeleteOptions::default())
-                .await?;
+            channel.queue_delete(queue.name.as_str().into(), QueueDeleteOptions::default()).await?;
         }
         for exchange in &self.exchanges {
-            channel
-                .exchange_delete(
-                    exchange.name.as_str().into(),
-                    ExchangeDeleteOptions::default(),
-                )
-                .await?;
+            channel.exchange_delete(exchange.name.as_str().into(), ExchangeDeleteOptions::default()).await?;
         }
         let _ = channel.close(200, "topology deleted".into()).await;
         Ok(())
@@ -332,16 +277,8 @@ fn long_string(value: &str) -> AMQPValue {
     AMQPValue::LongString(LongString::from(value))
 }
 
-async fn declare_exchange(
-    channel: &Channel,
-    exchange: &ExchangeDef,
-    passive: bool,
-) -> Result<(), lapin::Error> {
-    let options = ExchangeDeclareOptions {
-        passive,
-        durable: true,
-        ..Default::default()
-    };
+async fn declare_exchange(channel: &Channel, exchange: &ExchangeDef, passive: bool) -> Result<(), lapin::Error> {
+    let options = ExchangeDeclareOptions { passive, durable: true, ..Default::default() };
     channel
         .exchange_declare(
             ShortString::from(exchange.name.as_str()),
@@ -352,20 +289,9 @@ async fn declare_exchange(
         .await
 }
 
-async fn declare_queue(
-    channel: &Channel,
-    queue: &QueueDef,
-    passive: bool,
-) -> Result<(), lapin::Error> {
-    let options = QueueDeclareOptions {
-        passive,
-        durable: true,
-        ..Default::default()
-    };
-    channel
-        .queue_declare(queue.name.as_str().into(), options, queue.arguments.clone())
-        .await
-        .map(|_| ())
+async fn declare_queue(channel: &Channel, queue: &QueueDef, passive: bool) -> Result<(), lapin::Error> {
+    let options = QueueDeclareOptions { passive, durable: true, ..Default::default() };
+    channel.queue_declare(queue.name.as_str().into(), options, queue.arguments.clone()).await.map(|_| ())
 }
 
 /// The AMQP reply code of a channel or connection close caused by the broker.
@@ -381,11 +307,7 @@ mod tests {
     use super::*;
 
     fn spec() -> TopologySpec {
-        TopologySpec {
-            platform: "p".into(),
-            queue_type: QueueType::Quorum,
-            retry: RetryPolicy::default(),
-        }
+        TopologySpec { platform: "p".into(), queue_type: QueueType::Quorum, retry: RetryPolicy::default() }
     }
 
     #[test]
@@ -407,11 +329,7 @@ mod tests {
 
     #[test]
     fn backoff_is_exponential() {
-        let retry = RetryPolicy {
-            max_attempts: 4,
-            initial_delay: Duration::from_millis(100),
-            multiplier: 3,
-        };
+        let retry = RetryPolicy { max_attempts: 4, initial_delay: Duration::from_millis(100), multiplier: 3 };
         let delays: Vec<u128> = (1..4).map(|a| retry.delay_after(a).as_millis()).collect();
         assert_eq!(delays, vec![100, 300, 900]);
     }

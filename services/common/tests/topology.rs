@@ -9,27 +9,17 @@ fn amqp_url() -> String {
 
 fn topology(queue_type: QueueType) -> Topology {
     let platform = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-    Topology::new(TopologySpec {
-        platform,
-        queue_type,
-        retry: RetryPolicy::default(),
-    })
+    Topology::new(TopologySpec { platform, queue_type, retry: RetryPolicy::default() })
 }
 
 #[tokio::test]
 async fn declared_topology_verifies_and_drift_is_reported() {
     for queue_type in [QueueType::Quorum, QueueType::Classic] {
-        let connection = Broker::new(amqp_url(), "topology-test")
-            .connect_once()
-            .await
-            .unwrap();
+        let connection = Broker::new(amqp_url(), "topology-test").connect_once().await.unwrap();
         let topology = topology(queue_type);
 
         let missing = topology.verify(&connection).await.unwrap_err();
-        assert!(
-            matches!(missing, TopologyError::Missing { .. }),
-            "{missing}"
-        );
+        assert!(matches!(missing, TopologyError::Missing { .. }), "{missing}");
 
         topology.declare(&connection).await.unwrap();
         topology.verify(&connection).await.unwrap();
@@ -39,10 +29,7 @@ async fn declared_topology_verifies_and_drift_is_reported() {
         // A queue deleted by hand is reported, then restored by declare.
         let channel = connection.create_channel().await.unwrap();
         let dlq = format!("{}.payment.commands.dlq", topology.spec.platform);
-        channel
-            .queue_delete(dlq.as_str().into(), Default::default())
-            .await
-            .unwrap();
+        channel.queue_delete(dlq.as_str().into(), Default::default()).await.unwrap();
         match topology.verify(&connection).await.unwrap_err() {
             TopologyError::Missing { what } => assert!(what.contains(&dlq), "{what}"),
             other => panic!("expected Missing, got {other}"),
@@ -55,10 +42,7 @@ async fn declared_topology_verifies_and_drift_is_reported() {
             QueueType::Quorum => QueueType::Classic,
             QueueType::Classic => QueueType::Quorum,
         };
-        let mut other = Topology::new(TopologySpec {
-            queue_type: other_type,
-            ..topology.spec.clone()
-        });
+        let mut other = Topology::new(TopologySpec { queue_type: other_type, ..topology.spec.clone() });
         other.spec.platform = topology.spec.platform.clone();
         match other.verify(&connection).await.unwrap_err() {
             TopologyError::Different { what, .. } => assert!(what.contains("queue"), "{what}"),
@@ -66,9 +50,6 @@ async fn declared_topology_verifies_and_drift_is_reported() {
         }
 
         topology.delete(&connection).await.unwrap();
-        assert!(matches!(
-            topology.verify(&connection).await,
-            Err(TopologyError::Missing { .. })
-        ));
+        assert!(matches!(topology.verify(&connection).await, Err(TopologyError::Missing { .. })));
     }
 }

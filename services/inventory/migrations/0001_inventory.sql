@@ -1,12 +1,13 @@
 -- The product catalogue. on_hand = units free to sell; reserved = units held
 -- by running sagas. The CHECKs are the last line of defence against overselling.
--- BIGINT (not INT) so no sequence of restocks and releases can overflow.
+-- Quantities are INTEGER: the API caps on_hand at 10^9 and order lines at
+-- 10^4 units, far below 2^31 even with every reservation returned.
 CREATE TABLE IF NOT EXISTS products (
     sku              TEXT        PRIMARY KEY CHECK (char_length(sku) BETWEEN 1 AND 64),
     name             TEXT        NOT NULL CHECK (char_length(name) BETWEEN 1 AND 200),
     unit_price_cents BIGINT      NOT NULL CHECK (unit_price_cents >= 0),
-    on_hand          BIGINT      NOT NULL CHECK (on_hand >= 0),
-    reserved         BIGINT      NOT NULL DEFAULT 0 CHECK (reserved >= 0),
+    on_hand          INTEGER     NOT NULL CHECK (on_hand >= 0),
+    reserved         INTEGER     NOT NULL DEFAULT 0 CHECK (reserved >= 0),
     created_at       TIMESTAMPTZ NOT NULL DEFAULT now(),
     updated_at       TIMESTAMPTZ NOT NULL DEFAULT now()
 );

@@ -72,8 +72,8 @@ impl From<store::Product> for ProductView {
             sku: p.sku,
             name: p.name,
             unit_price_cents: p.unit_price_cents,
-            on_hand: p.on_hand,
-            reserved: p.reserved,
+            on_hand: p.on_hand.into(),
+            reserved: p.reserved.into(),
         }
     }
 }
@@ -105,9 +105,7 @@ impl PutProduct {
         }
         let name_len = self.name.chars().count();
         if !(1..=MAX_NAME_LEN).contains(&name_len) || self.name.trim().is_empty() {
-            errors.push(format!(
-                "name must be 1-{MAX_NAME_LEN} characters and not blank"
-            ));
+            errors.push(format!("name must be 1-{MAX_NAME_LEN} characters and not blank"));
         }
         if self.name.chars().any(char::is_control) {
             errors.push("name must not contain control characters".into());
@@ -118,26 +116,18 @@ impl PutProduct {
         if !(0..=MAX_ON_HAND).contains(&self.on_hand) {
             errors.push(format!("on_hand must be 0..={MAX_ON_HAND}"));
         }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(Problem::validation(errors.join("; ")))
-        }
+        if errors.is_empty() { Ok(()) } else { Err(Problem::validation(errors.join("; "))) }
     }
 }
 
 /// A SKU is 1-64 characters of `A-Z a-z 0-9 . _ -`.
 pub fn validate_sku(sku: &str) -> Result<(), String> {
     let valid = (1..=MAX_SKU_LEN).contains(&sku.len())
-        && sku
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        && sku.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
     if valid {
         Ok(())
     } else {
-        Err(format!(
-            "sku must be 1-{MAX_SKU_LEN} characters of A-Z, a-z, 0-9, '.', '_' or '-'"
-        ))
+        Err(format!("sku must be 1-{MAX_SKU_LEN} characters of A-Z, a-z, 0-9, '.', '_' or '-'"))
     }
 }
 
@@ -178,11 +168,7 @@ impl From<Reservation> for ReservationView {
             lines: r
                 .lines
                 .into_iter()
-                .map(|l| ReservationLine {
-                    sku: l.sku,
-                    quantity: l.quantity,
-                    unit_price_cents: l.unit_price_cents,
-                })
+                .map(|l| ReservationLine { sku: l.sku, quantity: l.quantity, unit_price_cents: l.unit_price_cents })
                 .collect(),
             reject_reason,
             reject_sku,
@@ -200,15 +186,8 @@ impl From<Reservation> for ReservationView {
         (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
     )
 )]
-async fn list_products(
-    _caller: Caller,
-    State(state): State<AppState>,
-) -> Result<Json<ProductList>, Problem> {
-    let items = store::list_products(&state.pool)
-        .await?
-        .into_iter()
-        .map(ProductView::from)
-        .collect();
+async fn list_products(_caller: Caller, State(state): State<AppState>) -> Result<Json<ProductList>, Problem> {
+    let items = store::list_products(&state.pool).await?.into_iter().map(ProductView::from).collect();
     Ok(Json(ProductList { items }))
 }
 
@@ -261,14 +240,10 @@ async fn put_product(
     caller.require_admin()?;
     let ApiJson(body) = body?;
     body.validate(&sku)?;
-    let (product, created) = store::upsert_product(
-        &state.pool,
-        &sku,
-        &body.name,
-        body.unit_price_cents,
-        body.on_hand,
-    )
-    .await?;
+    // Validated: 0..=MAX_ON_HAND, which fits the INTEGER column.
+    let on_hand = i32::try_from(body.on_hand).map_err(|_| Problem::validation("on_hand is out of range"))?;
+    let (product, created) =
+        store::upsert_product(&state.pool, &sku, &body.name, body.unit_price_cents, on_hand).await?;
     tracing::info!(
         sku,
         created,
@@ -279,12 +254,7 @@ async fn put_product(
     );
     let view = Json(ProductView::from(product));
     Ok(if created {
-        (
-            StatusCode::CREATED,
-            [(header::LOCATION, format!("/api/v1/products/{sku}"))],
-            view,
-        )
-            .into_response()
+        (StatusCode::CREATED, [(header::LOCATION, format!("/api/v1/products/{sku}"))], view).into_response()
     } else {
         view.into_response()
     })
@@ -321,11 +291,7 @@ mod tests {
     use super::*;
 
     fn body(name: &str, price: i64, on_hand: i64) -> PutProduct {
-        PutProduct {
-            name: name.into(),
-            unit_price_cents: price,
-            on_hand,
-        }
+        PutProduct { name: name.into(), unit_price_cents: price, on_hand }
     }
 
     #[test]
@@ -343,21 +309,13 @@ mod tests {
     #[test]
     fn product_bounds() {
         assert!(body("Widget", 0, 0).validate("W").is_ok());
-        assert!(
-            body("Widget", MAX_PRICE_CENTS, MAX_ON_HAND)
-                .validate("W")
-                .is_ok()
-        );
+        assert!(body("Widget", MAX_PRICE_CENTS, MAX_ON_HAND).validate("W").is_ok());
         assert!(body(&"n".repeat(200), 1, 1).validate("W").is_ok());
         assert!(body("", 1, 1).validate("W").is_err());
         assert!(body("   ", 1, 1).validate("W").is_err());
         assert!(body(&"n".repeat(201), 1, 1).validate("W").is_err());
         assert!(body("Widget", -1, 1).validate("W").is_err());
-        assert!(
-            body("Widget", MAX_PRICE_CENTS + 1, 1)
-                .validate("W")
-                .is_err()
-        );
+        assert!(body("Widget", MAX_PRICE_CENTS + 1, 1).validate("W").is_err());
         assert!(body("Widget", 1, -1).validate("W").is_err());
         assert!(body("Widget", 1, MAX_ON_HAND + 1).validate("W").is_err());
         assert!(body("Widget", 1, 1).validate("bad sku").is_err());

@@ -11,8 +11,8 @@ pub struct Product {
     pub sku: String,
     pub name: String,
     pub unit_price_cents: i64,
-    pub on_hand: i64,
-    pub reserved: i64,
+    pub on_hand: i32,
+    pub reserved: i32,
 }
 
 macro_rules! product_columns {
@@ -22,24 +22,14 @@ macro_rules! product_columns {
 }
 
 pub async fn list_products(pool: &PgPool) -> sqlx::Result<Vec<Product>> {
-    sqlx::query_as(concat!(
-        "SELECT ",
-        product_columns!(),
-        " FROM products ORDER BY sku"
-    ))
-    .fetch_all(pool)
-    .await
+    sqlx::query_as(concat!("SELECT ", product_columns!(), " FROM products ORDER BY sku")).fetch_all(pool).await
 }
 
 pub async fn get_product(pool: &PgPool, sku: &str) -> sqlx::Result<Option<Product>> {
-    sqlx::query_as(concat!(
-        "SELECT ",
-        product_columns!(),
-        " FROM products WHERE sku = $1"
-    ))
-    .bind(sku)
-    .fetch_optional(pool)
-    .await
+    sqlx::query_as(concat!("SELECT ", product_columns!(), " FROM products WHERE sku = $1"))
+        .bind(sku)
+        .fetch_optional(pool)
+        .await
 }
 
 #[derive(Debug, sqlx::FromRow)]
@@ -56,7 +46,7 @@ pub async fn upsert_product(
     sku: &str,
     name: &str,
     unit_price_cents: i64,
-    on_hand: i64,
+    on_hand: i32,
 ) -> sqlx::Result<(Product, bool)> {
     let row: Upserted = sqlx::query_as(concat!(
         "INSERT INTO products (sku, name, unit_price_cents, on_hand)
@@ -84,7 +74,7 @@ pub async fn upsert_product(
 pub struct Stock {
     pub sku: String,
     pub unit_price_cents: i64,
-    pub on_hand: i64,
+    pub on_hand: i32,
 }
 
 /// Locks the named products until the end of the transaction, in SKU order
@@ -105,15 +95,15 @@ pub async fn lock_products(conn: &mut PgConnection, skus: &[String]) -> sqlx::Re
 pub async fn adjust_stock(
     conn: &mut PgConnection,
     skus: &[String],
-    on_hand_delta: &[i64],
-    reserved_delta: &[i64],
+    on_hand_delta: &[i32],
+    reserved_delta: &[i32],
 ) -> sqlx::Result<u64> {
     let result = sqlx::query(
         "UPDATE products p
             SET on_hand = p.on_hand + d.on_hand,
                 reserved = p.reserved + d.reserved,
                 updated_at = now()
-           FROM UNNEST($1::text[], $2::bigint[], $3::bigint[]) AS d(sku, on_hand, reserved)
+           FROM UNNEST($1::text[], $2::int[], $3::int[]) AS d(sku, on_hand, reserved)
           WHERE p.sku = d.sku",
     )
     .bind(skus)
@@ -190,24 +180,17 @@ impl TryFrom<ReservationRow> for Reservation {
     type Error = sqlx::Error;
 
     fn try_from(row: ReservationRow) -> Result<Self, Self::Error> {
-        let status = ReservationStatus::parse(&row.status).ok_or_else(|| {
-            sqlx::Error::Decode(format!("unknown reservation status {:?}", row.status).into())
-        })?;
+        let status = ReservationStatus::parse(&row.status)
+            .ok_or_else(|| sqlx::Error::Decode(format!("unknown reservation status {:?}", row.status).into()))?;
         let rejection = match (row.reject_reason, row.reject_sku) {
             (Some(reason), Some(sku)) => Some((
-                parse_reject_reason(&reason).ok_or_else(|| {
-                    sqlx::Error::Decode(format!("unknown reject reason {reason:?}").into())
-                })?,
+                parse_reject_reason(&reason)
+                    .ok_or_else(|| sqlx::Error::Decode(format!("unknown reject reason {reason:?}").into()))?,
                 sku,
             )),
             _ => None,
         };
-        Ok(Reservation {
-            order_id: row.order_id,
-            status,
-            lines: row.lines.0,
-            rejection,
-        })
+        Ok(Reservation { order_id: row.order_id, status, lines: row.lines.0, rejection })
     }
 }
 
@@ -219,30 +202,21 @@ macro_rules! reservation_columns {
 
 /// The reservation of an order, locked until the end of the transaction so
 /// that commands for the same order are applied one after the other.
-pub async fn lock_reservation(
-    conn: &mut PgConnection,
-    order_id: Uuid,
-) -> sqlx::Result<Option<Reservation>> {
-    let row: Option<ReservationRow> = sqlx::query_as(concat!(
-        "SELECT ",
-        reservation_columns!(),
-        " FROM reservations WHERE order_id = $1 FOR UPDATE"
-    ))
-    .bind(order_id)
-    .fetch_optional(conn)
-    .await?;
+pub async fn lock_reservation(conn: &mut PgConnection, order_id: Uuid) -> sqlx::Result<Option<Reservation>> {
+    let row: Option<ReservationRow> =
+        sqlx::query_as(concat!("SELECT ", reservation_columns!(), " FROM reservations WHERE order_id = $1 FOR UPDATE"))
+            .bind(order_id)
+            .fetch_optional(conn)
+            .await?;
     row.map(Reservation::try_from).transpose()
 }
 
 pub async fn get_reservation(pool: &PgPool, order_id: Uuid) -> sqlx::Result<Option<Reservation>> {
-    let row: Option<ReservationRow> = sqlx::query_as(concat!(
-        "SELECT ",
-        reservation_columns!(),
-        " FROM reservations WHERE order_id = $1"
-    ))
-    .bind(order_id)
-    .fetch_optional(pool)
-    .await?;
+    let row: Option<ReservationRow> =
+        sqlx::query_as(concat!("SELECT ", reservation_columns!(), " FROM reservations WHERE order_id = $1"))
+            .bind(order_id)
+            .fetch_optional(pool)
+            .await?;
     row.map(Reservation::try_from).transpose()
 }
 

@@ -23,11 +23,7 @@ use crate::timeouts::TimeoutWorker;
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "order-service",
-    version,
-    about = "Order API, saga orchestrator and step-timeout worker"
-)]
+#[command(name = "order-service", version, about = "Order API, saga orchestrator and step-timeout worker")]
 struct Args {
     #[command(flatten)]
     service: ServiceArgs,
@@ -49,8 +45,7 @@ async fn main() {
         orchestrator: orchestrator.clone(),
         signal: service.signal.clone(),
         // Check often enough that a timeout fires within ~10% of its nominal time.
-        scan_interval: (args.step_timeout / 10)
-            .clamp(Duration::from_millis(100), Duration::from_secs(1)),
+        scan_interval: (args.step_timeout / 10).clamp(Duration::from_millis(100), Duration::from_secs(1)),
     };
     let shutdown = service.shutdown.clone();
     service.spawn(worker.run(shutdown));

@@ -27,22 +27,10 @@ pub struct Orchestrator {
 impl Orchestrator {
     pub fn new(step_timeout: Duration, metrics: &Metrics) -> Self {
         let finished = Family::default();
-        metrics.register(
-            "sagas_finished",
-            "Sagas that reached a final status, by status and reason",
-            finished.clone(),
-        );
+        metrics.register("sagas_finished", "Sagas that reached a final status, by status and reason", finished.clone());
         let duration = latency_histogram();
-        metrics.register(
-            "saga_duration_seconds",
-            "Time from order placed to its final status",
-            duration.clone(),
-        );
-        Orchestrator {
-            step_timeout,
-            finished,
-            duration,
-        }
+        metrics.register("saga_duration_seconds", "Time from order placed to its final status", duration.clone());
+        Orchestrator { step_timeout, finished, duration }
     }
 
     /// Applies `event` to a locked order. `cause` is the message that caused
@@ -59,32 +47,18 @@ impl Orchestrator {
         let mut timeline = vec![describe(&event, &transition.effect)];
         if transition.effect == Effect::Applied {
             if transition.state != *before {
-                timeline.push((
-                    "state.changed",
-                    json!({"from": before.name(), "to": transition.state.name()}),
-                ));
+                timeline.push(("state.changed", json!({"from": before.name(), "to": transition.state.name()})));
             }
             let commands = self.commands(order, cause, &transition.commands);
             for command in &commands {
-                let kind = if is_compensation(&command.message) {
-                    "compensation.sent"
-                } else {
-                    "command.sent"
-                };
-                timeline.push((
-                    kind,
-                    json!({"type": command.message.type_name(), "message_id": command.message_id}),
-                ));
+                let kind = if is_compensation(&command.message) { "compensation.sent" } else { "command.sent" };
+                timeline.push((kind, json!({"type": command.message.type_name(), "message_id": command.message_id})));
             }
             let deadline_secs = transition
                 .state
                 .awaits_reply()
-                .then_some(self.step_timeout.as_secs_f64());
-            let update = SagaUpdate {
-                saga: &transition.state,
-                priced: transition.priced.as_ref(),
-                deadline_secs,
-            };
+                .then_some((self.step_timeout * transition.state.timeout_factor()).as_secs_f64());
+            let update = SagaUpdate { saga: &transition.state, priced: transition.priced.as_ref(), deadline_secs };
             let updated_at = store::update(conn, order.id, update).await?;
             outbox::enqueue(conn, &commands).await?;
             self.observe_finish(order, before, &transition.state, updated_at);
@@ -103,11 +77,7 @@ impl Orchestrator {
             .iter()
             .map(|message| match cause {
                 Some(cause) => cause.follow_up(message.clone()),
-                None => Envelope::new(
-                    message.clone(),
-                    &order.correlation_id,
-                    &child_traceparent(&order.traceparent),
-                ),
+                None => Envelope::new(message.clone(), &order.correlation_id, &child_traceparent(&order.traceparent)),
             })
             .collect()
     }
@@ -124,15 +94,9 @@ impl Orchestrator {
             return;
         }
         let reason = after.failure_reason().map(|r| r.as_str()).unwrap_or("");
-        self.finished
-            .get_or_create(&vec![
-                ("status", status.as_str().to_owned()),
-                ("reason", reason.to_owned()),
-            ])
-            .inc();
+        self.finished.get_or_create(&vec![("status", status.as_str().to_owned()), ("reason", reason.to_owned())]).inc();
         if before.status() == OrderStatus::Pending {
-            self.duration
-                .observe((at - order.created_at).as_seconds_f64());
+            self.duration.observe((at - order.created_at).as_seconds_f64());
         }
         tracing::info!(order_id = %order.id, status = status.as_str(), reason, "saga finished");
     }
@@ -150,10 +114,7 @@ fn describe(event: &Event, effect: &Effect) -> (&'static str, serde_json::Value)
         Effect::Refused(why) => json!({"refused": why}),
     };
     match event {
-        Event::Reply(message) => (
-            "reply.received",
-            json!({"type": message.type_name(), "effect": effect}),
-        ),
+        Event::Reply(message) => ("reply.received", json!({"type": message.type_name(), "effect": effect})),
         Event::StepTimedOut => ("step.timed_out", json!({"effect": effect})),
         Event::CancelRequested => ("cancel.requested", json!({"effect": effect})),
     }
@@ -166,38 +127,22 @@ pub fn saga_order(order: &OrderRow) -> SagaOrder {
         items: order
             .items
             .iter()
-            .map(|i| saga_common::contracts::OrderLine {
-                sku: i.sku.clone(),
-                quantity: i.quantity,
-            })
+            .map(|i| saga_common::contracts::OrderLine { sku: i.sku.clone(), quantity: i.quantity })
             .collect(),
     }
 }
 
 impl Handler for Orchestrator {
-    async fn handle(
-        &self,
-        conn: &mut PgConnection,
-        envelope: &Envelope,
-    ) -> Result<(), HandlerError> {
+    async fn handle(&self, conn: &mut PgConnection, envelope: &Envelope) -> Result<(), HandlerError> {
         if envelope.message.destination() != Destination::Order {
             let kind = envelope.message.type_name();
-            return Err(HandlerError::Rejected(format!(
-                "{kind} is a command, not a reply for the orchestrator"
-            )));
+            return Err(HandlerError::Rejected(format!("{kind} is a command, not a reply for the orchestrator")));
         }
         let order_id = envelope.message.order_id();
         let Some(order) = store::lock(conn, order_id).await? else {
             return Err(HandlerError::Rejected(format!("no order {order_id}")));
         };
-        let transition = self
-            .advance(
-                conn,
-                &order,
-                Event::Reply(envelope.message.clone()),
-                Some(envelope),
-            )
-            .await?;
+        let transition = self.advance(conn, &order, Event::Reply(envelope.message.clone()), Some(envelope)).await?;
         if let Effect::Ignored(why) = transition.effect {
             tracing::info!(why, "reply ignored");
         }

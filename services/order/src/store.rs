@@ -44,11 +44,7 @@ macro_rules! select_orders {
     };
 }
 
-pub async fn insert(
-    conn: &mut PgConnection,
-    order: &OrderRow,
-    step_timeout_secs: f64,
-) -> sqlx::Result<()> {
+pub async fn insert(conn: &mut PgConnection, order: &OrderRow, step_timeout_secs: f64) -> sqlx::Result<()> {
     sqlx::query(
         "INSERT INTO orders (id, customer_id, status, saga, items, correlation_id, traceparent, deadline, created_at, updated_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, now() + make_interval(secs => $8), $9, $9)",
@@ -68,28 +64,20 @@ pub async fn insert(
 }
 
 pub async fn find<'e>(db: impl PgExecutor<'e>, id: Uuid) -> sqlx::Result<Option<OrderRow>> {
-    sqlx::query_as(select_orders!("WHERE id = $1"))
-        .bind(id)
-        .fetch_optional(db)
-        .await
+    sqlx::query_as(select_orders!("WHERE id = $1")).bind(id).fetch_optional(db).await
 }
 
 /// Loads an order and locks it until the transaction ends: one saga step at a time.
 pub async fn lock(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<OrderRow>> {
-    sqlx::query_as(select_orders!("WHERE id = $1 FOR UPDATE"))
-        .bind(id)
-        .fetch_optional(conn)
-        .await
+    sqlx::query_as(select_orders!("WHERE id = $1 FOR UPDATE")).bind(id).fetch_optional(conn).await
 }
 
 /// Orders whose awaited reply is overdue, locked; rows another replica holds are skipped.
 pub async fn lock_overdue(conn: &mut PgConnection, limit: i64) -> sqlx::Result<Vec<OrderRow>> {
-    sqlx::query_as(select_orders!(
-        "WHERE deadline <= now() ORDER BY deadline LIMIT $1 FOR UPDATE SKIP LOCKED"
-    ))
-    .bind(limit)
-    .fetch_all(conn)
-    .await
+    sqlx::query_as(select_orders!("WHERE deadline <= now() ORDER BY deadline LIMIT $1 FOR UPDATE SKIP LOCKED"))
+        .bind(limit)
+        .fetch_all(conn)
+        .await
 }
 
 /// The new saga state; `deadline_secs` restarts the step timer (`None` stops it).
@@ -99,20 +87,12 @@ pub struct SagaUpdate<'a> {
     pub deadline_secs: Option<f64>,
 }
 
-pub async fn update(
-    conn: &mut PgConnection,
-    id: Uuid,
-    update: SagaUpdate<'_>,
-) -> sqlx::Result<DateTime<Utc>> {
+pub async fn update(conn: &mut PgConnection, id: Uuid, update: SagaUpdate<'_>) -> sqlx::Result<DateTime<Utc>> {
     let (items, total) = match update.priced {
         Some((lines, total)) => {
             let items: Vec<Item> = lines
                 .iter()
-                .map(|l| Item {
-                    sku: l.sku.clone(),
-                    quantity: l.quantity,
-                    unit_price_cents: Some(l.unit_price_cents),
-                })
+                .map(|l| Item { sku: l.sku.clone(), quantity: l.quantity, unit_price_cents: Some(l.unit_price_cents) })
                 .collect();
             (Some(Json(items)), Some(*total))
         }
@@ -136,11 +116,7 @@ pub async fn update(
 }
 
 /// Appends entries to the saga timeline.
-pub async fn record_events(
-    conn: &mut PgConnection,
-    order_id: Uuid,
-    events: &[(&str, Value)],
-) -> sqlx::Result<()> {
+pub async fn record_events(conn: &mut PgConnection, order_id: Uuid, events: &[(&str, Value)]) -> sqlx::Result<()> {
     let kinds: Vec<&str> = events.iter().map(|(kind, _)| *kind).collect();
     let details: Vec<Value> = events.iter().map(|(_, detail)| detail.clone()).collect();
     sqlx::query("INSERT INTO saga_events (order_id, kind, detail) SELECT $1, * FROM UNNEST($2::text[], $3::jsonb[])")
@@ -174,10 +150,7 @@ pub struct ListFilter<'a> {
     pub limit: i64,
 }
 
-pub async fn list<'e>(
-    db: impl PgExecutor<'e>,
-    filter: ListFilter<'_>,
-) -> sqlx::Result<Vec<OrderRow>> {
+pub async fn list<'e>(db: impl PgExecutor<'e>, filter: ListFilter<'_>) -> sqlx::Result<Vec<OrderRow>> {
     sqlx::query_as(select_orders!(
         "WHERE ($1::text IS NULL OR customer_id = $1) AND ($2::text IS NULL OR status = $2)
            AND ($3::uuid IS NULL OR id < $3)
@@ -198,11 +171,7 @@ pub struct StoredResponse {
 
 /// Serialises requests that carry the same idempotency key: `false` means
 /// another request with this key is being handled right now.
-pub async fn try_lock_idempotency_key(
-    conn: &mut PgConnection,
-    customer_id: &str,
-    key: &str,
-) -> sqlx::Result<bool> {
+pub async fn try_lock_idempotency_key(conn: &mut PgConnection, customer_id: &str, key: &str) -> sqlx::Result<bool> {
     // PostgreSQL text cannot hold chr(0); a space cannot occur in a key
     // (visible ASCII only), so key first, then a space, is unambiguous.
     sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(hashtextextended($2 || ' ' || $1, 0))")
@@ -217,17 +186,13 @@ pub async fn find_idempotent_response(
     customer_id: &str,
     key: &str,
 ) -> sqlx::Result<Option<StoredResponse>> {
-    let row: Option<(Vec<u8>, Value)> = sqlx::query_as(
-        "SELECT request_hash, response FROM idempotency_keys WHERE customer_id = $1 AND key = $2",
-    )
-    .bind(customer_id)
-    .bind(key)
-    .fetch_optional(conn)
-    .await?;
-    Ok(row.map(|(request_hash, response)| StoredResponse {
-        request_hash,
-        response,
-    }))
+    let row: Option<(Vec<u8>, Value)> =
+        sqlx::query_as("SELECT request_hash, response FROM idempotency_keys WHERE customer_id = $1 AND key = $2")
+            .bind(customer_id)
+            .bind(key)
+            .fetch_optional(conn)
+            .await?;
+    Ok(row.map(|(request_hash, response)| StoredResponse { request_hash, response }))
 }
 
 pub async fn store_idempotent_response(

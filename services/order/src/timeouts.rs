@@ -50,9 +50,7 @@ impl TimeoutWorker {
             let _entered = span.enter();
             tracing::warn!(step = order.saga.0.name(), "step timed out");
             drop(_entered);
-            self.orchestrator
-                .advance(&mut tx, order, Event::StepTimedOut, None)
-                .await?;
+            self.orchestrator.advance(&mut tx, order, Event::StepTimedOut, None).await?;
         }
         tx.commit().await?;
         if !overdue.is_empty() {

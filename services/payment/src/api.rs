@@ -60,10 +60,7 @@ pub struct AccountView {
 
 impl From<store::Account> for AccountView {
     fn from(a: store::Account) -> Self {
-        AccountView {
-            customer_id: a.customer_id,
-            balance_cents: a.balance_cents,
-        }
+        AccountView { customer_id: a.customer_id, balance_cents: a.balance_cents }
     }
 }
 
@@ -84,11 +81,7 @@ impl PutAccount {
         if !(0..=MAX_BALANCE_CENTS).contains(&self.balance_cents) {
             errors.push(format!("balance_cents must be 0..={MAX_BALANCE_CENTS}"));
         }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(Problem::validation(errors.join("; ")))
-        }
+        if errors.is_empty() { Ok(()) } else { Err(Problem::validation(errors.join("; "))) }
     }
 }
 
@@ -139,10 +132,7 @@ async fn get_account(
     if !caller.may_access(&customer_id) {
         return Err(not_found());
     }
-    store::get_account(&state.pool, &customer_id)
-        .await?
-        .map(|a| Json(a.into()))
-        .ok_or_else(not_found)
+    store::get_account(&state.pool, &customer_id).await?.map(|a| Json(a.into())).ok_or_else(not_found)
 }
 
 /// Creates an account (201) or sets its balance (200). Admin only.
@@ -171,8 +161,7 @@ async fn put_account(
     caller.require_admin()?;
     let ApiJson(body) = body?;
     body.validate(&customer_id)?;
-    let (account, created) =
-        store::upsert_account(&state.pool, &customer_id, body.balance_cents).await?;
+    let (account, created) = store::upsert_account(&state.pool, &customer_id, body.balance_cents).await?;
     tracing::info!(
         customer_id,
         created,
@@ -182,12 +171,7 @@ async fn put_account(
     );
     let view = Json(AccountView::from(account));
     Ok(if created {
-        (
-            StatusCode::CREATED,
-            [(header::LOCATION, format!("/api/v1/accounts/{customer_id}"))],
-            view,
-        )
-            .into_response()
+        (StatusCode::CREATED, [(header::LOCATION, format!("/api/v1/accounts/{customer_id}"))], view).into_response()
     } else {
         view.into_response()
     })

@@ -15,31 +15,18 @@ use crate::store::{self, INSUFFICIENT_FUNDS, PaymentStatus};
 pub struct PaymentHandler;
 
 impl Handler for PaymentHandler {
-    async fn handle<'a>(
-        &'a self,
-        conn: &'a mut PgConnection,
-        envelope: &'a Envelope,
-    ) -> Result<(), HandlerError> {
+    async fn handle<'a>(&'a self, conn: &'a mut PgConnection, envelope: &'a Envelope) -> Result<(), HandlerError> {
         match &envelope.message {
-            Message::ChargePayment {
-                order_id,
-                customer_id,
-                amount_cents,
-            } => charge(conn, envelope, *order_id, customer_id, *amount_cents).await,
+            Message::ChargePayment { order_id, customer_id, amount_cents } => {
+                charge(conn, envelope, *order_id, customer_id, *amount_cents).await
+            }
             Message::RefundPayment { order_id } => refund(conn, envelope, *order_id).await,
-            other => Err(HandlerError::Rejected(format!(
-                "{} does not belong on the payment queue",
-                other.type_name()
-            ))),
+            other => Err(HandlerError::Rejected(format!("{} does not belong on the payment queue", other.type_name()))),
         }
     }
 }
 
-async fn reply(
-    conn: &mut PgConnection,
-    envelope: &Envelope,
-    message: Message,
-) -> Result<(), HandlerError> {
+async fn reply(conn: &mut PgConnection, envelope: &Envelope, message: Message) -> Result<(), HandlerError> {
     outbox::enqueue(conn, &[envelope.follow_up(message)]).await?;
     Ok(())
 }
@@ -52,62 +39,32 @@ async fn charge(
     amount_cents: i64,
 ) -> Result<(), HandlerError> {
     if amount_cents < 0 {
-        return Err(HandlerError::Rejected(format!(
-            "charge of a negative amount ({amount_cents} cents)"
-        )));
+        return Err(HandlerError::Rejected(format!("charge of a negative amount ({amount_cents} cents)")));
     }
     if let Some(existing) = store::lock_payment(conn, order_id).await? {
         // A re-sent command gets the answer the first one got.
         let answer = match existing.status {
-            PaymentStatus::Captured => Message::PaymentCaptured {
-                order_id,
-                amount_cents: existing.amount_cents,
-            },
-            PaymentStatus::Declined => Message::PaymentDeclined {
-                order_id,
-                reason: DeclineReason::InsufficientFunds,
-            },
+            PaymentStatus::Captured => Message::PaymentCaptured { order_id, amount_cents: existing.amount_cents },
+            PaymentStatus::Declined => Message::PaymentDeclined { order_id, reason: DeclineReason::InsufficientFunds },
             PaymentStatus::Voided => {
                 tracing::info!("charge after the saga voided it; declined, nothing charged");
-                Message::PaymentDeclined {
-                    order_id,
-                    reason: DeclineReason::Voided,
-                }
+                Message::PaymentDeclined { order_id, reason: DeclineReason::Voided }
             }
             PaymentStatus::Refunded => {
                 tracing::info!("charge for a payment already refunded; ignored, no reply");
                 return Ok(());
             }
         };
-        tracing::info!(
-            status = existing.status.as_str(),
-            "payment exists; answering again"
-        );
+        tracing::info!(status = existing.status.as_str(), "payment exists; answering again");
         return reply(conn, envelope, answer).await;
     }
 
     let balance = store::lock_balance(conn, customer_id).await?;
     if can_charge(balance, amount_cents) {
         store::debit(conn, customer_id, amount_cents).await?;
-        store::insert_payment(
-            conn,
-            order_id,
-            Some(customer_id),
-            amount_cents,
-            PaymentStatus::Captured,
-            None,
-        )
-        .await?;
+        store::insert_payment(conn, order_id, Some(customer_id), amount_cents, PaymentStatus::Captured, None).await?;
         tracing::info!(customer_id, amount_cents, "payment captured");
-        reply(
-            conn,
-            envelope,
-            Message::PaymentCaptured {
-                order_id,
-                amount_cents,
-            },
-        )
-        .await
+        reply(conn, envelope, Message::PaymentCaptured { order_id, amount_cents }).await
     } else {
         store::insert_payment(
             conn,
@@ -118,30 +75,13 @@ async fn charge(
             Some(INSUFFICIENT_FUNDS),
         )
         .await?;
-        tracing::info!(
-            customer_id,
-            amount_cents,
-            balance_cents = balance,
-            "payment declined: insufficient funds"
-        );
-        reply(
-            conn,
-            envelope,
-            Message::PaymentDeclined {
-                order_id,
-                reason: DeclineReason::InsufficientFunds,
-            },
-        )
-        .await
+        tracing::info!(customer_id, amount_cents, balance_cents = balance, "payment declined: insufficient funds");
+        reply(conn, envelope, Message::PaymentDeclined { order_id, reason: DeclineReason::InsufficientFunds }).await
     }
 }
 
 /// Compensation: always succeeds and always answers.
-async fn refund(
-    conn: &mut PgConnection,
-    envelope: &Envelope,
-    order_id: Uuid,
-) -> Result<(), HandlerError> {
+async fn refund(conn: &mut PgConnection, envelope: &Envelope, order_id: Uuid) -> Result<(), HandlerError> {
     match store::lock_payment(conn, order_id).await? {
         None => {
             // The charge has not arrived (or never will): leave a tombstone
@@ -153,17 +93,10 @@ async fn refund(
             (PaymentStatus::Captured, Some(customer_id)) => {
                 store::credit(conn, customer_id, payment.amount_cents).await?;
                 store::set_payment_status(conn, order_id, PaymentStatus::Refunded).await?;
-                tracing::info!(
-                    customer_id,
-                    amount_cents = payment.amount_cents,
-                    "payment refunded"
-                );
+                tracing::info!(customer_id, amount_cents = payment.amount_cents, "payment refunded");
             }
             (status, _) => {
-                tracing::info!(
-                    status = status.as_str(),
-                    "nothing captured; refund has no effect"
-                );
+                tracing::info!(status = status.as_str(), "nothing captured; refund has no effect");
             }
         },
     }

@@ -25,11 +25,7 @@ struct Upserted {
 }
 
 /// Creates the account or sets its balance. `true` when created.
-pub async fn upsert_account(
-    pool: &PgPool,
-    customer_id: &str,
-    balance_cents: i64,
-) -> sqlx::Result<(Account, bool)> {
+pub async fn upsert_account(pool: &PgPool, customer_id: &str, balance_cents: i64) -> sqlx::Result<(Account, bool)> {
     let row: Upserted = sqlx::query_as(
         "INSERT INTO accounts (customer_id, balance_cents) VALUES ($1, $2)
          ON CONFLICT (customer_id) DO UPDATE
@@ -54,11 +50,7 @@ pub async fn lock_balance(conn: &mut PgConnection, customer_id: &str) -> sqlx::R
 
 /// Takes `amount_cents` from a balance locked with `lock_balance` (which
 /// checked it is enough; the CHECK constraint is the last line of defence).
-pub async fn debit(
-    conn: &mut PgConnection,
-    customer_id: &str,
-    amount_cents: i64,
-) -> sqlx::Result<()> {
+pub async fn debit(conn: &mut PgConnection, customer_id: &str, amount_cents: i64) -> sqlx::Result<()> {
     sqlx::query(
         "UPDATE accounts SET balance_cents = balance_cents - $2, updated_at = now()
          WHERE customer_id = $1",
@@ -72,11 +64,7 @@ pub async fn debit(
 
 /// Gives `amount_cents` back. Cannot fail for a missing account: a refund
 /// must always succeed, so the account is recreated if it is gone.
-pub async fn credit(
-    conn: &mut PgConnection,
-    customer_id: &str,
-    amount_cents: i64,
-) -> sqlx::Result<()> {
+pub async fn credit(conn: &mut PgConnection, customer_id: &str, amount_cents: i64) -> sqlx::Result<()> {
     sqlx::query(
         "INSERT INTO accounts (customer_id, balance_cents) VALUES ($1, $2)
          ON CONFLICT (customer_id) DO UPDATE
@@ -146,9 +134,8 @@ impl TryFrom<PaymentRow> for Payment {
     type Error = sqlx::Error;
 
     fn try_from(row: PaymentRow) -> Result<Self, Self::Error> {
-        let status = PaymentStatus::parse(&row.status).ok_or_else(|| {
-            sqlx::Error::Decode(format!("unknown payment status {:?}", row.status).into())
-        })?;
+        let status = PaymentStatus::parse(&row.status)
+            .ok_or_else(|| sqlx::Error::Decode(format!("unknown payment status {:?}", row.status).into()))?;
         Ok(Payment {
             order_id: row.order_id,
             customer_id: row.customer_id,
@@ -161,10 +148,7 @@ impl TryFrom<PaymentRow> for Payment {
 
 /// The payment of an order, locked until the end of the transaction so that
 /// commands for the same order are applied one after the other.
-pub async fn lock_payment(
-    conn: &mut PgConnection,
-    order_id: Uuid,
-) -> sqlx::Result<Option<Payment>> {
+pub async fn lock_payment(conn: &mut PgConnection, order_id: Uuid) -> sqlx::Result<Option<Payment>> {
     let row: Option<PaymentRow> = sqlx::query_as(
         "SELECT order_id, customer_id, amount_cents, status, reason
          FROM payments WHERE order_id = $1 FOR UPDATE",
@@ -211,11 +195,7 @@ pub async fn insert_payment(
     Ok(())
 }
 
-pub async fn set_payment_status(
-    conn: &mut PgConnection,
-    order_id: Uuid,
-    status: PaymentStatus,
-) -> sqlx::Result<()> {
+pub async fn set_payment_status(conn: &mut PgConnection, order_id: Uuid, status: PaymentStatus) -> sqlx::Result<()> {
     sqlx::query("UPDATE payments SET status = $2, updated_at = now() WHERE order_id = $1")
         .bind(order_id)
         .bind(status.as_str())

@@ -35,10 +35,7 @@ impl PlaceOrder {
             return Err(Problem::validation("items: at least one line is required"));
         }
         if self.items.len() > MAX_LINES {
-            return Err(Problem::validation(format!(
-                "items: at most {MAX_LINES} lines, got {}",
-                self.items.len()
-            )));
+            return Err(Problem::validation(format!("items: at most {MAX_LINES} lines, got {}", self.items.len())));
         }
         for (i, line) in self.items.iter().enumerate() {
             if !valid_sku(&line.sku) {
@@ -58,18 +55,11 @@ impl PlaceOrder {
 }
 
 pub fn valid_sku(sku: &str) -> bool {
-    !sku.is_empty()
-        && sku.len() <= 64
-        && sku
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    !sku.is_empty() && sku.len() <= 64 && sku.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
 pub fn validate_idempotency_key(key: &str) -> Result<(), Problem> {
-    if key.is_empty()
-        || key.len() > MAX_IDEMPOTENCY_KEY
-        || !key.bytes().all(|b| b.is_ascii_graphic())
-    {
+    if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY || !key.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(Problem::bad_request(
             "invalid-idempotency-key",
             format!("Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY} visible ASCII characters"),
@@ -109,11 +99,7 @@ impl From<&OrderRow> for OrderView {
             items: row
                 .items
                 .iter()
-                .map(|i| ItemView {
-                    sku: i.sku.clone(),
-                    quantity: i.quantity,
-                    unit_price_cents: i.unit_price_cents,
-                })
+                .map(|i| ItemView { sku: i.sku.clone(), quantity: i.quantity, unit_price_cents: i.unit_price_cents })
                 .collect(),
             total_cents: row.total_cents,
             failure_reason: row.failure_reason.clone(),
@@ -155,11 +141,7 @@ pub struct TimelineEntry {
 
 impl From<EventRow> for TimelineEntry {
     fn from(row: EventRow) -> Self {
-        TimelineEntry {
-            at: row.at,
-            kind: row.kind,
-            detail: row.detail,
-        }
+        TimelineEntry { at: row.at, kind: row.kind, detail: row.detail }
     }
 }
 
@@ -168,14 +150,7 @@ mod tests {
     use super::*;
 
     fn order(lines: usize, sku: &str, quantity: i64) -> PlaceOrder {
-        PlaceOrder {
-            items: (0..lines)
-                .map(|_| LineRequest {
-                    sku: sku.into(),
-                    quantity,
-                })
-                .collect(),
-        }
+        PlaceOrder { items: (0..lines).map(|_| LineRequest { sku: sku.into(), quantity }).collect() }
     }
 
     #[test]

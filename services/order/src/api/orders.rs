@@ -44,18 +44,14 @@ pub async fn place_order(
     let key = match headers.get(IDEMPOTENCY_KEY) {
         Some(value) => {
             let key = value.to_str().map_err(|_| {
-                Problem::bad_request(
-                    "invalid-idempotency-key",
-                    "Idempotency-Key must be visible ASCII",
-                )
+                Problem::bad_request("invalid-idempotency-key", "Idempotency-Key must be visible ASCII")
             })?;
             validate_idempotency_key(key)?;
             Some(key.to_owned())
         }
         None => None,
     };
-    let request_hash =
-        Sha256::digest(serde_json::to_vec(&request).expect("request serializes")).to_vec();
+    let request_hash = Sha256::digest(serde_json::to_vec(&request).expect("request serializes")).to_vec();
 
     let mut tx = state.pool.begin().await?;
     if let Some(key) = &key {
@@ -65,9 +61,7 @@ pub async fn place_order(
                 "another request with this Idempotency-Key is in progress; retry",
             ));
         }
-        if let Some(stored) =
-            store::find_idempotent_response(&mut tx, &caller.customer_id, key).await?
-        {
+        if let Some(stored) = store::find_idempotent_response(&mut tx, &caller.customer_id, key).await? {
             if stored.request_hash != request_hash {
                 return Err(Problem::new(
                     StatusCode::UNPROCESSABLE_ENTITY,
@@ -75,8 +69,7 @@ pub async fn place_order(
                     "this Idempotency-Key was used with a different request body",
                 ));
             }
-            let view: OrderView =
-                serde_json::from_value(stored.response).map_err(Problem::internal)?;
+            let view: OrderView = serde_json::from_value(stored.response).map_err(Problem::internal)?;
             return Ok(accepted(&view));
         }
     }
@@ -91,11 +84,7 @@ pub async fn place_order(
             request
                 .items
                 .iter()
-                .map(|l| Item {
-                    sku: l.sku.clone(),
-                    quantity: l.quantity as i32,
-                    unit_price_cents: None,
-                })
+                .map(|l| Item { sku: l.sku.clone(), quantity: l.quantity as i32, unit_price_cents: None })
                 .collect(),
         ),
         total_cents: None,
@@ -113,36 +102,17 @@ pub async fn place_order(
         .map(|command| Envelope::new(command, &context.correlation_id, &context.traceparent))
         .collect();
 
-    store::insert(
-        &mut tx,
-        &order,
-        state.orchestrator.step_timeout.as_secs_f64(),
-    )
-    .await?;
-    let mut timeline = vec![(
-        "order.placed",
-        json!({"lines": order.items.len(), "customer_id": order.customer_id}),
-    )];
-    timeline.extend(envelopes.iter().map(|e| {
-        (
-            "command.sent",
-            json!({"type": e.message.type_name(), "message_id": e.message_id}),
-        )
-    }));
+    store::insert(&mut tx, &order, state.orchestrator.step_timeout.as_secs_f64()).await?;
+    let mut timeline = vec![("order.placed", json!({"lines": order.items.len(), "customer_id": order.customer_id}))];
+    timeline.extend(
+        envelopes.iter().map(|e| ("command.sent", json!({"type": e.message.type_name(), "message_id": e.message_id}))),
+    );
     store::record_events(&mut tx, order.id, &timeline).await?;
     outbox::enqueue(&mut tx, &envelopes).await?;
     let view = OrderView::from(&order);
     if let Some(key) = &key {
         let response = serde_json::to_value(&view).expect("order view serializes");
-        store::store_idempotent_response(
-            &mut tx,
-            &caller.customer_id,
-            key,
-            &request_hash,
-            order.id,
-            &response,
-        )
-        .await?;
+        store::store_idempotent_response(&mut tx, &caller.customer_id, key, &request_hash, order.id, &response).await?;
     }
     tx.commit().await?;
     state.signal.notify();
@@ -151,14 +121,8 @@ pub async fn place_order(
 }
 
 fn accepted(view: &OrderView) -> Response {
-    let location = HeaderValue::from_str(&format!("/api/v1/orders/{}", view.id))
-        .expect("uuid is a valid header");
-    (
-        StatusCode::ACCEPTED,
-        [(header::LOCATION, location)],
-        Json(view),
-    )
-        .into_response()
+    let location = HeaderValue::from_str(&format!("/api/v1/orders/{}", view.id)).expect("uuid is a valid header");
+    (StatusCode::ACCEPTED, [(header::LOCATION, location)], Json(view)).into_response()
 }
 
 /// One order (a customer sees only their own).
@@ -177,9 +141,7 @@ pub async fn get_order(
 }
 
 fn visible_order(order: Option<OrderRow>, caller: &Caller, id: Uuid) -> Result<OrderRow, Problem> {
-    order
-        .filter(|o| caller.may_access(&o.customer_id))
-        .ok_or_else(|| Problem::not_found(format!("no order {id}")))
+    order.filter(|o| caller.may_access(&o.customer_id)).ok_or_else(|| Problem::not_found(format!("no order {id}")))
 }
 
 /// Orders, newest first (own orders; an admin sees all).
@@ -195,25 +157,17 @@ pub async fn list_orders(
 ) -> Result<Json<OrderPage>, Problem> {
     let limit = query.limit.unwrap_or(20);
     if !(1..=100).contains(&limit) {
-        return Err(Problem::bad_request(
-            "invalid-query",
-            "limit must be between 1 and 100",
-        ));
+        return Err(Problem::bad_request("invalid-query", "limit must be between 1 and 100"));
     }
     if let Some(status) = &query.status
         && !STATUSES.contains(&status.as_str())
     {
-        return Err(Problem::bad_request(
-            "invalid-query",
-            format!("status must be one of {}", STATUSES.join(", ")),
-        ));
+        return Err(Problem::bad_request("invalid-query", format!("status must be one of {}", STATUSES.join(", "))));
     }
     let before = match &query.cursor {
-        Some(cursor) => Some(
-            cursor
-                .parse::<Uuid>()
-                .map_err(|_| Problem::bad_request("invalid-query", "cursor is not valid"))?,
-        ),
+        Some(cursor) => {
+            Some(cursor.parse::<Uuid>().map_err(|_| Problem::bad_request("invalid-query", "cursor is not valid"))?)
+        }
         None => None,
     };
     let filter = ListFilter {
@@ -229,10 +183,7 @@ pub async fn list_orders(
     } else {
         None
     };
-    Ok(Json(OrderPage {
-        items: rows.iter().map(OrderView::from).collect(),
-        next_cursor,
-    }))
+    Ok(Json(OrderPage { items: rows.iter().map(OrderView::from).collect(), next_cursor }))
 }
 
 /// Cancel: a running saga compensates; a COMPLETED order is refunded and restocked.
@@ -252,16 +203,11 @@ pub async fn cancel_order(
 ) -> Result<Response, Problem> {
     let mut tx = state.pool.begin().await?;
     let order = visible_order(store::lock(&mut tx, id).await?, &caller, id)?;
-    let transition = state
-        .orchestrator
-        .advance(&mut tx, &order, Event::CancelRequested, None)
-        .await?;
+    let transition = state.orchestrator.advance(&mut tx, &order, Event::CancelRequested, None).await?;
     if let Effect::Refused(why) = transition.effect {
         return Err(Problem::conflict("cannot-cancel", why));
     }
-    let order = store::find(&mut *tx, id)
-        .await?
-        .ok_or_else(|| Problem::not_found(format!("no order {id}")))?;
+    let order = store::find(&mut *tx, id).await?.ok_or_else(|| Problem::not_found(format!("no order {id}")))?;
     tx.commit().await?;
     state.signal.notify();
     Ok((StatusCode::ACCEPTED, Json(OrderView::from(&order))).into_response())

@@ -48,33 +48,17 @@ pub struct Transition {
 
 impl Transition {
     fn to(state: SagaState, commands: Vec<Message>) -> Self {
-        Transition {
-            state,
-            commands,
-            effect: Effect::Applied,
-            priced: None,
-        }
+        Transition { state, commands, effect: Effect::Applied, priced: None }
     }
 
     fn unchanged(state: &SagaState, effect: Effect) -> Self {
-        Transition {
-            state: state.clone(),
-            commands: Vec::new(),
-            effect,
-            priced: None,
-        }
+        Transition { state: state.clone(), commands: Vec::new(), effect, priced: None }
     }
 }
 
 /// The first command of a new saga.
 pub fn begin(order: &SagaOrder) -> (SagaState, Vec<Message>) {
-    (
-        SagaState::Reserving,
-        vec![Message::ReserveStock {
-            order_id: order.id,
-            items: order.items.clone(),
-        }],
-    )
+    (SagaState::Reserving, vec![Message::ReserveStock { order_id: order.id, items: order.items.clone() }])
 }
 
 pub fn step(state: &SagaState, order: &SagaOrder, event: &Event) -> Transition {
@@ -86,32 +70,19 @@ pub fn step(state: &SagaState, order: &SagaOrder, event: &Event) -> Transition {
     // both compensations safe whether or not the original step took effect.
     let compensate_all = |outcome| {
         Transition::to(
-            Compensating {
-                outcome,
-                awaiting_release: true,
-                awaiting_refund: true,
-            },
+            Compensating { outcome, awaiting_release: true, awaiting_refund: true, resends: 0 },
             vec![refund(), release()],
         )
     };
     let compensate_stock = |outcome| {
         Transition::to(
-            Compensating {
-                outcome,
-                awaiting_release: true,
-                awaiting_refund: false,
-            },
+            Compensating { outcome, awaiting_release: true, awaiting_refund: false, resends: 0 },
             vec![release()],
         )
     };
 
     match (state, event) {
-        (
-            Reserving,
-            Event::Reply(Message::StockReserved {
-                lines, total_cents, ..
-            }),
-        ) => {
+        (Reserving, Event::Reply(Message::StockReserved { lines, total_cents, .. })) => {
             let charge = Message::ChargePayment {
                 order_id: id,
                 customer_id: order.customer_id.clone(),
@@ -129,67 +100,35 @@ pub fn step(state: &SagaState, order: &SagaOrder, event: &Event) -> Transition {
             };
             Transition::to(Failed { reason }, Vec::new())
         }
-        (Charging, Event::Reply(Message::PaymentCaptured { .. })) => Transition::to(
-            Confirming,
-            vec![Message::ConfirmReservation { order_id: id }],
-        ),
-        (
-            Charging,
-            Event::Reply(Message::PaymentDeclined {
-                reason: DeclineReason::InsufficientFunds,
-                ..
-            }),
-        ) => compensate_stock(Outcome::Failed(FailureReason::InsufficientFunds)),
-        (Confirming, Event::Reply(Message::ReservationConfirmed { .. })) => {
-            Transition::to(Completed, Vec::new())
+        (Charging, Event::Reply(Message::PaymentCaptured { .. })) => {
+            Transition::to(Confirming, vec![Message::ConfirmReservation { order_id: id }])
         }
+        (Charging, Event::Reply(Message::PaymentDeclined { reason: DeclineReason::InsufficientFunds, .. })) => {
+            compensate_stock(Outcome::Failed(FailureReason::InsufficientFunds))
+        }
+        (Confirming, Event::Reply(Message::ReservationConfirmed { .. })) => Transition::to(Completed, Vec::new()),
 
-        (
-            Compensating {
-                outcome,
-                awaiting_release,
-                awaiting_refund,
-            },
-            Event::Reply(reply),
-        ) => {
+        (Compensating { outcome, awaiting_release, awaiting_refund, resends }, Event::Reply(reply)) => {
             let (release_done, refund_done) = match reply {
                 Message::StockReleased { .. } if *awaiting_release => (true, false),
                 Message::PaymentRefunded { .. } if *awaiting_refund => (false, true),
                 _ => {
-                    return Transition::unchanged(
-                        state,
-                        Effect::Ignored("not awaited while compensating"),
-                    );
+                    return Transition::unchanged(state, Effect::Ignored("not awaited while compensating"));
                 }
             };
             let awaiting_release = *awaiting_release && !release_done;
             let awaiting_refund = *awaiting_refund && !refund_done;
             let next = if awaiting_release || awaiting_refund {
-                Compensating {
-                    outcome: *outcome,
-                    awaiting_release,
-                    awaiting_refund,
-                }
+                Compensating { outcome: *outcome, awaiting_release, awaiting_refund, resends: *resends }
             } else {
                 outcome.terminal_state()
             };
             Transition::to(next, Vec::new())
         }
 
-        (Reserving, Event::StepTimedOut) => {
-            compensate_stock(Outcome::Failed(FailureReason::Timeout))
-        }
-        (Charging | Confirming, Event::StepTimedOut) => {
-            compensate_all(Outcome::Failed(FailureReason::Timeout))
-        }
-        (
-            Compensating {
-                awaiting_release,
-                awaiting_refund,
-                ..
-            },
-            Event::StepTimedOut,
-        ) => {
+        (Reserving, Event::StepTimedOut) => compensate_stock(Outcome::Failed(FailureReason::Timeout)),
+        (Charging | Confirming, Event::StepTimedOut) => compensate_all(Outcome::Failed(FailureReason::Timeout)),
+        (Compensating { outcome, awaiting_release, awaiting_refund, resends }, Event::StepTimedOut) => {
             // Compensations are retried until they succeed.
             let mut commands = Vec::new();
             if *awaiting_refund {
@@ -198,39 +137,29 @@ pub fn step(state: &SagaState, order: &SagaOrder, event: &Event) -> Transition {
             if *awaiting_release {
                 commands.push(release());
             }
-            Transition {
-                state: state.clone(),
-                commands,
-                effect: Effect::Applied,
-                priced: None,
-            }
+            let state = Compensating {
+                outcome: *outcome,
+                awaiting_release: *awaiting_release,
+                awaiting_refund: *awaiting_refund,
+                resends: resends + 1,
+            };
+            Transition::to(state, commands)
         }
 
         (Reserving, Event::CancelRequested) => compensate_stock(Outcome::Cancelled),
-        (Charging | Confirming | Completed, Event::CancelRequested) => {
-            compensate_all(Outcome::Cancelled)
+        (Charging | Confirming | Completed, Event::CancelRequested) => compensate_all(Outcome::Cancelled),
+        (Compensating { outcome: Outcome::Cancelled, .. }, Event::CancelRequested) => {
+            Transition::unchanged(state, Effect::Ignored("already being cancelled"))
         }
-        (
-            Compensating {
-                outcome: Outcome::Cancelled,
-                ..
-            },
-            Event::CancelRequested,
-        ) => Transition::unchanged(state, Effect::Ignored("already being cancelled")),
-        (Compensating { .. }, Event::CancelRequested) => Transition::unchanged(
-            state,
-            Effect::Refused("the order is already failing and being compensated"),
-        ),
+        (Compensating { .. }, Event::CancelRequested) => {
+            Transition::unchanged(state, Effect::Refused("the order is already failing and being compensated"))
+        }
         (Failed { .. } | Cancelled, Event::CancelRequested) => {
             Transition::unchanged(state, Effect::Refused("the order is already finished"))
         }
 
-        (_, Event::StepTimedOut) => {
-            Transition::unchanged(state, Effect::Ignored("no step is awaiting a reply"))
-        }
-        (_, Event::Reply(_)) => {
-            Transition::unchanged(state, Effect::Ignored("late or duplicate reply"))
-        }
+        (_, Event::StepTimedOut) => Transition::unchanged(state, Effect::Ignored("no step is awaiting a reply")),
+        (_, Event::Reply(_)) => Transition::unchanged(state, Effect::Ignored("late or duplicate reply")),
     }
 }
 

@@ -16,6 +16,9 @@ pub enum SagaState {
         outcome: Outcome,
         awaiting_release: bool,
         awaiting_refund: bool,
+        /// How often the compensations were sent again for lack of a reply.
+        #[serde(default)]
+        resends: u32,
     },
     Failed {
         reason: FailureReason,
@@ -100,11 +103,18 @@ impl SagaState {
     pub fn awaits_reply(&self) -> bool {
         matches!(
             self,
-            SagaState::Reserving
-                | SagaState::Charging
-                | SagaState::Confirming
-                | SagaState::Compensating { .. }
+            SagaState::Reserving | SagaState::Charging | SagaState::Confirming | SagaState::Compensating { .. }
         )
+    }
+
+    /// The step timeout is multiplied by this: compensations that keep
+    /// getting no reply (a participant down or far behind) are re-sent with
+    /// exponential backoff instead of piling more work on it.
+    pub fn timeout_factor(&self) -> u32 {
+        match self {
+            SagaState::Compensating { resends, .. } => 1 << (*resends).min(5),
+            _ => 1,
+        }
     }
 
     /// Short name for the timeline.

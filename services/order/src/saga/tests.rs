@@ -12,21 +12,14 @@ fn order() -> SagaOrder {
     SagaOrder {
         id: Uuid::nil(),
         customer_id: "alice".into(),
-        items: vec![OrderLine {
-            sku: "SKU-1".into(),
-            quantity: 2,
-        }],
+        items: vec![OrderLine { sku: "SKU-1".into(), quantity: 2 }],
     }
 }
 
 fn reserved() -> Event {
     Event::Reply(Message::StockReserved {
         order_id: Uuid::nil(),
-        lines: vec![PricedLine {
-            sku: "SKU-1".into(),
-            quantity: 2,
-            unit_price_cents: 50,
-        }],
+        lines: vec![PricedLine { sku: "SKU-1".into(), quantity: 2, unit_price_cents: 50 }],
         total_cents: 100,
     })
 }
@@ -38,10 +31,15 @@ fn reply(message: Message) -> Event {
 const ID: Uuid = Uuid::nil();
 
 fn compensating(outcome: Outcome, awaiting_release: bool, awaiting_refund: bool) -> SagaState {
-    SagaState::Compensating {
-        outcome,
-        awaiting_release,
-        awaiting_refund,
+    SagaState::Compensating { outcome, awaiting_release, awaiting_refund, resends: 0 }
+}
+
+fn resent(state: SagaState) -> SagaState {
+    match state {
+        SagaState::Compensating { outcome, awaiting_release, awaiting_refund, resends } => {
+            SagaState::Compensating { outcome, awaiting_release, awaiting_refund, resends: resends + 1 }
+        }
+        other => other,
     }
 }
 
@@ -56,87 +54,41 @@ fn transition_table() {
             Reserving,
             reserved(),
             Charging,
-            vec![Message::ChargePayment {
-                order_id: ID,
-                customer_id: "alice".into(),
-                amount_cents: 100,
-            }],
+            vec![Message::ChargePayment { order_id: ID, customer_id: "alice".into(), amount_cents: 100 }],
         ),
         (
             Reserving,
-            reply(Message::StockRejected {
-                order_id: ID,
-                reason: RejectReason::OutOfStock,
-                sku: "SKU-1".into(),
-            }),
-            Failed {
-                reason: FailureReason::OutOfStock,
-            },
+            reply(Message::StockRejected { order_id: ID, reason: RejectReason::OutOfStock, sku: "SKU-1".into() }),
+            Failed { reason: FailureReason::OutOfStock },
             vec![],
         ),
         (
             Reserving,
-            reply(Message::StockRejected {
-                order_id: ID,
-                reason: RejectReason::UnknownSku,
-                sku: "X".into(),
-            }),
-            Failed {
-                reason: FailureReason::UnknownSku,
-            },
+            reply(Message::StockRejected { order_id: ID, reason: RejectReason::UnknownSku, sku: "X".into() }),
+            Failed { reason: FailureReason::UnknownSku },
             vec![],
         ),
         (
             Charging,
-            reply(Message::PaymentCaptured {
-                order_id: ID,
-                amount_cents: 100,
-            }),
+            reply(Message::PaymentCaptured { order_id: ID, amount_cents: 100 }),
             Confirming,
             vec![Message::ConfirmReservation { order_id: ID }],
         ),
         (
             Charging,
-            reply(Message::PaymentDeclined {
-                order_id: ID,
-                reason: DeclineReason::InsufficientFunds,
-            }),
-            compensating(
-                Outcome::Failed(FailureReason::InsufficientFunds),
-                true,
-                false,
-            ),
+            reply(Message::PaymentDeclined { order_id: ID, reason: DeclineReason::InsufficientFunds }),
+            compensating(Outcome::Failed(FailureReason::InsufficientFunds), true, false),
             vec![release.clone()],
         ),
-        (
-            Confirming,
-            reply(Message::ReservationConfirmed { order_id: ID }),
-            Completed,
-            vec![],
-        ),
-        (
-            Reserving,
-            Event::StepTimedOut,
-            compensating(timeout, true, false),
-            vec![release.clone()],
-        ),
-        (
-            Charging,
-            Event::StepTimedOut,
-            compensating(timeout, true, true),
-            vec![refund.clone(), release.clone()],
-        ),
-        (
-            Confirming,
-            Event::StepTimedOut,
-            compensating(timeout, true, true),
-            vec![refund.clone(), release.clone()],
-        ),
+        (Confirming, reply(Message::ReservationConfirmed { order_id: ID }), Completed, vec![]),
+        (Reserving, Event::StepTimedOut, compensating(timeout, true, false), vec![release.clone()]),
+        (Charging, Event::StepTimedOut, compensating(timeout, true, true), vec![refund.clone(), release.clone()]),
+        (Confirming, Event::StepTimedOut, compensating(timeout, true, true), vec![refund.clone(), release.clone()]),
         // A compensation without a reply is sent again.
         (
             compensating(timeout, true, true),
             Event::StepTimedOut,
-            compensating(timeout, true, true),
+            resent(compensating(timeout, true, true)),
             vec![refund.clone(), release.clone()],
         ),
         (
@@ -148,9 +100,7 @@ fn transition_table() {
         (
             compensating(timeout, false, true),
             reply(Message::PaymentRefunded { order_id: ID }),
-            Failed {
-                reason: FailureReason::Timeout,
-            },
+            Failed { reason: FailureReason::Timeout },
             vec![],
         ),
         (
@@ -159,12 +109,7 @@ fn transition_table() {
             Cancelled,
             vec![],
         ),
-        (
-            Reserving,
-            Event::CancelRequested,
-            compensating(Outcome::Cancelled, true, false),
-            vec![release.clone()],
-        ),
+        (Reserving, Event::CancelRequested, compensating(Outcome::Cancelled, true, false), vec![release.clone()]),
         (
             Charging,
             Event::CancelRequested,
@@ -187,38 +132,29 @@ fn transition_table() {
 }
 
 #[test]
+fn compensation_resends_back_off_exponentially() {
+    let mut state = compensating(Outcome::Cancelled, true, false);
+    let mut factors = Vec::new();
+    for _ in 0..8 {
+        factors.push(state.timeout_factor());
+        state = step(&state, &order(), &Event::StepTimedOut).state;
+    }
+    assert_eq!(factors, vec![1, 2, 4, 8, 16, 32, 32, 32]);
+}
+
+#[test]
 fn late_and_duplicate_replies_are_ignored() {
     use SagaState::*;
     let cases = vec![
         (Charging, reserved()),
-        (
-            Completed,
-            reply(Message::ReservationConfirmed { order_id: ID }),
-        ),
-        (
-            Failed {
-                reason: FailureReason::OutOfStock,
-            },
-            reserved(),
-        ),
-        (
-            Cancelled,
-            reply(Message::PaymentCaptured {
-                order_id: ID,
-                amount_cents: 100,
-            }),
-        ),
+        (Completed, reply(Message::ReservationConfirmed { order_id: ID })),
+        (Failed { reason: FailureReason::OutOfStock }, reserved()),
+        (Cancelled, reply(Message::PaymentCaptured { order_id: ID, amount_cents: 100 })),
         (
             compensating(Outcome::Cancelled, true, false),
-            reply(Message::PaymentCaptured {
-                order_id: ID,
-                amount_cents: 1,
-            }),
+            reply(Message::PaymentCaptured { order_id: ID, amount_cents: 1 }),
         ),
-        (
-            compensating(Outcome::Cancelled, false, true),
-            reply(Message::StockReleased { order_id: ID }),
-        ),
+        (compensating(Outcome::Cancelled, false, true), reply(Message::StockReleased { order_id: ID })),
         (Completed, Event::StepTimedOut),
         (Cancelled, Event::StepTimedOut),
     ];
@@ -226,25 +162,16 @@ fn late_and_duplicate_replies_are_ignored() {
         let transition = step(&state, &order(), &event);
         assert_eq!(transition.state, state, "{event:?}");
         assert!(transition.commands.is_empty());
-        assert!(
-            matches!(transition.effect, Effect::Ignored(_)),
-            "{state:?} + {event:?}"
-        );
+        assert!(matches!(transition.effect, Effect::Ignored(_)), "{state:?} + {event:?}");
     }
 }
 
 #[test]
 fn cancel_is_refused_once_finished_or_failing() {
     for state in [
-        SagaState::Failed {
-            reason: FailureReason::Timeout,
-        },
+        SagaState::Failed { reason: FailureReason::Timeout },
         SagaState::Cancelled,
-        compensating(
-            Outcome::Failed(FailureReason::InsufficientFunds),
-            true,
-            false,
-        ),
+        compensating(Outcome::Failed(FailureReason::InsufficientFunds), true, false),
     ] {
         let transition = step(&state, &order(), &Event::CancelRequested);
         assert!(matches!(transition.effect, Effect::Refused(_)), "{state:?}");
@@ -291,30 +218,20 @@ impl Participants {
                 let quantity: i32 = items.iter().map(|l| l.quantity).sum();
                 let priced = |q| Message::StockReserved {
                     order_id: *order_id,
-                    lines: vec![PricedLine {
-                        sku: "SKU-1".into(),
-                        quantity: q,
-                        unit_price_cents: PRICE,
-                    }],
+                    lines: vec![PricedLine { sku: "SKU-1".into(), quantity: q, unit_price_cents: PRICE }],
                     total_cents: PRICE * q as i64,
                 };
-                let rejected = |reason| Message::StockRejected {
-                    order_id: *order_id,
-                    reason,
-                    sku: "SKU-1".into(),
-                };
+                let rejected = |reason| Message::StockRejected { order_id: *order_id, reason, sku: "SKU-1".into() };
                 match self.reservation {
                     Some((Reservation::Reserved | Reservation::Confirmed, q)) => Some(priced(q)),
                     Some((Reservation::Rejected(reason), _)) => Some(rejected(reason)),
                     Some((Reservation::Released, _)) => None,
                     None if !self.known_sku => {
-                        self.reservation =
-                            Some((Reservation::Rejected(RejectReason::UnknownSku), 0));
+                        self.reservation = Some((Reservation::Rejected(RejectReason::UnknownSku), 0));
                         Some(rejected(RejectReason::UnknownSku))
                     }
                     None if self.on_hand < quantity => {
-                        self.reservation =
-                            Some((Reservation::Rejected(RejectReason::OutOfStock), 0));
+                        self.reservation = Some((Reservation::Rejected(RejectReason::OutOfStock), 0));
                         Some(rejected(RejectReason::OutOfStock))
                     }
                     None => {
@@ -329,13 +246,9 @@ impl Participants {
                 Some((Reservation::Reserved, q)) => {
                     self.reserved -= q;
                     self.reservation = Some((Reservation::Confirmed, q));
-                    Some(Message::ReservationConfirmed {
-                        order_id: *order_id,
-                    })
+                    Some(Message::ReservationConfirmed { order_id: *order_id })
                 }
-                Some((Reservation::Confirmed, _)) => Some(Message::ReservationConfirmed {
-                    order_id: *order_id,
-                }),
+                Some((Reservation::Confirmed, _)) => Some(Message::ReservationConfirmed { order_id: *order_id }),
                 _ => None,
             },
             Message::ReleaseStock { order_id } => {
@@ -348,42 +261,27 @@ impl Participants {
                     _ => {}
                 }
                 self.reservation = Some((Reservation::Released, 0));
-                Some(Message::StockReleased {
-                    order_id: *order_id,
-                })
+                Some(Message::StockReleased { order_id: *order_id })
             }
-            Message::ChargePayment {
-                order_id,
-                amount_cents,
-                ..
-            } => match self.payment {
-                Some(Payment::Captured(amount)) => Some(Message::PaymentCaptured {
-                    order_id: *order_id,
-                    amount_cents: amount,
-                }),
-                Some(Payment::Declined) => Some(Message::PaymentDeclined {
-                    order_id: *order_id,
-                    reason: DeclineReason::InsufficientFunds,
-                }),
-                Some(Payment::Voided) => Some(Message::PaymentDeclined {
-                    order_id: *order_id,
-                    reason: DeclineReason::Voided,
-                }),
+            Message::ChargePayment { order_id, amount_cents, .. } => match self.payment {
+                Some(Payment::Captured(amount)) => {
+                    Some(Message::PaymentCaptured { order_id: *order_id, amount_cents: amount })
+                }
+                Some(Payment::Declined) => {
+                    Some(Message::PaymentDeclined { order_id: *order_id, reason: DeclineReason::InsufficientFunds })
+                }
+                Some(Payment::Voided) => {
+                    Some(Message::PaymentDeclined { order_id: *order_id, reason: DeclineReason::Voided })
+                }
                 Some(Payment::Refunded) => None,
                 None if self.balance < *amount_cents => {
                     self.payment = Some(Payment::Declined);
-                    Some(Message::PaymentDeclined {
-                        order_id: *order_id,
-                        reason: DeclineReason::InsufficientFunds,
-                    })
+                    Some(Message::PaymentDeclined { order_id: *order_id, reason: DeclineReason::InsufficientFunds })
                 }
                 None => {
                     self.balance -= amount_cents;
                     self.payment = Some(Payment::Captured(*amount_cents));
-                    Some(Message::PaymentCaptured {
-                        order_id: *order_id,
-                        amount_cents: *amount_cents,
-                    })
+                    Some(Message::PaymentCaptured { order_id: *order_id, amount_cents: *amount_cents })
                 }
             },
             Message::RefundPayment { order_id } => {
@@ -395,9 +293,7 @@ impl Participants {
                     None => self.payment = Some(Payment::Voided),
                     _ => {}
                 }
-                Some(Message::PaymentRefunded {
-                    order_id: *order_id,
-                })
+                Some(Message::PaymentRefunded { order_id: *order_id })
             }
             other => panic!("not a command: {other:?}"),
         }
@@ -442,11 +338,7 @@ impl World {
             return;
         }
         let index = index % self.in_flight.len();
-        let message = if duplicate {
-            self.in_flight[index].clone()
-        } else {
-            self.in_flight.remove(index)
-        };
+        let message = if duplicate { self.in_flight[index].clone() } else { self.in_flight.remove(index) };
         if message.destination() == saga_common::topology::Destination::Order {
             self.apply(Event::Reply(message));
         } else if let Some(reply) = self.participants.handle(&message) {
