@@ -70,11 +70,7 @@ impl Default for Options {
         Options {
             replicas: 1,
             step_timeout: Duration::from_secs(10),
-            retry: RetryPolicy {
-                max_attempts: 3,
-                initial_delay: Duration::from_millis(100),
-                multiplier: 2,
-            },
+            retry: RetryPolicy { max_attempts: 3, initial_delay: Duration::from_millis(100), multiplier: 2 },
         }
     }
 }
@@ -97,38 +93,21 @@ pub struct Platform {
 fn bin_dir() -> PathBuf {
     // target/debug/deps/<test> → target/debug
     let exe = std::env::current_exe().expect("test executable path");
-    exe.parent()
-        .and_then(|p| p.parent())
-        .expect("target dir")
-        .to_path_buf()
+    exe.parent().and_then(|p| p.parent()).expect("target dir").to_path_buf()
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 impl Platform {
     /// Declares a fresh topology, starts every service and waits until all are ready.
     pub async fn start(options: Options) -> Platform {
         let name = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
-        let spec = TopologySpec {
-            platform: name.clone(),
-            queue_type: QueueType::Quorum,
-            retry: options.retry.clone(),
-        };
+        let spec = TopologySpec { platform: name.clone(), queue_type: QueueType::Quorum, retry: options.retry.clone() };
         let topology = Topology::new(spec);
-        let connection = Broker::new(amqp_url(), "saga-tests")
-            .connect_once()
-            .await
-            .expect("RabbitMQ is reachable");
-        topology
-            .declare(&connection)
-            .await
-            .expect("declare topology");
+        let connection = Broker::new(amqp_url(), "saga-tests").connect_once().await.expect("RabbitMQ is reachable");
+        topology.declare(&connection).await.expect("declare topology");
         let _ = connection.close(200, "done".into()).await;
         let log_dir = bin_dir().join("test-logs").join(&name);
         std::fs::create_dir_all(&log_dir).unwrap();
@@ -143,13 +122,7 @@ impl Platform {
         };
         for svc in Svc::ALL {
             for replica in 0..platform.options.replicas {
-                platform.replicas.insert(
-                    (svc, replica),
-                    Replica {
-                        port: free_port(),
-                        child: None,
-                    },
-                );
+                platform.replicas.insert((svc, replica), Replica { port: free_port(), child: None });
                 platform.spawn(svc, replica);
             }
         }
@@ -181,15 +154,9 @@ impl Platform {
             .env("SAGA_PLATFORM", &self.name)
             .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
             .env("AUTH_JWT_SECRET", SECRET)
-            .env(
-                "SAGA_STEP_TIMEOUT",
-                format!("{}ms", self.options.step_timeout.as_millis()),
-            )
+            .env("SAGA_STEP_TIMEOUT", format!("{}ms", self.options.step_timeout.as_millis()))
             .env("RETRY_MAX_ATTEMPTS", retry.max_attempts.to_string())
-            .env(
-                "RETRY_INITIAL_DELAY",
-                format!("{}ms", retry.initial_delay.as_millis()),
-            )
+            .env("RETRY_INITIAL_DELAY", format!("{}ms", retry.initial_delay.as_millis()))
             .env("RETRY_MULTIPLIER", retry.multiplier.to_string())
             .env("DB_POOL_SIZE", "8")
             .env("RUST_LOG", "info")
@@ -197,12 +164,7 @@ impl Platform {
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot start {} (run `cargo build --bins` first): {e}",
-                    svc.binary()
-                )
-            });
+            .unwrap_or_else(|e| panic!("cannot start {} (run `cargo build --bins` first): {e}", svc.binary()));
         self.replicas.get_mut(&(svc, replica)).unwrap().child = Some(child);
     }
 
@@ -221,15 +183,9 @@ impl Platform {
 
     /// SIGSTOP / SIGCONT: the process keeps its connections but does nothing.
     pub fn pause(&self, svc: Svc, replica: usize, paused: bool) {
-        let child = self.replicas[&(svc, replica)]
-            .child
-            .as_ref()
-            .expect("replica is running");
+        let child = self.replicas[&(svc, replica)].child.as_ref().expect("replica is running");
         let signal = if paused { "-STOP" } else { "-CONT" };
-        let status = Command::new("kill")
-            .args([signal, &child.id().to_string()])
-            .status()
-            .unwrap();
+        let status = Command::new("kill").args([signal, &child.id().to_string()]).status().unwrap();
         assert!(status.success());
     }
 
@@ -238,10 +194,7 @@ impl Platform {
     }
 
     pub fn replica_url(&self, svc: Svc, replica: usize, path: &str) -> String {
-        format!(
-            "http://127.0.0.1:{}{path}",
-            self.replicas[&(svc, replica)].port
-        )
+        format!("http://127.0.0.1:{}{path}", self.replicas[&(svc, replica)].port)
     }
 
     pub fn pool(&self, svc: Svc) -> &PgPool {
@@ -282,43 +235,24 @@ impl Platform {
     }
 
     async fn admin_put(&self, svc: Svc, path: &str, body: Value) {
-        let response = self
-            .http
-            .put(self.url(svc, path))
-            .bearer_auth(self.admin_token())
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert!(
-            response.status().is_success(),
-            "PUT {path}: {} {}",
-            response.status(),
-            response.text().await.unwrap()
-        );
+        let response =
+            self.http.put(self.url(svc, path)).bearer_auth(self.admin_token()).json(&body).send().await.unwrap();
+        assert!(response.status().is_success(), "PUT {path}: {} {}", response.status(), response.text().await.unwrap());
     }
 
     pub async fn put_product(&self, sku: &str, unit_price_cents: i64, on_hand: i64) {
         let body = json!({"name": format!("{sku} name"), "unit_price_cents": unit_price_cents, "on_hand": on_hand});
-        self.admin_put(Svc::Inventory, &format!("/api/v1/products/{sku}"), body)
-            .await;
+        self.admin_put(Svc::Inventory, &format!("/api/v1/products/{sku}"), body).await;
     }
 
     pub async fn put_account(&self, customer: &str, balance_cents: i64) {
-        self.admin_put(
-            Svc::Payment,
-            &format!("/api/v1/accounts/{customer}"),
-            json!({"balance_cents": balance_cents}),
-        )
-        .await;
+        self.admin_put(Svc::Payment, &format!("/api/v1/accounts/{customer}"), json!({"balance_cents": balance_cents}))
+            .await;
     }
 
     /// POSTs an order; returns the order id. Panics unless 202.
     pub async fn place_order(&self, customer: &str, items: &[(&str, i64)]) -> String {
-        let items: Vec<Value> = items
-            .iter()
-            .map(|(sku, q)| json!({"sku": sku, "quantity": q}))
-            .collect();
+        let items: Vec<Value> = items.iter().map(|(sku, q)| json!({"sku": sku, "quantity": q})).collect();
         let response = self
             .http
             .post(self.url(Svc::Order, "/api/v1/orders"))
@@ -328,10 +262,7 @@ impl Platform {
             .await
             .unwrap();
         assert_eq!(response.status(), 202, "{}", response.text().await.unwrap());
-        response.json::<Value>().await.unwrap()["id"]
-            .as_str()
-            .unwrap()
-            .to_owned()
+        response.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned()
     }
 
     pub async fn order(&self, id: &str) -> Value {
@@ -357,15 +288,7 @@ impl Platform {
 
     pub async fn events(&self, id: &str) -> Vec<Value> {
         let url = self.url(Svc::Order, &format!("/api/v1/orders/{id}/events"));
-        self.http
-            .get(url)
-            .bearer_auth(self.admin_token())
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        self.http.get(url).bearer_auth(self.admin_token()).send().await.unwrap().json().await.unwrap()
     }
 
     /// Polls until the order reaches `status` (panics after `within`).
@@ -376,11 +299,7 @@ impl Platform {
             if order["status"] == status {
                 return order;
             }
-            assert!(
-                Instant::now() < deadline,
-                "order {id} is {} not {status}: {order}",
-                order["status"]
-            );
+            assert!(Instant::now() < deadline, "order {id} is {} not {status}: {order}", order["status"]);
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -393,47 +312,25 @@ impl Platform {
             if order["status"] != "PENDING" {
                 return order;
             }
-            assert!(
-                Instant::now() < deadline,
-                "order {id} still PENDING: {order}"
-            );
+            assert!(Instant::now() < deadline, "order {id} still PENDING: {order}");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
     pub async fn product(&self, sku: &str) -> Value {
         let url = self.url(Svc::Inventory, &format!("/api/v1/products/{sku}"));
-        self.http
-            .get(url)
-            .bearer_auth(self.admin_token())
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        self.http.get(url).bearer_auth(self.admin_token()).send().await.unwrap().json().await.unwrap()
     }
 
     pub async fn balance(&self, customer: &str) -> i64 {
         let url = self.url(Svc::Payment, &format!("/api/v1/accounts/{customer}"));
-        let account: Value = self
-            .http
-            .get(url)
-            .bearer_auth(self.admin_token())
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let account: Value =
+            self.http.get(url).bearer_auth(self.admin_token()).send().await.unwrap().json().await.unwrap();
         account["balance_cents"].as_i64().unwrap()
     }
 
     pub async fn amqp(&self) -> Connection {
-        Broker::new(amqp_url(), "saga-tests")
-            .connect_once()
-            .await
-            .unwrap()
+        Broker::new(amqp_url(), "saga-tests").connect_once().await.unwrap()
     }
 
     /// Publishes raw bytes straight into a service's queue.
@@ -445,10 +342,7 @@ impl Platform {
             .basic_publish(
                 self.topology.exchange().as_str().into(),
                 to.destination().queue().into(),
-                BasicPublishOptions {
-                    mandatory: true,
-                    ..Default::default()
-                },
+                BasicPublishOptions { mandatory: true, ..Default::default() },
                 body,
                 properties,
             )
@@ -466,17 +360,10 @@ impl Platform {
         let channel = connection.create_channel().await.unwrap();
         let queue = saga_common::topology::dlq_name(&self.name, svc.destination());
         let mut messages = Vec::new();
-        while let Some(message) = channel
-            .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: true })
-            .await
-            .unwrap()
+        while let Some(message) =
+            channel.basic_get(queue.as_str().into(), BasicGetOptions { no_ack: true }).await.unwrap()
         {
-            let headers = message
-                .delivery
-                .properties
-                .headers()
-                .clone()
-                .unwrap_or_default();
+            let headers = message.delivery.properties.headers().clone().unwrap_or_default();
             messages.push((headers, message.delivery.data.clone()));
         }
         let _ = connection.close(200, "done".into()).await;
@@ -494,17 +381,13 @@ impl Platform {
         }
         let connection = self.amqp().await;
         self.topology.delete(&connection).await.unwrap();
-        let admin = PgPool::connect(&format!("{PG_BASE}/postgres"))
-            .await
-            .unwrap();
+        let admin = PgPool::connect(&format!("{PG_BASE}/postgres")).await.unwrap();
         for svc in Svc::ALL {
             let db = format!("{}_{}", self.name, svc.short());
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"
-            )))
-            .execute(&admin)
-            .await
-            .unwrap();
+            sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)")))
+                .execute(&admin)
+                .await
+                .unwrap();
         }
         let _ = std::fs::remove_dir_all(&self.log_dir);
     }

@@ -32,39 +32,19 @@ async fn orders_complete_fail_and_compensate() {
     assert_eq!(order["items"][0]["unit_price_cents"], 1500);
     assert_eq!(platform.balance("alice").await, 97_000);
     let widget = platform.product("WIDGET").await;
-    assert_eq!(
-        (widget["on_hand"].as_i64(), widget["reserved"].as_i64()),
-        (Some(8), Some(0))
-    );
-    let kinds: Vec<String> = platform
-        .events(&id)
-        .await
-        .iter()
-        .map(|e| e["kind"].as_str().unwrap().to_owned())
-        .collect();
-    assert_eq!(
-        kinds.iter().filter(|k| *k == "command.sent").count(),
-        3,
-        "{kinds:?}"
-    );
-    assert_eq!(
-        kinds.iter().filter(|k| *k == "reply.received").count(),
-        3,
-        "{kinds:?}"
-    );
+    assert_eq!((widget["on_hand"].as_i64(), widget["reserved"].as_i64()), (Some(8), Some(0)));
+    let kinds: Vec<String> =
+        platform.events(&id).await.iter().map(|e| e["kind"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(kinds.iter().filter(|k| *k == "command.sent").count(), 3, "{kinds:?}");
+    assert_eq!(kinds.iter().filter(|k| *k == "reply.received").count(), 3, "{kinds:?}");
 
     // Out of stock: nothing reserved, nothing charged.
     let id = platform.place_order("alice", &[("RARE", 2)]).await;
     let order = platform.wait_final(&id, WAIT).await;
-    assert_eq!(
-        (order["status"].as_str(), order["failure_reason"].as_str()),
-        (Some("FAILED"), Some("out_of_stock"))
-    );
+    assert_eq!((order["status"].as_str(), order["failure_reason"].as_str()), (Some("FAILED"), Some("out_of_stock")));
 
     // Unknown SKU.
-    let id = platform
-        .place_order("alice", &[("WIDGET", 1), ("NOPE", 1)])
-        .await;
+    let id = platform.place_order("alice", &[("WIDGET", 1), ("NOPE", 1)]).await;
     let order = platform.wait_final(&id, WAIT).await;
     assert_eq!(order["failure_reason"], "unknown_sku");
     assert_eq!(platform.product("WIDGET").await["on_hand"], 8);
@@ -78,10 +58,7 @@ async fn orders_complete_fail_and_compensate() {
     );
     assert_eq!(platform.balance("bob").await, 500);
     let widget = platform.product("WIDGET").await;
-    assert_eq!(
-        (widget["on_hand"].as_i64(), widget["reserved"].as_i64()),
-        (Some(8), Some(0))
-    );
+    assert_eq!((widget["on_hand"].as_i64(), widget["reserved"].as_i64()), (Some(8), Some(0)));
     assert_eq!(platform.balance("alice").await, 97_000);
 
     // Cancel a COMPLETED order: refunded and restocked.
@@ -111,10 +88,7 @@ async fn orders_complete_fail_and_compensate() {
 
 #[tokio::test]
 async fn cancel_while_running_and_step_timeout_compensate() {
-    let options = Options {
-        step_timeout: Duration::from_millis(1500),
-        ..Options::default()
-    };
+    let options = Options { step_timeout: Duration::from_millis(1500), ..Options::default() };
     let platform = Platform::start(options).await;
     platform.put_product("WIDGET", 1000, 10).await;
     platform.put_account("carol", 10_000).await;
@@ -135,10 +109,7 @@ async fn cancel_while_running_and_step_timeout_compensate() {
     assert_eq!(order["status"], "CANCELLED", "{order}");
     assert_eq!(platform.balance("carol").await, 10_000);
     let widget = platform.product("WIDGET").await;
-    assert_eq!(
-        (widget["on_hand"].as_i64(), widget["reserved"].as_i64()),
-        (Some(10), Some(0))
-    );
+    assert_eq!((widget["on_hand"].as_i64(), widget["reserved"].as_i64()), (Some(10), Some(0)));
 
     // Payment frozen past the step timeout: the saga compensates and fails with `timeout`;
     // the charge that payment processes late is refunded (or voided) once it wakes up.
@@ -146,28 +117,15 @@ async fn cancel_while_running_and_step_timeout_compensate() {
     let id = platform.place_order("carol", &[("WIDGET", 1)]).await;
     tokio::time::sleep(Duration::from_millis(2500)).await; // past the 1.5 s step timeout, on purpose
     let pending = platform.order(&id).await;
-    assert_eq!(
-        pending["status"], "PENDING",
-        "refund awaits the frozen payment service"
-    );
+    assert_eq!(pending["status"], "PENDING", "refund awaits the frozen payment service");
     platform.pause(Svc::Payment, 0, false);
     let order = platform.wait_final(&id, WAIT).await;
-    assert_eq!(
-        (order["status"].as_str(), order["failure_reason"].as_str()),
-        (Some("FAILED"), Some("timeout"))
-    );
+    assert_eq!((order["status"].as_str(), order["failure_reason"].as_str()), (Some("FAILED"), Some("timeout")));
     assert_eq!(platform.balance("carol").await, 10_000);
     let widget = platform.product("WIDGET").await;
-    assert_eq!(
-        (widget["on_hand"].as_i64(), widget["reserved"].as_i64()),
-        (Some(10), Some(0))
-    );
-    let kinds: Vec<String> = platform
-        .events(&id)
-        .await
-        .iter()
-        .map(|e| e["kind"].as_str().unwrap().to_owned())
-        .collect();
+    assert_eq!((widget["on_hand"].as_i64(), widget["reserved"].as_i64()), (Some(10), Some(0)));
+    let kinds: Vec<String> =
+        platform.events(&id).await.iter().map(|e| e["kind"].as_str().unwrap().to_owned()).collect();
     assert!(kinds.contains(&"step.timed_out".to_owned()), "{kinds:?}");
     assert!(kinds.contains(&"compensation.sent".to_owned()), "{kinds:?}");
 
@@ -190,33 +148,18 @@ async fn duplicates_have_one_effect_and_poison_is_dead_lettered() {
     };
     // The same message twice (a redelivery), then the same command under a new id (a resend).
     let message_id = uuid::Uuid::new_v4().to_string();
-    platform
-        .publish_raw(Svc::Payment, properties(&message_id), &body)
-        .await;
-    platform
-        .publish_raw(Svc::Payment, properties(&message_id), &body)
-        .await;
-    platform
-        .publish_raw(
-            Svc::Payment,
-            properties(&uuid::Uuid::new_v4().to_string()),
-            &body,
-        )
-        .await;
+    platform.publish_raw(Svc::Payment, properties(&message_id), &body).await;
+    platform.publish_raw(Svc::Payment, properties(&message_id), &body).await;
+    platform.publish_raw(Svc::Payment, properties(&uuid::Uuid::new_v4().to_string()), &body).await;
 
     // Poison: not JSON, and JSON of an unknown type.
     platform
-        .publish_raw(
-            Svc::Inventory,
-            properties(&uuid::Uuid::new_v4().to_string()).with_type("x".into()),
-            b"{not json",
-        )
+        .publish_raw(Svc::Inventory, properties(&uuid::Uuid::new_v4().to_string()).with_type("x".into()), b"{not json")
         .await;
     platform
         .publish_raw(
             Svc::Inventory,
-            BasicProperties::default()
-                .with_message_id(uuid::Uuid::new_v4().to_string().as_str().into()),
+            BasicProperties::default().with_message_id(uuid::Uuid::new_v4().to_string().as_str().into()),
             br#"{"type":"inventory.explode"}"#,
         )
         .await;
@@ -226,61 +169,39 @@ async fn duplicates_have_one_effect_and_poison_is_dead_lettered() {
     let mut dead = Vec::new();
     while dead.len() < 2 {
         dead.extend(platform.drain_dlq(Svc::Inventory).await);
-        assert!(
-            std::time::Instant::now() < deadline,
-            "poison not dead-lettered: {}",
-            dead.len()
-        );
+        assert!(std::time::Instant::now() < deadline, "poison not dead-lettered: {}", dead.len());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     for (headers, _) in &dead {
-        assert!(
-            header(headers, "x-failure-reason").contains("malformed"),
-            "{headers:?}"
-        );
-        assert_eq!(
-            header(headers, "x-original-queue"),
-            format!("{}.inventory.commands", platform.name)
-        );
+        assert!(header(headers, "x-failure-reason").contains("malformed"), "{headers:?}");
+        assert_eq!(header(headers, "x-original-queue"), format!("{}.inventory.commands", platform.name));
     }
     let handled = |pool: &sqlx::PgPool| {
         let pool = pool.clone();
         async move {
-            sqlx::query_scalar::<_, i64>(
-                "SELECT count(*) FROM inbox WHERE message_type = 'payment.charge'",
-            )
-            .fetch_one(&pool)
-            .await
-            .unwrap()
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM inbox WHERE message_type = 'payment.charge'")
+                .fetch_one(&pool)
+                .await
+                .unwrap()
         }
     };
     while handled(platform.pool(Svc::Payment)).await < 2 {
         assert!(std::time::Instant::now() < deadline, "charges not handled");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(
-        platform.balance("dave").await,
-        9_300,
-        "charged exactly once"
-    );
-    let captured: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM payments WHERE order_id = $1 AND status = 'CAPTURED'",
-    )
-    .bind(order_id)
-    .fetch_one(platform.pool(Svc::Payment))
-    .await
-    .unwrap();
+    assert_eq!(platform.balance("dave").await, 9_300, "charged exactly once");
+    let captured: i64 = sqlx::query_scalar("SELECT count(*) FROM payments WHERE order_id = $1 AND status = 'CAPTURED'")
+        .bind(order_id)
+        .fetch_one(platform.pool(Svc::Payment))
+        .await
+        .unwrap();
     assert_eq!(captured, 1);
     platform.shutdown().await;
 }
 
 #[tokio::test]
 async fn two_replicas_of_each_service_share_the_work() {
-    let platform = Platform::start(Options {
-        replicas: 2,
-        ..Options::default()
-    })
-    .await;
+    let platform = Platform::start(Options { replicas: 2, ..Options::default() }).await;
     platform.put_product("WIDGET", 100, 1000).await;
     platform.put_account("erin", 1_000_000).await;
     let mut ids = Vec::new();
@@ -310,10 +231,7 @@ async fn two_replicas_of_each_service_share_the_work() {
                 .text()
                 .await
                 .unwrap();
-            assert!(
-                metrics.contains("outcome=\"handled\""),
-                "{svc:?} replica {replica} handled nothing"
-            );
+            assert!(metrics.contains("outcome=\"handled\""), "{svc:?} replica {replica} handled nothing");
         }
     }
     platform.shutdown().await;
