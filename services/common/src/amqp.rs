@@ -1,5 +1,6 @@
 //! Broker connection with reconnect-and-backoff, and the confirming publisher.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use lapin::Confirmation;
@@ -37,29 +38,40 @@ impl Default for Backoff {
 pub struct Broker {
     url: String,
     name: String,
-    connection: Mutex<Option<std::sync::Arc<Connection>>>,
+    /// Held while (re)connecting, so only one task reconnects at a time.
+    reconnecting: Mutex<()>,
+    /// The latest connection, readable without waiting for a reconnect.
+    current: std::sync::RwLock<Option<Arc<Connection>>>,
 }
 
 impl Broker {
     pub fn new(url: impl Into<String>, name: impl Into<String>) -> Self {
-        Broker { url: url.into(), name: name.into(), connection: Mutex::new(None) }
+        Broker { url: url.into(), name: name.into(), reconnecting: Mutex::new(()), current: Default::default() }
+    }
+
+    /// The open connection, if there is one; never waits.
+    pub fn current(&self) -> Option<Arc<Connection>> {
+        let current = self.current.read().expect("broker lock poisoned");
+        current.as_ref().filter(|c| c.status().connected()).cloned()
     }
 
     /// The open connection, reconnecting (with backoff, forever) if needed.
-    pub async fn connection(&self) -> std::sync::Arc<Connection> {
-        let mut guard = self.connection.lock().await;
-        if let Some(connection) = guard.as_ref()
-            && connection.status().connected()
-        {
-            return connection.clone();
+    pub async fn connection(&self) -> Arc<Connection> {
+        if let Some(connection) = self.current() {
+            return connection;
+        }
+        let _reconnecting = self.reconnecting.lock().await;
+        // Another task may have reconnected while this one waited.
+        if let Some(connection) = self.current() {
+            return connection;
         }
         let mut backoff = Backoff::new();
         loop {
             match self.connect_once().await {
                 Ok(connection) => {
                     tracing::info!(broker = %redact(&self.url), "connected to RabbitMQ");
-                    let connection = std::sync::Arc::new(connection);
-                    *guard = Some(connection.clone());
+                    let connection = Arc::new(connection);
+                    *self.current.write().expect("broker lock poisoned") = Some(connection.clone());
                     return connection;
                 }
                 Err(error) => {
@@ -75,11 +87,6 @@ impl Broker {
         tokio::time::timeout(Duration::from_secs(10), Connection::connect(&self.url, properties))
             .await
             .unwrap_or_else(|_| Err(std::io::Error::from(std::io::ErrorKind::TimedOut).into()))
-    }
-
-    /// Whether the current connection is open (without trying to open one).
-    pub async fn is_connected(&self) -> bool {
-        self.connection.lock().await.as_ref().is_some_and(|c| c.status().connected())
     }
 
     /// A new channel with publisher confirms on.

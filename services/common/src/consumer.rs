@@ -171,13 +171,7 @@ impl<H: Handler> Consumer<H> {
                     continue;
                 }
             };
-            let span = tracing::info_span!(
-                "message",
-                correlation_id = %envelope.correlation_id,
-                message_id = %envelope.message_id,
-                message_type = envelope.message.type_name(),
-                order_id = %envelope.message.order_id(),
-            );
+            let span = message_span(envelope);
             let outcome = self.handle_one(&mut tx, envelope).instrument(span.clone()).await;
             let verdict = match outcome {
                 Ok(true) => Verdict::Done,
@@ -242,6 +236,8 @@ impl<H: Handler> Consumer<H> {
         let platform = &self.topology.spec.platform;
         let max_attempts = self.topology.spec.retry.max_attempts;
         for (r, verdict) in received.into_iter().zip(verdicts) {
+            let span =
+                r.decoded.as_ref().map(message_span).unwrap_or_else(|_| tracing::info_span!("malformed message"));
             let outcome = match &verdict {
                 Verdict::Done => "handled",
                 Verdict::Duplicate => "duplicate",
@@ -251,12 +247,14 @@ impl<H: Handler> Consumer<H> {
             match verdict {
                 Verdict::Done | Verdict::Duplicate => {}
                 Verdict::Retry(reason) if r.attempt < max_attempts => {
-                    tracing::warn!(reason, attempt = r.attempt, queue, "message failed; retrying later");
+                    span.in_scope(|| {
+                        tracing::warn!(reason, attempt = r.attempt, queue, "message failed; retrying later")
+                    });
                     let retry_queue = retry_queue_name(platform, self.config.destination, r.attempt);
                     republish(channel, &r.delivery, "", &retry_queue, r.attempt + 1, &reason, queue).await?;
                 }
                 Verdict::Retry(reason) | Verdict::DeadLetter(reason) => {
-                    tracing::error!(reason, attempt = r.attempt, queue, "message dead-lettered");
+                    span.in_scope(|| tracing::error!(reason, attempt = r.attempt, queue, "message dead-lettered"));
                     let routing_key = self.config.destination.queue();
                     let dlx = self.topology.dead_letter_exchange();
                     republish(channel, &r.delivery, &dlx, routing_key, r.attempt, &reason, queue).await?;
@@ -267,6 +265,17 @@ impl<H: Handler> Consumer<H> {
         }
         Ok(())
     }
+}
+
+/// The span every log line about one message carries.
+fn message_span(envelope: &Envelope) -> tracing::Span {
+    tracing::info_span!(
+        "message",
+        correlation_id = %envelope.correlation_id,
+        message_id = %envelope.message_id,
+        message_type = envelope.message.type_name(),
+        order_id = %envelope.message.order_id(),
+    )
 }
 
 /// Copies a delivery (same message id, body and properties) to another

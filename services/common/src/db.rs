@@ -74,8 +74,9 @@ pub fn is_unavailable(error: &sqlx::Error) -> bool {
     }
 }
 
-/// Whether an error is a deadlock or serialization failure: the statement
-/// lost a race with another transaction and can simply be run again.
+/// Whether an error means the statement lost a race with a concurrent
+/// transaction (deadlock, serialization failure, or a unique key another
+/// transaction inserted first) and can simply be run again.
 pub fn is_conflict(error: &sqlx::Error) -> bool {
-    matches!(error, sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("40P01" | "40001")))
+    matches!(error, sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("40P01" | "40001" | "23505")))
 }

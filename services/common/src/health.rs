@@ -70,8 +70,7 @@ async fn check(pool: &PgPool, broker: &Broker, topology: &Topology) -> Readiness
         Ok(Err(error)) => format!("down: {error}"),
         Err(_) => "down: no answer within 3s".to_owned(),
     };
-    let (broker_state, topology_state) = if broker.is_connected().await {
-        let connection = broker.connection().await;
+    let (broker_state, topology_state) = if let Some(connection) = broker.current() {
         let topology_state = match tokio::time::timeout(timeout, topology.verify(&connection)).await {
             Ok(Ok(())) => OK.to_owned(),
             Ok(Err(error)) => format!("invalid: {error} (run `sagactl topology apply` or let the operator declare it)"),

@@ -84,7 +84,10 @@ impl OutboxRelay {
             loop {
                 let open = match channel.take() {
                     Some(open) => open,
-                    None => match self.broker.confirming_channel().await {
+                    None => match tokio::select! {
+                        opened = self.broker.confirming_channel() => opened,
+                        _ = shutdown.wait() => return,
+                    } {
                         Ok(open) => open,
                         Err(error) => {
                             tracing::warn!(%error, "outbox relay cannot open a channel");
