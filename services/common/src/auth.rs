@@ -80,7 +80,9 @@ where
         let token = header
             .to_str()
             .ok()
-            .and_then(|h| h.strip_prefix("Bearer "))
+            // The scheme name is case-insensitive (RFC 9110 §11.1).
+            .and_then(|h| h.split_once(' ').filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer")))
+            .map(|(_, token)| token)
             .ok_or_else(|| Problem::unauthorized("Authorization must be 'Bearer <token>'"))?;
         let claims = verify(&key, token.trim()).map_err(|e| Problem::unauthorized(format!("invalid token: {e}")))?;
         if claims.sub.is_empty() || claims.sub.len() > 255 {
