@@ -65,6 +65,16 @@ async fn observe(State(metrics): State<Metrics>, mut request: Request, next: Nex
     response
 }
 
+/// The answer to a PUT that creates or replaces: 201 with `Location` when it
+/// created the resource, 200 when it replaced it.
+pub fn created_or_replaced(created: bool, location: String, body: impl serde::Serialize) -> Response {
+    if created {
+        (StatusCode::CREATED, [(axum::http::header::LOCATION, location)], Json(body)).into_response()
+    } else {
+        Json(body).into_response()
+    }
+}
+
 fn header(request: &Request, name: &str) -> Option<String> {
     request.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
 }

@@ -3,9 +3,9 @@
 
 use axum::Json;
 use axum::extract::{FromRef, State};
-use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use saga_common::auth::{Auth, Caller};
+use saga_common::http::created_or_replaced;
 use saga_common::problem::{ApiJson, ApiPath, Problem};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
@@ -169,12 +169,7 @@ async fn put_account(
         by = caller.customer_id,
         "account balance set"
     );
-    let view = Json(AccountView::from(account));
-    Ok(if created {
-        (StatusCode::CREATED, [(header::LOCATION, format!("/api/v1/accounts/{customer_id}"))], view).into_response()
-    } else {
-        view.into_response()
-    })
+    Ok(created_or_replaced(created, format!("/api/v1/accounts/{customer_id}"), AccountView::from(account)))
 }
 
 /// Reads an order's payment (admin).
