@@ -51,10 +51,6 @@ pub struct Caller {
 }
 
 impl Caller {
-    pub fn require_admin(&self) -> Result<(), Problem> {
-        if self.admin { Ok(()) } else { Err(Problem::forbidden("this route needs the admin role")) }
-    }
-
     /// A customer may act on their own resources; an admin on any.
     pub fn may_access(&self, customer_id: &str) -> bool {
         self.admin || self.customer_id == customer_id
@@ -89,6 +85,23 @@ where
             return Err(Problem::unauthorized("invalid token: sub must be 1-255 characters"));
         }
         Ok(Caller { admin: claims.role.as_deref() == Some("admin"), customer_id: claims.sub })
+    }
+}
+
+/// An authenticated caller with the admin role. As an extractor it runs
+/// before the body is read, so a non-admin gets 403 whatever the body holds.
+#[derive(Debug, Clone)]
+pub struct Admin(pub Caller);
+
+impl<S: Send + Sync> FromRequestParts<S> for Admin
+where
+    Auth: FromRef<S>,
+{
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        if caller.admin { Ok(Admin(caller)) } else { Err(Problem::forbidden("this route needs the admin role")) }
     }
 }
 

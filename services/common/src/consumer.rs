@@ -70,6 +70,14 @@ impl From<sqlx::Error> for HandlerError {
     }
 }
 
+/// For handlers: answers the message being handled. The reply goes to the
+/// outbox in the handler's transaction and keeps the cause's correlation id
+/// and trace.
+pub async fn reply(conn: &mut PgConnection, cause: &Envelope, message: Message) -> Result<(), HandlerError> {
+    crate::outbox::enqueue(conn, &[cause.follow_up(message)]).await?;
+    Ok(())
+}
+
 pub struct ConsumerConfig {
     pub destination: Destination,
     pub prefetch: u16,

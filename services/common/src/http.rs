@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRef, MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -15,6 +15,7 @@ use utoipa::openapi::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa_swagger_ui::SwaggerUi;
 
+use crate::auth::Auth;
 use crate::envelope::{child_traceparent, new_traceparent, parse_traceparent};
 use crate::health::Readiness;
 use crate::metrics::Metrics;
@@ -23,6 +24,19 @@ use crate::runtime::Shutdown;
 
 /// Request bodies larger than this are refused with 413.
 pub const BODY_LIMIT: usize = 64 * 1024;
+
+/// The state of an API that needs only its database and authentication.
+#[derive(Clone)]
+pub struct ApiState {
+    pub pool: sqlx::PgPool,
+    pub auth: Auth,
+}
+
+impl FromRef<ApiState> for Auth {
+    fn from_ref(state: &ApiState) -> Auth {
+        state.auth.clone()
+    }
+}
 
 /// Where a request sits in a causal chain; copied onto every message it causes.
 #[derive(Debug, Clone)]

@@ -2,31 +2,18 @@
 //! a valid token, writes for admins) and reservation inspection (admin).
 
 use axum::Json;
-use axum::extract::{FromRef, State};
+use axum::extract::State;
 use axum::response::Response;
-use saga_common::auth::{Auth, Caller};
-use saga_common::http::created_or_replaced;
+use saga_common::auth::{Admin, Caller};
+use saga_common::http::{ApiState, created_or_replaced};
 use saga_common::problem::{ApiJson, ApiPath, Problem};
 use serde::{Deserialize, Serialize};
-use sqlx::PgPool;
 use utoipa::{OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::store::{self, Reservation};
-
-#[derive(Clone)]
-pub struct AppState {
-    pub pool: PgPool,
-    pub auth: Auth,
-}
-
-impl FromRef<AppState> for Auth {
-    fn from_ref(state: &AppState) -> Auth {
-        state.auth.clone()
-    }
-}
 
 #[derive(OpenApi)]
 #[openapi(
@@ -39,7 +26,7 @@ impl FromRef<AppState> for Auth {
 )]
 struct ApiDoc;
 
-pub fn router(state: AppState) -> (axum::Router, utoipa::openapi::OpenApi) {
+pub fn router(state: ApiState) -> (axum::Router, utoipa::openapi::OpenApi) {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(list_products))
         .routes(routes!(get_product, put_product))
@@ -186,7 +173,7 @@ impl From<Reservation> for ReservationView {
         (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
     )
 )]
-async fn list_products(_caller: Caller, State(state): State<AppState>) -> Result<Json<ProductList>, Problem> {
+async fn list_products(_caller: Caller, State(state): State<ApiState>) -> Result<Json<ProductList>, Problem> {
     let items = store::list_products(&state.pool).await?.into_iter().map(ProductView::from).collect();
     Ok(Json(ProductList { items }))
 }
@@ -205,7 +192,7 @@ async fn list_products(_caller: Caller, State(state): State<AppState>) -> Result
 )]
 async fn get_product(
     _caller: Caller,
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     ApiPath(sku): ApiPath<String>,
 ) -> Result<Json<ProductView>, Problem> {
     store::get_product(&state.pool, &sku)
@@ -231,14 +218,11 @@ async fn get_product(
     )
 )]
 async fn put_product(
-    caller: Caller,
-    State(state): State<AppState>,
+    Admin(caller): Admin,
+    State(state): State<ApiState>,
     ApiPath(sku): ApiPath<String>,
-    // Taken as a Result so that a non-admin gets 403, whatever the body.
-    body: Result<ApiJson<PutProduct>, Problem>,
+    ApiJson(body): ApiJson<PutProduct>,
 ) -> Result<Response, Problem> {
-    caller.require_admin()?;
-    let ApiJson(body) = body?;
     body.validate(&sku)?;
     // Validated: 0..=MAX_ON_HAND, which fits the INTEGER column.
     let on_hand = i32::try_from(body.on_hand).map_err(|_| Problem::validation("on_hand is out of range"))?;
@@ -270,11 +254,10 @@ async fn put_product(
     )
 )]
 async fn get_reservation(
-    caller: Caller,
-    State(state): State<AppState>,
+    _admin: Admin,
+    State(state): State<ApiState>,
     ApiPath(order_id): ApiPath<Uuid>,
 ) -> Result<Json<ReservationView>, Problem> {
-    caller.require_admin()?;
     store::get_reservation(&state.pool, order_id)
         .await?
         .map(|r| Json(r.into()))

@@ -4,10 +4,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use saga_common::consumer::{Handler, HandlerError};
+use saga_common::consumer::{Handler, HandlerError, reply};
 use saga_common::contracts::{Message, OrderLine, PricedLine, RejectReason};
 use saga_common::envelope::Envelope;
-use saga_common::outbox;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -27,11 +26,6 @@ impl Handler for InventoryHandler {
             }
         }
     }
-}
-
-async fn reply(conn: &mut PgConnection, envelope: &Envelope, message: Message) -> Result<(), HandlerError> {
-    outbox::enqueue(conn, &[envelope.follow_up(message)]).await?;
-    Ok(())
 }
 
 async fn reserve(

@@ -2,31 +2,18 @@
 //! owner or an admin) and payment inspection (admin).
 
 use axum::Json;
-use axum::extract::{FromRef, State};
+use axum::extract::State;
 use axum::response::Response;
-use saga_common::auth::{Auth, Caller};
-use saga_common::http::created_or_replaced;
+use saga_common::auth::{Admin, Caller};
+use saga_common::http::{ApiState, created_or_replaced};
 use saga_common::problem::{ApiJson, ApiPath, Problem};
 use serde::{Deserialize, Serialize};
-use sqlx::PgPool;
 use utoipa::{OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::store;
-
-#[derive(Clone)]
-pub struct AppState {
-    pub pool: PgPool,
-    pub auth: Auth,
-}
-
-impl FromRef<AppState> for Auth {
-    fn from_ref(state: &AppState) -> Auth {
-        state.auth.clone()
-    }
-}
 
 #[derive(OpenApi)]
 #[openapi(
@@ -39,7 +26,7 @@ impl FromRef<AppState> for Auth {
 )]
 struct ApiDoc;
 
-pub fn router(state: AppState) -> (axum::Router, utoipa::openapi::OpenApi) {
+pub fn router(state: ApiState) -> (axum::Router, utoipa::openapi::OpenApi) {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(get_account, put_account))
         .routes(routes!(get_payment))
@@ -125,7 +112,7 @@ pub struct PaymentView {
 )]
 async fn get_account(
     caller: Caller,
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     ApiPath(customer_id): ApiPath<String>,
 ) -> Result<Json<AccountView>, Problem> {
     let not_found = || Problem::not_found(format!("no account {customer_id}"));
@@ -152,14 +139,11 @@ async fn get_account(
     )
 )]
 async fn put_account(
-    caller: Caller,
-    State(state): State<AppState>,
+    Admin(caller): Admin,
+    State(state): State<ApiState>,
     ApiPath(customer_id): ApiPath<String>,
-    // Taken as a Result so that a non-admin gets 403, whatever the body.
-    body: Result<ApiJson<PutAccount>, Problem>,
+    ApiJson(body): ApiJson<PutAccount>,
 ) -> Result<Response, Problem> {
-    caller.require_admin()?;
-    let ApiJson(body) = body?;
     body.validate(&customer_id)?;
     let (account, created) = store::upsert_account(&state.pool, &customer_id, body.balance_cents).await?;
     tracing::info!(
@@ -187,11 +171,10 @@ async fn put_account(
     )
 )]
 async fn get_payment(
-    caller: Caller,
-    State(state): State<AppState>,
+    _admin: Admin,
+    State(state): State<ApiState>,
     ApiPath(order_id): ApiPath<Uuid>,
 ) -> Result<Json<PaymentView>, Problem> {
-    caller.require_admin()?;
     store::get_payment(&state.pool, order_id)
         .await?
         .map(|p| {

@@ -2,10 +2,9 @@
 //! the consumer's transaction; its replies go to the outbox through the same
 //! connection.
 
-use saga_common::consumer::{Handler, HandlerError};
+use saga_common::consumer::{Handler, HandlerError, reply};
 use saga_common::contracts::{DeclineReason, Message};
 use saga_common::envelope::Envelope;
-use saga_common::outbox;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -24,11 +23,6 @@ impl Handler for PaymentHandler {
             other => Err(HandlerError::Rejected(format!("{} does not belong on the payment queue", other.type_name()))),
         }
     }
-}
-
-async fn reply(conn: &mut PgConnection, envelope: &Envelope, message: Message) -> Result<(), HandlerError> {
-    outbox::enqueue(conn, &[envelope.follow_up(message)]).await?;
-    Ok(())
 }
 
 async fn charge(

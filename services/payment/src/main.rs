@@ -32,6 +32,7 @@ async fn main() {
     let args = saga_common::config::parse::<Args>();
     let mut service = Service::start("payment-service", args.service, &MIGRATOR).await;
     service.consume(Destination::Payment, Arc::new(handlers::PaymentHandler));
-    let (router, openapi) = api::router(api::AppState { pool: service.pool.clone(), auth: service.auth.clone() });
+    let (router, openapi) =
+        api::router(saga_common::http::ApiState { pool: service.pool.clone(), auth: service.auth.clone() });
     service.run(args.http_addr, router, openapi).await;
 }
