@@ -293,26 +293,22 @@ impl Platform {
 
     /// Polls until the order reaches `status` (panics after `within`).
     pub async fn wait_status(&self, id: &str, status: &str, within: Duration) -> Value {
-        let deadline = Instant::now() + within;
-        loop {
-            let order = self.order(id).await;
-            if order["status"] == status {
-                return order;
-            }
-            assert!(Instant::now() < deadline, "order {id} is {} not {status}: {order}", order["status"]);
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        self.wait_order(id, within, |order| order["status"] == status).await
     }
 
     /// Polls until the order leaves PENDING.
     pub async fn wait_final(&self, id: &str, within: Duration) -> Value {
+        self.wait_order(id, within, |order| order["status"] != "PENDING").await
+    }
+
+    async fn wait_order(&self, id: &str, within: Duration, done: impl Fn(&Value) -> bool) -> Value {
         let deadline = Instant::now() + within;
         loop {
             let order = self.order(id).await;
-            if order["status"] != "PENDING" {
+            if done(&order) {
                 return order;
             }
-            assert!(Instant::now() < deadline, "order {id} still PENDING: {order}");
+            assert!(Instant::now() < deadline, "order {id} did not get there in {within:?}: {order}");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }

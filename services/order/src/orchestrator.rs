@@ -8,6 +8,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use saga_common::consumer::{Handler, HandlerError};
+use saga_common::contracts::Message;
 use saga_common::envelope::{Envelope, child_traceparent};
 use saga_common::metrics::{Metrics, latency_histogram};
 use saga_common::outbox;
@@ -49,11 +50,8 @@ impl Orchestrator {
             if transition.state != *before {
                 timeline.push(("state.changed", json!({"from": before.name(), "to": transition.state.name()})));
             }
-            let commands = self.commands(order, cause, &transition.commands);
-            for command in &commands {
-                let kind = if is_compensation(&command.message) { "compensation.sent" } else { "command.sent" };
-                timeline.push((kind, json!({"type": command.message.type_name(), "message_id": command.message_id})));
-            }
+            let commands = envelopes(order, cause, &transition.commands);
+            timeline.extend(commands.iter().map(sent));
             let deadline_secs = transition
                 .state
                 .awaits_reply()
@@ -65,21 +63,6 @@ impl Orchestrator {
         }
         store::record_events(conn, order.id, &timeline).await?;
         Ok(transition)
-    }
-
-    fn commands(
-        &self,
-        order: &OrderRow,
-        cause: Option<&Envelope>,
-        messages: &[saga_common::contracts::Message],
-    ) -> Vec<Envelope> {
-        messages
-            .iter()
-            .map(|message| match cause {
-                Some(cause) => cause.follow_up(message.clone()),
-                None => Envelope::new(message.clone(), &order.correlation_id, &child_traceparent(&order.traceparent)),
-            })
-            .collect()
     }
 
     fn observe_finish(
@@ -102,9 +85,25 @@ impl Orchestrator {
     }
 }
 
-fn is_compensation(message: &saga_common::contracts::Message) -> bool {
-    use saga_common::contracts::Message::*;
-    matches!(message, ReleaseStock { .. } | RefundPayment { .. })
+/// The saga's commands as messages. `cause` is the message that caused them,
+/// if any; otherwise they continue the order's own correlation id and trace.
+fn envelopes(order: &OrderRow, cause: Option<&Envelope>, messages: &[Message]) -> Vec<Envelope> {
+    messages
+        .iter()
+        .map(|message| match cause {
+            Some(cause) => cause.follow_up(message.clone()),
+            None => Envelope::new(message.clone(), &order.correlation_id, &child_traceparent(&order.traceparent)),
+        })
+        .collect()
+}
+
+/// The timeline entry for a command the saga sent.
+pub fn sent(command: &Envelope) -> (&'static str, serde_json::Value) {
+    let kind = match command.message {
+        Message::ReleaseStock { .. } | Message::RefundPayment { .. } => "compensation.sent",
+        _ => "command.sent",
+    };
+    (kind, json!({"type": command.message.type_name(), "message_id": command.message_id}))
 }
 
 fn describe(event: &Event, effect: &Effect) -> (&'static str, serde_json::Value) {

@@ -8,6 +8,7 @@ use std::time::Duration;
 use saga_common::outbox::OutboxSignal;
 use saga_common::runtime::Shutdown;
 use sqlx::PgPool;
+use tracing::Instrument;
 
 use crate::orchestrator::Orchestrator;
 use crate::saga::Event;
@@ -47,10 +48,8 @@ impl TimeoutWorker {
         let overdue = store::lock_overdue(&mut tx, BATCH).await?;
         for order in &overdue {
             let span = tracing::info_span!("timeout", correlation_id = %order.correlation_id, order_id = %order.id);
-            let _entered = span.enter();
-            tracing::warn!(step = order.saga.0.name(), "step timed out");
-            drop(_entered);
-            self.orchestrator.advance(&mut tx, order, Event::StepTimedOut, None).await?;
+            span.in_scope(|| tracing::warn!(step = order.saga.0.name(), "step timed out"));
+            self.orchestrator.advance(&mut tx, order, Event::StepTimedOut, None).instrument(span).await?;
         }
         tx.commit().await?;
         if !overdue.is_empty() {
