@@ -1,0 +1,708 @@
+"""Offline checks of the Helm chart, the CRD and the examples.
+
+Run through scripts/check-chart.sh, which provides the virtualenv. For every
+value combination in CASES (the chart's defaults, every examples/values-*.yaml
+and every charts/saga-platform/ci/*-values.yaml):
+
+  * the values pass values.schema.json, `helm lint --strict` (Kubernetes 1.33)
+    reports nothing, and the chart renders (Helm library, client side);
+  * every rendered object validates against the Kubernetes 1.33 JSON schemas in
+    strict mode (unknown fields are errors); a SagaPlatform validates against
+    the CRD's openAPIV3Schema; a ServiceMonitor/PodMonitor gets a structural
+    check (no schema for it ships with kubernetes-validate);
+  * every workload is hardened: liveness and readiness probes on named ports,
+    resources, runAsNonRoot, non-zero user, readOnlyRootFilesystem, no
+    privilege escalation, all capabilities dropped, seccomp RuntimeDefault, no
+    host namespaces or hostPath, pinned image tags;
+  * RBAC has no wildcard and grants exactly EXPECTED_RULES (what the operator
+    calls), bindings point at roles and service accounts that exist;
+  * Services select pods that exist, on ports those pods declare; every Secret a
+    pod or the SagaPlatform reads is rendered too (dev mode) or is declared
+    external by the case.
+
+Values that must be refused (NEGATIVE_CASES) must fail the schema or the
+render. Then the CRD: the chart's copy equals crds/sagaplatform.yaml byte for
+byte, and equals `target/debug/saga-operator crd` when that binary exists;
+it validates as a CustomResourceDefinition. Every SagaPlatform in examples/
+validates against the CRD schema; every other example object against
+Kubernetes 1.33.
+
+Exit status 0 when every check passed, 1 otherwise; the failures are listed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import subprocess
+import sys
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import helm_python as helm
+import jsonschema
+import kubernetes_validate
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+CHART = ROOT / "charts" / "saga-platform"
+CRD_SOURCE = ROOT / "crds" / "sagaplatform.yaml"
+CHART_CRD = CHART / "crds" / "sagaplatform.yaml"
+OPERATOR_BIN = ROOT / "target" / "debug" / "saga-operator"
+EXAMPLES = ROOT / "examples"
+KUBE_VERSION = "1.33.0"
+RELEASE = "demo"
+NAMESPACE = "saga"
+
+# The operator's API calls (operator/src), as RBAC rules: (apiGroup, resource) -> verbs.
+# The rendered ClusterRole must grant exactly these, no more and no fewer.
+EXPECTED_CLUSTER_RULES: dict[tuple[str, str], set[str]] = {
+    ("saga.dev", "sagaplatforms"): {"get", "list", "watch", "patch"},
+    ("saga.dev", "sagaplatforms/status"): {"get", "patch"},
+    ("saga.dev", "sagaplatforms/finalizers"): {"update"},
+    ("apps", "deployments"): {"get", "list", "watch", "create", "patch", "delete"},
+    ("", "services"): {"get", "list", "watch", "create", "patch", "delete"},
+    ("", "configmaps"): {"get", "list", "watch", "create", "patch", "delete"},
+    ("", "secrets"): {"get", "list", "watch"},
+    ("events.k8s.io", "events"): {"create", "patch"},
+}
+# Leader election: a namespaced Role in the release namespace.
+EXPECTED_LEADER_RULES: dict[tuple[str, str], set[str]] = {
+    ("coordination.k8s.io", "leases"): {"get", "create", "update"},
+}
+
+WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob", "Pod"}
+
+
+@dataclass
+class Case:
+    """One value combination the chart is rendered with."""
+
+    label: str
+    values_files: list[Path] = field(default_factory=list)
+    # Secrets the rendered objects may reference without rendering them
+    # (created by the user, e.g. production values); read from the values
+    # file's "# check-chart: external-secrets a,b" comment.
+    external_secrets: set[str] = field(default_factory=set)
+
+    def values(self) -> dict[str, Any]:
+        merged: dict[str, Any] = {}
+        for path in self.values_files:
+            merged = deep_merge(merged, yaml.safe_load(path.read_text()) or {})
+        return merged
+
+
+# Values the chart must refuse: (label, values, a fragment of the expected error).
+NEGATIVE_CASES: list[tuple[str, dict[str, Any], str]] = [
+    ("unknown top-level key", {"operatr": {}}, "operatr"),
+    ("unknown operator key", {"operator": {"replica": 2}}, "replica"),
+    ("two operators without leader election", {"operator": {"replicas": 2, "leaderElection": {"enabled": False}}}, "leaderElection"),
+    ("negative replicas", {"operator": {"replicas": -1}}, "replicas"),
+    ("root operator user", {"operator": {"runAsUser": 0}}, "runAsUser"),
+    ("log format", {"operator": {"logFormat": "xml"}}, "logFormat"),
+    ("dev password not URL-safe", {"dev": {"enabled": True, "password": "p@ss:word/1"}}, "password"),
+    ("short JWT secret", {"dev": {"enabled": True, "jwtSecret": "short"}}, "jwtSecret"),
+    ("node port out of range", {"expose": {"order": {"enabled": True, "nodePort": 8080}}}, "nodePort"),
+    ("platform name", {"platform": {"create": True, "name": "Saga_Platform"}}, "name"),
+    ("image without repository", {"operator": {"image": {"repository": ""}}}, "repository"),
+]
+
+
+class Failure(Exception):
+    pass
+
+
+class Checker:
+    def __init__(self) -> None:
+        self.passed = 0
+        self.failures: list[str] = []
+
+    def check(self, name: str, fn: Callable[[], None]) -> None:
+        try:
+            fn()
+        except Failure as e:
+            self.failures.append(f"{name}: {e}")
+            print(f"FAIL {name}\n     {str(e).replace(chr(10), chr(10) + '     ')}")
+        except Exception as e:  # a crash of a check is a failure too
+            self.failures.append(f"{name}: {type(e).__name__}: {e}")
+            print(f"FAIL {name}: {type(e).__name__}: {e}")
+            traceback.print_exc()
+        else:
+            self.passed += 1
+            print(f"ok   {name}")
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def load_docs(text: str) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all(text) if d]
+
+
+def ident(obj: dict[str, Any]) -> str:
+    meta = obj.get("metadata") or {}
+    return f"{obj.get('kind')}/{meta.get('name')}"
+
+
+def require(condition: bool, message: str) -> None:
+    if not condition:
+        raise Failure(message)
+
+
+def collect(problems: list[str]) -> None:
+    if problems:
+        raise Failure("\n".join(problems))
+
+
+def discover_cases() -> list[Case]:
+    cases = [Case("defaults")]
+    files = sorted(EXAMPLES.glob("values-*.yaml")) + sorted((CHART / "ci").glob("*-values.yaml"))
+    for path in files:
+        external: set[str] = set()
+        for line in path.read_text().splitlines():
+            marker = "# check-chart: external-secrets"
+            if line.startswith(marker):
+                external |= {s.strip() for s in line[len(marker):].split(",") if s.strip()}
+        cases.append(Case(str(path.relative_to(ROOT)), [path], external))
+    return cases
+
+
+# ---------------------------------------------------------------- Helm
+
+
+def render(values: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
+    """Renders the chart; returns the objects and NOTES.txt."""
+    with helm.Chart.load(str(CHART)) as chart:
+        chart.validate_schema(values)
+        manifests = chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+    objects: list[dict[str, Any]] = []
+    notes = ""
+    for path, text in sorted(manifests.items()):
+        if path.endswith("NOTES.txt"):
+            notes = text
+            continue
+        for doc in load_docs(text):
+            doc.setdefault("__source", path)
+            objects.append(doc)
+    return objects, notes
+
+
+def lint(values: dict[str, Any]) -> None:
+    report = helm.lint(str(CHART), values, strict=True, namespace=NAMESPACE, kube_version=f"v{KUBE_VERSION}")
+    problems = [f"[{m.get('severity')}] {m.get('path')}: {m.get('error')}" for m in report.get("messages", []) if (m.get("severity") or 0) >= 2]
+    problems += [str(e) for e in report.get("errors") or []]
+    collect(problems)
+
+
+# ---------------------------------------------------------------- schemas
+
+
+def strict_crd_schema(schema: Any) -> Any:
+    """The CRD's openAPIV3Schema as JSON Schema, with unknown fields refused
+    (as `kubectl apply`'s strict field validation does) unless the schema
+    preserves them."""
+    if isinstance(schema, list):
+        return [strict_crd_schema(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: strict_crd_schema(v) for k, v in schema.items()}
+    if out.get("nullable") and "type" in out:
+        out["type"] = [out["type"], "null"]
+    if (
+        out.get("type") == "object"
+        and "properties" in out
+        and "additionalProperties" not in out
+        and not out.get("x-kubernetes-preserve-unknown-fields")
+    ):
+        out["additionalProperties"] = False
+    return out
+
+
+def load_crd(path: Path) -> dict[str, Any]:
+    docs = load_docs(path.read_text())
+    require(len(docs) == 1, f"{path.relative_to(ROOT)}: expected one document, found {len(docs)}")
+    return docs[0]
+
+
+def crd_validator(crd: dict[str, Any], version: str = "v1alpha1") -> jsonschema.Validator:
+    for v in crd["spec"]["versions"]:
+        if v["name"] == version:
+            schema = strict_crd_schema(v["schema"]["openAPIV3Schema"])
+            return jsonschema.Draft202012Validator(schema)
+    raise Failure(f"CRD has no version {version}")
+
+
+def validate_custom_resource(obj: dict[str, Any], crd: dict[str, Any]) -> list[str]:
+    group = crd["spec"]["group"]
+    api_version = obj.get("apiVersion", "")
+    g, _, version = api_version.rpartition("/")
+    if g != group:
+        return [f"{ident(obj)}: apiVersion {api_version} is not of group {group}"]
+    body = {k: v for k, v in obj.items() if not k.startswith("__")}
+    # apiVersion/kind/metadata are checked by the API server, not the schema.
+    errors = sorted(crd_validator(crd, version).iter_errors(body), key=lambda e: list(e.path))
+    return [f"{ident(obj)}: {'.'.join(map(str, e.path)) or '(root)'}: {e.message}" for e in errors]
+
+
+def validate_kubernetes(obj: dict[str, Any]) -> list[str]:
+    body = {k: v for k, v in obj.items() if not k.startswith("__")}
+    try:
+        kubernetes_validate.validate(body, KUBE_VERSION, strict=True)
+    except kubernetes_validate.ValidationError as e:
+        path = ".".join(str(p) for p in e.path)
+        return [f"{ident(obj)}: {path or '(root)'}: {e.message}"]
+    except kubernetes_validate.SchemaNotFoundError as e:
+        return [f"{ident(obj)}: no Kubernetes {KUBE_VERSION} schema for it ({e.message})"]
+    return []
+
+
+def validate_monitor(obj: dict[str, Any]) -> list[str]:
+    """ServiceMonitor / PodMonitor (monitoring.coreos.com/v1): kubernetes-validate
+    has no schema for the Prometheus Operator's CRDs, so check the fields we use."""
+    p: list[str] = []
+    kind = obj["kind"]
+    spec = obj.get("spec") or {}
+    allowed_spec = {"selector", "namespaceSelector", "endpoints" if kind == "ServiceMonitor" else "podMetricsEndpoints", "jobLabel"}
+    if obj.get("apiVersion") != "monitoring.coreos.com/v1":
+        p.append(f"{ident(obj)}: apiVersion must be monitoring.coreos.com/v1")
+    extra = set(spec) - allowed_spec
+    if extra:
+        p.append(f"{ident(obj)}: unexpected spec fields {sorted(extra)}")
+    if not (spec.get("selector") or {}).get("matchLabels"):
+        p.append(f"{ident(obj)}: spec.selector.matchLabels is empty (would select everything)")
+    endpoints = spec.get("endpoints" if kind == "ServiceMonitor" else "podMetricsEndpoints") or []
+    if not endpoints:
+        p.append(f"{ident(obj)}: no endpoints")
+    for ep in endpoints:
+        extra = set(ep) - {"port", "path", "interval", "scrapeTimeout", "scheme"}
+        if extra:
+            p.append(f"{ident(obj)}: unexpected endpoint fields {sorted(extra)}")
+        if not isinstance(ep.get("port"), str) or not ep.get("port"):
+            p.append(f"{ident(obj)}: endpoint needs a named port")
+        if ep.get("path") != "/metrics":
+            p.append(f"{ident(obj)}: endpoint path must be /metrics")
+    return p
+
+
+# ---------------------------------------------------------------- rendered-output assertions
+
+
+def pod_spec(obj: dict[str, Any]) -> dict[str, Any] | None:
+    kind = obj.get("kind")
+    spec = obj.get("spec") or {}
+    if kind == "Pod":
+        return spec
+    if kind == "CronJob":
+        return spec["jobTemplate"]["spec"]["template"]["spec"]
+    if kind in WORKLOAD_KINDS:
+        return spec["template"]["spec"]
+    return None
+
+
+def pod_labels(obj: dict[str, Any]) -> dict[str, str]:
+    if obj["kind"] == "Pod":
+        return obj["metadata"].get("labels") or {}
+    if obj["kind"] == "CronJob":
+        return obj["spec"]["jobTemplate"]["spec"]["template"]["metadata"].get("labels") or {}
+    return obj["spec"]["template"]["metadata"].get("labels") or {}
+
+
+def check_hardening(objects: list[dict[str, Any]]) -> None:
+    p: list[str] = []
+    workloads = [o for o in objects if o["kind"] in WORKLOAD_KINDS]
+    require(workloads, "no workload rendered")
+    for obj in workloads:
+        spec = pod_spec(obj)
+        assert spec is not None
+        where = ident(obj)
+        for flag in ("hostNetwork", "hostPID", "hostIPC"):
+            if spec.get(flag):
+                p.append(f"{where}: {flag} is set")
+        for vol in spec.get("volumes") or []:
+            if "hostPath" in vol:
+                p.append(f"{where}: volume {vol.get('name')} is a hostPath")
+        psc = spec.get("securityContext") or {}
+        if obj["kind"] == "Deployment":
+            selector = (obj["spec"].get("selector") or {}).get("matchLabels") or {}
+            labels = pod_labels(obj)
+            if not selector or any(labels.get(k) != v for k, v in selector.items()):
+                p.append(f"{where}: selector {selector} does not match the pod labels {labels}")
+        containers = [("container", c) for c in spec.get("containers") or []]
+        containers += [("initContainer", c) for c in spec.get("initContainers") or []]
+        for role, c in containers:
+            cwhere = f"{where} {role} {c.get('name')}"
+            csc = c.get("securityContext") or {}
+
+            def effective(key: str) -> Any:
+                return csc[key] if key in csc else psc.get(key)
+
+            if csc.get("allowPrivilegeEscalation") is not False:
+                p.append(f"{cwhere}: securityContext.allowPrivilegeEscalation must be false")
+            if csc.get("readOnlyRootFilesystem") is not True:
+                p.append(f"{cwhere}: securityContext.readOnlyRootFilesystem must be true")
+            if csc.get("privileged"):
+                p.append(f"{cwhere}: privileged")
+            caps = csc.get("capabilities") or {}
+            if "ALL" not in (caps.get("drop") or []):
+                p.append(f"{cwhere}: securityContext.capabilities.drop must contain ALL")
+            if caps.get("add"):
+                p.append(f"{cwhere}: adds capabilities {caps['add']}")
+            if effective("runAsNonRoot") is not True:
+                p.append(f"{cwhere}: runAsNonRoot must be true (pod or container)")
+            uid = effective("runAsUser")
+            if uid is not None and int(uid) == 0:
+                p.append(f"{cwhere}: runAsUser 0")
+            seccomp = (effective("seccompProfile") or {}).get("type")
+            if seccomp != "RuntimeDefault":
+                p.append(f"{cwhere}: seccompProfile.type must be RuntimeDefault, is {seccomp}")
+            image = c.get("image") or ""
+            last = image.rsplit("/", 1)[-1]
+            if "@sha256:" not in image and (":" not in last or last.endswith(":latest")):
+                p.append(f"{cwhere}: image {image!r} must have a pinned tag or digest")
+            res = c.get("resources") or {}
+            for key in ("requests.cpu", "requests.memory", "limits.memory"):
+                section, name = key.split(".")
+                if not (res.get(section) or {}).get(name):
+                    p.append(f"{cwhere}: resources.{key} is not set")
+            if role != "container":
+                continue
+            port_names = {port.get("name") for port in c.get("ports") or []}
+            port_numbers = {port.get("containerPort") for port in c.get("ports") or []}
+            for probe_name in ("livenessProbe", "readinessProbe"):
+                probe = c.get(probe_name)
+                if not probe:
+                    p.append(f"{cwhere}: no {probe_name}")
+                    continue
+                for handler in ("httpGet", "tcpSocket", "grpc"):
+                    if handler in probe:
+                        port = probe[handler].get("port")
+                        if port not in port_names and port not in port_numbers:
+                            p.append(f"{cwhere}: {probe_name} uses port {port!r}, which the container does not declare")
+                if not any(h in probe for h in ("httpGet", "tcpSocket", "grpc", "exec")):
+                    p.append(f"{cwhere}: {probe_name} has no handler")
+    collect(p)
+
+
+def check_operator(objects: list[dict[str, Any]], values: dict[str, Any]) -> None:
+    """The operator Deployment specifically: its probes hit /healthz and /readyz."""
+    ops = [o for o in objects if o["kind"] == "Deployment" and (o["metadata"].get("labels") or {}).get("app.kubernetes.io/component") == "operator"]
+    require(len(ops) == 1, f"expected one operator Deployment, found {len(ops)}")
+    spec = pod_spec(ops[0]) or {}
+    c = spec["containers"][0]
+    p: list[str] = []
+    if (c.get("livenessProbe") or {}).get("httpGet", {}).get("path") != "/healthz":
+        p.append("operator livenessProbe must be GET /healthz")
+    if (c.get("readinessProbe") or {}).get("httpGet", {}).get("path") != "/readyz":
+        p.append("operator readinessProbe must be GET /readyz")
+    if not c.get("startupProbe"):
+        p.append("operator has no startupProbe")
+    replicas = ops[0]["spec"].get("replicas", 1)
+    leader = any(o["kind"] == "Role" for o in objects if "leader" in o["metadata"]["name"])
+    if replicas > 1 and not leader:
+        p.append("operator replicas > 1 without the leader-election Role")
+    sa = spec.get("serviceAccountName")
+    sas = {o["metadata"]["name"] for o in objects if o["kind"] == "ServiceAccount"}
+    if (values.get("serviceAccount") or {}).get("create", True) and sa not in sas:
+        p.append(f"operator serviceAccountName {sa!r} is not rendered (ServiceAccounts: {sorted(sas)})")
+    collect(p)
+
+
+def rules_of(role: dict[str, Any]) -> tuple[dict[tuple[str, str], set[str]], list[str]]:
+    granted: dict[tuple[str, str], set[str]] = {}
+    p: list[str] = []
+    for i, rule in enumerate(role.get("rules") or []):
+        where = f"{ident(role)} rule {i}"
+        if rule.get("nonResourceURLs"):
+            p.append(f"{where}: nonResourceURLs {rule['nonResourceURLs']}")
+        for key in ("apiGroups", "resources", "verbs", "resourceNames"):
+            if any("*" in str(x) for x in rule.get(key) or []):
+                p.append(f"{where}: wildcard in {key}: {rule.get(key)}")
+        for verb in rule.get("verbs") or []:
+            if verb in {"escalate", "bind", "impersonate"}:
+                p.append(f"{where}: dangerous verb {verb}")
+        for group in rule.get("apiGroups") or []:
+            for resource in rule.get("resources") or []:
+                granted.setdefault((group, resource), set()).update(rule.get("verbs") or [])
+    return granted, p
+
+
+def diff_rules(where: str, granted: dict[tuple[str, str], set[str]], expected: dict[tuple[str, str], set[str]]) -> list[str]:
+    p = []
+    for key in sorted(set(granted) | set(expected)):
+        have, want = granted.get(key, set()), expected.get(key, set())
+        if have - want:
+            p.append(f"{where}: {key[0] or 'core'}/{key[1]} grants {sorted(have - want)} that the operator does not use")
+        if want - have:
+            p.append(f"{where}: {key[0] or 'core'}/{key[1]} lacks {sorted(want - have)} that the operator needs")
+    return p
+
+
+def check_rbac(objects: list[dict[str, Any]], values: dict[str, Any]) -> None:
+    p: list[str] = []
+    roles = {(o["kind"], o["metadata"]["name"]): o for o in objects if o["kind"] in {"Role", "ClusterRole"}}
+    if not (values.get("rbac") or {}).get("create", True):
+        require(not roles, "rbac.create=false still renders roles")
+        return
+    cluster = [r for (k, _), r in roles.items() if k == "ClusterRole"]
+    namespaced = [r for (k, _), r in roles.items() if k == "Role"]
+    require(len(cluster) == 1, f"expected one ClusterRole, found {len(cluster)}")
+    granted, problems = rules_of(cluster[0])
+    p += problems + diff_rules(ident(cluster[0]), granted, EXPECTED_CLUSTER_RULES)
+    leader = (values.get("operator") or {}).get("leaderElection", {}).get("enabled", True)
+    if leader:
+        require(len(namespaced) == 1, f"expected one leader-election Role, found {len(namespaced)}")
+        granted, problems = rules_of(namespaced[0])
+        p += problems + diff_rules(ident(namespaced[0]), granted, EXPECTED_LEADER_RULES)
+        if namespaced[0]["metadata"].get("namespace") != NAMESPACE:
+            p.append("leader-election Role is not in the release namespace")
+    else:
+        require(not namespaced, "leader election disabled but a Role is rendered")
+    sas = {(o["metadata"].get("namespace"), o["metadata"]["name"]) for o in objects if o["kind"] == "ServiceAccount"}
+    bindings = [o for o in objects if o["kind"] in {"RoleBinding", "ClusterRoleBinding"}]
+    require(len(bindings) == len(roles), f"{len(roles)} roles but {len(bindings)} bindings")
+    for b in bindings:
+        ref = b["roleRef"]
+        if (ref["kind"], ref["name"]) not in roles:
+            p.append(f"{ident(b)}: roleRef {ref['kind']}/{ref['name']} is not rendered")
+        if b["kind"] == "RoleBinding" and ref["kind"] == "ClusterRole":
+            p.append(f"{ident(b)}: binds a ClusterRole")
+        for s in b.get("subjects") or []:
+            if s.get("kind") != "ServiceAccount":
+                p.append(f"{ident(b)}: subject {s} is not a ServiceAccount")
+            elif (values.get("serviceAccount") or {}).get("create", True) and (s.get("namespace"), s["name"]) not in sas:
+                p.append(f"{ident(b)}: subject {s['namespace']}/{s['name']} is not rendered")
+    collect(p)
+
+
+def check_references(objects: list[dict[str, Any]], crd: dict[str, Any] | None, case: Case) -> None:
+    """Services select rendered pods on declared ports; every Secret read is there."""
+    p: list[str] = []
+    workloads = [o for o in objects if o["kind"] in WORKLOAD_KINDS]
+    secrets = {o["metadata"]["name"]: o for o in objects if o["kind"] == "Secret"} 
+    for svc in (o for o in objects if o["kind"] == "Service"):
+        selector = svc["spec"].get("selector") or {}
+        targets = [w for w in workloads if selector and all(pod_labels(w).get(k) == v for k, v in selector.items())]
+        external = svc["spec"].get("selector") and any(k == "saga.dev/platform" or k.startswith("saga.dev/") for k in selector)
+        if not targets and not external:
+            p.append(f"{ident(svc)}: selector {selector} matches no rendered pod")
+            continue
+        for port in svc["spec"].get("ports") or []:
+            target = port.get("targetPort", port.get("port"))
+            for w in targets:
+                spec = pod_spec(w) or {}
+                declared = {q.get("name") for c in spec.get("containers", []) for q in c.get("ports") or []}
+                declared |= {q.get("containerPort") for c in spec.get("containers", []) for q in c.get("ports") or []}
+                if target not in declared:
+                    p.append(f"{ident(svc)}: targetPort {target!r} is not declared by {ident(w)}")
+    def need_secret(where: str, name: str, key: str | None) -> None:
+        if name in case.external_secrets:
+            return
+        s = secrets.get(name)
+        if s is None:
+            p.append(f"{where}: reads Secret {name!r}, which is not rendered (declare it external in the values file if the user creates it)")
+            return
+        keys = set(s.get("data") or {}) | set(s.get("stringData") or {})
+        if key is not None and key not in keys:
+            p.append(f"{where}: reads key {key!r} of Secret {name!r}, which has only {sorted(keys)}")
+    for w in workloads:
+        spec = pod_spec(w) or {}
+        for c in (spec.get("containers") or []) + (spec.get("initContainers") or []):
+            for env in c.get("env") or []:
+                ref = (env.get("valueFrom") or {}).get("secretKeyRef")
+                if ref:
+                    need_secret(f"{ident(w)} env {env['name']}", ref["name"], ref.get("key"))
+    for sp in (o for o in objects if o["kind"] == "SagaPlatform"):
+        spec = sp.get("spec") or {}
+        refs = [("broker.urlSecret", (spec.get("broker") or {}).get("urlSecret")), ("auth.jwtSecret", (spec.get("auth") or {}).get("jwtSecret"))]
+        refs += [(f"{s}.databaseUrlSecret", (spec.get(s) or {}).get("databaseUrlSecret")) for s in ("order", "payment", "inventory")]
+        for where, ref in refs:
+            if ref:
+                need_secret(f"{ident(sp)} {where}", ref["name"], ref["key"])
+    collect(p)
+
+
+def check_objects(objects: list[dict[str, Any]], crd: dict[str, Any] | None) -> None:
+    p: list[str] = []
+    seen: set[tuple[str, str, str]] = set()
+    for obj in objects:
+        meta = obj.get("metadata") or {}
+        key = (obj.get("kind", ""), meta.get("namespace", ""), meta.get("name", ""))
+        if key in seen:
+            p.append(f"{ident(obj)}: rendered twice")
+        seen.add(key)
+        if obj.get("kind") == "SagaPlatform":
+            if crd is None:
+                p.append(f"{ident(obj)}: no CRD to validate it against")
+            else:
+                p += validate_custom_resource(obj, crd)
+        elif obj.get("apiVersion", "").startswith("monitoring.coreos.com/"):
+            p += validate_monitor(obj)
+        else:
+            p += validate_kubernetes(obj)
+        labels = meta.get("labels") or {}
+        for label in ("app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/managed-by", "helm.sh/chart"):
+            if label not in labels:
+                p.append(f"{ident(obj)}: label {label} missing")
+        namespaced = obj.get("kind") not in {"ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition", "Namespace"}
+        if namespaced and not meta.get("namespace"):
+            p.append(f"{ident(obj)}: no metadata.namespace")
+    collect(p)
+
+
+# ---------------------------------------------------------------- CRD and examples
+
+
+def check_crd_copy() -> None:
+    require(CHART_CRD.exists(), f"{CHART_CRD.relative_to(ROOT)} is missing")
+    if not CRD_SOURCE.exists():
+        raise Failure(f"{CRD_SOURCE.relative_to(ROOT)} is missing (generated by `saga-operator crd`)")
+    if CRD_SOURCE.read_bytes() != CHART_CRD.read_bytes():
+        raise Failure(
+            f"{CHART_CRD.relative_to(ROOT)} differs from {CRD_SOURCE.relative_to(ROOT)}; "
+            f"fix: cp {CRD_SOURCE.relative_to(ROOT)} {CHART_CRD.relative_to(ROOT)}"
+        )
+
+
+def check_crd_generated() -> None:
+    if not OPERATOR_BIN.exists():
+        print(f"     ({OPERATOR_BIN.relative_to(ROOT)} not built: comparing only the files)")
+        return
+    out = subprocess.run([str(OPERATOR_BIN), "crd"], capture_output=True, text=True, timeout=60)
+    require(out.returncode == 0, f"saga-operator crd exited {out.returncode}: {out.stderr.strip()}")
+    require(
+        out.stdout.encode() == CHART_CRD.read_bytes(),
+        f"`saga-operator crd` output differs from {CHART_CRD.relative_to(ROOT)}; "
+        f"fix: target/debug/saga-operator crd > {CRD_SOURCE.relative_to(ROOT)} && cp {CRD_SOURCE.relative_to(ROOT)} {CHART_CRD.relative_to(ROOT)}",
+    )
+
+
+def check_crd_valid(crd: dict[str, Any]) -> None:
+    p = validate_kubernetes(crd)
+    spec = crd.get("spec") or {}
+    names = spec.get("names") or {}
+    if spec.get("group") != "saga.dev":
+        p.append(f"group is {spec.get('group')}, not saga.dev")
+    if spec.get("scope") != "Namespaced":
+        p.append("scope is not Namespaced")
+    if names.get("kind") != "SagaPlatform" or "sp" not in (names.get("shortNames") or []):
+        p.append("kind SagaPlatform with short name sp expected")
+    versions = {v["name"]: v for v in spec.get("versions") or []}
+    v = versions.get("v1alpha1")
+    if not v or not v.get("served") or not v.get("storage"):
+        p.append("v1alpha1 must be served and the storage version")
+    elif "status" not in (v.get("subresources") or {}):
+        p.append("v1alpha1 has no status subresource")
+    if v:
+        try:
+            jsonschema.Draft202012Validator.check_schema(strict_crd_schema(v["schema"]["openAPIV3Schema"]))
+        except jsonschema.SchemaError as e:
+            p.append(f"openAPIV3Schema is not a valid schema: {e.message}")
+    collect(p)
+
+
+def example_files() -> list[Path]:
+    return [p for p in sorted(EXAMPLES.glob("*.yaml")) if not p.name.startswith("values-")]
+
+
+def check_example(path: Path, crd: dict[str, Any] | None) -> None:
+    docs = load_docs(path.read_text())
+    require(docs, "no objects")
+    p: list[str] = []
+    for doc in docs:
+        if doc.get("kind") == "SagaPlatform":
+            if crd is None:
+                p.append(f"{ident(doc)}: no CRD to validate it against")
+            else:
+                p += validate_custom_resource(doc, crd)
+        else:
+            p += validate_kubernetes(doc)
+    collect(p)
+
+
+# ---------------------------------------------------------------- main
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dump", metavar="DIR", help="also write each case's rendered manifests to DIR")
+    args = parser.parse_args()
+    helm.disable_logging()
+    c = Checker()
+    crd: dict[str, Any] | None = None
+
+    print(f"==> CRD ({CHART_CRD.relative_to(ROOT)})")
+    c.check("CRD: chart copy equals crds/sagaplatform.yaml", check_crd_copy)
+    c.check("CRD: equals `saga-operator crd` output (if built)", check_crd_generated)
+    if CHART_CRD.exists():
+        try:
+            crd = load_crd(CHART_CRD)
+        except Exception as e:  # reported by the next check
+            print(f"     cannot read the CRD: {e}")
+    c.check("CRD: valid CustomResourceDefinition (Kubernetes 1.33, strict) with the contract's names", lambda: check_crd_valid(crd) if crd else (_ for _ in ()).throw(Failure("no CRD")))
+
+    print("==> examples/")
+    for path in example_files():
+        c.check(f"example {path.relative_to(ROOT)} validates", lambda path=path: check_example(path, crd))
+
+    for case in discover_cases():
+        print(f"==> values: {case.label}")
+        values = case.values()
+        rendered: dict[str, Any] = {}
+
+        def do_render(values: dict[str, Any] = values) -> None:
+            objects, notes = render(values)
+            require(notes.strip() != "", "NOTES.txt renders empty")
+            rendered["objects"] = objects
+            if args.dump:
+                out = Path(args.dump) / (case.label.replace("/", "_") + ".yaml")
+                out.parent.mkdir(parents=True, exist_ok=True)
+                out.write_text(yaml.safe_dump_all([{k: v for k, v in o.items() if not k.startswith("__")} for o in objects], sort_keys=False) + "---\n# NOTES.txt\n" + "".join("# " + l + "\n" for l in notes.splitlines()))
+
+        c.check(f"[{case.label}] values schema + render", do_render)
+        c.check(f"[{case.label}] helm lint --strict", lambda values=values: lint(values))
+        objects = rendered.get("objects")
+        if objects is None:
+            continue
+        kinds = sorted({o["kind"] for o in objects})
+        print(f"     rendered {len(objects)} objects: {', '.join(kinds)}")
+        c.check(f"[{case.label}] objects valid (Kubernetes {KUBE_VERSION} strict / CRD schema)", lambda: check_objects(objects, crd))
+        c.check(f"[{case.label}] workloads hardened (probes, resources, securityContext, seccomp)", lambda: check_hardening(objects))
+        c.check(f"[{case.label}] operator Deployment (probes, service account)", lambda: check_operator(objects, values))
+        c.check(f"[{case.label}] RBAC least privilege, no wildcards", lambda: check_rbac(objects, values))
+        c.check(f"[{case.label}] Service selectors, ports and Secret references resolve", lambda: check_references(objects, crd, case))
+
+    print("==> values the chart must refuse")
+    for label, values, fragment in NEGATIVE_CASES:
+        def refused(values: dict[str, Any] = values, fragment: str = fragment) -> None:
+            try:
+                render(values)
+            except helm.HelmError as e:
+                require(fragment.lower() in str(e).lower(), f"refused, but the message does not name {fragment!r}: {e}")
+                return
+            raise Failure("rendered without an error")
+
+        c.check(f"refuses: {label}", refused)
+
+    print()
+    for f in c.failures:
+        print(f"FAILED: {f.splitlines()[0]}")
+    print(f"chart checks: {c.passed} passed, {len(c.failures)} failed")
+    return 1 if c.failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
