@@ -75,6 +75,11 @@ EXPECTED_LEADER_RULES: dict[tuple[str, str], set[str]] = {
     ("coordination.k8s.io", "leases"): {"get", "create", "update"},
 }
 
+# Labels and port of the service pods the operator runs for a SagaPlatform
+# (operator/src/reconcile/build.rs: selector_labels, container port "http").
+OPERATOR_POD_NAMES = {"order-service", "payment-service", "inventory-service"}
+OPERATOR_POD_PORT = "http"
+
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob", "Pod"}
 
 
@@ -492,12 +497,21 @@ def check_references(objects: list[dict[str, Any]], crd: dict[str, Any] | None, 
     """Services select rendered pods on declared ports; every Secret read is there."""
     p: list[str] = []
     workloads = [o for o in objects if o["kind"] in WORKLOAD_KINDS]
-    secrets = {o["metadata"]["name"]: o for o in objects if o["kind"] == "Secret"} 
+    secrets = {o["metadata"]["name"]: o for o in objects if o["kind"] == "Secret"}
+    platforms = {o["metadata"]["name"] for o in objects if o["kind"] == "SagaPlatform"}
     for svc in (o for o in objects if o["kind"] == "Service"):
         selector = svc["spec"].get("selector") or {}
         targets = [w for w in workloads if selector and all(pod_labels(w).get(k) == v for k, v in selector.items())]
-        external = svc["spec"].get("selector") and any(k == "saga.dev/platform" or k.startswith("saga.dev/") for k in selector)
-        if not targets and not external:
+        if not targets and set(selector) == {"app.kubernetes.io/name", "app.kubernetes.io/instance"} and selector["app.kubernetes.io/name"] in OPERATOR_POD_NAMES:
+            # Pods of the operator: the SagaPlatform must be rendered too (or be applied by hand).
+            instance = selector["app.kubernetes.io/instance"]
+            if platforms and instance not in platforms:
+                p.append(f"{ident(svc)}: selects pods of SagaPlatform {instance!r}, but the release renders {sorted(platforms)}")
+            for port in svc["spec"].get("ports") or []:
+                if port.get("targetPort") != OPERATOR_POD_PORT:
+                    p.append(f"{ident(svc)}: targetPort {port.get('targetPort')!r}; the operator's pods name their port {OPERATOR_POD_PORT!r}")
+            continue
+        if not targets:
             p.append(f"{ident(svc)}: selector {selector} matches no rendered pod")
             continue
         for port in svc["spec"].get("ports") or []:
@@ -561,6 +575,50 @@ def check_objects(objects: list[dict[str, Any]], crd: dict[str, Any] | None) -> 
         if namespaced and not meta.get("namespace"):
             p.append(f"{ident(obj)}: no metadata.namespace")
     collect(p)
+
+
+def registered_metrics() -> set[str]:
+    """Metric names the Rust code registers: saga_* (services, prefix "saga")
+    and saga_operator_* (operator, prefix "saga_operator"), with the suffixes
+    Prometheus exposes for counters and histograms."""
+    import re
+
+    names: set[str] = set()
+    for prefix, folder in (("saga", ROOT / "services"), ("saga_operator", ROOT / "operator")):
+        for path in folder.rglob("*.rs"):
+            for name in re.findall(r'\bregister\(\s*"([a-z_]+)"', path.read_text()):
+                base = f"{prefix}_{name}"
+                names |= {base, f"{base}_total", f"{base}_bucket", f"{base}_sum", f"{base}_count"}
+    return names
+
+
+def check_dashboard_file() -> None:
+    import re
+
+    dash = json.loads((CHART / "files" / "dashboard.json").read_text())
+    known = registered_metrics()
+    p: list[str] = []
+    require(dash.get("panels"), "dashboard has no panels")
+    for panel in dash["panels"]:
+        targets = panel.get("targets") or []
+        if not targets:
+            p.append(f"panel {panel.get('title')!r} has no queries")
+        for t in targets:
+            for metric in set(re.findall(r"\b(saga_[a-z_]+)\b", t.get("expr", ""))):
+                if metric not in known:
+                    p.append(f"panel {panel.get('title')!r}: metric {metric} is not registered by the services or the operator")
+    collect(p)
+
+
+def check_dashboard_configmap(objects: list[dict[str, Any]]) -> None:
+    maps = [o for o in objects if o["kind"] == "ConfigMap" and (o["metadata"].get("labels") or {}).get("app.kubernetes.io/component") == "dashboard"]
+    for m in maps:
+        data = m.get("data") or {}
+        require(list(data) == ["saga-platform.json"], f"{ident(m)}: expected one key saga-platform.json, got {list(data)}")
+        require(
+            json.loads(data["saga-platform.json"]) == json.loads((CHART / "files" / "dashboard.json").read_text()),
+            f"{ident(m)}: the dashboard JSON does not survive templating intact",
+        )
 
 
 # ---------------------------------------------------------------- CRD and examples
@@ -654,6 +712,8 @@ def main() -> int:
             print(f"     cannot read the CRD: {e}")
     c.check("CRD: valid CustomResourceDefinition (Kubernetes 1.33, strict) with the contract's names", lambda: check_crd_valid(crd) if crd else (_ for _ in ()).throw(Failure("no CRD")))
 
+    c.check("Grafana dashboard: valid JSON, every metric it queries is registered in the code", check_dashboard_file)
+
     print("==> examples/")
     for path in example_files():
         c.check(f"example {path.relative_to(ROOT)} validates", lambda path=path: check_example(path, crd))
@@ -684,6 +744,8 @@ def main() -> int:
         c.check(f"[{case.label}] operator Deployment (probes, service account)", lambda: check_operator(objects, values))
         c.check(f"[{case.label}] RBAC least privilege, no wildcards", lambda: check_rbac(objects, values))
         c.check(f"[{case.label}] Service selectors, ports and Secret references resolve", lambda: check_references(objects, crd, case))
+        if any(o["kind"] == "ConfigMap" for o in objects):
+            c.check(f"[{case.label}] Grafana dashboard ConfigMap", lambda: check_dashboard_configmap(objects))
 
     print("==> values the chart must refuse")
     for label, values, fragment in NEGATIVE_CASES:

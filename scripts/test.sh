@@ -25,6 +25,11 @@ step="cargo build --workspace --bins"
 section "$step"
 cargo build --workspace --bins
 
+# After the build: it also compares the chart's CRD with `target/debug/saga-operator crd`.
+step="Helm chart, CRD and examples (scripts/check-chart.sh)"
+section "$step"
+scripts/check-chart.sh
+
 if cargo nextest --version >/dev/null 2>&1; then
     step="cargo nextest run --workspace --no-fail-fast"
     section "$step"
