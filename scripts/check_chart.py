@@ -58,21 +58,32 @@ KUBE_VERSION = "1.33.0"
 RELEASE = "demo"
 NAMESPACE = "saga"
 
-# The operator's API calls (operator/src), as RBAC rules: (apiGroup, resource) -> verbs.
-# The rendered ClusterRole must grant exactly these, no more and no fewer.
-EXPECTED_CLUSTER_RULES: dict[tuple[str, str], set[str]] = {
-    ("saga.dev", "sagaplatforms"): {"get", "list", "watch", "patch"},
-    ("saga.dev", "sagaplatforms/status"): {"get", "patch"},
-    ("saga.dev", "sagaplatforms/finalizers"): {"update"},
-    ("apps", "deployments"): {"get", "list", "watch", "create", "patch", "delete"},
-    ("", "services"): {"get", "list", "watch", "create", "patch", "delete"},
-    ("", "configmaps"): {"get", "list", "watch", "create", "patch", "delete"},
-    ("", "secrets"): {"get", "list", "watch"},
-    ("events.k8s.io", "events"): {"create", "patch"},
+# The operator's API calls (operator/src), as RBAC rules:
+# (apiGroup, resource, resourceNames) -> verbs. The rendered rules must grant
+# exactly these, no more and no fewer. Where each comes from:
+#   controller.rs: Controller::new(SagaPlatforms).owns(Deployments)  -> list, watch
+#   kube-runtime finalizer(): JSON patch of metadata.finalizers      -> sagaplatforms patch
+#   reconcile/mod.rs write_status: patch_status (server-side apply)  -> sagaplatforms/status patch
+#   reconcile/apply.rs: server-side apply of ConfigMap, Service,
+#     Deployment; an apply that creates is authorized as create too  -> create, patch
+#   build.rs controller owner reference (blockOwnerDeletion)         -> sagaplatforms/finalizers update
+#   reconcile/read.rs: Secret get_opt                                -> secrets get
+#   kube-runtime Recorder (events.k8s.io/v1): create, patch series   -> events create, patch
+#   lease.rs: get_opt, create, replace of Lease "saga-operator"      -> leases create; get, update by name
+EXPECTED_OPERATOR_RULES: dict[tuple[str, str, tuple[str, ...]], set[str]] = {
+    ("saga.dev", "sagaplatforms", ()): {"list", "watch", "patch"},
+    ("saga.dev", "sagaplatforms/status", ()): {"patch"},
+    ("saga.dev", "sagaplatforms/finalizers", ()): {"update"},
+    ("apps", "deployments", ()): {"list", "watch", "create", "patch"},
+    ("", "services", ()): {"create", "patch"},
+    ("", "configmaps", ()): {"create", "patch"},
+    ("", "secrets", ()): {"get"},
+    ("events.k8s.io", "events", ()): {"create", "patch"},
 }
-# Leader election: a namespaced Role in the release namespace.
-EXPECTED_LEADER_RULES: dict[tuple[str, str], set[str]] = {
-    ("coordination.k8s.io", "leases"): {"get", "create", "update"},
+# Leader election: a Role in the release namespace.
+EXPECTED_LEADER_RULES: dict[tuple[str, str, tuple[str, ...]], set[str]] = {
+    ("coordination.k8s.io", "leases", ()): {"create"},
+    ("coordination.k8s.io", "leases", ("saga-operator",)): {"get", "update"},
 }
 
 # Labels and port of the service pods the operator runs for a SagaPlatform
@@ -113,6 +124,7 @@ NEGATIVE_CASES: list[tuple[str, dict[str, Any], str]] = [
     ("short JWT secret", {"dev": {"enabled": True, "jwtSecret": "short"}}, "jwtSecret"),
     ("node port out of range", {"expose": {"order": {"enabled": True, "nodePort": 8080}}}, "nodePort"),
     ("platform name", {"platform": {"create": True, "name": "Saga_Platform"}}, "name"),
+    ("platform outside the watched namespace", {"operator": {"watchNamespace": "elsewhere"}, "platform": {"create": True}}, "watchNamespace"),
     ("image without repository", {"operator": {"image": {"repository": ""}}}, "repository"),
 ]
 
@@ -411,14 +423,25 @@ def check_operator(objects: list[dict[str, Any]], values: dict[str, Any]) -> Non
     p: list[str] = []
     if (c.get("livenessProbe") or {}).get("httpGet", {}).get("path") != "/healthz":
         p.append("operator livenessProbe must be GET /healthz")
-    if (c.get("readinessProbe") or {}).get("httpGet", {}).get("path") != "/readyz":
-        p.append("operator readinessProbe must be GET /readyz")
+    leader = ((values.get("operator") or {}).get("leaderElection") or {}).get("enabled", False)
+    # /readyz turns ready once the watches synced, which a standby never does.
+    want = "/healthz" if leader else "/readyz"
+    if (c.get("readinessProbe") or {}).get("httpGet", {}).get("path") != want:
+        p.append(f"operator readinessProbe must be GET {want} (leader election {'on' if leader else 'off'})")
+    env = {e["name"]: e for e in c.get("env") or []}
+    if env.get("LEADER_ELECTION", {}).get("value") != str(leader).lower():
+        p.append(f"operator LEADER_ELECTION env is {env.get('LEADER_ELECTION')}, values say {leader}")
+    if leader and "fieldRef" not in (env.get("POD_NAME", {}).get("valueFrom") or {}):
+        p.append("leader election needs POD_NAME from the downward API (the Lease holder identity)")
+    if c.get("args") != ["run"]:
+        p.append(f"operator args {c.get('args')}, expected ['run']")
+    strategy = (ops[0]["spec"].get("strategy") or {}).get("type")
+    if not leader and strategy != "Recreate":
+        p.append(f"without leader election the strategy must be Recreate (never two operators), is {strategy}")
     if not c.get("startupProbe"):
         p.append("operator has no startupProbe")
-    replicas = ops[0]["spec"].get("replicas", 1)
-    leader = any(o["kind"] == "Role" for o in objects if "leader" in o["metadata"]["name"])
-    if replicas > 1 and not leader:
-        p.append("operator replicas > 1 without the leader-election Role")
+    if ops[0]["spec"].get("replicas", 1) > 1 and not leader:
+        p.append("operator replicas > 1 without leader election")
     sa = spec.get("serviceAccountName")
     sas = {o["metadata"]["name"] for o in objects if o["kind"] == "ServiceAccount"}
     if (values.get("serviceAccount") or {}).get("create", True) and sa not in sas:
@@ -426,8 +449,11 @@ def check_operator(objects: list[dict[str, Any]], values: dict[str, Any]) -> Non
     collect(p)
 
 
-def rules_of(role: dict[str, Any]) -> tuple[dict[tuple[str, str], set[str]], list[str]]:
-    granted: dict[tuple[str, str], set[str]] = {}
+Rules = dict[tuple[str, str, tuple[str, ...]], set[str]]
+
+
+def rules_of(role: dict[str, Any]) -> tuple[Rules, list[str]]:
+    granted: Rules = {}
     p: list[str] = []
     for i, rule in enumerate(role.get("rules") or []):
         where = f"{ident(role)} rule {i}"
@@ -439,50 +465,61 @@ def rules_of(role: dict[str, Any]) -> tuple[dict[tuple[str, str], set[str]], lis
         for verb in rule.get("verbs") or []:
             if verb in {"escalate", "bind", "impersonate"}:
                 p.append(f"{where}: dangerous verb {verb}")
+        names = tuple(sorted(rule.get("resourceNames") or []))
         for group in rule.get("apiGroups") or []:
             for resource in rule.get("resources") or []:
-                granted.setdefault((group, resource), set()).update(rule.get("verbs") or [])
+                granted.setdefault((group, resource, names), set()).update(rule.get("verbs") or [])
     return granted, p
 
 
-def diff_rules(where: str, granted: dict[tuple[str, str], set[str]], expected: dict[tuple[str, str], set[str]]) -> list[str]:
+def diff_rules(where: str, granted: Rules, expected: Rules) -> list[str]:
     p = []
     for key in sorted(set(granted) | set(expected)):
         have, want = granted.get(key, set()), expected.get(key, set())
+        what = f"{key[0] or 'core'}/{key[1]}" + (f" (names {list(key[2])})" if key[2] else "")
         if have - want:
-            p.append(f"{where}: {key[0] or 'core'}/{key[1]} grants {sorted(have - want)} that the operator does not use")
+            p.append(f"{where}: {what} grants {sorted(have - want)} that the operator does not use")
         if want - have:
-            p.append(f"{where}: {key[0] or 'core'}/{key[1]} lacks {sorted(want - have)} that the operator needs")
+            p.append(f"{where}: {what} lacks {sorted(want - have)} that the operator needs")
     return p
 
 
 def check_rbac(objects: list[dict[str, Any]], values: dict[str, Any]) -> None:
     p: list[str] = []
+    op = values.get("operator") or {}
     roles = {(o["kind"], o["metadata"]["name"]): o for o in objects if o["kind"] in {"Role", "ClusterRole"}}
     if not (values.get("rbac") or {}).get("create", True):
         require(not roles, "rbac.create=false still renders roles")
         return
-    cluster = [r for (k, _), r in roles.items() if k == "ClusterRole"]
-    namespaced = [r for (k, _), r in roles.items() if k == "Role"]
-    require(len(cluster) == 1, f"expected one ClusterRole, found {len(cluster)}")
-    granted, problems = rules_of(cluster[0])
-    p += problems + diff_rules(ident(cluster[0]), granted, EXPECTED_CLUSTER_RULES)
-    leader = (values.get("operator") or {}).get("leaderElection", {}).get("enabled", True)
-    if leader:
-        require(len(namespaced) == 1, f"expected one leader-election Role, found {len(namespaced)}")
-        granted, problems = rules_of(namespaced[0])
-        p += problems + diff_rules(ident(namespaced[0]), granted, EXPECTED_LEADER_RULES)
-        if namespaced[0]["metadata"].get("namespace") != NAMESPACE:
+    watch = op.get("watchNamespace") or ""
+    leader_roles = [r for r in roles.values() if r["kind"] == "Role" and r["metadata"]["name"].endswith("-leader-election")]
+    operator_roles = [r for r in roles.values() if r not in leader_roles]
+    require(len(operator_roles) == 1, f"expected one operator role, found {[ident(r) for r in operator_roles]}")
+    role = operator_roles[0]
+    if watch:
+        require(role["kind"] == "Role" and role["metadata"].get("namespace") == watch, f"watchNamespace {watch}: expected a Role in {watch}, got {ident(role)} in {role['metadata'].get('namespace')}")
+    else:
+        require(role["kind"] == "ClusterRole", f"all namespaces watched: expected a ClusterRole, got {ident(role)}")
+    granted, problems = rules_of(role)
+    p += problems + diff_rules(ident(role), granted, EXPECTED_OPERATOR_RULES)
+    if (op.get("leaderElection") or {}).get("enabled", False):
+        require(len(leader_roles) == 1, f"expected one leader-election Role, found {len(leader_roles)}")
+        granted, problems = rules_of(leader_roles[0])
+        p += problems + diff_rules(ident(leader_roles[0]), granted, EXPECTED_LEADER_RULES)
+        if leader_roles[0]["metadata"].get("namespace") != NAMESPACE:
             p.append("leader-election Role is not in the release namespace")
     else:
-        require(not namespaced, "leader election disabled but a Role is rendered")
+        require(not leader_roles, "leader election disabled but a leader-election Role is rendered")
     sas = {(o["metadata"].get("namespace"), o["metadata"]["name"]) for o in objects if o["kind"] == "ServiceAccount"}
     bindings = [o for o in objects if o["kind"] in {"RoleBinding", "ClusterRoleBinding"}]
     require(len(bindings) == len(roles), f"{len(roles)} roles but {len(bindings)} bindings")
     for b in bindings:
         ref = b["roleRef"]
-        if (ref["kind"], ref["name"]) not in roles:
+        target = roles.get((ref["kind"], ref["name"]))
+        if target is None:
             p.append(f"{ident(b)}: roleRef {ref['kind']}/{ref['name']} is not rendered")
+        elif b["kind"] == "RoleBinding" and target["metadata"].get("namespace") != b["metadata"].get("namespace"):
+            p.append(f"{ident(b)}: binds a Role of another namespace")
         if b["kind"] == "RoleBinding" and ref["kind"] == "ClusterRole":
             p.append(f"{ident(b)}: binds a ClusterRole")
         for s in b.get("subjects") or []:
