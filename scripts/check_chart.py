@@ -104,6 +104,10 @@ class Case:
     # (created by the user, e.g. production values); read from the values
     # file's "# check-chart: external-secrets a,b" comment.
     external_secrets: set[str] = field(default_factory=set)
+    # Files the user applies next to this release ("# check-chart: apply-with
+    # FILE"): their SagaPlatforms must find their Secrets in the render and the
+    # Services of the release must select their pods.
+    apply_with: list[Path] = field(default_factory=list)
 
     def values(self) -> dict[str, Any]:
         merged: dict[str, Any] = {}
@@ -190,11 +194,15 @@ def discover_cases() -> list[Case]:
     files = sorted(EXAMPLES.glob("values-*.yaml")) + sorted((CHART / "ci").glob("*-values.yaml"))
     for path in files:
         external: set[str] = set()
+        apply_with: list[Path] = []
         for line in path.read_text().splitlines():
             marker = "# check-chart: external-secrets"
             if line.startswith(marker):
                 external |= {s.strip() for s in line[len(marker):].split(",") if s.strip()}
-        cases.append(Case(str(path.relative_to(ROOT)), [path], external))
+            marker = "# check-chart: apply-with"
+            if line.startswith(marker):
+                apply_with += [ROOT / f for f in line[len(marker):].split()]
+        cases.append(Case(str(path.relative_to(ROOT)), [path], external, apply_with))
     return cases
 
 
@@ -259,6 +267,18 @@ def crd_validator(crd: dict[str, Any], version: str = "v1alpha1") -> jsonschema.
     for v in crd["spec"]["versions"]:
         if v["name"] == version:
             schema = strict_crd_schema(v["schema"]["openAPIV3Schema"])
+            # The API server adds these to every custom resource's schema.
+            schema.setdefault("properties", {}).update(
+                {
+                    "apiVersion": {"type": "string"},
+                    "kind": {"const": crd["spec"]["names"]["kind"]},
+                    "metadata": {
+                        "type": "object",
+                        "required": ["name"],
+                        "properties": {"name": {"type": "string", "pattern": r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", "maxLength": 63}},
+                    },
+                }
+            )
             return jsonschema.Draft202012Validator(schema)
     raise Failure(f"CRD has no version {version}")
 
@@ -578,11 +598,25 @@ def check_references(objects: list[dict[str, Any]], crd: dict[str, Any] | None, 
                     need_secret(f"{ident(w)} env {env['name']}", ref["name"], ref.get("key"))
     for sp in (o for o in objects if o["kind"] == "SagaPlatform"):
         spec = sp.get("spec") or {}
-        refs = [("broker.urlSecret", (spec.get("broker") or {}).get("urlSecret")), ("auth.jwtSecret", (spec.get("auth") or {}).get("jwtSecret"))]
-        refs += [(f"{s}.databaseUrlSecret", (spec.get(s) or {}).get("databaseUrlSecret")) for s in ("order", "payment", "inventory")]
-        for where, ref in refs:
-            if ref:
-                need_secret(f"{ident(sp)} {where}", ref["name"], ref["key"])
+        for where, name, key in secret_refs(sp):
+            need_secret(f"{ident(sp)} {where}", name, key)
+        # With the dev RabbitMQ rendered, the management URL must reach it.
+        rabbits = [o for o in objects if o["kind"] == "Service" and (o["metadata"].get("labels") or {}).get("app.kubernetes.io/component") == "rabbitmq"]
+        url = (spec.get("broker") or {}).get("managementUrl")
+        if rabbits and url:
+            from urllib.parse import urlparse
+
+            parsed = urlparse(url)
+            host = (parsed.hostname or "").split(".")
+            ok = False
+            for r in rabbits:
+                names = [[r["metadata"]["name"]], [r["metadata"]["name"], r["metadata"]["namespace"]], [r["metadata"]["name"], r["metadata"]["namespace"], "svc"]]
+                full = [r["metadata"]["name"], r["metadata"]["namespace"], "svc", "cluster", "local"]
+                ports = {q["port"] for q in r["spec"].get("ports") or []}
+                if (host in names or host == full) and parsed.port in ports:
+                    ok = True
+            if not ok:
+                p.append(f"{ident(sp)}: broker.managementUrl {url} does not reach the dev RabbitMQ Service {[ident(r) for r in rabbits]}")
     collect(p)
 
 
@@ -678,11 +712,19 @@ def check_crd_generated() -> None:
         return
     out = subprocess.run([str(OPERATOR_BIN), "crd"], capture_output=True, text=True, timeout=60)
     require(out.returncode == 0, f"saga-operator crd exited {out.returncode}: {out.stderr.strip()}")
-    require(
-        out.stdout.encode() == CHART_CRD.read_bytes(),
-        f"`saga-operator crd` output differs from {CHART_CRD.relative_to(ROOT)}; "
-        f"fix: target/debug/saga-operator crd > {CRD_SOURCE.relative_to(ROOT)} && cp {CRD_SOURCE.relative_to(ROOT)} {CHART_CRD.relative_to(ROOT)}",
-    )
+    p = []
+    for path in (CRD_SOURCE, CHART_CRD):
+        rel = path.relative_to(ROOT)
+        if not path.exists():
+            p.append(f"{rel} is missing")
+        elif out.stdout.encode() != path.read_bytes():
+            p.append(f"`saga-operator crd` output differs from {rel}")
+    if p:
+        p.append(
+            f"fix: target/debug/saga-operator crd > {CRD_SOURCE.relative_to(ROOT)} && "
+            f"cp {CRD_SOURCE.relative_to(ROOT)} {CHART_CRD.relative_to(ROOT)}"
+        )
+    collect(p)
 
 
 def check_crd_valid(crd: dict[str, Any]) -> None:
@@ -728,6 +770,24 @@ def check_example(path: Path, crd: dict[str, Any] | None) -> None:
     collect(p)
 
 
+def secret_refs(sp: dict[str, Any]) -> list[tuple[str, str, str]]:
+    spec = sp.get("spec") or {}
+    refs = [("broker.urlSecret", (spec.get("broker") or {}).get("urlSecret")), ("auth.jwtSecret", (spec.get("auth") or {}).get("jwtSecret"))]
+    refs += [(f"{s}.databaseUrlSecret", (spec.get(s) or {}).get("databaseUrlSecret")) for s in ("order", "payment", "inventory")]
+    return [(where, ref["name"], ref["key"]) for where, ref in refs if ref]
+
+
+def check_example_secrets(path: Path) -> None:
+    """A SagaPlatform example finds every Secret key it names in examples/secrets.yaml."""
+    secrets = {d["metadata"]["name"]: set(d.get("stringData") or {}) | set(d.get("data") or {}) for d in load_docs((EXAMPLES / "secrets.yaml").read_text()) if d.get("kind") == "Secret"}
+    p = []
+    for sp in (d for d in load_docs(path.read_text()) if d.get("kind") == "SagaPlatform"):
+        for where, name, key in secret_refs(sp):
+            if key not in secrets.get(name, set()):
+                p.append(f"{ident(sp)} {where}: Secret {name} key {key} is not in examples/secrets.yaml")
+    collect(p)
+
+
 # ---------------------------------------------------------------- main
 
 
@@ -752,10 +812,14 @@ def main() -> int:
     c.check("Grafana dashboard: valid JSON, every metric it queries is registered in the code", check_dashboard_file)
 
     print("==> examples/")
+    cases = discover_cases()
+    applied_with_values = {p for case in cases for p in case.apply_with}
     for path in example_files():
         c.check(f"example {path.relative_to(ROOT)} validates", lambda path=path: check_example(path, crd))
+        if path not in applied_with_values and any(d.get("kind") == "SagaPlatform" for d in load_docs(path.read_text())):
+            c.check(f"example {path.relative_to(ROOT)}: its Secrets are in examples/secrets.yaml", lambda path=path: check_example_secrets(path))
 
-    for case in discover_cases():
+    for case in cases:
         print(f"==> values: {case.label}")
         values = case.values()
         rendered: dict[str, Any] = {}
@@ -781,6 +845,13 @@ def main() -> int:
         c.check(f"[{case.label}] operator Deployment (probes, service account)", lambda: check_operator(objects, values))
         c.check(f"[{case.label}] RBAC least privilege, no wildcards", lambda: check_rbac(objects, values))
         c.check(f"[{case.label}] Service selectors, ports and Secret references resolve", lambda: check_references(objects, crd, case))
+        for extra in case.apply_with:
+            def with_applied(extra: Path = extra) -> None:
+                applied = load_docs(extra.read_text())
+                for doc in applied:
+                    doc.setdefault("metadata", {}).setdefault("namespace", NAMESPACE)
+                check_references(objects + applied, crd, case)
+            c.check(f"[{case.label}] + kubectl apply {extra.relative_to(ROOT)}: Secrets and Services resolve", with_applied)
         if any(o["kind"] == "ConfigMap" for o in objects):
             c.check(f"[{case.label}] Grafana dashboard ConfigMap", lambda: check_dashboard_configmap(objects))
 
