@@ -8,21 +8,24 @@
 # 1. creates the kind cluster "saga" from kind-config.yaml (if missing);
 # 2. builds the four images from ./Dockerfile (tag "dev") and loads them into kind;
 # 3. helm upgrade --install release "saga" in namespace "saga" with
-#    examples/values-kind.yaml (operator, dev RabbitMQ + PostgreSQL, their
-#    Secrets, the SagaPlatform "saga", the order API on host port 8080);
-# 4. waits for the SagaPlatform to be Ready and prints how to call the API.
+#    examples/values-kind.yaml (operator, dev RabbitMQ + PostgreSQL and their
+#    Secrets, the order API on host port 8080);
+# 4. kubectl apply -f examples/sagaplatform-kind.yaml, waits for it to be
+#    Ready and prints how to call the API.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cluster=${KIND_CLUSTER:-saga}
-namespace=${NAMESPACE:-saga}
-release=${RELEASE:-saga}
+# examples/values-kind.yaml and examples/sagaplatform-kind.yaml assume
+# release "saga" in namespace "saga" (Service names in the management URL).
+namespace=saga
+release=saga
 tag=dev
 build=1
 for arg in "$@"; do
     case $arg in
         --no-build) build=0 ;;
-        -h | --help) sed -n '2,14p' "$0"; exit 0 ;;
+        -h | --help) sed -n '2,15p' "$0"; exit 0 ;;
         *) echo "error: unknown argument $arg" >&2; exit 2 ;;
     esac
 done
@@ -57,6 +60,9 @@ section "helm upgrade --install $release"
 helm upgrade --install "$release" charts/saga-platform \
     --namespace "$namespace" --create-namespace \
     -f examples/values-kind.yaml --wait --timeout 5m
+
+section "kubectl apply -f examples/sagaplatform-kind.yaml"
+kubectl -n "$namespace" apply -f examples/sagaplatform-kind.yaml
 
 section "waiting for SagaPlatform saga to be Ready"
 kubectl -n "$namespace" wait sagaplatform/saga --for=condition=Ready --timeout=5m
