@@ -1,0 +1,318 @@
+//! The `SagaPlatform` custom resource (`saga.dev/v1alpha1`): one saga platform
+//! (broker topology + order, payment and inventory services) per resource.
+//!
+//! Schema rules are CEL (`x-kubernetes-validations`) with messages written for
+//! the person running `kubectl apply`; `SagaPlatform::validate_cel` and
+//! `validate_cel_update` evaluate the same rules in tests.
+
+use std::collections::BTreeMap;
+
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+/// Desired state of a saga platform.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "saga.dev",
+    version = "v1alpha1",
+    kind = "SagaPlatform",
+    namespaced,
+    shortname = "sp",
+    category = "saga",
+    status = "SagaPlatformStatus",
+    cel,
+    validation = Rule::new("has(self.spec.platform) == has(oldSelf.spec.platform)").message("spec.platform cannot be added or removed after creation; create a new SagaPlatform instead"),
+    printcolumn(name = "Ready", type_ = "string", json_path = r#".status.conditions[?(@.type=="Ready")].status"#),
+    printcolumn(name = "Order", type_ = "string", description = "ready/desired", json_path = ".status.order.replicas"),
+    printcolumn(
+        name = "Payment",
+        type_ = "string",
+        description = "ready/desired",
+        json_path = ".status.payment.replicas"
+    ),
+    printcolumn(
+        name = "Inventory",
+        type_ = "string",
+        description = "ready/desired",
+        json_path = ".status.inventory.replicas"
+    ),
+    printcolumn(
+        name = "Depth",
+        type_ = "integer",
+        description = "messages waiting in the three service queues",
+        json_path = ".status.queueDepth"
+    ),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct SagaPlatformSpec {
+    /// Prefix of every exchange and queue (`{platform}.…`). Defaults to the
+    /// resource name. Cannot be changed: the old topology would be orphaned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("platform cannot be changed after creation; create a new SagaPlatform instead"))]
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9][a-z0-9-]{0,62}$')").message("platform must be 1-63 lowercase letters, digits or '-', not starting with '-'"))]
+    pub platform: Option<String>,
+    pub broker: BrokerSpec,
+    #[serde(default)]
+    pub retry: RetrySpec,
+    #[serde(default)]
+    pub saga: SagaSpec,
+    pub auth: AuthSpec,
+    /// What happens to the broker topology when this resource is deleted.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+    pub order: ServiceSpec,
+    pub payment: ServiceSpec,
+    pub inventory: ServiceSpec,
+}
+
+/// The RabbitMQ the platform uses.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct BrokerSpec {
+    /// Secret key holding the AMQP URL (`amqp://user:password@host:5672/%2f`).
+    pub url_secret: SecretKeyRef,
+    /// RabbitMQ management API base URL (`http://rabbitmq:15672`), used with
+    /// the AMQP URL's credentials to read queue depth including unacknowledged
+    /// messages. Without it the depth comes from AMQP (ready messages only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub management_url: Option<String>,
+    /// Queue type of every queue. Fixed at creation: RabbitMQ cannot convert a queue.
+    #[serde(default)]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("queueType cannot be changed after creation: RabbitMQ cannot convert existing queues"))]
+    pub queue_type: QueueTypeSpec,
+}
+
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueTypeSpec {
+    #[default]
+    Quorum,
+    Classic,
+}
+
+/// A key of a Secret in the resource's namespace.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct SecretKeyRef {
+    #[x_kube(validation = Rule::new("self != ''").message("secret name must not be empty"))]
+    pub name: String,
+    #[x_kube(validation = Rule::new("self != ''").message("secret key must not be empty"))]
+    pub key: String,
+}
+
+/// Retries of a failing message (exponential backoff), then dead-lettering
+/// to `{platform}.{queue}.dlq`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RetrySpec {
+    /// Deliveries in all, the first one included, before a message is dead-lettered.
+    #[serde(default = "default_max_attempts")]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 20").message("retry.maxAttempts must be between 1 and 20"))]
+    pub max_attempts: u32,
+    /// Delay before the second delivery, in milliseconds.
+    #[serde(default = "default_initial_delay_ms")]
+    #[x_kube(validation = Rule::new("self > 0").message("retry.initialDelayMs must be greater than 0"))]
+    pub initial_delay_ms: u64,
+    /// Factor by which each further delay grows.
+    #[serde(default = "default_multiplier")]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 10").message("retry.multiplier must be between 1 and 10"))]
+    pub multiplier: u32,
+}
+
+impl Default for RetrySpec {
+    fn default() -> Self {
+        RetrySpec {
+            max_attempts: default_max_attempts(),
+            initial_delay_ms: default_initial_delay_ms(),
+            multiplier: default_multiplier(),
+        }
+    }
+}
+
+fn default_max_attempts() -> u32 {
+    5
+}
+fn default_initial_delay_ms() -> u64 {
+    500
+}
+fn default_multiplier() -> u32 {
+    4
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SagaSpec {
+    /// A saga step with no reply within this many seconds is compensated (FAILED `timeout`).
+    #[serde(default = "default_step_timeout")]
+    #[x_kube(validation = Rule::new("self > 0").message("saga.stepTimeoutSeconds must be greater than 0"))]
+    pub step_timeout_seconds: u64,
+}
+
+impl Default for SagaSpec {
+    fn default() -> Self {
+        SagaSpec { step_timeout_seconds: default_step_timeout() }
+    }
+}
+
+fn default_step_timeout() -> u64 {
+    10
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthSpec {
+    /// Secret key holding the HS256 token secret (at least 32 bytes).
+    pub jwt_secret: SecretKeyRef,
+}
+
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum DeletionPolicy {
+    /// Leave exchanges, queues and their messages on the broker.
+    #[default]
+    Retain,
+    /// Delete the platform's exchanges and queues (and their messages).
+    Delete,
+}
+
+/// One of the three services.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceSpec {
+    /// Container image.
+    #[x_kube(validation = Rule::new("self != ''").message("image must not be empty"))]
+    pub image: String,
+    /// Replicas when autoscaling is not set.
+    #[serde(default = "default_replicas")]
+    #[x_kube(validation = Rule::new("self >= 0").message("replicas must not be negative"))]
+    pub replicas: i32,
+    /// Secret key holding the service's PostgreSQL URL.
+    pub database_url_secret: SecretKeyRef,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Resources>,
+    /// Scale on the depth of the service's queue; owns the replica count when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<AutoscalingSpec>,
+}
+
+fn default_replicas() -> i32 {
+    1
+}
+
+/// Container resources, as in a Pod spec (`cpu: 100m`, `memory: 128Mi`).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+pub struct Resources {
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub requests: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub limits: BTreeMap<String, String>,
+}
+
+/// desired = clamp(ceil(backlog / targetQueueDepthPerReplica), min, max),
+/// where backlog counts ready and unacknowledged messages of the service queue.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.minReplicas <= self.maxReplicas").message("autoscaling.minReplicas must be less than or equal to autoscaling.maxReplicas"))]
+pub struct AutoscalingSpec {
+    #[x_kube(validation = Rule::new("self >= 1").message("autoscaling.minReplicas must be at least 1"))]
+    pub min_replicas: i32,
+    #[x_kube(validation = Rule::new("self <= 100").message("autoscaling.maxReplicas must be at most 100"))]
+    pub max_replicas: i32,
+    /// Messages one replica is expected to keep up with.
+    #[x_kube(validation = Rule::new("self > 0").message("autoscaling.targetQueueDepthPerReplica must be greater than 0"))]
+    pub target_queue_depth_per_replica: u64,
+    /// Relative deviation from the target that causes no change (0.1 = ±10 %).
+    #[serde(default = "default_tolerance")]
+    #[x_kube(validation = Rule::new("self >= 0.0 && self < 1.0").message("autoscaling.tolerance must be at least 0 and below 1"))]
+    pub tolerance: f64,
+    /// Scale-down waits until the highest recommendation of this window allows it.
+    #[serde(default = "default_stabilization")]
+    #[x_kube(validation = Rule::new("self >= 0 && self <= 3600").message("autoscaling.stabilizationWindowSeconds must be between 0 and 3600"))]
+    pub stabilization_window_seconds: u32,
+    /// Most replicas added in one step.
+    #[serde(default = "default_scale_up_step")]
+    #[x_kube(validation = Rule::new("self >= 1").message("autoscaling.maxScaleUpStep must be at least 1"))]
+    pub max_scale_up_step: i32,
+    /// Most replicas removed in one step.
+    #[serde(default = "default_scale_down_step")]
+    #[x_kube(validation = Rule::new("self >= 1").message("autoscaling.maxScaleDownStep must be at least 1"))]
+    pub max_scale_down_step: i32,
+}
+
+fn default_tolerance() -> f64 {
+    0.1
+}
+fn default_stabilization() -> u32 {
+    300
+}
+fn default_scale_up_step() -> i32 {
+    4
+}
+fn default_scale_down_step() -> i32 {
+    1
+}
+
+/// Observed state, written by the operator only.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SagaPlatformStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    /// Messages waiting (ready + unacknowledged) in the three service queues.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_depth: Option<u64>,
+    /// Where the queue depth came from: `management-api` or `amqp` (ready messages only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_depth_source: Option<String>,
+    #[serde(default)]
+    pub order: ServiceStatus,
+    #[serde(default)]
+    pub payment: ServiceStatus,
+    #[serde(default)]
+    pub inventory: ServiceStatus,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceStatus {
+    pub desired_replicas: i32,
+    pub ready_replicas: i32,
+    /// `ready/desired`, for `kubectl get sp`.
+    pub replicas: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_depth: Option<u64>,
+    /// Autoscaling recommendations inside the stabilization window; kept here
+    /// so a restarted operator does not scale down early.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recommendations: Vec<Recommendation>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+pub struct Recommendation {
+    /// Unix time in seconds.
+    pub at: i64,
+    pub replicas: i32,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// `True`, `False` or `Unknown`.
+    pub status: String,
+    pub reason: String,
+    pub message: String,
+    /// RFC 3339; changes only when `status` flips.
+    pub last_transition_time: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+impl SagaPlatform {
+    /// The platform name: `spec.platform`, else the resource name.
+    pub fn platform_name(&self) -> String {
+        self.spec.platform.clone().unwrap_or_else(|| self.metadata.name.clone().unwrap_or_default())
+    }
+}

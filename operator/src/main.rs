@@ -1,0 +1,161 @@
+//! `saga-operator`: `run` (the default) reconciles `SagaPlatform` resources;
+//! `crd` prints the CustomResourceDefinition YAML.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use clap::{Args, Parser, Subcommand};
+use kube::{Client, CustomResourceExt};
+use saga_common::config::{LogFormat, parse, parse_duration};
+use saga_operator::broker::Brokers;
+use saga_operator::crd::SagaPlatform;
+use saga_operator::metrics::Metrics;
+use saga_operator::reconcile::{Context, Settings};
+use saga_operator::{controller, lease};
+use tokio::sync::watch;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "saga-operator",
+    version,
+    about = "Reconciles SagaPlatform resources into broker topology and workloads"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the operator (the default).
+    Run,
+    /// Print the SagaPlatform CustomResourceDefinition as YAML.
+    Crd,
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, env = "WATCH_NAMESPACE")]
+    namespace: Option<String>,
+    /// Listen address of /healthz, /readyz and /metrics.
+    #[arg(long, env = "HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    http_addr: SocketAddr,
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "json")]
+    log_format: LogFormat,
+    /// Periodic reconcile that repairs drift (deleted queues, hand-edited Deployments).
+    #[arg(long, env = "RESYNC_INTERVAL", default_value = "60s", value_parser = parse_duration)]
+    resync: Duration,
+    /// Queue-depth polling period of platforms that autoscale.
+    #[arg(long, env = "SCALE_INTERVAL", default_value = "15s", value_parser = parse_duration)]
+    scale_interval: Duration,
+    /// How long deletionPolicy Delete keeps trying to remove the topology before giving up.
+    #[arg(long, env = "CLEANUP_TIMEOUT", default_value = "2m", value_parser = parse_duration)]
+    cleanup_timeout: Duration,
+    /// Bound on every broker connection, declaration and depth read.
+    #[arg(long, env = "BROKER_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    broker_timeout: Duration,
+    /// Act only while holding a coordination.k8s.io Lease, so several replicas never both act.
+    #[arg(long, env = "LEADER_ELECTION", default_value_t = false, action = clap::ArgAction::Set, default_missing_value = "true", num_args = 0..=1)]
+    leader_election: bool,
+    /// Namespace of the Lease (the operator's own).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    lease_namespace: String,
+    /// This replica's identity in the Lease.
+    #[arg(long, env = "POD_NAME", default_value = "saga-operator")]
+    pod_name: String,
+}
+
+#[derive(Clone)]
+struct AppState {
+    synced: Arc<AtomicBool>,
+    metrics: Metrics,
+}
+
+#[tokio::main]
+async fn main() {
+    let cli: Cli = parse();
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Crd => print!("{}", serde_yaml::to_string(&SagaPlatform::crd()).expect("the CRD serializes")),
+        Command::Run => run(cli.run).await,
+    }
+}
+
+async fn run(args: RunArgs) {
+    saga_common::telemetry::init(args.log_format);
+    let client = match Client::try_default().await {
+        Ok(client) => client,
+        Err(error) => saga_common::config::fail(&format!("no Kubernetes configuration: {error}")),
+    };
+    let metrics = Metrics::new();
+    let synced = Arc::new(AtomicBool::new(false));
+    let (stop, stopped) = watch::channel(false);
+    let shutdown = || {
+        let mut stopped = stopped.clone();
+        async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        }
+    };
+
+    let listener = match tokio::net::TcpListener::bind(args.http_addr).await {
+        Ok(listener) => listener,
+        Err(error) => saga_common::config::fail(&format!("cannot listen on {}: {error}", args.http_addr)),
+    };
+    let state = AppState { synced: synced.clone(), metrics: metrics.clone() };
+    let router = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(|State(state): State<AppState>| async move { state.metrics.render() }))
+        .with_state(state);
+    let http = tokio::spawn(axum::serve(listener, router).with_graceful_shutdown(shutdown()).into_future());
+
+    let settings = Settings {
+        resync: args.resync,
+        scale_interval: args.scale_interval,
+        cleanup_timeout: args.cleanup_timeout,
+        ..Settings::default()
+    };
+    let context = Arc::new(Context::new(
+        client.clone(),
+        metrics,
+        Brokers::new(args.broker_timeout),
+        settings,
+        args.pod_name.clone(),
+    ));
+
+    tokio::spawn(async move {
+        saga_common::runtime::termination_signal().await;
+        tracing::info!("shutting down");
+        let _ = stop.send(true);
+    });
+
+    if args.leader_election {
+        let lease = lease::Lease::new(client.clone(), &args.lease_namespace, "saga-operator", &args.pod_name);
+        // Only the holder reconciles; losing the lease stops this replica's controller.
+        if !lease.acquire(shutdown()).await {
+            let _ = http.await;
+            return;
+        }
+        let lost = lease.hold(shutdown());
+        controller::run(client, args.namespace.as_deref(), context, synced, lost).await;
+    } else {
+        controller::run(client, args.namespace.as_deref(), context, synced, shutdown()).await;
+    }
+    let _ = http.await;
+}
+
+async fn readyz(State(state): State<AppState>) -> (StatusCode, &'static str) {
+    if state.synced.load(Ordering::SeqCst) {
+        (StatusCode::OK, "ready")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "watches not synced yet")
+    }
+}

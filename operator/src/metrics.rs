@@ -1,0 +1,100 @@
+//! Prometheus metrics of the operator (`/metrics`), with prometheus-client as
+//! in the services.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use saga_common::metrics::latency_histogram;
+
+type Labels = Vec<(&'static str, String)>;
+
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Arc<Registry>,
+    reconciles: Family<Labels, Counter>,
+    failures: Family<Labels, Counter>,
+    duration: Histogram,
+    queue_depth: Family<Labels, Gauge>,
+    desired_replicas: Family<Labels, Gauge>,
+    ready_replicas: Family<Labels, Gauge>,
+    scaling_decisions: Family<Labels, Counter>,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("saga_operator");
+        let reconciles = Family::<Labels, Counter>::default();
+        registry.register("reconciles", "Reconciles run, by resource", reconciles.clone());
+        let failures = Family::<Labels, Counter>::default();
+        registry.register("reconcile_failures", "Failed reconciles, by reason", failures.clone());
+        let duration = latency_histogram();
+        registry.register("reconcile_duration_seconds", "Duration of one reconcile", duration.clone());
+        let queue_depth = Family::<Labels, Gauge>::default();
+        registry.register("queue_depth", "Messages waiting in a service queue", queue_depth.clone());
+        let desired_replicas = Family::<Labels, Gauge>::default();
+        registry.register("desired_replicas", "Replicas the operator asks for", desired_replicas.clone());
+        let ready_replicas = Family::<Labels, Gauge>::default();
+        registry.register("ready_replicas", "Replicas ready, as last observed", ready_replicas.clone());
+        let scaling_decisions = Family::<Labels, Counter>::default();
+        registry.register("scaling_decisions", "Replica changes by the autoscaler", scaling_decisions.clone());
+        Metrics {
+            registry: Arc::new(registry),
+            reconciles,
+            failures,
+            duration,
+            queue_depth,
+            desired_replicas,
+            ready_replicas,
+            scaling_decisions,
+        }
+    }
+
+    pub fn reconciled(&self, resource: &str, seconds: f64) {
+        self.reconciles.get_or_create(&vec![("resource", resource.to_owned())]).inc();
+        self.duration.observe(seconds);
+    }
+
+    pub fn failed(&self, reason: &'static str) {
+        self.failures.get_or_create(&vec![("reason", reason.to_owned())]).inc();
+    }
+
+    pub fn service(&self, platform: &str, service: &str, depth: Option<u64>, desired: i32, ready: i32) {
+        let labels = vec![("platform", platform.to_owned()), ("service", service.to_owned())];
+        if let Some(depth) = depth {
+            self.queue_depth.get_or_create(&labels).set(depth as i64);
+        }
+        self.desired_replicas.get_or_create(&labels).set(i64::from(desired));
+        self.ready_replicas.get_or_create(&labels).set(i64::from(ready));
+    }
+
+    pub fn scaled(&self, platform: &str, service: &str, direction: &'static str) {
+        let labels = vec![
+            ("platform", platform.to_owned()),
+            ("service", service.to_owned()),
+            ("direction", direction.to_owned()),
+        ];
+        self.scaling_decisions.get_or_create(&labels).inc();
+    }
+
+    /// Failed reconciles so far with this reason (for tests and logs).
+    pub fn failures(&self, reason: &'static str) -> u64 {
+        self.failures.get_or_create(&vec![("reason", reason.to_owned())]).get()
+    }
+
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        encode(&mut text, &self.registry).expect("writing to a String");
+        text
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,317 @@
+//! Desired state as pure functions of the resource: the broker topology spec
+//! and, per service, a ConfigMap, a Service and a Deployment. No I/O here, so
+//! golden tests pin every field.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment};
+use k8s_openapi::api::core::v1::{
+    Capabilities, ConfigMap, ConfigMapEnvSource, Container, ContainerPort, EmptyDirVolumeSource, EnvFromSource, EnvVar,
+    EnvVarSource, HTTPGetAction, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
+    SeccompProfile, SecretKeySelector, SecurityContext, Service, ServicePort, ServiceSpec as K8sServiceSpec, Volume,
+    VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::Resource;
+use saga_common::topology::{Destination, QueueType, RetryPolicy, TopologySpec};
+use sha2::{Digest, Sha256};
+
+use crate::crd::{QueueTypeSpec, SagaPlatform, SecretKeyRef, ServiceSpec};
+
+pub const MANAGER: &str = "saga-operator";
+/// Pod template annotation that changes whenever the ConfigMap does, so a
+/// configuration change rolls the pods.
+pub const CONFIG_HASH_ANNOTATION: &str = "saga.dev/config-hash";
+/// Non-root user of the service images (distroless `nonroot`).
+const RUN_AS: i64 = 65532;
+
+/// The broker topology a `SagaPlatform` asks for. Shared with `sagactl topology
+/// apply -f`, so a resource file declares the same topology with or without
+/// Kubernetes.
+pub fn topology_spec(platform: &SagaPlatform) -> TopologySpec {
+    let retry = &platform.spec.retry;
+    TopologySpec {
+        platform: platform.platform_name(),
+        queue_type: match platform.spec.broker.queue_type {
+            QueueTypeSpec::Quorum => QueueType::Quorum,
+            QueueTypeSpec::Classic => QueueType::Classic,
+        },
+        retry: RetryPolicy {
+            max_attempts: retry.max_attempts,
+            initial_delay: Duration::from_millis(retry.initial_delay_ms),
+            multiplier: retry.multiplier,
+        },
+    }
+}
+
+/// What differs between the three services.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Component {
+    pub destination: Destination,
+}
+
+impl Component {
+    pub const ALL: [Component; 3] = [
+        Component { destination: Destination::Order },
+        Component { destination: Destination::Payment },
+        Component { destination: Destination::Inventory },
+    ];
+
+    /// `order`, `payment` or `inventory`.
+    pub fn name(self) -> &'static str {
+        match self.destination {
+            Destination::Order => "order",
+            Destination::Payment => "payment",
+            Destination::Inventory => "inventory",
+        }
+    }
+
+    pub fn binary(self) -> String {
+        format!("{}-service", self.name())
+    }
+
+    /// The service's default listen port (contract §2).
+    pub fn port(self) -> i32 {
+        match self.destination {
+            Destination::Order => 8080,
+            Destination::Payment => 8081,
+            Destination::Inventory => 8082,
+        }
+    }
+
+    pub fn spec(self, platform: &SagaPlatform) -> &ServiceSpec {
+        match self.destination {
+            Destination::Order => &platform.spec.order,
+            Destination::Payment => &platform.spec.payment,
+            Destination::Inventory => &platform.spec.inventory,
+        }
+    }
+
+    /// Name of the ConfigMap, Service and Deployment: `{resource}-{service}`.
+    pub fn object_name(self, platform: &SagaPlatform) -> String {
+        format!("{}-{}", platform.metadata.name.as_deref().unwrap_or_default(), self.name())
+    }
+}
+
+/// The labels that select a service's pods.
+pub fn selector_labels(platform: &SagaPlatform, component: Component) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/name".to_owned(), component.binary()),
+        ("app.kubernetes.io/instance".to_owned(), platform.metadata.name.clone().unwrap_or_default()),
+    ])
+}
+
+pub fn labels(platform: &SagaPlatform, component: Component) -> BTreeMap<String, String> {
+    let mut labels = selector_labels(platform, component);
+    labels.insert("app.kubernetes.io/component".into(), component.name().into());
+    labels.insert("app.kubernetes.io/part-of".into(), "saga-platform".into());
+    labels.insert("app.kubernetes.io/managed-by".into(), MANAGER.into());
+    labels
+}
+
+fn metadata(platform: &SagaPlatform, component: Component) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(component.object_name(platform)),
+        namespace: platform.metadata.namespace.clone(),
+        labels: Some(labels(platform, component)),
+        owner_references: owner_reference(platform).map(|owner| vec![owner]),
+        ..ObjectMeta::default()
+    }
+}
+
+/// Controller owner reference: children are garbage-collected with the
+/// resource and their changes trigger its reconcile.
+fn owner_reference(platform: &SagaPlatform) -> Option<OwnerReference> {
+    platform.controller_owner_ref(&())
+}
+
+/// Non-secret settings of one service, as environment variables.
+pub fn config_map(platform: &SagaPlatform, component: Component) -> ConfigMap {
+    let topology = topology_spec(platform);
+    let mut data = BTreeMap::from([
+        ("SAGA_PLATFORM".to_owned(), topology.platform),
+        (
+            "QUEUE_TYPE".to_owned(),
+            match topology.queue_type {
+                QueueType::Quorum => "quorum".to_owned(),
+                QueueType::Classic => "classic".to_owned(),
+            },
+        ),
+        ("RETRY_MAX_ATTEMPTS".to_owned(), topology.retry.max_attempts.to_string()),
+        ("RETRY_INITIAL_DELAY".to_owned(), format!("{}ms", platform.spec.retry.initial_delay_ms)),
+        ("RETRY_MULTIPLIER".to_owned(), topology.retry.multiplier.to_string()),
+        ("HTTP_ADDR".to_owned(), format!("0.0.0.0:{}", component.port())),
+        ("LOG_FORMAT".to_owned(), "json".to_owned()),
+        ("RUST_LOG".to_owned(), "info".to_owned()),
+    ]);
+    if component.destination == Destination::Order {
+        data.insert("SAGA_STEP_TIMEOUT".into(), format!("{}s", platform.spec.saga.step_timeout_seconds));
+    }
+    ConfigMap { metadata: metadata(platform, component), data: Some(data), ..ConfigMap::default() }
+}
+
+/// A ClusterIP Service on port 80 in front of the service's pods.
+pub fn service(platform: &SagaPlatform, component: Component) -> Service {
+    Service {
+        metadata: metadata(platform, component),
+        spec: Some(K8sServiceSpec {
+            selector: Some(selector_labels(platform, component)),
+            ports: Some(vec![ServicePort {
+                name: Some("http".into()),
+                port: 80,
+                target_port: Some(IntOrString::String("http".into())),
+                protocol: Some("TCP".into()),
+                ..ServicePort::default()
+            }]),
+            ..K8sServiceSpec::default()
+        }),
+        ..Service::default()
+    }
+}
+
+/// The service's Deployment with `replicas` pods (the operator decides the
+/// count: the spec's, or the autoscaler's).
+pub fn deployment(platform: &SagaPlatform, component: Component, replicas: i32) -> Deployment {
+    let spec = component.spec(platform);
+    let config = config_map(platform, component);
+    let mut template_annotations = BTreeMap::new();
+    template_annotations.insert(CONFIG_HASH_ANNOTATION.to_owned(), config_hash(&config));
+    let env = vec![
+        secret_env("DATABASE_URL", &spec.database_url_secret),
+        secret_env("AMQP_URL", &platform.spec.broker.url_secret),
+        secret_env("AUTH_JWT_SECRET", &platform.spec.auth.jwt_secret),
+    ];
+    let container = Container {
+        name: component.name().into(),
+        image: Some(spec.image.clone()),
+        ports: Some(vec![ContainerPort {
+            name: Some("http".into()),
+            container_port: component.port(),
+            protocol: Some("TCP".into()),
+            ..ContainerPort::default()
+        }]),
+        env_from: Some(vec![EnvFromSource {
+            config_map_ref: Some(ConfigMapEnvSource { name: component.object_name(platform), optional: None }),
+            ..EnvFromSource::default()
+        }]),
+        env: Some(env),
+        // Migrations run at start: allow up to 2 minutes before liveness counts.
+        startup_probe: Some(probe("/healthz", 2, 60)),
+        readiness_probe: Some(probe("/readyz", 5, 3)),
+        liveness_probe: Some(probe("/healthz", 10, 3)),
+        resources: spec.resources.as_ref().map(|r| ResourceRequirements {
+            requests: quantities(&r.requests),
+            limits: quantities(&r.limits),
+            ..ResourceRequirements::default()
+        }),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            run_as_non_root: Some(true),
+            capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), add: None }),
+            ..SecurityContext::default()
+        }),
+        // The root filesystem is read-only; give the process a scratch /tmp.
+        volume_mounts: Some(vec![VolumeMount {
+            name: "tmp".into(),
+            mount_path: "/tmp".into(),
+            ..VolumeMount::default()
+        }]),
+        ..Container::default()
+    };
+    Deployment {
+        metadata: metadata(platform, component),
+        spec: Some(DeploymentSpec {
+            replicas: Some(replicas),
+            selector: LabelSelector {
+                match_labels: Some(selector_labels(platform, component)),
+                match_expressions: None,
+            },
+            strategy: Some(DeploymentStrategy {
+                type_: Some("RollingUpdate".into()),
+                rolling_update: Some(RollingUpdateDeployment {
+                    max_surge: Some(IntOrString::Int(1)),
+                    max_unavailable: Some(IntOrString::Int(0)),
+                }),
+            }),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels(platform, component)),
+                    annotations: Some(template_annotations),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    containers: vec![container],
+                    security_context: Some(PodSecurityContext {
+                        run_as_non_root: Some(true),
+                        run_as_user: Some(RUN_AS),
+                        run_as_group: Some(RUN_AS),
+                        seccomp_profile: Some(SeccompProfile {
+                            type_: "RuntimeDefault".into(),
+                            localhost_profile: None,
+                        }),
+                        ..PodSecurityContext::default()
+                    }),
+                    automount_service_account_token: Some(false),
+                    termination_grace_period_seconds: Some(30),
+                    volumes: Some(vec![Volume {
+                        name: "tmp".into(),
+                        empty_dir: Some(EmptyDirVolumeSource::default()),
+                        ..Volume::default()
+                    }]),
+                    ..PodSpec::default()
+                }),
+            },
+            ..DeploymentSpec::default()
+        }),
+        ..Deployment::default()
+    }
+}
+
+fn probe(path: &str, period_seconds: i32, failure_threshold: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::String("http".into()),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(period_seconds),
+        failure_threshold: Some(failure_threshold),
+        timeout_seconds: Some(2),
+        ..Probe::default()
+    }
+}
+
+fn secret_env(name: &str, secret: &SecretKeyRef) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: secret.name.clone(),
+                key: secret.key.clone(),
+                optional: Some(false),
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    }
+}
+
+fn quantities(values: &BTreeMap<String, String>) -> Option<BTreeMap<String, Quantity>> {
+    (!values.is_empty()).then(|| values.iter().map(|(k, v)| (k.clone(), Quantity(v.clone()))).collect())
+}
+
+/// First 16 hex digits of the SHA-256 of the ConfigMap's data.
+fn config_hash(config: &ConfigMap) -> String {
+    let mut hasher = Sha256::new();
+    for (key, value) in config.data.iter().flatten() {
+        hasher.update(key.as_bytes());
+        hasher.update([0]);
+        hasher.update(value.as_bytes());
+        hasher.update([0]);
+    }
+    hasher.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,490 @@
+//! One reconcile of a `SagaPlatform`: read → validate → build → apply → status.
+//!
+//! Deletion goes through a finalizer so `deletionPolicy: Delete` can remove the
+//! broker topology first; that cleanup is bounded by `cleanup_timeout`
+//! (counted from the deletion request), after which the finalizer is released
+//! anyway, so a dead broker or a deleted Secret never blocks a deletion.
+
+pub mod apply;
+pub mod build;
+pub mod read;
+pub mod status;
+pub mod validate;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Service};
+use kube::api::{Patch, PatchParams};
+use kube::core::DeserializeGuard;
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
+use kube::runtime::finalizer::{self, Event as Finalizer};
+use kube::{Api, Client, Resource, ResourceExt};
+use saga_common::topology::Topology;
+use serde_json::json;
+
+use crate::broker::{BrokerError, Brokers, DepthSource, TopologyOutcome};
+use crate::crd::{DeletionPolicy, SagaPlatform, SagaPlatformStatus, ServiceStatus};
+use crate::metrics::Metrics;
+use crate::scaling;
+use build::Component;
+use status::{AUTOSCALING_ACTIVE, Observation, SERVICES_AVAILABLE, TOPOLOGY_READY};
+
+pub const FINALIZER: &str = "saga.dev/topology";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("Secret {name} key {key}: {reason}")]
+    Secret { name: String, key: String, reason: String },
+    #[error("deleting the broker topology: {0}")]
+    Cleanup(BrokerError),
+    #[error("{0}")]
+    Finalizer(#[source] Box<finalizer::Error<Error>>),
+}
+
+impl Error {
+    /// The `reason` label of the failure metric.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::Kube(kube::Error::Api(status)) if status.code == 409 => "conflict",
+            Error::Kube(_) => "kubernetes_api",
+            Error::Secret { .. } => "secret",
+            Error::Cleanup(_) => "cleanup",
+            Error::Finalizer(inner) => match inner.as_ref() {
+                finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e.reason(),
+                finalizer::Error::AddFinalizer(_) | finalizer::Error::RemoveFinalizer(_) => "finalizer",
+                finalizer::Error::UnnamedObject | finalizer::Error::InvalidFinalizer => "invalid_object",
+            },
+        }
+    }
+}
+
+/// Timing knobs; tests shorten them.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Periodic re-reconcile that repairs drift (topology, hand-edited children).
+    pub resync: Duration,
+    /// Re-reconcile period while a service autoscales (queue depth polling).
+    pub scale_interval: Duration,
+    /// How long `deletionPolicy: Delete` keeps trying before releasing the finalizer.
+    pub cleanup_timeout: Duration,
+    /// First retry delay after a failed reconcile; doubles up to `max_backoff`.
+    pub error_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            resync: Duration::from_secs(60),
+            scale_interval: Duration::from_secs(15),
+            cleanup_timeout: Duration::from_secs(120),
+            error_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(300),
+        }
+    }
+}
+
+/// What every reconcile shares.
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub metrics: Metrics,
+    pub brokers: Brokers,
+    pub settings: Settings,
+    /// Consecutive failures per resource, for the retry backoff.
+    failures: Mutex<HashMap<String, u32>>,
+    /// Last seen version of each child, so events name real changes only.
+    versions: Mutex<HashMap<String, String>>,
+}
+
+impl Context {
+    pub fn new(client: Client, metrics: Metrics, brokers: Brokers, settings: Settings, instance: String) -> Self {
+        let reporter = Reporter { controller: build::MANAGER.into(), instance: Some(instance) };
+        Context {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            metrics,
+            brokers,
+            settings,
+            failures: Mutex::default(),
+            versions: Mutex::default(),
+        }
+    }
+
+    async fn event(&self, reference: &ObjectReference, type_: EventType, reason: &str, action: &str, note: String) {
+        let event =
+            KubeEvent { type_, reason: reason.into(), note: Some(note), action: action.into(), secondary: None };
+        if let Err(error) = self.recorder.publish(&event, reference).await {
+            // An event is a courtesy; never fail a reconcile over one.
+            tracing::warn!(%error, reason, "cannot publish event");
+        }
+    }
+
+    /// True when the child's version differs from the one last seen (or was never seen).
+    fn changed(&self, key: String, version: String) -> bool {
+        self.versions.lock().expect("versions lock poisoned").insert(key, version.clone()).as_ref() != Some(&version)
+    }
+}
+
+/// Reconciles one resource; a resource that does not even deserialize gets a
+/// Warning event and waits for a fix without disturbing the others.
+pub async fn reconcile(object: Arc<DeserializeGuard<SagaPlatform>>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let key = format!("{}/{}", object.namespace().unwrap_or_default(), object.name_any());
+    let result = match &object.0 {
+        Ok(platform) => reconcile_valid(Arc::new(platform.clone()), &ctx).await,
+        Err(invalid) => reconcile_invalid(&object, &invalid.error, &ctx).await,
+    };
+    ctx.metrics.reconciled(&key, started.elapsed().as_secs_f64());
+    if result.is_ok() {
+        ctx.failures.lock().expect("failures lock poisoned").remove(&key);
+    }
+    result
+}
+
+/// Retries with exponential backoff per resource; 409 conflicts and 5xx are
+/// transient and simply retried.
+pub fn error_policy(object: Arc<DeserializeGuard<SagaPlatform>>, error: &Error, ctx: Arc<Context>) -> Action {
+    let key = format!("{}/{}", object.namespace().unwrap_or_default(), object.name_any());
+    let attempts = {
+        let mut failures = ctx.failures.lock().expect("failures lock poisoned");
+        let attempts = failures.entry(key.clone()).or_insert(0);
+        *attempts += 1;
+        *attempts
+    };
+    ctx.metrics.failed(error.reason());
+    let delay = ctx
+        .settings
+        .error_backoff
+        .saturating_mul(1 << attempts.min(16).saturating_sub(1))
+        .min(ctx.settings.max_backoff);
+    tracing::warn!(resource = %key, %error, attempts, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+async fn reconcile_valid(platform: Arc<SagaPlatform>, ctx: &Context) -> Result<Action, Error> {
+    let namespace = platform.namespace().unwrap_or_default();
+    let api: Api<SagaPlatform> = Api::namespaced(ctx.client.clone(), &namespace);
+    finalizer::finalizer(&api, FINALIZER, platform, |event| async move {
+        match event {
+            Finalizer::Apply(platform) => apply_platform(&platform, ctx).await,
+            Finalizer::Cleanup(platform) => cleanup(&platform, ctx).await,
+        }
+    })
+    .await
+    .map_err(|error| Error::Finalizer(Box::new(error)))
+}
+
+async fn reconcile_invalid(
+    object: &DeserializeGuard<SagaPlatform>,
+    error: &str,
+    ctx: &Context,
+) -> Result<Action, Error> {
+    let meta = object.meta();
+    let reference = ObjectReference {
+        api_version: Some(SagaPlatform::api_version(&()).into()),
+        kind: Some(SagaPlatform::kind(&()).into()),
+        name: meta.name.clone(),
+        namespace: meta.namespace.clone(),
+        uid: meta.uid.clone(),
+        ..ObjectReference::default()
+    };
+    tracing::warn!(resource = ?meta.name, error, "SagaPlatform does not match the operator's types");
+    ctx.metrics.failed("invalid_object");
+    ctx.event(
+        &reference,
+        EventType::Warning,
+        "InvalidResource",
+        "Reconcile",
+        format!("cannot read the resource: {error}"),
+    )
+    .await;
+    // Its policy is unreadable: release the finalizer so deletion is never stuck.
+    let finalizers = meta.finalizers.clone().unwrap_or_default();
+    if meta.deletion_timestamp.is_some() && finalizers.iter().any(|f| f == FINALIZER) {
+        let api: Api<SagaPlatform> = Api::namespaced(ctx.client.clone(), meta.namespace.as_deref().unwrap_or_default());
+        let remaining: Vec<&String> = finalizers.iter().filter(|f| *f != FINALIZER).collect();
+        let patch = json!({"metadata": {"finalizers": remaining}});
+        api.patch_metadata(meta.name.as_deref().unwrap_or_default(), &PatchParams::default(), &Patch::Merge(patch))
+            .await?;
+    }
+    Ok(Action::await_change())
+}
+
+fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// The create/update path.
+async fn apply_platform(platform: &SagaPlatform, ctx: &Context) -> Result<Action, Error> {
+    let reference = platform.object_ref(&());
+    let namespace = platform.namespace().unwrap_or_default();
+    let name = platform.name_any();
+    let previous = platform.status.clone().unwrap_or_default();
+    let platform_name = platform.platform_name();
+
+    // validate
+    if let Err(problems) = validate::validate(platform) {
+        let message = problems.join("; ");
+        ctx.event(&reference, EventType::Warning, "InvalidSpec", "Validate", message.clone()).await;
+        let observed = [Observation::new(status::READY, false, "InvalidSpec", message)];
+        write_status(
+            ctx,
+            platform,
+            SagaPlatformStatus { conditions: status_conditions(platform, &observed), ..previous },
+        )
+        .await?;
+        return Ok(Action::await_change());
+    }
+
+    // read
+    let url = match read::secret_value(&ctx.client, &namespace, &platform.spec.broker.url_secret).await {
+        Ok(url) => validate::broker_url(&url).map(|()| url),
+        Err(Error::Secret { name, key, reason }) => Err(format!("Secret {name} key {key}: {reason}")),
+        Err(error) => return Err(error),
+    };
+
+    // broker side: topology, then queue depth
+    let topology = Topology::new(build::topology_spec(platform));
+    let mut observed = Vec::new();
+    let mut depths: HashMap<&'static str, u64> = HashMap::new();
+    let mut depth_source = None;
+    let mut depth_error = None;
+    match &url {
+        Err(message) => {
+            ctx.event(&reference, EventType::Warning, "BrokerSecretInvalid", "ReadSecret", message.clone()).await;
+            observed.push(Observation::new(TOPOLOGY_READY, false, "BrokerSecretInvalid", message.clone()));
+            depth_error = Some(message.clone());
+        }
+        Ok(url) => {
+            match ctx.brokers.ensure_topology(url, &topology).await {
+                Ok(TopologyOutcome::Unchanged) => {
+                    observed.push(Observation::new(
+                        TOPOLOGY_READY,
+                        true,
+                        "Declared",
+                        "topology matches the definition",
+                    ));
+                }
+                Ok(TopologyOutcome::Declared { missing }) => {
+                    let note = format!("declared the topology of platform {platform_name} ({missing} was missing)");
+                    ctx.event(&reference, EventType::Normal, "TopologyDeclared", "DeclareTopology", note).await;
+                    observed.push(Observation::new(
+                        TOPOLOGY_READY,
+                        true,
+                        "Declared",
+                        "topology matches the definition",
+                    ));
+                }
+                Err(error) => {
+                    let message = error.to_string();
+                    ctx.event(&reference, EventType::Warning, "TopologyFailed", "DeclareTopology", message.clone())
+                        .await;
+                    observed.push(Observation::new(TOPOLOGY_READY, false, "TopologyFailed", message));
+                }
+            }
+            let management_url = platform.spec.broker.management_url.as_deref();
+            for component in Component::ALL {
+                let queue = topology.queue_name(component.destination);
+                match ctx.brokers.queue_depth(url, management_url, &queue).await {
+                    Ok((depth, source)) => {
+                        depths.insert(component.name(), depth);
+                        depth_source = Some(source);
+                    }
+                    Err(error) => depth_error = Some(format!("queue {queue}: {error}")),
+                }
+            }
+        }
+    }
+
+    // build + apply, per service
+    let now = chrono::Utc::now().timestamp();
+    let mut services = Vec::new();
+    let mut not_ready = Vec::new();
+    let mut autoscaling = false;
+    for component in Component::ALL {
+        let spec = component.spec(platform);
+        let before = previous_service(&previous, component);
+        let depth = depths.get(component.name()).copied();
+        let (replicas, recommendations) = match &spec.autoscaling {
+            None => (spec.replicas, Vec::new()),
+            Some(scaling_spec) => {
+                autoscaling = true;
+                let policy = scaling::Policy::from(scaling_spec);
+                let current = if before.desired_replicas > 0 { before.desired_replicas } else { policy.min };
+                match depth {
+                    Some(depth) => {
+                        let decision = scaling::decide(&policy, current, depth, now, &before.recommendations);
+                        if decision.replicas != current {
+                            let direction = if decision.replicas > current { "up" } else { "down" };
+                            ctx.metrics.scaled(&platform_name, component.name(), direction);
+                            let note = format!(
+                                "{}: {current} -> {} replicas (queue depth {depth})",
+                                component.name(),
+                                decision.replicas
+                            );
+                            ctx.event(&reference, EventType::Normal, "Scaled", "Autoscale", note).await;
+                        }
+                        (decision.replicas, decision.recommendations)
+                    }
+                    // Broker unreadable: hold the current count.
+                    None => (current.clamp(policy.min, policy.max), before.recommendations.clone()),
+                }
+            }
+        };
+        let deployment = apply_children(ctx, platform, component, replicas, &reference).await?;
+        let ready = deployment.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0);
+        if ready < replicas {
+            not_ready.push(format!("{}: {ready}/{replicas} ready", component.name()));
+        }
+        ctx.metrics.service(&platform_name, component.name(), depth, replicas, ready);
+        services.push(ServiceStatus {
+            desired_replicas: replicas,
+            ready_replicas: ready,
+            replicas: format!("{ready}/{replicas}"),
+            queue_depth: depth,
+            recommendations,
+        });
+    }
+
+    // status
+    observed.push(if not_ready.is_empty() {
+        Observation::new(SERVICES_AVAILABLE, true, "ReplicasReady", "every service has its replicas ready")
+    } else {
+        Observation::new(SERVICES_AVAILABLE, false, "ReplicasNotReady", not_ready.join(", "))
+    });
+    if autoscaling {
+        observed.push(match &depth_error {
+            None => Observation::new(AUTOSCALING_ACTIVE, true, "QueueDepthRead", "scaling on queue depth"),
+            Some(error) => Observation::new(
+                AUTOSCALING_ACTIVE,
+                false,
+                "QueueDepthUnknown",
+                format!("holding replica counts: {error}"),
+            ),
+        });
+    }
+    let queue_depth = (!depths.is_empty()).then(|| depths.values().sum());
+    let [order, payment, inventory]: [ServiceStatus; 3] = services.try_into().expect("three services");
+    let status = SagaPlatformStatus {
+        observed_generation: platform.metadata.generation,
+        conditions: status_conditions(platform, &observed),
+        queue_depth,
+        queue_depth_source: depth_source.map(|s: DepthSource| s.as_str().to_owned()),
+        order,
+        payment,
+        inventory,
+    };
+    write_status(ctx, platform, status).await?;
+    tracing::info!(resource = %name, namespace, "reconciled");
+    Ok(Action::requeue(if autoscaling { ctx.settings.scale_interval } else { ctx.settings.resync }))
+}
+
+fn previous_service(status: &SagaPlatformStatus, component: Component) -> &ServiceStatus {
+    match component.name() {
+        "order" => &status.order,
+        "payment" => &status.payment,
+        _ => &status.inventory,
+    }
+}
+
+/// `Ready` first (what `kubectl get` shows), then the observations.
+fn status_conditions(platform: &SagaPlatform, observed: &[Observation]) -> Vec<crate::crd::Condition> {
+    let previous = platform.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
+    let mut all = vec![status::ready(observed)];
+    all.extend(observed.iter().filter(|o| o.type_ != status::READY).cloned());
+    status::conditions(previous, &all, &now_rfc3339(), platform.metadata.generation)
+}
+
+async fn apply_children(
+    ctx: &Context,
+    platform: &SagaPlatform,
+    component: Component,
+    replicas: i32,
+    reference: &ObjectReference,
+) -> Result<Deployment, Error> {
+    let namespace = platform.namespace().unwrap_or_default();
+    let config_maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &namespace);
+    let services: Api<Service> = Api::namespaced(ctx.client.clone(), &namespace);
+    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &namespace);
+    let config_map = apply::apply(&config_maps, &build::config_map(platform, component)).await?;
+    let service = apply::apply(&services, &build::service(platform, component)).await?;
+    let deployment = apply::apply(&deployments, &build::deployment(platform, component, replicas)).await?;
+    for (kind, name, version) in [
+        ("ConfigMap", config_map.name_any(), apply::version(&config_map)),
+        ("Service", service.name_any(), apply::version(&service)),
+        ("Deployment", deployment.name_any(), apply::version(&deployment)),
+    ] {
+        if ctx.changed(format!("{kind}/{namespace}/{name}"), version) {
+            let note = format!("applied {kind} {name}");
+            ctx.event(reference, EventType::Normal, "Applied", "Apply", note).await;
+        }
+    }
+    Ok(deployment)
+}
+
+async fn write_status(ctx: &Context, platform: &SagaPlatform, status: SagaPlatformStatus) -> Result<(), Error> {
+    let api: Api<SagaPlatform> = Api::namespaced(ctx.client.clone(), &platform.namespace().unwrap_or_default());
+    let patch = json!({
+        "apiVersion": SagaPlatform::api_version(&()),
+        "kind": SagaPlatform::kind(&()),
+        "status": status,
+    });
+    api.patch_status(&platform.name_any(), &apply::params(), &Patch::Apply(patch)).await?;
+    Ok(())
+}
+
+/// The deletion path: what happens to the topology follows `deletionPolicy`.
+async fn cleanup(platform: &SagaPlatform, ctx: &Context) -> Result<Action, Error> {
+    let reference = platform.object_ref(&());
+    let platform_name = platform.platform_name();
+    if platform.spec.deletion_policy == DeletionPolicy::Retain {
+        let note = format!("deletionPolicy Retain: left the topology of platform {platform_name} on the broker");
+        ctx.event(&reference, EventType::Normal, "TopologyRetained", "Cleanup", note).await;
+        return Ok(Action::await_change());
+    }
+    let topology = Topology::new(build::topology_spec(platform));
+    let namespace = platform.namespace().unwrap_or_default();
+    let result = match read::secret_value(&ctx.client, &namespace, &platform.spec.broker.url_secret).await {
+        Ok(url) => ctx.brokers.delete_topology(&url, &topology).await.map_err(Error::Cleanup),
+        Err(error) => Err(error),
+    };
+    match result {
+        Ok(()) => {
+            let note = format!("deleted the topology of platform {platform_name}");
+            ctx.event(&reference, EventType::Normal, "TopologyDeleted", "Cleanup", note).await;
+            Ok(Action::await_change())
+        }
+        // The Secret is gone (often deleted with the namespace): nothing to connect with.
+        Err(Error::Secret { reason, .. }) => {
+            let note = format!("cannot delete the topology of platform {platform_name}: broker Secret {reason}");
+            ctx.event(&reference, EventType::Warning, "CleanupSkipped", "Cleanup", note).await;
+            Ok(Action::await_change())
+        }
+        Err(error) if deleting_for(platform) >= ctx.settings.cleanup_timeout => {
+            let note = format!(
+                "gave up deleting the topology of platform {platform_name} after {:?}: {error}",
+                ctx.settings.cleanup_timeout
+            );
+            ctx.event(&reference, EventType::Warning, "CleanupAbandoned", "Cleanup", note).await;
+            Ok(Action::await_change())
+        }
+        Err(error) => {
+            let note = format!("deleting the topology of platform {platform_name} failed, retrying: {error}");
+            ctx.event(&reference, EventType::Warning, "CleanupFailed", "Cleanup", note).await;
+            Err(error)
+        }
+    }
+}
+
+/// Time since deletion was requested.
+fn deleting_for(platform: &SagaPlatform) -> Duration {
+    let requested = platform.metadata.deletion_timestamp.as_ref().map(|t| t.0.as_second()).unwrap_or(i64::MAX);
+    Duration::from_secs(chrono::Utc::now().timestamp().saturating_sub(requested).max(0) as u64)
+}
