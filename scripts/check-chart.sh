@@ -2,7 +2,9 @@
 # Renders, lints and validates the Helm chart (charts/saga-platform), the CRD
 # and the examples, offline, with the real Helm library (PyPI helm-python-sdk)
 # and the Kubernetes 1.33 JSON schemas (PyPI kubernetes-validate). The checks
-# themselves are in scripts/check_chart.py.
+# themselves are in scripts/check_chart.py. `scripts/check-chart.sh --mutations`
+# runs scripts/check_chart_mutations.py instead: it breaks the chart one way at
+# a time and expects each break to be caught.
 #
 # The Python packages go into a virtualenv inside the clone (.venv-chart/,
 # git-ignored; pip's cache is not used), created on first run and re-created
@@ -23,4 +25,8 @@ if ! cmp -s "$requirements" "$stamp" 2>/dev/null; then
     cp "$requirements" "$stamp"
 fi
 
+if [[ ${1:-} == --mutations ]]; then
+    shift
+    exec "$venv/bin/python" scripts/check_chart_mutations.py "$@"
+fi
 exec "$venv/bin/python" scripts/check_chart.py "$@"

@@ -612,7 +612,7 @@ def check_references(objects: list[dict[str, Any]], crd: dict[str, Any] | None, 
             for r in rabbits:
                 names = [[r["metadata"]["name"]], [r["metadata"]["name"], r["metadata"]["namespace"]], [r["metadata"]["name"], r["metadata"]["namespace"], "svc"]]
                 full = [r["metadata"]["name"], r["metadata"]["namespace"], "svc", "cluster", "local"]
-                ports = {q["port"] for q in r["spec"].get("ports") or []}
+                ports = {q["port"] for q in r["spec"].get("ports") or [] if q.get("name") == "management"}
                 if (host in names or host == full) and parsed.port in ports:
                     ok = True
             if not ok:
