@@ -25,6 +25,10 @@ step="cargo build --workspace --bins"
 section "$step"
 cargo build --workspace --bins
 
+step="CRD drift: crds/sagaplatform.yaml matches saga-operator crd"
+section "$step"
+target/debug/saga-operator crd | diff -u crds/sagaplatform.yaml -
+
 # After the build: it also compares the chart's CRD with `target/debug/saga-operator crd`.
 step="Helm chart, CRD and examples (scripts/check-chart.sh)"
 section "$step"
