@@ -40,5 +40,4 @@ LABEL org.opencontainers.image.title="${BIN}" \
 COPY --from=build /out/app /usr/local/bin/app
 # The numeric id, so Kubernetes' runAsNonRoot can verify it without /etc/passwd.
 USER 65532:65532
-ENV LOG_FORMAT=json
 ENTRYPOINT ["/usr/local/bin/app"]

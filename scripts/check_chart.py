@@ -472,6 +472,48 @@ def check_operator(objects: list[dict[str, Any]], values: dict[str, Any]) -> Non
 Rules = dict[tuple[str, str, tuple[str, ...]], set[str]]
 
 
+def operator_env_names() -> set[str] | None:
+    """The environment variables `saga-operator` reads (from its --help), or
+    None when the binary is not built."""
+    import re
+
+    if not OPERATOR_BIN.exists():
+        return None
+    out = subprocess.run([str(OPERATOR_BIN), "--help"], capture_output=True, text=True, timeout=60)
+    require(out.returncode == 0, f"saga-operator --help exited {out.returncode}")
+    # RUST_LOG is read by tracing's EnvFilter (services/common/src/telemetry.rs), not clap.
+    return set(re.findall(r"\[env: ([A-Z0-9_]+)=", out.stdout)) | {"RUST_LOG"}
+
+
+def check_operator_env(objects: list[dict[str, Any]], values: dict[str, Any]) -> None:
+    """Every variable the chart sets on the operator is one the binary reads."""
+    known = operator_env_names()
+    if known is None:
+        print(f"     ({OPERATOR_BIN.relative_to(ROOT)} not built: environment names not compared)")
+        return
+    extra = {e["name"] for e in (values.get("operator") or {}).get("extraEnv") or []}
+    ops = [o for o in objects if o["kind"] == "Deployment" and (o["metadata"].get("labels") or {}).get("app.kubernetes.io/component") == "operator"]
+    p = []
+    for op in ops:
+        for c in (pod_spec(op) or {}).get("containers") or []:
+            for env in c.get("env") or []:
+                if env["name"] not in known and env["name"] not in extra:
+                    p.append(f"{ident(op)}: sets {env['name']}, which saga-operator does not read (it reads {sorted(known)})")
+    collect(p)
+
+
+def check_lease_name() -> None:
+    """The leader-election Role names the Lease the operator really uses."""
+    import re
+
+    main_rs = ROOT / "operator" / "src" / "main.rs"
+    require(main_rs.exists(), "operator/src/main.rs is missing")
+    found = re.findall(r'Lease::new\(\s*[^,]+,\s*[^,]+,\s*"([^"]+)"', main_rs.read_text())
+    require(len(found) == 1, f"cannot find the Lease name in operator/src/main.rs (found {found})")
+    expected = {names for (_, _, names) in EXPECTED_LEADER_RULES if names}
+    require(expected == {(found[0],)}, f"the RBAC expects Lease {expected}, operator/src/main.rs uses {found[0]!r}")
+
+
 def rules_of(role: dict[str, Any]) -> tuple[Rules, list[str]]:
     granted: Rules = {}
     p: list[str] = []
@@ -809,6 +851,7 @@ def main() -> int:
             print(f"     cannot read the CRD: {e}")
     c.check("CRD: valid CustomResourceDefinition (Kubernetes 1.33, strict) with the contract's names", lambda: check_crd_valid(crd) if crd else (_ for _ in ()).throw(Failure("no CRD")))
 
+    c.check("RBAC: the leader-election Lease name is the one operator/src/main.rs uses", check_lease_name)
     c.check("Grafana dashboard: valid JSON, every metric it queries is registered in the code", check_dashboard_file)
 
     print("==> examples/")
@@ -843,6 +886,7 @@ def main() -> int:
         c.check(f"[{case.label}] objects valid (Kubernetes {KUBE_VERSION} strict / CRD schema)", lambda: check_objects(objects, crd))
         c.check(f"[{case.label}] workloads hardened (probes, resources, securityContext, seccomp)", lambda: check_hardening(objects))
         c.check(f"[{case.label}] operator Deployment (probes, service account)", lambda: check_operator(objects, values))
+        c.check(f"[{case.label}] operator environment is what saga-operator reads", lambda: check_operator_env(objects, values))
         c.check(f"[{case.label}] RBAC least privilege, no wildcards", lambda: check_rbac(objects, values))
         c.check(f"[{case.label}] Service selectors, ports and Secret references resolve", lambda: check_references(objects, crd, case))
         for extra in case.apply_with:

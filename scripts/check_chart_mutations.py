@@ -58,6 +58,8 @@ M = [
  ("management URL typo", "examples/sagaplatform-kind.yaml", "saga-rabbitmq.saga.svc:15672", "saga-rabbitmq.saga.svc:5672", "does not reach the dev RabbitMQ"),
  ("binding to missing SA", C+"templates/rbac.yaml", "subjects:\n  - kind: ServiceAccount\n    name: {{ include \"saga.serviceAccountName\" . }}", "subjects:\n  - kind: ServiceAccount\n    name: nobody", "is not rendered"),
  ("duplicate label missing", C+"templates/_helpers.tpl", "app.kubernetes.io/managed-by: {{ .Release.Service }}\n", "", "label app.kubernetes.io/managed-by missing"),
+ ("operator env misspelled", C+"templates/operator-deployment.yaml", "- name: SCALE_INTERVAL", "- name: SCALE_INTERVALL", "which saga-operator does not read"),
+ ("Lease name mismatch", C+"templates/rbac.yaml", 'resourceNames: ["saga-operator"]', 'resourceNames: ["saga-operator-lock"]', "lacks ['get', 'update']"),
  ("hostPath volume", C+"templates/dev-rabbitmq.yaml", "        - name: logs\n          emptyDir: {}", "        - name: logs\n          hostPath:\n            path: /var/log", "hostPath"),
 ]
 
