@@ -812,6 +812,26 @@ def check_example(path: Path, crd: dict[str, Any] | None) -> None:
     collect(p)
 
 
+def check_kind_config() -> None:
+    """kind-config.yaml maps the node ports examples/values-kind.yaml opens to
+    the host ports the README uses (8080: order API, 15672: RabbitMQ UI)."""
+    kind = load_docs((ROOT / "kind-config.yaml").read_text())
+    require(len(kind) == 1 and kind[0].get("kind") == "Cluster", "kind-config.yaml: expected one kind Cluster")
+    mappings = {m["containerPort"]: m for n in kind[0].get("nodes") or [] for m in n.get("extraPortMappings") or []}
+    values = yaml.safe_load((EXAMPLES / "values-kind.yaml").read_text())
+    p = []
+    for what, node_port, host_port in (
+        ("order API (expose.order.nodePort)", values["expose"]["order"]["nodePort"], 8080),
+        ("RabbitMQ UI (dev.rabbitmq.managementNodePort)", values["dev"]["rabbitmq"]["managementNodePort"], 15672),
+    ):
+        m = mappings.get(node_port)
+        if m is None:
+            p.append(f"kind-config.yaml does not map node port {node_port} of the {what}")
+        elif m.get("hostPort") != host_port:
+            p.append(f"kind-config.yaml maps node port {node_port} ({what}) to host port {m.get('hostPort')}, not {host_port}")
+    collect(p)
+
+
 def secret_refs(sp: dict[str, Any]) -> list[tuple[str, str, str]]:
     spec = sp.get("spec") or {}
     refs = [("broker.urlSecret", (spec.get("broker") or {}).get("urlSecret")), ("auth.jwtSecret", (spec.get("auth") or {}).get("jwtSecret"))]
@@ -855,6 +875,7 @@ def main() -> int:
     c.check("Grafana dashboard: valid JSON, every metric it queries is registered in the code", check_dashboard_file)
 
     print("==> examples/")
+    c.check("kind-config.yaml maps the node ports of examples/values-kind.yaml to host 8080 and 15672", check_kind_config)
     cases = discover_cases()
     applied_with_values = {p for case in cases for p in case.apply_with}
     for path in example_files():

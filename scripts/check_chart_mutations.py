@@ -60,6 +60,7 @@ M = [
  ("duplicate label missing", C+"templates/_helpers.tpl", "app.kubernetes.io/managed-by: {{ .Release.Service }}\n", "", "label app.kubernetes.io/managed-by missing"),
  ("operator env misspelled", C+"templates/operator-deployment.yaml", "- name: SCALE_INTERVAL", "- name: SCALE_INTERVALL", "which saga-operator does not read"),
  ("Lease name mismatch", C+"templates/rbac.yaml", 'resourceNames: ["saga-operator"]', 'resourceNames: ["saga-operator-lock"]', "lacks ['get', 'update']"),
+ ("kind port mapping", "examples/values-kind.yaml", "nodePort: 30080", "nodePort: 30081", "does not map node port 30081"),
  ("hostPath volume", C+"templates/dev-rabbitmq.yaml", "        - name: logs\n          emptyDir: {}", "        - name: logs\n          hostPath:\n            path: /var/log", "hostPath"),
 ]
 
@@ -68,6 +69,7 @@ def copy_tree(dst: Path) -> None:
     for d in ("charts", "examples", "crds", "scripts", "services", "operator/src"):
         if (ROOT / d).exists():
             shutil.copytree(ROOT / d, dst / d, ignore=shutil.ignore_patterns("__pycache__", "target"))
+    shutil.copy(ROOT / "kind-config.yaml", dst / "kind-config.yaml")
     if OPERATOR_BIN.exists():
         (dst / "target" / "debug").mkdir(parents=True)
         os.symlink(OPERATOR_BIN, dst / "target" / "debug" / "saga-operator")
