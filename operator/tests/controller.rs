@@ -1,0 +1,305 @@
+//! The real `Controller` against the fake API server (tower-test mock), driven
+//! by watch events, with the topology declared on the local RabbitMQ.
+
+mod support;
+
+use std::time::Duration;
+
+use http::Method;
+use serde_json::json;
+use support::*;
+
+#[tokio::test]
+async fn create_applies_children_and_reports_ready_once_deployments_are() {
+    let operator = Operator::start(settings());
+    let platform = unique_platform("op-create");
+    put_secrets(&operator.fake, AMQP_URL);
+    operator.fake.put("sagaplatforms", support::platform("demo", &platform, 2, "Retain"));
+
+    let deployments = operator.wait_deployments("demo").await;
+    for deployment in &deployments {
+        assert_eq!(deployment["spec"]["replicas"], 2);
+        assert_eq!(deployment["metadata"]["ownerReferences"][0]["kind"], "SagaPlatform");
+        assert_eq!(deployment["metadata"]["labels"]["app.kubernetes.io/managed-by"], "saga-operator");
+    }
+    for child in ["demo-order", "demo-payment", "demo-inventory"] {
+        assert!(operator.fake.get(&Key::new("configmaps", NS, child)).is_some());
+        assert!(operator.fake.get(&Key::new("services", NS, child)).is_some());
+    }
+    // Topology declared, pods not ready yet.
+    let object = operator.wait_condition("demo", "TopologyReady", "True").await;
+    let ready = condition(&object, "Ready").unwrap();
+    assert_eq!(ready["status"], "False");
+    assert_eq!(ready["reason"], "ReplicasNotReady");
+    assert_eq!(object["metadata"]["finalizers"][0], "saga.dev/topology");
+    assert!(queue_exists(&format!("{platform}.payment.commands")).await);
+
+    // The Deployment controller reports the pods ready: a watch event on the Deployments.
+    for deployment in &deployments {
+        operator.make_ready(deployment);
+    }
+    let object = operator.wait_condition("demo", "Ready", "True").await;
+    assert_eq!(object["status"]["observedGeneration"], 1);
+    assert_eq!(object["status"]["order"]["replicas"], "2/2");
+    assert_eq!(condition(&object, "ServicesAvailable").unwrap()["status"], "True");
+    let reasons = operator.event_reasons();
+    assert!(reasons.contains(&"Applied".to_owned()), "{reasons:?}");
+    assert!(reasons.contains(&"TopologyDeclared".to_owned()), "{reasons:?}");
+
+    // A pod stops being ready: status follows, with a new transition time only for the flip.
+    let ready_since = condition(&object, "Ready").unwrap()["lastTransitionTime"].clone();
+    let topology_since = condition(&object, "TopologyReady").unwrap()["lastTransitionTime"].clone();
+    tokio::time::sleep(Duration::from_millis(1100)).await; // RFC 3339 seconds must be able to differ
+    let key = Key::new("deployments", NS, "demo-order");
+    operator.fake.set_status(&key, json!({"replicas": 2, "readyReplicas": 1}));
+    let object = operator.wait_condition("demo", "Ready", "False").await;
+    assert_eq!(condition(&object, "Ready").unwrap()["message"], "order: 1/2 ready");
+    assert_ne!(condition(&object, "Ready").unwrap()["lastTransitionTime"], ready_since);
+    assert_eq!(condition(&object, "TopologyReady").unwrap()["lastTransitionTime"], topology_since);
+
+    operator.stop().await;
+    delete_topology(&platform).await;
+}
+
+#[tokio::test]
+async fn spec_change_updates_children() {
+    let operator = Operator::start(settings());
+    let platform = unique_platform("op-update");
+    put_secrets(&operator.fake, AMQP_URL);
+    operator.fake.put("sagaplatforms", support::platform("demo", &platform, 0, "Retain"));
+    operator.wait_condition("demo", "Ready", "True").await;
+
+    let mut changed = support::platform("demo", &platform, 0, "Retain");
+    changed["spec"]["order"]["image"] = json!("saga/order-service:2");
+    changed["spec"]["saga"] = json!({"stepTimeoutSeconds": 30});
+    operator.fake.put("sagaplatforms", changed);
+
+    let key = Key::new("deployments", NS, "demo-order");
+    let deployment = operator
+        .fake
+        .wait_for("new image", WAIT, |fake| {
+            fake.get(&key).filter(|d| d["spec"]["template"]["spec"]["containers"][0]["image"] == "saga/order-service:2")
+        })
+        .await;
+    let config = operator.fake.get(&Key::new("configmaps", NS, "demo-order")).unwrap();
+    assert_eq!(config["data"]["SAGA_STEP_TIMEOUT"], "30s");
+    assert!(deployment["spec"]["template"]["metadata"]["annotations"]["saga.dev/config-hash"].is_string());
+    operator
+        .fake
+        .wait_for("observedGeneration 2", WAIT, |fake| {
+            fake.get(&Operator::platform_key("demo")).filter(|p| p["status"]["observedGeneration"] == 2)
+        })
+        .await;
+
+    operator.stop().await;
+    delete_topology(&platform).await;
+}
+
+#[tokio::test]
+async fn deployment_scaled_by_hand_is_put_back() {
+    let operator = Operator::start(settings());
+    let platform = unique_platform("op-drift");
+    put_secrets(&operator.fake, AMQP_URL);
+    operator.fake.put("sagaplatforms", support::platform("demo", &platform, 0, "Retain"));
+    let deployments = operator.wait_deployments("demo").await;
+
+    let mut scaled = deployments[0].clone();
+    scaled["spec"]["replicas"] = json!(7);
+    operator.fake.put("deployments", scaled);
+    let key = Key::new("deployments", NS, "demo-order");
+    operator
+        .fake
+        .wait_for("replicas back to 0", WAIT, |fake| {
+            fake.get(&key).filter(|d| d["spec"]["replicas"] == 0 && d["metadata"]["generation"].as_i64() > Some(2))
+        })
+        .await;
+
+    operator.stop().await;
+    delete_topology(&platform).await;
+}
+
+#[tokio::test]
+async fn api_errors_are_retried_with_backoff_not_lost() {
+    let operator = Operator::start(settings());
+    let platform = unique_platform("op-errors");
+    put_secrets(&operator.fake, AMQP_URL);
+    operator.fake.fail(Method::PATCH, "/configmaps/", 500, 1);
+    operator.fake.fail(Method::PATCH, "/deployments/", 409, 2);
+    operator.fake.put("sagaplatforms", support::platform("demo", &platform, 0, "Retain"));
+
+    operator.wait_condition("demo", "Ready", "True").await;
+    assert_eq!(operator.fake.faults_left(), 0);
+    assert!(operator.context.metrics.failures("kubernetes_api") >= 1);
+    assert!(operator.context.metrics.failures("conflict") >= 2);
+    let deployment_patches = operator
+        .fake
+        .requests()
+        .iter()
+        .filter(|r| r.starts_with("PATCH") && r.contains("/deployments/demo-order"))
+        .count();
+    assert!(deployment_patches >= 3, "two conflicts, then success: {deployment_patches}");
+
+    operator.stop().await;
+    delete_topology(&platform).await;
+}
+
+#[tokio::test]
+async fn deletion_with_retain_keeps_the_topology() {
+    let operator = Operator::start(settings());
+    let platform = unique_platform("op-retain");
+    put_secrets(&operator.fake, AMQP_URL);
+    operator.fake.put("sagaplatforms", support::platform("demo", &platform, 0, "Retain"));
+    operator.wait_condition("demo", "Ready", "True").await;
+
+    operator.fake.delete(&Operator::platform_key("demo"));
+    let key = Operator::platform_key("demo");
+    operator.fake.wait_for("resource gone", WAIT, |fake| fake.get(&key).is_none().then_some(())).await;
+    assert!(queue_exists(&format!("{platform}.order.replies")).await, "Retain leaves the queues");
+    assert!(operator.event_reasons().contains(&"TopologyRetained".to_owned()));
+
+    operator.stop().await;
+    delete_topology(&platform).await;
+}
+
+#[tokio::test]
+async fn deletion_with_delete_removes_the_topology() {
+    let operator = Operator::start(settings());
+    let platform = unique_platform("op-delete");
+    put_secrets(&operator.fake, AMQP_URL);
+    operator.fake.put("sagaplatforms", support::platform("demo", &platform, 0, "Delete"));
+    operator.wait_condition("demo", "Ready", "True").await;
+    assert!(queue_exists(&format!("{platform}.order.replies")).await);
+
+    operator.fake.delete(&Operator::platform_key("demo"));
+    let key = Operator::platform_key("demo");
+    operator.fake.wait_for("resource gone", WAIT, |fake| fake.get(&key).is_none().then_some(())).await;
+    assert!(!queue_exists(&format!("{platform}.order.replies")).await, "Delete removes the queues");
+    assert!(!queue_exists(&format!("{platform}.payment.commands.dlq")).await);
+    assert!(operator.event_reasons().contains(&"TopologyDeleted".to_owned()));
+
+    operator.stop().await;
+}
+
+#[tokio::test]
+async fn deletion_is_not_blocked_by_a_dead_broker() {
+    let mut short = settings();
+    short.cleanup_timeout = Duration::from_secs(1);
+    let operator = Operator::start(short);
+    put_secrets(&operator.fake, DEAD_AMQP_URL);
+    operator.fake.put("sagaplatforms", support::platform("demo", "op-dead", 0, "Delete"));
+    operator.wait_condition("demo", "TopologyReady", "False").await;
+
+    operator.fake.delete(&Operator::platform_key("demo"));
+    let key = Operator::platform_key("demo");
+    operator.fake.wait_for("resource gone", WAIT, |fake| fake.get(&key).is_none().then_some(())).await;
+    let reasons = operator.event_reasons();
+    assert!(reasons.contains(&"CleanupFailed".to_owned()), "{reasons:?}");
+    assert!(reasons.contains(&"CleanupAbandoned".to_owned()), "{reasons:?}");
+    operator.stop().await;
+}
+
+#[tokio::test]
+async fn deletion_is_not_blocked_by_a_missing_secret() {
+    let operator = Operator::start(settings());
+    put_secrets(&operator.fake, DEAD_AMQP_URL);
+    operator.fake.put("sagaplatforms", support::platform("demo", "op-nosecret", 0, "Delete"));
+    operator.wait_condition("demo", "TopologyReady", "False").await;
+
+    operator.fake.delete(&Key::new("secrets", NS, "broker"));
+    operator.fake.delete(&Operator::platform_key("demo"));
+    let key = Operator::platform_key("demo");
+    operator.fake.wait_for("resource gone", WAIT, |fake| fake.get(&key).is_none().then_some(())).await;
+    assert!(operator.event_reasons().contains(&"CleanupSkipped".to_owned()));
+    operator.stop().await;
+}
+
+#[tokio::test]
+async fn broker_down_holds_replicas_and_says_so() {
+    let operator = Operator::start(settings());
+    put_secrets(&operator.fake, DEAD_AMQP_URL);
+    let mut resource = support::platform("demo", "op-down", 0, "Retain");
+    resource["spec"]["payment"]["autoscaling"] =
+        json!({"minReplicas": 2, "maxReplicas": 6, "targetQueueDepthPerReplica": 10});
+    operator.fake.put("sagaplatforms", resource);
+
+    let object = operator.wait_condition("demo", "AutoscalingActive", "False").await;
+    assert_eq!(condition(&object, "AutoscalingActive").unwrap()["reason"], "QueueDepthUnknown");
+    assert_eq!(condition(&object, "TopologyReady").unwrap()["status"], "False");
+    assert_eq!(condition(&object, "Ready").unwrap()["status"], "False");
+    let deployment = operator.fake.get(&Key::new("deployments", NS, "demo-payment")).unwrap();
+    assert_eq!(deployment["spec"]["replicas"], 2, "held at the current count (min at first)");
+    operator.stop().await;
+}
+
+#[tokio::test]
+async fn invalid_spec_and_malformed_resource_do_not_block_others() {
+    let operator = Operator::start(settings());
+    let platform = unique_platform("op-good");
+    put_secrets(&operator.fake, AMQP_URL);
+    // Does not even deserialize (an older or hand-edited schema).
+    let mut malformed = support::platform("broken", "op-broken", 0, "Retain");
+    malformed["spec"]["order"] = json!("not an object");
+    operator.fake.put("sagaplatforms", malformed);
+    // Deserializes but is invalid (an empty image).
+    let mut invalid = support::platform("invalid", "op-invalid", 0, "Retain");
+    invalid["spec"]["inventory"]["image"] = json!("");
+    operator.fake.put("sagaplatforms", invalid);
+    operator.fake.put("sagaplatforms", support::platform("good", &platform, 0, "Retain"));
+
+    operator.wait_condition("good", "Ready", "True").await;
+    let object = operator.wait_condition("invalid", "Ready", "False").await;
+    assert_eq!(condition(&object, "Ready").unwrap()["reason"], "InvalidSpec");
+    assert_eq!(condition(&object, "Ready").unwrap()["message"], "inventory.image must not be empty");
+    operator
+        .fake
+        .wait_for("InvalidResource event", WAIT, |fake| {
+            fake.list("events").into_iter().find(|e| e["reason"] == "InvalidResource")
+        })
+        .await;
+    assert!(operator.fake.get(&Key::new("deployments", NS, "broken-order")).is_none());
+    operator.stop().await;
+    delete_topology(&platform).await;
+}
+
+#[tokio::test]
+async fn autoscaling_follows_the_backlog_and_waits_before_scaling_down() {
+    let operator = Operator::start(settings());
+    let platform = unique_platform("op-scale");
+    put_secrets(&operator.fake, AMQP_URL);
+    let mut resource = support::platform("demo", &platform, 0, "Retain");
+    resource["spec"]["payment"]["autoscaling"] = json!({"minReplicas": 1, "maxReplicas": 4, "targetQueueDepthPerReplica": 10, "stabilizationWindowSeconds": 300});
+    operator.fake.put("sagaplatforms", resource);
+    operator.wait_condition("demo", "AutoscalingActive", "True").await;
+
+    // 35 messages waiting: ceil(35 / 10) = 4 replicas, at once.
+    let queue = format!("{platform}.payment.commands");
+    let connection = saga_common::amqp::Broker::new(AMQP_URL, "operator-test").connect_once().await.unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    for _ in 0..35 {
+        channel
+            .basic_publish("".into(), queue.as_str().into(), Default::default(), b"{}", Default::default())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    let key = Key::new("deployments", NS, "demo-payment");
+    operator.fake.wait_for("4 replicas", WAIT, |fake| fake.get(&key).filter(|d| d["spec"]["replicas"] == 4)).await;
+    let object = operator.fake.get(&Operator::platform_key("demo")).unwrap();
+    assert!(object["status"]["payment"]["recommendations"].as_array().is_some_and(|r| !r.is_empty()));
+    assert!(operator.event_reasons().contains(&"Scaled".to_owned()));
+
+    // The backlog is gone, but the window still holds the recommendation of 4.
+    channel.queue_purge(queue.as_str().into(), Default::default()).await.unwrap();
+    let key_platform = Operator::platform_key("demo");
+    operator
+        .fake
+        .wait_for("depth 0 observed", WAIT, |fake| {
+            fake.get(&key_platform).filter(|p| p["status"]["payment"]["queueDepth"] == 0)
+        })
+        .await;
+    assert_eq!(operator.fake.get(&key).unwrap()["spec"]["replicas"], 4, "no scale-down inside the window");
+
+    operator.stop().await;
+    delete_topology(&platform).await;
+}
