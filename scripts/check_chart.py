@@ -502,6 +502,50 @@ def check_operator_env(objects: list[dict[str, Any]], values: dict[str, Any]) ->
     collect(p)
 
 
+# Rust type of an `Api<…>` in operator/src -> the API resource it calls.
+API_TYPES = {
+    "SagaPlatform": ("saga.dev", "sagaplatforms"),
+    "Deployment": ("apps", "deployments"),
+    "ConfigMap": ("", "configmaps"),
+    "Service": ("", "services"),
+    "Secret": ("", "secrets"),
+    "LeaseObject": ("coordination.k8s.io", "leases"),
+    "Lease": ("coordination.k8s.io", "leases"),
+}
+
+
+def check_rbac_covers_code() -> None:
+    """Every Kubernetes API the operator's code touches (each `Api<T>`, the
+    event Recorder, status patches) has rules in the expected tables, and every
+    table entry is still used: a new API call cannot ship without RBAC, and a
+    dropped one leaves no stale grant."""
+    import re
+
+    used: set[tuple[str, str]] = set()
+    p: list[str] = []
+    for path in sorted((ROOT / "operator" / "src").rglob("*.rs")):
+        text = path.read_text()
+        for t in re.findall(r"\bApi(?:::)?<\s*(?:DeserializeGuard<\s*)?([A-Za-z_]+)", text):
+            if t == "K":  # generic helper (reconcile/apply.rs), typed at its call sites
+                continue
+            if t not in API_TYPES:
+                p.append(f"{path.relative_to(ROOT)}: Api<{t}> has no RBAC mapping: add it to API_TYPES, the chart's rbac.yaml and the expected rules")
+            else:
+                used.add(API_TYPES[t])
+        if "Recorder::new" in text:
+            used.add(("events.k8s.io", "events"))
+        if ".patch_status(" in text:
+            used.add(("saga.dev", "sagaplatforms/status"))
+    granted = {(g, r) for (g, r, _) in (EXPECTED_OPERATOR_RULES | EXPECTED_LEADER_RULES)}
+    # owner references with blockOwnerDeletion need the finalizers subresource; it has no Api<> call.
+    used.add(("saga.dev", "sagaplatforms/finalizers"))
+    for g, r in sorted(used - granted):
+        p.append(f"the operator calls {g or 'core'}/{r}, which the expected RBAC does not grant")
+    for g, r in sorted(granted - used):
+        p.append(f"the expected RBAC grants {g or 'core'}/{r}, which operator/src no longer calls")
+    collect(p)
+
+
 def check_lease_name() -> None:
     """The leader-election Role names the Lease the operator really uses."""
     import re
@@ -871,6 +915,7 @@ def main() -> int:
             print(f"     cannot read the CRD: {e}")
     c.check("CRD: valid CustomResourceDefinition (Kubernetes 1.33, strict) with the contract's names", lambda: check_crd_valid(crd) if crd else (_ for _ in ()).throw(Failure("no CRD")))
 
+    c.check("RBAC: every Kubernetes API operator/src calls is granted, nothing else", check_rbac_covers_code)
     c.check("RBAC: the leader-election Lease name is the one operator/src/main.rs uses", check_lease_name)
     c.check("Grafana dashboard: valid JSON, every metric it queries is registered in the code", check_dashboard_file)
 

@@ -61,6 +61,8 @@ M = [
  ("operator env misspelled", C+"templates/operator-deployment.yaml", "- name: SCALE_INTERVAL", "- name: SCALE_INTERVALL", "which saga-operator does not read"),
  ("Lease name mismatch", C+"templates/rbac.yaml", 'resourceNames: ["saga-operator"]', 'resourceNames: ["saga-operator-lock"]', "lacks ['get', 'update']"),
  ("kind port mapping", "examples/values-kind.yaml", "nodePort: 30080", "nodePort: 30081", "does not map node port 30081"),
+ ("operator calls a new API", "operator/src/controller.rs", "use crate::crd::SagaPlatform;", "use crate::crd::SagaPlatform;\nfn _pods(client: Client) -> Api<Pod> { Api::all(client) }", "Api<Pod> has no RBAC mapping"),
+ ("operator stops calling an API", "operator/src/reconcile/mod.rs", "Recorder::new(", "RecorderNew(", "which operator/src no longer calls"),
  ("hostPath volume", C+"templates/dev-rabbitmq.yaml", "        - name: logs\n          emptyDir: {}", "        - name: logs\n          hostPath:\n            path: /var/log", "hostPath"),
 ]
 
