@@ -303,3 +303,71 @@ async fn autoscaling_follows_the_backlog_and_waits_before_scaling_down() {
     operator.stop().await;
     delete_topology(&platform).await;
 }
+
+#[tokio::test]
+async fn resync_declares_a_queue_deleted_by_hand() {
+    let operator = Operator::start(settings());
+    let platform = unique_platform("op-resync");
+    put_secrets(&operator.fake, AMQP_URL);
+    operator.fake.put("sagaplatforms", support::platform("demo", &platform, 0, "Retain"));
+    operator.wait_condition("demo", "Ready", "True").await;
+
+    let queue = format!("{platform}.inventory.commands");
+    let connection = saga_common::amqp::Broker::new(AMQP_URL, "operator-test").connect_once().await.unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    channel.queue_delete(queue.as_str().into(), Default::default()).await.unwrap();
+    // No watch event: only the periodic resync can notice. The recorder turns
+    // the second TopologyDeclared into a series of two.
+    operator
+        .fake
+        .wait_for("TopologyDeclared after the drift", WAIT, |fake| {
+            fake.list("events").into_iter().find(|e| e["reason"] == "TopologyDeclared" && e["series"]["count"] == 2)
+        })
+        .await;
+    assert!(queue_exists(&queue).await);
+
+    operator.stop().await;
+    delete_topology(&platform).await;
+}
+
+/// Prints the operator's footprint on the fake API: process RSS once idle
+/// with one platform, and the mean reconcile time. Run with `--nocapture`.
+#[tokio::test]
+async fn footprint_at_idle_and_reconcile_time() {
+    let mut idle = settings();
+    idle.resync = Duration::from_secs(3600);
+    let operator = Operator::start(idle);
+    let platform = unique_platform("op-footprint");
+    put_secrets(&operator.fake, AMQP_URL);
+    operator.fake.put("sagaplatforms", support::platform("demo", &platform, 0, "Retain"));
+    operator.wait_condition("demo", "Ready", "True").await;
+    // Trigger a few more reconciles through spec changes.
+    for generation in 2..=6 {
+        let mut changed = support::platform("demo", &platform, 0, "Retain");
+        changed["spec"]["saga"] = json!({"stepTimeoutSeconds": generation});
+        operator.fake.put("sagaplatforms", changed);
+        operator
+            .fake
+            .wait_for("reconciled", WAIT, |fake| {
+                fake.get(&Operator::platform_key("demo")).filter(|p| p["status"]["observedGeneration"] == generation)
+            })
+            .await;
+    }
+    let metrics = operator.context.metrics.render();
+    let value = |name: &str| -> f64 {
+        metrics.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim().parse().ok()).unwrap_or(f64::NAN)
+    };
+    let count = value("saga_operator_reconcile_duration_seconds_count");
+    let mean_ms = value("saga_operator_reconcile_duration_seconds_sum") / count * 1000.0;
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let rss_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0);
+    println!("footprint: {count} reconciles, mean {mean_ms:.1} ms; test process RSS {} MiB", rss_kib / 1024);
+    assert!(count >= 6.0, "{metrics}");
+    assert!(mean_ms < 1000.0, "a reconcile on the fake API takes {mean_ms} ms");
+    operator.stop().await;
+    delete_topology(&platform).await;
+}
