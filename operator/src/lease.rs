@@ -19,11 +19,26 @@ pub struct Lease {
     api: Api<LeaseObject>,
     name: String,
     identity: String,
+    duration: Duration,
+    renew_every: Duration,
 }
 
 impl Lease {
     pub fn new(client: Client, namespace: &str, name: &str, identity: &str) -> Self {
-        Lease { api: Api::namespaced(client, namespace), name: name.into(), identity: identity.into() }
+        Lease {
+            api: Api::namespaced(client, namespace),
+            name: name.into(),
+            identity: identity.into(),
+            duration: DURATION,
+            renew_every: RENEW_EVERY,
+        }
+    }
+
+    /// Shorter timings, for tests.
+    pub fn with_timing(mut self, duration: Duration, renew_every: Duration) -> Self {
+        self.duration = duration;
+        self.renew_every = renew_every;
+        self
     }
 
     /// Waits until this replica holds the lease; false if `shutdown` came first.
@@ -39,7 +54,7 @@ impl Lease {
                 Err(error) => tracing::warn!(%error, "cannot read the lease"),
             }
             tokio::select! {
-                _ = tokio::time::sleep(RENEW_EVERY) => {}
+                _ = tokio::time::sleep(self.renew_every) => {}
                 _ = &mut shutdown => return false,
             }
         }
@@ -53,7 +68,7 @@ impl Lease {
             tokio::pin!(shutdown);
             loop {
                 tokio::select! {
-                    _ = tokio::time::sleep(RENEW_EVERY) => {}
+                    _ = tokio::time::sleep(self.renew_every) => {}
                     _ = &mut shutdown => break,
                 }
                 match self.try_acquire().await {
@@ -85,7 +100,7 @@ impl Lease {
         let spec = lease.spec.clone().unwrap_or_default();
         let holder = spec.holder_identity.as_deref();
         let expired = spec.renew_time.as_ref().is_none_or(|renewed| {
-            let duration = i64::from(spec.lease_duration_seconds.unwrap_or(DURATION.as_secs() as i32));
+            let duration = i64::from(spec.lease_duration_seconds.unwrap_or(self.duration.as_secs() as i32));
             renewed.0.as_second() + duration < now.as_second()
         });
         if holder != Some(self.identity.as_str()) && holder.is_some() && !expired {
@@ -103,7 +118,7 @@ impl Lease {
     fn spec(&self, now: jiff::Timestamp, transitions: i32) -> LeaseSpec {
         LeaseSpec {
             holder_identity: Some(self.identity.clone()),
-            lease_duration_seconds: Some(DURATION.as_secs() as i32),
+            lease_duration_seconds: Some(self.duration.as_secs().max(1) as i32),
             acquire_time: Some(MicroTime(now)),
             renew_time: Some(MicroTime(now)),
             lease_transitions: Some(transitions),

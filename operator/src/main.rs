@@ -131,25 +131,31 @@ async fn run(args: RunArgs) {
         args.pod_name.clone(),
     ));
 
+    let stop = Arc::new(stop);
+    let on_signal = stop.clone();
     tokio::spawn(async move {
         saga_common::runtime::termination_signal().await;
         tracing::info!("shutting down");
-        let _ = stop.send(true);
+        let _ = on_signal.send(true);
     });
 
     if args.leader_election {
         let lease = lease::Lease::new(client.clone(), &args.lease_namespace, "saga-operator", &args.pod_name);
-        // Only the holder reconciles; losing the lease stops this replica's controller.
-        if !lease.acquire(shutdown()).await {
-            let _ = http.await;
-            return;
+        // Only the holder reconciles.
+        if lease.acquire(shutdown()).await {
+            let lost = lease.hold(shutdown());
+            controller::run(client, args.namespace.as_deref(), context, synced, lost).await;
         }
-        let lost = lease.hold(shutdown());
-        controller::run(client, args.namespace.as_deref(), context, synced, lost).await;
     } else {
         controller::run(client, args.namespace.as_deref(), context, synced, shutdown()).await;
     }
+    let requested = *stopped.borrow();
+    let _ = stop.send(true);
     let _ = http.await;
+    if !requested {
+        // The lease was lost: exit so Kubernetes restarts this replica as a follower.
+        saga_common::config::fail("lost the leader lease");
+    }
 }
 
 async fn readyz(State(state): State<AppState>) -> (StatusCode, &'static str) {

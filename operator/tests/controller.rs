@@ -1,13 +1,17 @@
 //! The real `Controller` against the fake API server (tower-test mock), driven
-//! by watch events, with the topology declared on the local RabbitMQ.
+//! by watch events, with the topology declared on the local RabbitMQ; and
+//! leader election on the same fake: one holder at a time, takeover only
+//! after expiry, and a holder that loses the lease stops.
 
 mod support;
 
 use std::time::Duration;
 
 use http::Method;
+use saga_operator::lease::Lease;
 use serde_json::json;
 use support::*;
+use tokio::sync::oneshot;
 
 #[tokio::test]
 async fn create_applies_children_and_reports_ready_once_deployments_are() {
@@ -370,4 +374,56 @@ async fn footprint_at_idle_and_reconcile_time() {
     assert!(mean_ms < 1000.0, "a reconcile on the fake API takes {mean_ms} ms");
     operator.stop().await;
     delete_topology(&platform).await;
+}
+
+// ---- leader election ----
+
+fn lease_for(client: &kube::Client, identity: &str) -> Lease {
+    Lease::new(client.clone(), "ops", "saga-operator", identity)
+        .with_timing(Duration::from_secs(1), Duration::from_millis(100))
+}
+
+fn holder(fake: &FakeApi) -> Option<String> {
+    let lease = fake.get(&Key::new("leases", "ops", "saga-operator"))?;
+    lease["spec"]["holderIdentity"].as_str().map(str::to_owned)
+}
+
+#[tokio::test]
+async fn one_holder_at_a_time_and_takeover_after_expiry() {
+    let (client, fake) = FakeApi::start();
+    let a = lease_for(&client, "a");
+    let b = lease_for(&client, "b");
+    assert!(a.acquire(std::future::pending()).await);
+    let (stop_a, stopped_a) = oneshot::channel::<()>();
+    let a_done = a.hold(async move {
+        let _ = stopped_a.await;
+    });
+
+    // b cannot take a lease that a keeps renewing.
+    let gave_up = tokio::time::sleep(Duration::from_millis(2500));
+    assert!(!b.acquire(gave_up).await, "b must not lead while a renews");
+    assert_eq!(holder(&fake).as_deref(), Some("a"));
+
+    // a stops renewing (shutdown); b takes over once the lease expired.
+    stop_a.send(()).unwrap();
+    a_done.await;
+    let took_over = tokio::time::timeout(Duration::from_secs(10), b.acquire(std::future::pending())).await;
+    assert_eq!(took_over, Ok(true));
+    assert_eq!(holder(&fake).as_deref(), Some("b"));
+    let lease = fake.get(&Key::new("leases", "ops", "saga-operator")).unwrap();
+    assert_eq!(lease["spec"]["leaseTransitions"], 1);
+}
+
+#[tokio::test]
+async fn a_holder_that_loses_the_lease_stops() {
+    let (client, fake) = FakeApi::start();
+    let a = lease_for(&client, "a");
+    assert!(a.acquire(std::future::pending()).await);
+    let lost = a.hold(std::future::pending());
+    // Someone else writes the lease (as a replica that saw it expire would).
+    let mut object = fake.get(&Key::new("leases", "ops", "saga-operator")).unwrap();
+    object["spec"]["holderIdentity"] = serde_json::json!("b");
+    object["spec"]["leaseDurationSeconds"] = serde_json::json!(60);
+    fake.put("leases", object);
+    tokio::time::timeout(Duration::from_secs(10), lost).await.expect("a notices it lost the lease");
 }
