@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+import celpy
 import helm_python as helm
 import jsonschema
 import kubernetes_validate
@@ -130,6 +131,19 @@ NEGATIVE_CASES: list[tuple[str, dict[str, Any], str]] = [
     ("platform name", {"platform": {"create": True, "name": "Saga_Platform"}}, "name"),
     ("platform outside the watched namespace", {"operator": {"watchNamespace": "elsewhere"}, "platform": {"create": True}}, "watchNamespace"),
     ("image without repository", {"operator": {"image": {"repository": ""}}}, "repository"),
+]
+
+
+# Values the chart renders but whose SagaPlatform the API server would refuse
+# (CRD schema or CEL rule): (label, values, a fragment of the expected message).
+CRD_REFUSED_CASES: list[tuple[str, dict[str, Any], str]] = [
+    ("autoscaling min above max", {"platform": {"create": True, "spec": {"order": {"autoscaling": {"minReplicas": 5, "maxReplicas": 2, "targetQueueDepthPerReplica": 10}}}}}, "minReplicas must be less than or equal to autoscaling.maxReplicas"),
+    ("retry attempts out of range", {"platform": {"create": True, "spec": {"retry": {"maxAttempts": 50}}}}, "retry.maxAttempts must be between 1 and 20"),
+    ("zero step timeout", {"platform": {"create": True, "spec": {"saga": {"stepTimeoutSeconds": 0}}}}, "saga.stepTimeoutSeconds must be greater than 0"),
+    ("tolerance of 1", {"platform": {"create": True, "spec": {"payment": {"autoscaling": {"minReplicas": 1, "maxReplicas": 2, "targetQueueDepthPerReplica": 10, "tolerance": 1}}}}}, "autoscaling.tolerance must be at least 0 and below 1"),
+    ("bad platform name", {"platform": {"create": True, "spec": {"platform": "Shop_1"}}}, "platform must be 1-63 lowercase letters"),
+    ("unknown queue type", {"platform": {"create": True, "spec": {"broker": {"queueType": "stream"}}}}, "'stream' is not one of"),
+    ("unknown spec field", {"platform": {"create": True, "spec": {"replicas": 3}}}, "Additional properties are not allowed ('replicas'"),
 ]
 
 
@@ -292,7 +306,74 @@ def validate_custom_resource(obj: dict[str, Any], crd: dict[str, Any]) -> list[s
     body = {k: v for k, v in obj.items() if not k.startswith("__")}
     # apiVersion/kind/metadata are checked by the API server, not the schema.
     errors = sorted(crd_validator(crd, version).iter_errors(body), key=lambda e: list(e.path))
-    return [f"{ident(obj)}: {'.'.join(map(str, e.path)) or '(root)'}: {e.message}" for e in errors]
+    problems = [f"{ident(obj)}: {'.'.join(map(str, e.path)) or '(root)'}: {e.message}" for e in errors]
+    if not problems:
+        # The CEL rules (x-kubernetes-validations), as on `kubectl apply` (create).
+        schema = next(v for v in crd["spec"]["versions"] if v["name"] == version)["schema"]["openAPIV3Schema"]
+        spec_schema = schema["properties"]["spec"]
+        problems = [f"{ident(obj)}: {e}" for e in cel_errors(body.get("spec") or {}, spec_schema, "spec")]
+    return problems
+
+
+def to_cel(value: Any, schema: dict[str, Any]) -> Any:
+    """A JSON value as CEL sees it in the API server: numbers typed by the schema."""
+    t = schema.get("type")
+    if value is None:
+        return None
+    if t == "integer":
+        return celpy.celtypes.IntType(value)
+    if t == "number":
+        return celpy.celtypes.DoubleType(value)
+    if t == "boolean":
+        return celpy.celtypes.BoolType(value)
+    if t == "string":
+        return celpy.celtypes.StringType(value)
+    if t == "array":
+        return celpy.celtypes.ListType([to_cel(v, schema.get("items") or {}) for v in value])
+    if isinstance(value, dict):
+        props = schema.get("properties") or {}
+        extra = schema.get("additionalProperties") if isinstance(schema.get("additionalProperties"), dict) else {}
+        return celpy.celtypes.MapType({celpy.celtypes.StringType(k): to_cel(v, props.get(k, extra)) for k, v in value.items()})
+    return celpy.json_to_cel(value)
+
+
+_CEL = celpy.Environment()
+_CEL_PROGRAMS: dict[str, Any] = {}
+
+
+def cel_errors(value: Any, schema: dict[str, Any], path: str) -> list[str]:
+    """Evaluates the x-kubernetes-validations rules of `schema` and below on
+    `value` as the API server does on create: defaults applied first;
+    transition rules (those using oldSelf) only apply to updates and are skipped."""
+    errors: list[str] = []
+    if isinstance(value, dict) and schema.get("type") == "object":
+        value = dict(value)
+        for name, sub in (schema.get("properties") or {}).items():
+            if name not in value and "default" in sub:
+                value[name] = copy.deepcopy(sub["default"])
+            if name in value:
+                errors += cel_errors(value[name], sub, f"{path}.{name}")
+        extra = schema.get("additionalProperties")
+        if isinstance(extra, dict):
+            for name, v in value.items():
+                if name not in (schema.get("properties") or {}):
+                    errors += cel_errors(v, extra, f"{path}.{name}")
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            errors += cel_errors(v, schema.get("items") or {}, f"{path}[{i}]")
+    for rule in schema.get("x-kubernetes-validations") or []:
+        if "oldSelf" in rule["rule"]:
+            continue
+        program = _CEL_PROGRAMS.get(rule["rule"])
+        if program is None:
+            program = _CEL_PROGRAMS[rule["rule"]] = _CEL.program(_CEL.compile(rule["rule"]))
+        try:
+            ok = program.evaluate({"self": to_cel(value, schema)})
+        except Exception as e:  # an evaluation error is a rejection too
+            ok = e
+        if ok is not True and not (isinstance(ok, celpy.celtypes.BoolType) and bool(ok)):
+            errors.append(f"{path}: {rule.get('message') or rule['rule']}" + ("" if isinstance(ok, celpy.celtypes.BoolType) else f" ({ok})"))
+    return errors
 
 
 def validate_kubernetes(obj: dict[str, Any]) -> list[str]:
@@ -976,6 +1057,19 @@ def main() -> int:
             raise Failure("rendered without an error")
 
         c.check(f"refuses: {label}", refused)
+
+    print("==> SagaPlatforms the CRD must refuse (schema and CEL rules, as on create)")
+    for label, values, fragment in CRD_REFUSED_CASES:
+        def crd_refuses(values: dict[str, Any] = values, fragment: str = fragment) -> None:
+            require(crd is not None, "no CRD")
+            objects, _ = render(values)
+            sps = [o for o in objects if o["kind"] == "SagaPlatform"]
+            require(len(sps) == 1, f"expected one SagaPlatform, rendered {len(sps)}")
+            problems = validate_custom_resource(sps[0], crd)  # type: ignore[arg-type]
+            require(problems, "accepted")
+            require(any(fragment in p for p in problems), f"refused, but not with {fragment!r}: {problems}")
+
+        c.check(f"CRD refuses: {label}", crd_refuses)
 
     print()
     for f in c.failures:

@@ -63,6 +63,7 @@ M = [
  ("kind port mapping", "examples/values-kind.yaml", "nodePort: 30080", "nodePort: 30081", "does not map node port 30081"),
  ("operator calls a new API", "operator/src/controller.rs", "use crate::crd::SagaPlatform;", "use crate::crd::SagaPlatform;\nfn _pods(client: Client) -> Api<Pod> { Api::all(client) }", "Api<Pod> has no RBAC mapping"),
  ("operator stops calling an API", "operator/src/reconcile/mod.rs", "Recorder::new(", "RecorderNew(", "which operator/src no longer calls"),
+ ("example breaks a CEL rule", "examples/sagaplatform.yaml", "minReplicas: 1\n      maxReplicas: 5", "minReplicas: 6\n      maxReplicas: 5", "minReplicas must be less than or equal"),
  ("hostPath volume", C+"templates/dev-rabbitmq.yaml", "        - name: logs\n          emptyDir: {}", "        - name: logs\n          hostPath:\n            path: /var/log", "hostPath"),
 ]
 
