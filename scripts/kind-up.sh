@@ -16,8 +16,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cluster=${KIND_CLUSTER:-saga}
-# examples/values-kind.yaml and examples/sagaplatform-kind.yaml assume
-# release "saga" in namespace "saga" (Service names in the management URL).
+# examples/sagaplatform-kind.yaml expects namespace "saga" (its management URL
+# names the dev RabbitMQ Service saga-rabbitmq.saga.svc).
 namespace=saga
 release=saga
 tag=dev
