@@ -25,6 +25,11 @@ if ! cmp -s "$requirements" "$stamp" 2>/dev/null; then
     cp "$requirements" "$stamp"
 fi
 
+# Keep everything inside the clone: Helm's cache/config/data dirs (the library
+# may create them) and no __pycache__ next to the scripts.
+export HELM_CACHE_HOME=$PWD/$venv/helm/cache HELM_CONFIG_HOME=$PWD/$venv/helm/config HELM_DATA_HOME=$PWD/$venv/helm/data
+export PYTHONDONTWRITEBYTECODE=1
+
 if [[ ${1:-} == --mutations ]]; then
     shift
     exec "$venv/bin/python" scripts/check_chart_mutations.py "$@"
