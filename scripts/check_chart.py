@@ -957,6 +957,44 @@ def check_kind_config() -> None:
     collect(p)
 
 
+def check_dockerfile() -> None:
+    """hadolint reports nothing (warnings included), and the image is what the
+    README promises: multi-stage, the last stage distroless without a shell,
+    a numeric non-root USER, an exec-form ENTRYPOINT, BIN required."""
+    dockerfile = ROOT / "Dockerfile"
+    hadolint = Path(sys.executable).parent / "hadolint"
+    out = subprocess.run([str(hadolint), "--no-color", "--failure-threshold", "warning", str(dockerfile)], capture_output=True, text=True, timeout=120)
+    p: list[str] = []
+    if out.returncode != 0:
+        p.append(f"hadolint: {out.stdout.strip()} {out.stderr.strip()}")
+    lines = [l.strip() for l in dockerfile.read_text().splitlines() if l.strip() and not l.strip().startswith("#")]
+    stages = [i for i, l in enumerate(lines) if l.upper().startswith("FROM ")]
+    if len(stages) < 2:
+        p.append(f"expected a multi-stage build, found {len(stages)} FROM")
+    final = lines[stages[-1]:] if stages else []
+    base = final[0].split()[1] if final else ""
+    args = {l.split()[1].split("=")[0]: l.split("=", 1)[1] if "=" in l else "" for l in lines if l.upper().startswith("ARG ")}
+    if base.startswith("${"):
+        base = args.get(base.strip("${}"), base)
+    if "distroless" not in base or not base.endswith(":nonroot"):
+        p.append(f"final stage is {base}, expected a distroless :nonroot image")
+    if any(l.upper().startswith(("RUN ", "SHELL ")) for l in final):
+        p.append("the final stage runs commands: it has no shell")
+    users = [l.split()[1] for l in final if l.upper().startswith("USER ")]
+    if not users or not users[-1].split(":")[0].isdigit() or users[-1].split(":")[0] == "0":
+        p.append(f"final stage USER {users[-1] if users else None}: expected a numeric non-root user (runAsNonRoot checks it)")
+    entry = [l for l in final if l.upper().startswith("ENTRYPOINT ")]
+    if not entry or not entry[-1].split(None, 1)[1].startswith("["):
+        p.append("ENTRYPOINT must be in exec form (no shell at run time)")
+    if not any(l.startswith("RUN test -n \"$BIN\"") for l in lines):
+        p.append("the build does not refuse a missing BIN build-arg")
+    ignored = {l.strip().rstrip("/") for l in (ROOT / ".dockerignore").read_text().splitlines() if l.strip() and not l.startswith("#")}
+    for needed in ("target", ".git", ".venv-chart"):
+        if needed not in ignored:
+            p.append(f".dockerignore does not exclude {needed}/")
+    collect(p)
+
+
 def secret_refs(sp: dict[str, Any]) -> list[tuple[str, str, str]]:
     spec = sp.get("spec") or {}
     refs = [("broker.urlSecret", (spec.get("broker") or {}).get("urlSecret")), ("auth.jwtSecret", (spec.get("auth") or {}).get("jwtSecret"))]
@@ -1001,6 +1039,7 @@ def main() -> int:
     c.check("Grafana dashboard: valid JSON, every metric it queries is registered in the code", check_dashboard_file)
 
     print("==> examples/")
+    c.check("Dockerfile: hadolint clean; multi-stage, distroless nonroot, numeric USER, exec ENTRYPOINT; .dockerignore", check_dockerfile)
     c.check("kind-config.yaml maps the node ports of examples/values-kind.yaml to host 8080 and 15672", check_kind_config)
     cases = discover_cases()
     applied_with_values = {p for case in cases for p in case.apply_with}

@@ -64,6 +64,9 @@ M = [
  ("operator calls a new API", "operator/src/controller.rs", "use crate::crd::SagaPlatform;", "use crate::crd::SagaPlatform;\nfn _pods(client: Client) -> Api<Pod> { Api::all(client) }", "Api<Pod> has no RBAC mapping"),
  ("operator stops calling an API", "operator/src/reconcile/mod.rs", "Recorder::new(", "RecorderNew(", "which operator/src no longer calls"),
  ("example breaks a CEL rule", "examples/sagaplatform.yaml", "minReplicas: 1\n      maxReplicas: 5", "minReplicas: 6\n      maxReplicas: 5", "minReplicas must be less than or equal"),
+ ("Dockerfile runs as root", "Dockerfile", "USER 65532:65532", "USER root", "expected a numeric non-root user"),
+ ("Dockerfile lint warning", "Dockerfile", "WORKDIR /src", "WORKDIR src", "hadolint"),
+ ("Dockerfile shell in runtime", "Dockerfile", "COPY --from=build /out/app /usr/local/bin/app", "COPY --from=build /out/app /usr/local/bin/app\nRUN [\"/usr/local/bin/app\", \"--version\"]", "has no shell"),
  ("hostPath volume", C+"templates/dev-rabbitmq.yaml", "        - name: logs\n          emptyDir: {}", "        - name: logs\n          hostPath:\n            path: /var/log", "hostPath"),
 ]
 
@@ -72,7 +75,8 @@ def copy_tree(dst: Path) -> None:
     for d in ("charts", "examples", "crds", "scripts", "services", "operator/src"):
         if (ROOT / d).exists():
             shutil.copytree(ROOT / d, dst / d, ignore=shutil.ignore_patterns("__pycache__", "target"))
-    shutil.copy(ROOT / "kind-config.yaml", dst / "kind-config.yaml")
+    for f in ("kind-config.yaml", "Dockerfile", ".dockerignore"):
+        shutil.copy(ROOT / f, dst / f)
     if OPERATOR_BIN.exists():
         (dst / "target" / "debug").mkdir(parents=True)
         os.symlink(OPERATOR_BIN, dst / "target" / "debug" / "saga-operator")
