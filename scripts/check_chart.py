@@ -1,33 +1,43 @@
-"""Offline checks of the Helm chart, the CRD and the examples.
+"""Offline checks of the Helm chart, the CRD, the examples and the container build.
 
-Run through scripts/check-chart.sh, which provides the virtualenv. For every
-value combination in CASES (the chart's defaults, every examples/values-*.yaml
-and every charts/saga-platform/ci/*-values.yaml):
+Run through scripts/check-chart.sh, which provides the virtualenv. Nothing here
+needs a cluster, Docker or the network.
 
-  * the values pass values.schema.json, `helm lint --strict` (Kubernetes 1.33)
-    reports nothing, and the chart renders (Helm library, client side);
-  * every rendered object validates against the Kubernetes 1.33 JSON schemas in
-    strict mode (unknown fields are errors); a SagaPlatform validates against
-    the CRD's openAPIV3Schema; a ServiceMonitor/PodMonitor gets a structural
-    check (no schema for it ships with kubernetes-validate);
-  * every workload is hardened: liveness and readiness probes on named ports,
-    resources, runAsNonRoot, non-zero user, readOnlyRootFilesystem, no
+Once: the chart's CRD equals crds/sagaplatform.yaml byte for byte, and both
+equal `target/debug/saga-operator crd` when that binary is built; the CRD is a
+valid CustomResourceDefinition with the contract's names; the RBAC tables below
+cover exactly the Kubernetes APIs operator/src calls and the Lease it names; the
+Grafana dashboard only queries metrics the Rust code registers; the Dockerfile
+passes hadolint and has a distroless, shell-free, non-root runtime stage;
+kind-config.yaml maps the node ports of examples/values-kind.yaml. Every example
+validates (SagaPlatforms against the CRD schema and its CEL rules, the rest
+against Kubernetes 1.33) and finds its Secrets in examples/secrets.yaml.
+
+For every value combination (the defaults, every examples/values-*.yaml and
+every charts/saga-platform/ci/*-values.yaml): the values pass
+values.schema.json and `helm lint --strict` (Kubernetes 1.33), the chart renders
+(Helm library, client side), and on the rendered objects:
+
+  * every object validates against the Kubernetes 1.33 JSON schemas in strict
+    mode; a SagaPlatform against the CRD (schema and CEL); a ServiceMonitor or
+    PodMonitor gets a structural check;
+  * every workload is hardened: liveness and readiness probes on declared
+    ports, resources, runAsNonRoot, non-zero user, readOnlyRootFilesystem, no
     privilege escalation, all capabilities dropped, seccomp RuntimeDefault, no
     host namespaces or hostPath, pinned image tags;
-  * RBAC has no wildcard and grants exactly EXPECTED_RULES (what the operator
-    calls), bindings point at roles and service accounts that exist;
-  * Services select pods that exist, on ports those pods declare; every Secret a
-    pod or the SagaPlatform reads is rendered too (dev mode) or is declared
-    external by the case.
+  * the operator Deployment: probes, leader-election wiring, strategy, only
+    environment variables saga-operator reads;
+  * RBAC has no wildcard and grants exactly EXPECTED_*_RULES; bindings point at
+    rendered roles and service accounts;
+  * Services select pods that exist on ports they declare; every Secret key a
+    pod or SagaPlatform reads is rendered (dev mode) or declared external.
 
-Values that must be refused (NEGATIVE_CASES) must fail the schema or the
-render. Then the CRD: the chart's copy equals crds/sagaplatform.yaml byte for
-byte, and equals `target/debug/saga-operator crd` when that binary exists;
-it validates as a CustomResourceDefinition. Every SagaPlatform in examples/
-validates against the CRD schema; every other example object against
-Kubernetes 1.33.
+Values that must be refused (NEGATIVE_CASES) fail the schema or the render;
+values whose SagaPlatform the API server would refuse (CRD_REFUSED_CASES) are
+refused by the CRD with its message.
 
 Exit status 0 when every check passed, 1 otherwise; the failures are listed.
+`--dump DIR` also writes each case's rendered manifests to DIR.
 """
 
 from __future__ import annotations
@@ -35,13 +45,12 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
 import subprocess
 import sys
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 import celpy
 import helm_python as helm
@@ -129,7 +138,11 @@ NEGATIVE_CASES: list[tuple[str, dict[str, Any], str]] = [
     ("short JWT secret", {"dev": {"enabled": True, "jwtSecret": "short"}}, "jwtSecret"),
     ("node port out of range", {"expose": {"order": {"enabled": True, "nodePort": 8080}}}, "nodePort"),
     ("platform name", {"platform": {"create": True, "name": "Saga_Platform"}}, "name"),
-    ("platform outside the watched namespace", {"operator": {"watchNamespace": "elsewhere"}, "platform": {"create": True}}, "watchNamespace"),
+    (
+        "platform outside the watched namespace",
+        {"operator": {"watchNamespace": "elsewhere"}, "platform": {"create": True}},
+        "watchNamespace",
+    ),
     ("image without repository", {"operator": {"image": {"repository": ""}}}, "repository"),
 ]
 
@@ -137,10 +150,38 @@ NEGATIVE_CASES: list[tuple[str, dict[str, Any], str]] = [
 # Values the chart renders but whose SagaPlatform the API server would refuse
 # (CRD schema or CEL rule): (label, values, a fragment of the expected message).
 CRD_REFUSED_CASES: list[tuple[str, dict[str, Any], str]] = [
-    ("autoscaling min above max", {"platform": {"create": True, "spec": {"order": {"autoscaling": {"minReplicas": 5, "maxReplicas": 2, "targetQueueDepthPerReplica": 10}}}}}, "minReplicas must be less than or equal to autoscaling.maxReplicas"),
-    ("retry attempts out of range", {"platform": {"create": True, "spec": {"retry": {"maxAttempts": 50}}}}, "retry.maxAttempts must be between 1 and 20"),
-    ("zero step timeout", {"platform": {"create": True, "spec": {"saga": {"stepTimeoutSeconds": 0}}}}, "saga.stepTimeoutSeconds must be greater than 0"),
-    ("tolerance of 1", {"platform": {"create": True, "spec": {"payment": {"autoscaling": {"minReplicas": 1, "maxReplicas": 2, "targetQueueDepthPerReplica": 10, "tolerance": 1}}}}}, "autoscaling.tolerance must be at least 0 and below 1"),
+    (
+        "autoscaling min above max",
+        {
+            "platform": {
+                "create": True,
+                "spec": {"order": {"autoscaling": {"minReplicas": 5, "maxReplicas": 2, "targetQueueDepthPerReplica": 10}}},
+            }
+        },
+        "minReplicas must be less than or equal to autoscaling.maxReplicas",
+    ),
+    (
+        "retry attempts out of range",
+        {"platform": {"create": True, "spec": {"retry": {"maxAttempts": 50}}}},
+        "retry.maxAttempts must be between 1 and 20",
+    ),
+    (
+        "zero step timeout",
+        {"platform": {"create": True, "spec": {"saga": {"stepTimeoutSeconds": 0}}}},
+        "saga.stepTimeoutSeconds must be greater than 0",
+    ),
+    (
+        "tolerance of 1",
+        {
+            "platform": {
+                "create": True,
+                "spec": {
+                    "payment": {"autoscaling": {"minReplicas": 1, "maxReplicas": 2, "targetQueueDepthPerReplica": 10, "tolerance": 1}}
+                },
+            }
+        },
+        "autoscaling.tolerance must be at least 0 and below 1",
+    ),
     ("bad platform name", {"platform": {"create": True, "spec": {"platform": "Shop_1"}}}, "platform must be 1-63 lowercase letters"),
     ("unknown queue type", {"platform": {"create": True, "spec": {"broker": {"queueType": "stream"}}}}, "'stream' is not one of"),
     ("unknown spec field", {"platform": {"create": True, "spec": {"replicas": 3}}}, "Additional properties are not allowed ('replicas'"),
@@ -212,10 +253,10 @@ def discover_cases() -> list[Case]:
         for line in path.read_text().splitlines():
             marker = "# check-chart: external-secrets"
             if line.startswith(marker):
-                external |= {s.strip() for s in line[len(marker):].split(",") if s.strip()}
+                external |= {s.strip() for s in line[len(marker) :].split(",") if s.strip()}
             marker = "# check-chart: apply-with"
             if line.startswith(marker):
-                apply_with += [ROOT / f for f in line[len(marker):].split()]
+                apply_with += [ROOT / f for f in line[len(marker) :].split()]
         cases.append(Case(str(path.relative_to(ROOT)), [path], external, apply_with))
     return cases
 
@@ -242,7 +283,9 @@ def render(values: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
 
 def lint(values: dict[str, Any]) -> None:
     report = helm.lint(str(CHART), values, strict=True, namespace=NAMESPACE, kube_version=f"v{KUBE_VERSION}")
-    problems = [f"[{m.get('severity')}] {m.get('path')}: {m.get('error')}" for m in report.get("messages", []) if (m.get("severity") or 0) >= 2]
+    problems = [
+        f"[{m.get('severity')}] {m.get('path')}: {m.get('error')}" for m in report.get("messages", []) if (m.get("severity") or 0) >= 2
+    ]
     problems += [str(e) for e in report.get("errors") or []]
     collect(problems)
 
@@ -372,7 +415,9 @@ def cel_errors(value: Any, schema: dict[str, Any], path: str) -> list[str]:
         except Exception as e:  # an evaluation error is a rejection too
             ok = e
         if ok is not True and not (isinstance(ok, celpy.celtypes.BoolType) and bool(ok)):
-            errors.append(f"{path}: {rule.get('message') or rule['rule']}" + ("" if isinstance(ok, celpy.celtypes.BoolType) else f" ({ok})"))
+            errors.append(
+                f"{path}: {rule.get('message') or rule['rule']}" + ("" if isinstance(ok, celpy.celtypes.BoolType) else f" ({ok})")
+            )
     return errors
 
 
@@ -517,7 +562,11 @@ def check_hardening(objects: list[dict[str, Any]]) -> None:
 
 def check_operator(objects: list[dict[str, Any]], values: dict[str, Any]) -> None:
     """The operator Deployment specifically: its probes hit /healthz and /readyz."""
-    ops = [o for o in objects if o["kind"] == "Deployment" and (o["metadata"].get("labels") or {}).get("app.kubernetes.io/component") == "operator"]
+    ops = [
+        o
+        for o in objects
+        if o["kind"] == "Deployment" and (o["metadata"].get("labels") or {}).get("app.kubernetes.io/component") == "operator"
+    ]
     require(len(ops) == 1, f"expected one operator Deployment, found {len(ops)}")
     spec = pod_spec(ops[0]) or {}
     c = spec["containers"][0]
@@ -573,7 +622,11 @@ def check_operator_env(objects: list[dict[str, Any]], values: dict[str, Any]) ->
         print(f"     ({OPERATOR_BIN.relative_to(ROOT)} not built: environment names not compared)")
         return
     extra = {e["name"] for e in (values.get("operator") or {}).get("extraEnv") or []}
-    ops = [o for o in objects if o["kind"] == "Deployment" and (o["metadata"].get("labels") or {}).get("app.kubernetes.io/component") == "operator"]
+    ops = [
+        o
+        for o in objects
+        if o["kind"] == "Deployment" and (o["metadata"].get("labels") or {}).get("app.kubernetes.io/component") == "operator"
+    ]
     p = []
     for op in ops:
         for c in (pod_spec(op) or {}).get("containers") or []:
@@ -610,7 +663,9 @@ def check_rbac_covers_code() -> None:
             if t == "K":  # generic helper (reconcile/apply.rs), typed at its call sites
                 continue
             if t not in API_TYPES:
-                p.append(f"{path.relative_to(ROOT)}: Api<{t}> has no RBAC mapping: add it to API_TYPES, the chart's rbac.yaml and the expected rules")
+                p.append(
+                    f"{path.relative_to(ROOT)}: Api<{t}> has no RBAC mapping: add it to API_TYPES, the chart's rbac.yaml and the expected rules"
+                )
             else:
                 used.add(API_TYPES[t])
         if "Recorder::new" in text:
@@ -684,7 +739,10 @@ def check_rbac(objects: list[dict[str, Any]], values: dict[str, Any]) -> None:
     require(len(operator_roles) == 1, f"expected one operator role, found {[ident(r) for r in operator_roles]}")
     role = operator_roles[0]
     if watch:
-        require(role["kind"] == "Role" and role["metadata"].get("namespace") == watch, f"watchNamespace {watch}: expected a Role in {watch}, got {ident(role)} in {role['metadata'].get('namespace')}")
+        require(
+            role["kind"] == "Role" and role["metadata"].get("namespace") == watch,
+            f"watchNamespace {watch}: expected a Role in {watch}, got {ident(role)} in {role['metadata'].get('namespace')}",
+        )
     else:
         require(role["kind"] == "ClusterRole", f"all namespaces watched: expected a ClusterRole, got {ident(role)}")
     granted, problems = rules_of(role)
@@ -726,14 +784,20 @@ def check_references(objects: list[dict[str, Any]], crd: dict[str, Any] | None, 
     for svc in (o for o in objects if o["kind"] == "Service"):
         selector = svc["spec"].get("selector") or {}
         targets = [w for w in workloads if selector and all(pod_labels(w).get(k) == v for k, v in selector.items())]
-        if not targets and set(selector) == {"app.kubernetes.io/name", "app.kubernetes.io/instance"} and selector["app.kubernetes.io/name"] in OPERATOR_POD_NAMES:
+        if (
+            not targets
+            and set(selector) == {"app.kubernetes.io/name", "app.kubernetes.io/instance"}
+            and selector["app.kubernetes.io/name"] in OPERATOR_POD_NAMES
+        ):
             # Pods of the operator: the SagaPlatform must be rendered too (or be applied by hand).
             instance = selector["app.kubernetes.io/instance"]
             if platforms and instance not in platforms:
                 p.append(f"{ident(svc)}: selects pods of SagaPlatform {instance!r}, but the release renders {sorted(platforms)}")
             for port in svc["spec"].get("ports") or []:
                 if port.get("targetPort") != OPERATOR_POD_PORT:
-                    p.append(f"{ident(svc)}: targetPort {port.get('targetPort')!r}; the operator's pods name their port {OPERATOR_POD_PORT!r}")
+                    p.append(
+                        f"{ident(svc)}: targetPort {port.get('targetPort')!r}; the operator's pods name their port {OPERATOR_POD_PORT!r}"
+                    )
             continue
         if not targets:
             p.append(f"{ident(svc)}: selector {selector} matches no rendered pod")
@@ -746,16 +810,20 @@ def check_references(objects: list[dict[str, Any]], crd: dict[str, Any] | None, 
                 declared |= {q.get("containerPort") for c in spec.get("containers", []) for q in c.get("ports") or []}
                 if target not in declared:
                     p.append(f"{ident(svc)}: targetPort {target!r} is not declared by {ident(w)}")
+
     def need_secret(where: str, name: str, key: str | None) -> None:
         if name in case.external_secrets:
             return
         s = secrets.get(name)
         if s is None:
-            p.append(f"{where}: reads Secret {name!r}, which is not rendered (declare it external in the values file if the user creates it)")
+            p.append(
+                f"{where}: reads Secret {name!r}, which is not rendered (declare it external in the values file if the user creates it)"
+            )
             return
         keys = set(s.get("data") or {}) | set(s.get("stringData") or {})
         if key is not None and key not in keys:
             p.append(f"{where}: reads key {key!r} of Secret {name!r}, which has only {sorted(keys)}")
+
     for w in workloads:
         spec = pod_spec(w) or {}
         for c in (spec.get("containers") or []) + (spec.get("initContainers") or []):
@@ -768,7 +836,11 @@ def check_references(objects: list[dict[str, Any]], crd: dict[str, Any] | None, 
         for where, name, key in secret_refs(sp):
             need_secret(f"{ident(sp)} {where}", name, key)
         # With the dev RabbitMQ rendered, the management URL must reach it.
-        rabbits = [o for o in objects if o["kind"] == "Service" and (o["metadata"].get("labels") or {}).get("app.kubernetes.io/component") == "rabbitmq"]
+        rabbits = [
+            o
+            for o in objects
+            if o["kind"] == "Service" and (o["metadata"].get("labels") or {}).get("app.kubernetes.io/component") == "rabbitmq"
+        ]
         url = (spec.get("broker") or {}).get("managementUrl")
         if rabbits and url:
             from urllib.parse import urlparse
@@ -777,7 +849,11 @@ def check_references(objects: list[dict[str, Any]], crd: dict[str, Any] | None, 
             host = (parsed.hostname or "").split(".")
             ok = False
             for r in rabbits:
-                names = [[r["metadata"]["name"]], [r["metadata"]["name"], r["metadata"]["namespace"]], [r["metadata"]["name"], r["metadata"]["namespace"], "svc"]]
+                names = [
+                    [r["metadata"]["name"]],
+                    [r["metadata"]["name"], r["metadata"]["namespace"]],
+                    [r["metadata"]["name"], r["metadata"]["namespace"], "svc"],
+                ]
                 full = [r["metadata"]["name"], r["metadata"]["namespace"], "svc", "cluster", "local"]
                 ports = {q["port"] for q in r["spec"].get("ports") or [] if q.get("name") == "management"}
                 if (host in names or host == full) and parsed.port in ports:
@@ -849,7 +925,11 @@ def check_dashboard_file() -> None:
 
 
 def check_dashboard_configmap(objects: list[dict[str, Any]]) -> None:
-    maps = [o for o in objects if o["kind"] == "ConfigMap" and (o["metadata"].get("labels") or {}).get("app.kubernetes.io/component") == "dashboard"]
+    maps = [
+        o
+        for o in objects
+        if o["kind"] == "ConfigMap" and (o["metadata"].get("labels") or {}).get("app.kubernetes.io/component") == "dashboard"
+    ]
     for m in maps:
         data = m.get("data") or {}
         require(list(data) == ["saga-platform.json"], f"{ident(m)}: expected one key saga-platform.json, got {list(data)}")
@@ -963,7 +1043,9 @@ def check_dockerfile() -> None:
     a numeric non-root USER, an exec-form ENTRYPOINT, BIN required."""
     dockerfile = ROOT / "Dockerfile"
     hadolint = Path(sys.executable).parent / "hadolint"
-    out = subprocess.run([str(hadolint), "--no-color", "--failure-threshold", "warning", str(dockerfile)], capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [str(hadolint), "--no-color", "--failure-threshold", "warning", str(dockerfile)], capture_output=True, text=True, timeout=120
+    )
     p: list[str] = []
     if out.returncode != 0:
         p.append(f"hadolint: {out.stdout.strip()} {out.stderr.strip()}")
@@ -971,7 +1053,7 @@ def check_dockerfile() -> None:
     stages = [i for i, l in enumerate(lines) if l.upper().startswith("FROM ")]
     if len(stages) < 2:
         p.append(f"expected a multi-stage build, found {len(stages)} FROM")
-    final = lines[stages[-1]:] if stages else []
+    final = lines[stages[-1] :] if stages else []
     base = final[0].split()[1] if final else ""
     args = {l.split()[1].split("=")[0]: l.split("=", 1)[1] if "=" in l else "" for l in lines if l.upper().startswith("ARG ")}
     if base.startswith("${"):
@@ -986,7 +1068,7 @@ def check_dockerfile() -> None:
     entry = [l for l in final if l.upper().startswith("ENTRYPOINT ")]
     if not entry or not entry[-1].split(None, 1)[1].startswith("["):
         p.append("ENTRYPOINT must be in exec form (no shell at run time)")
-    if not any(l.startswith("RUN test -n \"$BIN\"") for l in lines):
+    if not any(l.startswith('RUN test -n "$BIN"') for l in lines):
         p.append("the build does not refuse a missing BIN build-arg")
     ignored = {l.strip().rstrip("/") for l in (ROOT / ".dockerignore").read_text().splitlines() if l.strip() and not l.startswith("#")}
     for needed in ("target", ".git", ".venv-chart"):
@@ -997,14 +1079,21 @@ def check_dockerfile() -> None:
 
 def secret_refs(sp: dict[str, Any]) -> list[tuple[str, str, str]]:
     spec = sp.get("spec") or {}
-    refs = [("broker.urlSecret", (spec.get("broker") or {}).get("urlSecret")), ("auth.jwtSecret", (spec.get("auth") or {}).get("jwtSecret"))]
+    refs = [
+        ("broker.urlSecret", (spec.get("broker") or {}).get("urlSecret")),
+        ("auth.jwtSecret", (spec.get("auth") or {}).get("jwtSecret")),
+    ]
     refs += [(f"{s}.databaseUrlSecret", (spec.get(s) or {}).get("databaseUrlSecret")) for s in ("order", "payment", "inventory")]
     return [(where, ref["name"], ref["key"]) for where, ref in refs if ref]
 
 
 def check_example_secrets(path: Path) -> None:
     """A SagaPlatform example finds every Secret key it names in examples/secrets.yaml."""
-    secrets = {d["metadata"]["name"]: set(d.get("stringData") or {}) | set(d.get("data") or {}) for d in load_docs((EXAMPLES / "secrets.yaml").read_text()) if d.get("kind") == "Secret"}
+    secrets = {
+        d["metadata"]["name"]: set(d.get("stringData") or {}) | set(d.get("data") or {})
+        for d in load_docs((EXAMPLES / "secrets.yaml").read_text())
+        if d.get("kind") == "Secret"
+    }
     p = []
     for sp in (d for d in load_docs(path.read_text()) if d.get("kind") == "SagaPlatform"):
         for where, name, key in secret_refs(sp):
@@ -1032,7 +1121,10 @@ def main() -> int:
             crd = load_crd(CHART_CRD)
         except Exception as e:  # reported by the next check
             print(f"     cannot read the CRD: {e}")
-    c.check("CRD: valid CustomResourceDefinition (Kubernetes 1.33, strict) with the contract's names", lambda: check_crd_valid(crd) if crd else (_ for _ in ()).throw(Failure("no CRD")))
+    c.check(
+        "CRD: valid CustomResourceDefinition (Kubernetes 1.33, strict) with the contract's names",
+        lambda: check_crd_valid(crd) if crd else (_ for _ in ()).throw(Failure("no CRD")),
+    )
 
     c.check("RBAC: every Kubernetes API operator/src calls is granted, nothing else", check_rbac_covers_code)
     c.check("RBAC: the leader-election Lease name is the one operator/src/main.rs uses", check_lease_name)
@@ -1046,7 +1138,9 @@ def main() -> int:
     for path in example_files():
         c.check(f"example {path.relative_to(ROOT)} validates", lambda path=path: check_example(path, crd))
         if path not in applied_with_values and any(d.get("kind") == "SagaPlatform" for d in load_docs(path.read_text())):
-            c.check(f"example {path.relative_to(ROOT)}: its Secrets are in examples/secrets.yaml", lambda path=path: check_example_secrets(path))
+            c.check(
+                f"example {path.relative_to(ROOT)}: its Secrets are in examples/secrets.yaml", lambda path=path: check_example_secrets(path)
+            )
 
     for case in cases:
         print(f"==> values: {case.label}")
@@ -1060,7 +1154,11 @@ def main() -> int:
             if args.dump:
                 out = Path(args.dump) / (case.label.replace("/", "_") + ".yaml")
                 out.parent.mkdir(parents=True, exist_ok=True)
-                out.write_text(yaml.safe_dump_all([{k: v for k, v in o.items() if not k.startswith("__")} for o in objects], sort_keys=False) + "---\n# NOTES.txt\n" + "".join("# " + l + "\n" for l in notes.splitlines()))
+                out.write_text(
+                    yaml.safe_dump_all([{k: v for k, v in o.items() if not k.startswith("__")} for o in objects], sort_keys=False)
+                    + "---\n# NOTES.txt\n"
+                    + "".join("# " + l + "\n" for l in notes.splitlines())
+                )
 
         c.check(f"[{case.label}] values schema + render", do_render)
         c.check(f"[{case.label}] helm lint --strict", lambda values=values: lint(values))
@@ -1076,17 +1174,20 @@ def main() -> int:
         c.check(f"[{case.label}] RBAC least privilege, no wildcards", lambda: check_rbac(objects, values))
         c.check(f"[{case.label}] Service selectors, ports and Secret references resolve", lambda: check_references(objects, crd, case))
         for extra in case.apply_with:
+
             def with_applied(extra: Path = extra) -> None:
                 applied = load_docs(extra.read_text())
                 for doc in applied:
                     doc.setdefault("metadata", {}).setdefault("namespace", NAMESPACE)
                 check_references(objects + applied, crd, case)
+
             c.check(f"[{case.label}] + kubectl apply {extra.relative_to(ROOT)}: Secrets and Services resolve", with_applied)
         if any(o["kind"] == "ConfigMap" for o in objects):
             c.check(f"[{case.label}] Grafana dashboard ConfigMap", lambda: check_dashboard_configmap(objects))
 
     print("==> values the chart must refuse")
     for label, values, fragment in NEGATIVE_CASES:
+
         def refused(values: dict[str, Any] = values, fragment: str = fragment) -> None:
             try:
                 render(values)
@@ -1099,6 +1200,7 @@ def main() -> int:
 
     print("==> SagaPlatforms the CRD must refuse (schema and CEL rules, as on create)")
     for label, values, fragment in CRD_REFUSED_CASES:
+
         def crd_refuses(values: dict[str, Any] = values, fragment: str = fragment) -> None:
             require(crd is not None, "no CRD")
             objects, _ = render(values)
