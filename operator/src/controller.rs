@@ -6,11 +6,13 @@ use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use std::hash::{DefaultHasher, Hash, Hasher};
+
 use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::core::DeserializeGuard;
-use kube::runtime::{Controller, watcher};
-use kube::{Api, Client};
+use kube::runtime::{Controller, PredicateConfig, WatchStreamExt, reflector, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
 
 use crate::crd::SagaPlatform;
 use crate::reconcile::{self, Context, build};
@@ -32,10 +34,18 @@ pub async fn run(
         None => (Api::all(client.clone()), Api::all(client)),
     };
     let managed = format!("app.kubernetes.io/managed-by={}", build::MANAGER);
-    let controller = Controller::new(platforms, watcher::Config::default())
+    // Our own status writes must not trigger reconciles (queue depth changes
+    // would make that a hot loop); only spec and lifecycle changes do. Owned
+    // Deployments and the requeue after each reconcile cover the rest.
+    let (store, writer) = reflector::store();
+    let triggers = watcher(platforms, watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(spec_or_lifecycle, PredicateConfig::default());
+    let controller = Controller::for_stream(triggers, store.clone())
         .owns(deployments, watcher::Config::default().labels(&managed))
         .graceful_shutdown_on(shutdown);
-    let store = controller.store();
     tokio::spawn(async move {
         if store.wait_until_ready().await.is_ok() {
             tracing::info!("watches synced");
@@ -52,4 +62,13 @@ pub async fn run(
         })
         .await;
     tracing::info!("controller stopped");
+}
+
+/// Changes when the spec (generation), the finalizers or the deletion request do.
+fn spec_or_lifecycle(platform: &DeserializeGuard<SagaPlatform>) -> Option<u64> {
+    let mut hasher = DefaultHasher::new();
+    platform.meta().generation.hash(&mut hasher);
+    platform.finalizers().hash(&mut hasher);
+    platform.meta().deletion_timestamp.is_some().hash(&mut hasher);
+    Some(hasher.finish())
 }

@@ -334,6 +334,33 @@ async fn resync_declares_a_queue_deleted_by_hand() {
     delete_topology(&platform).await;
 }
 
+#[tokio::test]
+async fn own_status_writes_do_not_trigger_reconciles() {
+    let mut idle = settings();
+    idle.resync = Duration::from_secs(3600);
+    let operator = Operator::start(idle);
+    let platform = unique_platform("op-idle");
+    put_secrets(&operator.fake, AMQP_URL);
+    operator.fake.put("sagaplatforms", support::platform("demo", &platform, 0, "Retain"));
+    operator.wait_condition("demo", "Ready", "True").await;
+    let reconciles = || {
+        let metrics = operator.context.metrics.render();
+        let count = metrics.lines().find_map(|l| l.strip_prefix("saga_operator_reconcile_duration_seconds_count"));
+        count.and_then(|c| c.trim().parse::<u64>().ok()).unwrap()
+    };
+    // Proving that nothing happens needs quiet periods: one for the
+    // Deployments' first watch events to settle, one to observe.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = reconciles();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = reconciles();
+    assert_eq!(before, after, "reconciles while idle: a status write loop");
+    let status_writes = operator.fake.requests().iter().filter(|r| r.contains("/status")).count();
+    assert!(status_writes <= 2, "{status_writes} status writes for one unchanged platform");
+    operator.stop().await;
+    delete_topology(&platform).await;
+}
+
 /// Prints the operator's footprint on the fake API: process RSS once idle
 /// with one platform, and the mean reconcile time. Run with `--nocapture`.
 #[tokio::test]

@@ -430,6 +430,9 @@ async fn apply_children(
 }
 
 async fn write_status(ctx: &Context, platform: &SagaPlatform, status: SagaPlatformStatus) -> Result<(), Error> {
+    if platform.status.as_ref() == Some(&status) {
+        return Ok(());
+    }
     let api: Api<SagaPlatform> = Api::namespaced(ctx.client.clone(), &platform.namespace().unwrap_or_default());
     let patch = json!({
         "apiVersion": SagaPlatform::api_version(&()),

@@ -353,6 +353,13 @@ impl State {
 
     /// Stores with a new resourceVersion and tells the watchers.
     fn store(&mut self, key: Key, mut object: Value) {
+        // Like the API server, a write that changes nothing is not an event.
+        if let Some(current) = self.objects.get(&key) {
+            object["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"].clone();
+            if &object == current {
+                return;
+            }
+        }
         let existed = self.objects.contains_key(&key);
         self.version += 1;
         object["metadata"]["resourceVersion"] = json!(self.version.to_string());
