@@ -5,6 +5,7 @@
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 
@@ -47,10 +48,17 @@ pub async fn run(
         .owns(deployments, watcher::Config::default().labels(&managed))
         .graceful_shutdown_on(shutdown);
     tokio::spawn(async move {
-        if store.wait_until_ready().await.is_ok() {
-            tracing::info!("watches synced");
-            synced.store(true, Ordering::SeqCst);
+        // The store's readiness wakes only its latest waiter (the controller
+        // waits too), so poll it instead of waiting once.
+        loop {
+            match tokio::time::timeout(Duration::from_millis(200), store.wait_until_ready()).await {
+                Ok(Ok(())) => break,
+                Ok(Err(_)) => return,
+                Err(_) => {}
+            }
         }
+        tracing::info!("watches synced");
+        synced.store(true, Ordering::SeqCst);
     });
     controller
         .run(reconcile::reconcile, reconcile::error_policy, context)

@@ -24,7 +24,8 @@ use tokio::sync::watch;
 #[command(
     name = "saga-operator",
     version,
-    about = "Reconciles SagaPlatform resources into broker topology and workloads"
+    about = "Reconciles SagaPlatform resources into broker topology and workloads",
+    args_conflicts_with_subcommands = true
 )]
 struct Cli {
     #[command(subcommand)]
@@ -36,7 +37,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the operator (the default).
-    Run,
+    Run(RunArgs),
     /// Print the SagaPlatform CustomResourceDefinition as YAML.
     Crd,
 }
@@ -83,9 +84,10 @@ struct AppState {
 #[tokio::main]
 async fn main() {
     let cli: Cli = parse();
-    match cli.command.unwrap_or(Command::Run) {
-        Command::Crd => print!("{}", serde_yaml::to_string(&SagaPlatform::crd()).expect("the CRD serializes")),
-        Command::Run => run(cli.run).await,
+    match cli.command {
+        Some(Command::Crd) => print!("{}", serde_yaml::to_string(&SagaPlatform::crd()).expect("the CRD serializes")),
+        Some(Command::Run(args)) => run(args).await,
+        None => run(cli.run).await,
     }
 }
 

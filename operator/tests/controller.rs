@@ -16,6 +16,12 @@ use tokio::sync::oneshot;
 #[tokio::test]
 async fn create_applies_children_and_reports_ready_once_deployments_are() {
     let operator = Operator::start(settings());
+    // Ready (for /readyz) once the initial list is read, even with nothing to reconcile.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !operator.synced.load(std::sync::atomic::Ordering::SeqCst) {
+        assert!(tokio::time::Instant::now() < deadline, "watches never reported synced");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let platform = unique_platform("op-create");
     put_secrets(&operator.fake, AMQP_URL);
     operator.fake.put("sagaplatforms", support::platform("demo", &platform, 2, "Retain"));

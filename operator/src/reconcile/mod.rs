@@ -25,6 +25,7 @@ use kube::runtime::finalizer::{self, Event as Finalizer};
 use kube::{Api, Client, Resource, ResourceExt};
 use saga_common::topology::Topology;
 use serde_json::json;
+use tracing::Instrument;
 
 use crate::broker::{BrokerError, Brokers, DepthSource, TopologyOutcome};
 use crate::crd::{DeletionPolicy, SagaPlatform, SagaPlatformStatus, ServiceStatus};
@@ -137,10 +138,16 @@ impl Context {
 pub async fn reconcile(object: Arc<DeserializeGuard<SagaPlatform>>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
     let key = format!("{}/{}", object.namespace().unwrap_or_default(), object.name_any());
-    let result = match &object.0 {
-        Ok(platform) => reconcile_valid(Arc::new(platform.clone()), &ctx).await,
-        Err(invalid) => reconcile_invalid(&object, &invalid.error, &ctx).await,
-    };
+    // Every log line of this reconcile carries the resource's name.
+    let span = tracing::info_span!("reconcile", resource = %key);
+    let result = async {
+        match &object.0 {
+            Ok(platform) => reconcile_valid(Arc::new(platform.clone()), &ctx).await,
+            Err(invalid) => reconcile_invalid(&object, &invalid.error, &ctx).await,
+        }
+    }
+    .instrument(span)
+    .await;
     ctx.metrics.reconciled(&key, started.elapsed().as_secs_f64());
     if result.is_ok() {
         ctx.failures.lock().expect("failures lock poisoned").remove(&key);
@@ -225,7 +232,6 @@ fn now_rfc3339() -> String {
 async fn apply_platform(platform: &SagaPlatform, ctx: &Context) -> Result<Action, Error> {
     let reference = platform.object_ref(&());
     let namespace = platform.namespace().unwrap_or_default();
-    let name = platform.name_any();
     let previous = platform.status.clone().unwrap_or_default();
     let platform_name = platform.platform_name();
 
@@ -382,7 +388,7 @@ async fn apply_platform(platform: &SagaPlatform, ctx: &Context) -> Result<Action
         inventory,
     };
     write_status(ctx, platform, status).await?;
-    tracing::info!(resource = %name, namespace, "reconciled");
+    tracing::info!(generation = ?platform.metadata.generation, "reconciled");
     Ok(Action::requeue(if autoscaling { ctx.settings.scale_interval } else { ctx.settings.resync }))
 }
 

@@ -29,6 +29,8 @@ pub const WAIT: Duration = Duration::from_secs(20);
 pub struct Operator {
     pub fake: FakeApi,
     pub context: Arc<Context>,
+    /// What `/readyz` reports.
+    pub synced: Arc<AtomicBool>,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -58,8 +60,9 @@ impl Operator {
             let _ = stopped.wait_for(|s| *s).await;
         };
         let synced = Arc::new(AtomicBool::new(false));
-        let task = tokio::spawn(saga_operator::controller::run(client, None, context.clone(), synced, shutdown));
-        Operator { fake, context, stop, task }
+        let task =
+            tokio::spawn(saga_operator::controller::run(client, None, context.clone(), synced.clone(), shutdown));
+        Operator { fake, context, synced, stop, task }
     }
 
     /// Graceful shutdown: the controller must stop by itself.
