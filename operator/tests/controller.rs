@@ -354,10 +354,17 @@ async fn own_status_writes_do_not_trigger_reconciles() {
         let count = metrics.lines().find_map(|l| l.strip_prefix("saga_operator_reconcile_duration_seconds_count"));
         count.and_then(|c| c.trim().parse::<u64>().ok()).unwrap()
     };
-    // Proving that nothing happens needs quiet periods: one for the
-    // Deployments' first watch events to settle, one to observe.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let before = reconciles();
+    // Proving that nothing happens needs quiet periods: first until the
+    // Deployments' own watch events have settled, then one to observe.
+    let mut before = reconciles();
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = reconciles();
+        if now == before {
+            break;
+        }
+        before = now;
+    }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = reconciles();
     assert_eq!(before, after, "reconciles while idle: a status write loop");
