@@ -260,6 +260,7 @@ async fn invalid_spec_and_malformed_resource_do_not_block_others() {
     let object = operator.wait_condition("invalid", "Ready", "False").await;
     assert_eq!(condition(&object, "Ready").unwrap()["reason"], "InvalidSpec");
     assert_eq!(condition(&object, "Ready").unwrap()["message"], "inventory.image must not be empty");
+    assert_eq!(object["status"]["observedGeneration"], 1, "an invalid generation is still observed");
     operator
         .fake
         .wait_for("InvalidResource event", WAIT, |fake| {

@@ -23,7 +23,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{self, Event as Finalizer};
 use kube::{Api, Client, Resource, ResourceExt};
-use saga_common::topology::Topology;
+use saga_common::topology::{Destination, Topology};
 use serde_json::json;
 use tracing::Instrument;
 
@@ -243,7 +243,11 @@ async fn apply_platform(platform: &SagaPlatform, ctx: &Context) -> Result<Action
         write_status(
             ctx,
             platform,
-            SagaPlatformStatus { conditions: status_conditions(platform, &observed), ..previous },
+            SagaPlatformStatus {
+                observed_generation: platform.metadata.generation,
+                conditions: status_conditions(platform, &observed),
+                ..previous
+            },
         )
         .await?;
         return Ok(Action::await_change());
@@ -393,10 +397,10 @@ async fn apply_platform(platform: &SagaPlatform, ctx: &Context) -> Result<Action
 }
 
 fn previous_service(status: &SagaPlatformStatus, component: Component) -> &ServiceStatus {
-    match component.name() {
-        "order" => &status.order,
-        "payment" => &status.payment,
-        _ => &status.inventory,
+    match component.destination {
+        Destination::Order => &status.order,
+        Destination::Payment => &status.payment,
+        Destination::Inventory => &status.inventory,
     }
 }
 
