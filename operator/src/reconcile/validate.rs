@@ -58,3 +58,52 @@ pub fn broker_url(url: &str) -> Result<(), String> {
         .map(|_| ())
         .map_err(|reason| format!("the broker URL in the Secret is not an AMQP URL: {reason}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::AutoscalingSpec;
+
+    fn example() -> SagaPlatform {
+        let text = include_str!("../../../examples/sagaplatform.yaml");
+        serde_yaml::from_str(text).expect("the example parses")
+    }
+
+    #[test]
+    fn the_example_is_valid() {
+        assert_eq!(validate(&example()), Ok(()));
+    }
+
+    #[test]
+    fn every_problem_is_named() {
+        let mut platform = example();
+        platform.spec.platform = Some("Not_Valid".into());
+        platform.spec.broker.management_url = Some("https://rabbit:15671".into());
+        platform.spec.order.image = " ".into();
+        platform.spec.payment.autoscaling = Some(AutoscalingSpec {
+            min_replicas: 3,
+            max_replicas: 2,
+            target_queue_depth_per_replica: 0,
+            tolerance: 0.1,
+            stabilization_window_seconds: 300,
+            max_scale_up_step: 4,
+            max_scale_down_step: 1,
+        });
+        assert_eq!(
+            validate(&platform),
+            Err(vec![
+                r#"platform name "Not_Valid" must be 1-63 lowercase letters, digits or '-'"#.to_owned(),
+                r#"broker.managementUrl "https://rabbit:15671" must be an http:// URL"#.to_owned(),
+                "order.image must not be empty".to_owned(),
+                "payment.autoscaling.minReplicas (3) must be less than or equal to maxReplicas (2)".to_owned(),
+                "payment.autoscaling.targetQueueDepthPerReplica must be greater than 0".to_owned(),
+            ])
+        );
+    }
+
+    #[test]
+    fn broker_url_must_be_amqp() {
+        assert_eq!(broker_url("amqp://guest:guest@rabbitmq:5672/%2f"), Ok(()));
+        assert!(broker_url("http://rabbitmq:15672").is_err());
+    }
+}
