@@ -14,11 +14,17 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Deserialize)]
 pub struct Order {
     pub id: String,
+    #[serde(default)]
+    pub customer_id: Option<String>,
     pub status: String,
     #[serde(default)]
     pub total_cents: Option<i64>,
     #[serde(default)]
     pub failure_reason: Option<String>,
+    #[serde(default)]
+    pub created_at: Option<chrono::DateTime<chrono::Utc>>,
+    #[serde(default)]
+    pub updated_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl Order {
@@ -216,6 +222,12 @@ impl Client {
 
     pub async fn order(&self, id: &str) -> Result<Order, ApiError> {
         self.get(&format!("/api/v1/orders/{id}")).await
+    }
+
+    /// The order once it is final, or as it is after `wait` (1-30 s): the
+    /// server answers as soon as the status changes (long poll).
+    pub async fn wait_for_order(&self, id: &str, wait: Duration) -> Result<Order, ApiError> {
+        self.get(&format!("/api/v1/orders/{id}?wait={}", wait.as_secs().clamp(1, 30))).await
     }
 
     /// Requests cancellation; the answer body is not needed (the order is

@@ -293,7 +293,7 @@ fn new_table(header: Vec<&str>) -> Table {
 /// Prints whatever the events endpoint returned: an array of objects (or an
 /// object holding one under `items`/`events`), `at`, `kind` and `detail`
 /// first, then every other field in order of appearance.
-fn timeline_table(events: &Value) -> String {
+pub fn timeline_table(events: &Value) -> String {
     let list = match events {
         Value::Array(list) => list.as_slice(),
         Value::Object(map) => match map.get("items").or_else(|| map.get("events")) {

@@ -17,8 +17,11 @@ macro_rules! say {
     }};
 }
 
+mod bench;
 mod client;
 mod demo;
+mod dlq;
+mod orders;
 mod topology;
 mod up;
 
@@ -39,7 +42,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[command(
     name = "sagactl",
     version,
-    about = "Saga Platform command line: run the platform locally, run the demo, declare the broker topology, mint tokens"
+    about = "Saga Platform command line: run the platform locally, inspect orders, redrive dead letters, generate load, declare the broker topology, mint tokens"
 )]
 struct Cli {
     #[command(flatten)]
@@ -90,6 +93,19 @@ enum Command {
     Up(up::UpArgs),
     /// Run the demo scenarios against running services and print the results.
     Demo(demo::DemoArgs),
+    /// Generate load against a running platform and report sagas/s and
+    /// latency percentiles (optionally next to the broker's and database's
+    /// raw ceilings).
+    Bench(bench::BenchArgs),
+    /// Dead-letter queues: list, replay, purge.
+    #[command(subcommand)]
+    Dlq(dlq::DlqCommand),
+    /// Orders and their saga timelines (through the order API, as admin).
+    #[command(subcommand)]
+    Orders(orders::OrdersCommand),
+    /// Sagas that are taking too long.
+    #[command(subcommand)]
+    Sagas(orders::SagasCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -158,5 +174,9 @@ async fn run(cli: Cli) -> Result<i32> {
         }
         Command::Up(args) => up::run(&global, &args).await,
         Command::Demo(args) => demo::run_standalone(&global, &args).await,
+        Command::Bench(args) => bench::run(&global, &args).await,
+        Command::Dlq(command) => dlq::run(&global, &command).await,
+        Command::Orders(command) => orders::orders(&global, &command).await,
+        Command::Sagas(command) => orders::sagas(&global, &command).await,
     }
 }

@@ -41,15 +41,19 @@ pub struct UpArgs {
     #[arg(long, env = "SAGACTL_BIN_DIR")]
     bin_dir: Option<PathBuf>,
     /// PostgreSQL server URL without a database name; each service uses
-    /// <base>/saga_order, <base>/saga_payment, <base>/saga_inventory (the
-    /// services create their database if it is missing).
+    /// <base>/<prefix>_order, <base>/<prefix>_payment and
+    /// <base>/<prefix>_inventory (the services create their database if it
+    /// is missing).
     #[arg(long, env = "DATABASE_URL_BASE", default_value = "postgres://postgres@127.0.0.1:5432")]
     database_url_base: String,
+    /// Prefix of the three database names (see --database-url-base).
+    #[arg(long, env = "DATABASE_PREFIX", default_value = "saga")]
+    database_prefix: String,
     #[command(flatten)]
     topology: TopologyArgs,
 }
 
-/// One service to run: binary name, database name and base URL.
+/// One service to run: binary name, database name suffix and base URL.
 struct ServiceDef {
     binary: &'static str,
     database: &'static str,
@@ -93,9 +97,9 @@ pub async fn run(global: &GlobalArgs, args: &UpArgs) -> Result<i32> {
             .ok_or("cannot tell the directory of the sagactl executable; pass --bin-dir")?,
     };
     let services = [
-        ServiceDef { binary: "order-service", database: "saga_order", url: global.order_url.clone() },
-        ServiceDef { binary: "payment-service", database: "saga_payment", url: global.payment_url.clone() },
-        ServiceDef { binary: "inventory-service", database: "saga_inventory", url: global.inventory_url.clone() },
+        ServiceDef { binary: "order-service", database: "order", url: global.order_url.clone() },
+        ServiceDef { binary: "payment-service", database: "payment", url: global.payment_url.clone() },
+        ServiceDef { binary: "inventory-service", database: "inventory", url: global.inventory_url.clone() },
     ];
     // Check everything that can be checked before starting anything.
     let mut prepared = Vec::new();
@@ -182,7 +186,10 @@ async fn supervise(
         let stderr = file.try_clone()?;
         let mut command = Command::new(binary);
         command
-            .env("DATABASE_URL", database_url(&args.database_url_base, service.database))
+            .env(
+                "DATABASE_URL",
+                database_url(&args.database_url_base, &format!("{}_{}", args.database_prefix, service.database)),
+            )
             .env("AMQP_URL", &global.amqp_url)
             .env("SAGA_PLATFORM", &spec.platform)
             .env("QUEUE_TYPE", &queue_type)

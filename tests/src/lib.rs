@@ -3,6 +3,8 @@
 //! databases and their own broker topology (a unique platform name), so
 //! tests run in parallel without seeing each other.
 
+pub mod shop;
+
 use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -57,6 +59,14 @@ impl Svc {
             Svc::Inventory => Destination::Inventory,
         }
     }
+}
+
+/// A message taken from a dead-letter queue.
+#[derive(Debug)]
+pub struct DeadLetter {
+    pub message_id: Option<String>,
+    pub headers: FieldTable,
+    pub body: Vec<u8>,
 }
 
 pub struct Options {
@@ -350,8 +360,8 @@ impl Platform {
         let _ = connection.close(200, "done".into()).await;
     }
 
-    /// Takes every message from a service's dead-letter queue: (headers, body).
-    pub async fn drain_dlq(&self, svc: Svc) -> Vec<(FieldTable, Vec<u8>)> {
+    /// Takes every message from a service's dead-letter queue.
+    pub async fn drain_dlq(&self, svc: Svc) -> Vec<DeadLetter> {
         let connection = self.amqp().await;
         let channel = connection.create_channel().await.unwrap();
         let queue = saga_common::topology::dlq_name(&self.name, svc.destination());
@@ -359,8 +369,12 @@ impl Platform {
         while let Some(message) =
             channel.basic_get(queue.as_str().into(), BasicGetOptions { no_ack: true }).await.unwrap()
         {
-            let headers = message.delivery.properties.headers().clone().unwrap_or_default();
-            messages.push((headers, message.delivery.data.clone()));
+            let properties = &message.delivery.properties;
+            messages.push(DeadLetter {
+                message_id: properties.message_id().as_ref().map(|id| id.to_string()),
+                headers: properties.headers().clone().unwrap_or_default(),
+                body: message.delivery.data.clone(),
+            });
         }
         let _ = connection.close(200, "done".into()).await;
         messages

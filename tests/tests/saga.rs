@@ -172,7 +172,8 @@ async fn duplicates_have_one_effect_and_poison_is_dead_lettered() {
         assert!(std::time::Instant::now() < deadline, "poison not dead-lettered: {}", dead.len());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    for (headers, _) in &dead {
+    for message in &dead {
+        let headers = &message.headers;
         assert!(header(headers, "x-failure-reason").contains("malformed"), "{headers:?}");
         assert_eq!(header(headers, "x-original-queue"), format!("{}.inventory.commands", platform.name));
     }

@@ -1,10 +1,12 @@
 //! The one message path of every service:
-//! consume → decode → (per message: savepoint → inbox → handler) → commit → ack.
+//! consume → decode → inbox → handler → commit → ack.
 //!
 //! Deliveries that are already waiting are handled together in one database
-//! transaction (one commit for the batch), each inside its own savepoint so
-//! one failing message does not undo the others. Acks are sent only after
-//! the commit. A failed message is re-published to a delay queue (exponential
+//! transaction (one commit for the batch). In the common case the batch is
+//! recorded in the inbox with one statement and acknowledged with one frame;
+//! if any message is malformed or fails, the transaction is rolled back and
+//! the batch is handled again with a savepoint per message, so one failing
+//! message does not undo the others. Acks are sent only after the commit. A failed message is re-published to a delay queue (exponential
 //! backoff) and, once out of attempts, to the dead-letter queue with the
 //! reason in a header; a malformed one goes to the dead-letter queue at once.
 //! When the database itself is unreachable nothing is counted as an attempt:
@@ -169,6 +171,52 @@ impl<H: Handler> Consumer<H> {
 
     /// One transaction for the batch; `Err` means the database is unavailable.
     async fn handle_batch(&self, batch: &[Received]) -> Result<Vec<Verdict>, String> {
+        match self.handle_batch_at_once(batch).await? {
+            Some(verdicts) => Ok(verdicts),
+            None => self.handle_batch_one_by_one(batch).await,
+        }
+    }
+
+    /// The common case, in few statements: the whole batch goes into the
+    /// inbox in one statement and the handlers run without savepoints.
+    /// `Ok(None)` when a message is malformed or a handler fails: nothing is
+    /// kept and the batch is handled again message by message.
+    async fn handle_batch_at_once(&self, batch: &[Received]) -> Result<Option<Vec<Verdict>>, String> {
+        let Ok(envelopes) = batch.iter().map(|r| r.decoded.as_ref()).collect::<Result<Vec<_>, _>>() else {
+            return Ok(None);
+        };
+        let unavailable_or_none = |error: sqlx::Error| {
+            if crate::db::is_unavailable(&error) { Err(error.to_string()) } else { Ok(None) }
+        };
+        let mut tx = self.pool.begin().await.map_err(|e| e.to_string())?;
+        let ids: Vec<(Uuid, &str)> = envelopes.iter().map(|e| (e.message_id, e.message.type_name())).collect();
+        let mut fresh = match inbox::first_deliveries(&mut tx, &ids).await {
+            Ok(fresh) => fresh,
+            Err(error) => return unavailable_or_none(error),
+        };
+        let mut verdicts = Vec::with_capacity(batch.len());
+        for envelope in envelopes {
+            // `remove`: a message delivered twice within the batch runs once.
+            if !fresh.remove(&envelope.message_id) {
+                verdicts.push(Verdict::Duplicate);
+                continue;
+            }
+            let span = message_span(envelope);
+            match self.handler.handle(&mut tx, envelope).instrument(span).await {
+                Ok(()) => verdicts.push(Verdict::Done),
+                Err(HandlerError::Unavailable(reason)) => return Err(reason),
+                Err(_) => return Ok(None),
+            }
+        }
+        if let Err(error) = tx.commit().await {
+            return unavailable_or_none(error);
+        }
+        self.signal.notify();
+        Ok(Some(verdicts))
+    }
+
+    /// Each message in its own savepoint, so one failure does not undo the others.
+    async fn handle_batch_one_by_one(&self, batch: &[Received]) -> Result<Vec<Verdict>, String> {
         let mut tx = self.pool.begin().await.map_err(|e| e.to_string())?;
         let mut verdicts = Vec::with_capacity(batch.len());
         for received in batch {
@@ -241,6 +289,9 @@ impl<H: Handler> Consumer<H> {
         verdicts: Vec<Verdict>,
         queue: &str,
     ) -> Result<(), lapin::Error> {
+        if verdicts.iter().all(|v| matches!(v, Verdict::Done | Verdict::Duplicate)) {
+            return self.ack_all(channel, received, verdicts, queue).await;
+        }
         let platform = &self.topology.spec.platform;
         let max_attempts = self.topology.spec.retry.max_attempts;
         for (r, verdict) in received.into_iter().zip(verdicts) {
@@ -270,6 +321,28 @@ impl<H: Handler> Consumer<H> {
             }
             self.metrics.messages_consumed(queue, outcome);
             r.delivery.acker.ack(BasicAckOptions::default()).await?;
+        }
+        Ok(())
+    }
+}
+
+impl<H: Handler> Consumer<H> {
+    /// A batch that succeeded as a whole is acknowledged with one frame: its
+    /// highest delivery tag with `multiple`. Earlier batches on this channel
+    /// are settled already and later deliveries have higher tags, so this
+    /// covers exactly the batch.
+    async fn ack_all(
+        &self,
+        channel: &Channel,
+        received: Vec<Received>,
+        verdicts: Vec<Verdict>,
+        queue: &str,
+    ) -> Result<(), lapin::Error> {
+        let Some(last) = received.iter().map(|r| r.delivery.delivery_tag).max() else { return Ok(()) };
+        channel.basic_ack(last, BasicAckOptions { multiple: true }).await?;
+        for verdict in verdicts {
+            let outcome = if matches!(verdict, Verdict::Done) { "handled" } else { "duplicate" };
+            self.metrics.messages_consumed(queue, outcome);
         }
         Ok(())
     }

@@ -114,13 +114,15 @@ impl OutboxRelay {
         }
     }
 
-    /// Claims up to one batch (rows another replica holds are skipped),
-    /// publishes it, and deletes it in the same transaction.
+    /// Claims and deletes up to one batch in one statement (rows another
+    /// replica holds are skipped), publishes it, and commits the delete only
+    /// once the broker has confirmed every message; any failure rolls the
+    /// rows back for the next attempt.
     async fn relay_batch(&self, channel: &lapin::Channel) -> Result<usize, RelayError> {
         let mut tx = self.pool.begin().await?;
-        let rows = sqlx::query(
-            "SELECT seq, message_id, message_type, routing_key, correlation_id, traceparent, payload
-             FROM outbox ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED",
+        let mut rows = sqlx::query(
+            "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED)
+             RETURNING seq, message_id, message_type, routing_key, correlation_id, traceparent, payload",
         )
         .bind(self.batch_size)
         .fetch_all(&mut *tx)
@@ -128,10 +130,10 @@ impl OutboxRelay {
         if rows.is_empty() {
             return Ok(0);
         }
-        let mut seqs = Vec::with_capacity(rows.len());
+        // RETURNING does not keep the subquery's order: publish in commit order.
+        rows.sort_by_key(|row| row.get::<i64, _>("seq"));
         let mut messages = Vec::with_capacity(rows.len());
         for row in rows {
-            seqs.push(row.get::<i64, _>("seq"));
             messages.push(OutgoingMessage {
                 exchange: self.topology.exchange(),
                 routing_key: row.get("routing_key"),
@@ -144,7 +146,6 @@ impl OutboxRelay {
             });
         }
         publish_batch(channel, &messages).await?;
-        sqlx::query("DELETE FROM outbox WHERE seq = ANY($1)").bind(&seqs).execute(&mut *tx).await?;
         tx.commit().await?;
         self.metrics.messages_published.inc_by(messages.len() as u64);
         Ok(messages.len())

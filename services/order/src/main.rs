@@ -2,6 +2,7 @@
 //! step-timeout worker, in one process.
 
 mod api;
+mod finished;
 mod orchestrator;
 mod saga;
 mod store;
@@ -17,6 +18,7 @@ use saga_common::service::Service;
 use saga_common::topology::Destination;
 use sqlx::migrate::Migrator;
 
+use crate::finished::StatusChanges;
 use crate::orchestrator::Orchestrator;
 use crate::timeouts::TimeoutWorker;
 
@@ -49,11 +51,14 @@ async fn main() {
     };
     let shutdown = service.shutdown.clone();
     service.spawn(worker.run(shutdown));
+    let status_changes = StatusChanges::new();
+    service.spawn(status_changes.clone().listen(service.pool.clone(), service.shutdown.clone()));
     let state = api::AppState {
         pool: service.pool.clone(),
         auth: service.auth.clone(),
         signal: service.signal.clone(),
         orchestrator,
+        status_changes,
     };
     let (router, openapi) = api::router(state);
     service.run(args.http_addr, router, openapi).await;

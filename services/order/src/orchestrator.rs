@@ -16,6 +16,7 @@ use saga_common::topology::Destination;
 use serde_json::json;
 use sqlx::PgConnection;
 
+use crate::finished;
 use crate::saga::{self, Effect, Event, OrderStatus, SagaOrder, SagaState, Transition};
 use crate::store::{self, OrderRow, SagaUpdate};
 
@@ -58,6 +59,9 @@ impl Orchestrator {
                 .then_some((self.step_timeout * transition.state.timeout_factor()).as_secs_f64());
             let update = SagaUpdate { saga: &transition.state, priced: transition.priced.as_ref(), deadline_secs };
             let updated_at = store::update(conn, order.id, update).await?;
+            if transition.state.status() != before.status() {
+                finished::announce(conn, order.id).await?;
+            }
             outbox::enqueue(conn, &commands).await?;
             self.observe_finish(order, before, &transition.state, updated_at);
         }

@@ -87,6 +87,9 @@ pub struct SagaUpdate<'a> {
     pub deadline_secs: Option<f64>,
 }
 
+/// `updated_at` is the moment of this change (`clock_timestamp()`), not the
+/// start of the batch's transaction (`now()`), so latencies read from it
+/// are not understated by the batch.
 pub async fn update(conn: &mut PgConnection, id: Uuid, update: SagaUpdate<'_>) -> sqlx::Result<DateTime<Utc>> {
     let (items, total) = match update.priced {
         Some((lines, total)) => {
@@ -101,7 +104,7 @@ pub async fn update(conn: &mut PgConnection, id: Uuid, update: SagaUpdate<'_>) -
     sqlx::query_scalar(
         "UPDATE orders SET saga = $2, status = $3, failure_reason = $4,
                 items = COALESCE($5, items), total_cents = COALESCE($6, total_cents),
-                deadline = now() + make_interval(secs => $7), updated_at = now()
+                deadline = now() + make_interval(secs => $7), updated_at = clock_timestamp()
          WHERE id = $1 RETURNING updated_at",
     )
     .bind(id)

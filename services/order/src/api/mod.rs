@@ -14,6 +14,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::finished::StatusChanges;
 use crate::orchestrator::Orchestrator;
 
 #[derive(Clone)]
@@ -22,6 +23,7 @@ pub struct AppState {
     pub auth: Auth,
     pub signal: OutboxSignal,
     pub orchestrator: Arc<Orchestrator>,
+    pub status_changes: StatusChanges,
 }
 
 impl FromRef<AppState> for Auth {

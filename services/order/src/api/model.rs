@@ -119,6 +119,17 @@ pub struct OrderPage {
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
+pub struct GetQuery {
+    /// Seconds (1 to 30) to wait for the order to reach a final status
+    /// before answering; without it the answer is immediate.
+    pub wait: Option<u64>,
+}
+
+pub const MAX_WAIT_SECONDS: u64 = 30;
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// PENDING, COMPLETED, FAILED or CANCELLED.
     pub status: Option<String>,

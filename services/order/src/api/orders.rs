@@ -1,3 +1,5 @@
+use std::time::Duration;
+
 use axum::Json;
 use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -123,18 +125,45 @@ fn accepted(view: &OrderView) -> Response {
     (StatusCode::ACCEPTED, [(header::LOCATION, location)], Json(view)).into_response()
 }
 
-/// One order (a customer sees only their own).
+/// One order (a customer sees only their own). With `wait`, a PENDING order
+/// is answered when it reaches a final status, or after `wait` seconds with
+/// its status then.
 #[utoipa::path(
     get, path = "/api/v1/orders/{id}", tag = "orders",
-    params(("id" = Uuid, Path)),
-    responses((status = 200, body = OrderView), (status = 404, body = Problem))
+    params(("id" = Uuid, Path), GetQuery),
+    responses((status = 200, body = OrderView), (status = 400, body = Problem), (status = 404, body = Problem))
 )]
 pub async fn get_order(
     State(state): State<AppState>,
     caller: Caller,
     ApiPath(id): ApiPath<Uuid>,
+    ApiQuery(query): ApiQuery<GetQuery>,
 ) -> Result<Json<OrderView>, Problem> {
-    let order = visible_order(store::find(&state.pool, id).await?, &caller, id)?;
+    let wait = match query.wait {
+        None => Duration::ZERO,
+        Some(seconds @ 1..=MAX_WAIT_SECONDS) => Duration::from_secs(seconds),
+        Some(_) => {
+            return Err(Problem::bad_request("invalid-query", format!("wait must be 1 to {MAX_WAIT_SECONDS} seconds")));
+        }
+    };
+    let deadline = tokio::time::Instant::now() + wait;
+    // Subscribe before reading, so a change committed in between is not missed.
+    let mut changes = state.status_changes.subscribe();
+    let mut order = visible_order(store::find(&state.pool, id).await?, &caller, id)?;
+    while order.status == "PENDING" && tokio::time::Instant::now() < deadline {
+        // Re-read on our order's notification, on a lagged channel, and at
+        // least once a second (a notification lost while the listener
+        // reconnected).
+        let tick = tokio::time::sleep(Duration::from_secs(1).min(deadline - tokio::time::Instant::now()));
+        tokio::select! {
+            changed = changes.recv() => match changed {
+                Ok(changed) if changed != id => continue,
+                _ => {}
+            },
+            _ = tick => {}
+        }
+        order = visible_order(store::find(&state.pool, id).await?, &caller, id)?;
+    }
     Ok(Json(OrderView::from(&order)))
 }
 

@@ -1,0 +1,289 @@
+//! `sagactl dlq list | replay | purge`: the dead-letter queues of a platform.
+//!
+//! - `list` browses without consuming: messages are taken unacknowledged and
+//!   handed back when the channel closes.
+//! - `replay` moves selected (or all) messages back to the queue they failed
+//!   on: each is published to the platform's exchange with its original
+//!   message id, confirmed by the broker, and only then removed from the DLQ.
+//!   The failure headers are dropped, so the message gets its full number of
+//!   attempts again. Should sagactl die between the confirm and the removal,
+//!   a second replay delivers the same message id again and the consumer's
+//!   inbox ignores it: a replay takes effect exactly once, and a replayed
+//!   message whose saga has already finished changes nothing.
+//! - `purge` deletes a DLQ's messages, after confirmation.
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, IsTerminal, Write};
+
+use clap::{Args, Subcommand, ValueEnum};
+use comfy_table::{Table, presets};
+use lapin::message::BasicGetMessage;
+use lapin::options::{
+    BasicAckOptions, BasicGetOptions, BasicNackOptions, BasicPublishOptions, QueueDeclareOptions, QueuePurgeOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{Channel, Confirmation, Connection};
+use saga_common::amqp::{Broker, redact};
+use saga_common::envelope::headers;
+use saga_common::topology::{Destination, dlq_name};
+
+use crate::{GlobalArgs, Result};
+
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// Show dead-lettered messages: queue, message id, type, correlation id,
+    /// attempts and the reason they failed.
+    List(ListArgs),
+    /// Send selected (--id, repeatable) or all (--all) dead-lettered
+    /// messages back to their original queue, exactly once.
+    Replay(ReplayArgs),
+    /// Delete every message of the selected dead-letter queues.
+    Purge(PurgeArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
+pub enum QueueName {
+    Order,
+    Payment,
+    Inventory,
+}
+
+impl QueueName {
+    fn destination(self) -> Destination {
+        match self {
+            QueueName::Order => Destination::Order,
+            QueueName::Payment => Destination::Payment,
+            QueueName::Inventory => Destination::Inventory,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct Target {
+    /// Platform name (prefix of every queue).
+    #[arg(long, env = "SAGA_PLATFORM", default_value = "saga")]
+    platform: String,
+    /// Service whose dead-letter queue to use (repeatable) [default: all three].
+    #[arg(long, value_enum)]
+    queue: Vec<QueueName>,
+}
+
+impl Target {
+    fn queues(&self) -> Vec<(Destination, String)> {
+        let chosen: BTreeSet<QueueName> = if self.queue.is_empty() {
+            [QueueName::Order, QueueName::Payment, QueueName::Inventory].into()
+        } else {
+            self.queue.iter().copied().collect()
+        };
+        chosen.into_iter().map(|q| (q.destination(), dlq_name(&self.platform, q.destination()))).collect()
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    #[command(flatten)]
+    target: Target,
+    /// At most this many messages per queue.
+    #[arg(long, default_value_t = 100)]
+    limit: u32,
+}
+
+#[derive(Debug, Args)]
+#[group(id = "selection", required = true, multiple = false, args = ["id", "all"])]
+pub struct ReplayArgs {
+    #[command(flatten)]
+    target: Target,
+    /// Message id to replay (repeatable).
+    #[arg(long)]
+    id: Vec<String>,
+    /// Replay every message of the selected queues.
+    #[arg(long)]
+    all: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PurgeArgs {
+    #[command(flatten)]
+    target: Target,
+    /// Do not ask for confirmation.
+    #[arg(long)]
+    yes: bool,
+}
+
+pub async fn run(global: &GlobalArgs, command: &DlqCommand) -> Result<i32> {
+    let connection = Broker::new(&global.amqp_url, "sagactl")
+        .connect_once()
+        .await
+        .map_err(|e| format!("cannot connect to RabbitMQ at {}: {e}", redact(&global.amqp_url)))?;
+    let result = match command {
+        DlqCommand::List(args) => list(&connection, args).await,
+        DlqCommand::Replay(args) => replay(&connection, args).await,
+        DlqCommand::Purge(args) => purge(&connection, args).await,
+    };
+    let _ = connection.close(200, "sagactl done".into()).await;
+    result
+}
+
+/// Messages in `queue` now (a passive declare: fails if it does not exist).
+async fn depth(channel: &Channel, queue: &str) -> Result<u32> {
+    let options = QueueDeclareOptions { passive: true, ..Default::default() };
+    let declared = channel
+        .queue_declare(queue.into(), options, FieldTable::default())
+        .await
+        .map_err(|e| format!("dead-letter queue {queue}: {e} (is the platform name right?)"))?;
+    Ok(declared.message_count())
+}
+
+/// Takes up to `max` messages unacknowledged (so nothing is lost if we stop).
+async fn take(channel: &Channel, queue: &str, max: u32) -> Result<Vec<BasicGetMessage>> {
+    let mut taken = Vec::new();
+    while taken.len() < max as usize {
+        match channel.basic_get(queue.into(), BasicGetOptions { no_ack: false }).await? {
+            Some(message) => taken.push(message),
+            None => break,
+        }
+    }
+    Ok(taken)
+}
+
+fn header(table: &FieldTable, name: &str) -> String {
+    match table.inner().get(name) {
+        Some(AMQPValue::LongString(s)) => s.to_string(),
+        Some(AMQPValue::ShortString(s)) => s.to_string(),
+        Some(AMQPValue::LongUInt(n)) => n.to_string(),
+        Some(AMQPValue::LongInt(n)) => n.to_string(),
+        Some(AMQPValue::LongLongInt(n)) => n.to_string(),
+        Some(other) => format!("{other:?}"),
+        None => String::new(),
+    }
+}
+
+fn message_id(message: &BasicGetMessage) -> String {
+    message.delivery.properties.message_id().as_ref().map(|id| id.to_string()).unwrap_or_default()
+}
+
+async fn list(connection: &Connection, args: &ListArgs) -> Result<i32> {
+    let mut table = Table::new();
+    table.load_preset(presets::UTF8_FULL_CONDENSED);
+    table.set_header(vec!["queue", "message id", "type", "correlation id", "attempts", "dead-lettered at", "reason"]);
+    let mut shown = 0;
+    let mut total = 0;
+    for (_, queue) in args.target.queues() {
+        let channel = connection.create_channel().await?;
+        total += depth(&channel, &queue).await?;
+        for message in take(&channel, &queue, args.limit).await? {
+            let properties = &message.delivery.properties;
+            let headers = properties.headers().clone().unwrap_or_default();
+            table.add_row(vec![
+                queue.clone(),
+                message_id(&message),
+                properties.kind().as_ref().map(|t| t.to_string()).unwrap_or_default(),
+                header(&headers, headers::CORRELATION_ID),
+                header(&headers, headers::ATTEMPT),
+                header(&headers, headers::DEAD_LETTERED_AT),
+                header(&headers, headers::FAILURE_REASON),
+            ]);
+            shown += 1;
+        }
+        // Closing the channel hands every browsed message back to the queue.
+        channel.close(200, "browsed".into()).await?;
+    }
+    if shown > 0 {
+        say!("{table}");
+    }
+    say!("{shown} shown of {total} dead-lettered messages");
+    Ok(0)
+}
+
+async fn replay(connection: &Connection, args: &ReplayArgs) -> Result<i32> {
+    let platform = &args.target.platform;
+    let exchange = format!("{platform}.saga");
+    let mut wanted: BTreeSet<String> = args.id.iter().cloned().collect();
+    let mut replayed = 0;
+    for (destination, queue) in args.target.queues() {
+        let channel = connection.create_channel().await?;
+        channel.confirm_select(Default::default()).await?;
+        // Only what is there now: replayed messages that fail again come
+        // back to this queue and must not be taken a second time.
+        let present = depth(&channel, &queue).await?;
+        for message in take(&channel, &queue, present).await? {
+            let id = message_id(&message);
+            if !args.all && !wanted.remove(&id) {
+                continue; // handed back when the channel closes
+            }
+            let delivery = &message.delivery;
+            let failure_headers =
+                [headers::ATTEMPT, headers::FAILURE_REASON, headers::ORIGINAL_QUEUE, headers::DEAD_LETTERED_AT];
+            let mut table = FieldTable::default();
+            for (name, value) in delivery.properties.headers().clone().unwrap_or_default().inner() {
+                if !failure_headers.contains(&name.as_str()) {
+                    table.insert(name.clone(), value.clone());
+                }
+            }
+            let properties = delivery.properties.clone().with_headers(table);
+            let confirm = channel
+                .basic_publish(
+                    exchange.as_str().into(),
+                    destination.queue().into(),
+                    BasicPublishOptions { mandatory: true, ..Default::default() },
+                    &delivery.data,
+                    properties,
+                )
+                .await?
+                .await?;
+            if !matches!(confirm, Confirmation::Ack(None)) {
+                delivery.acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await?;
+                return Err(
+                    format!("the broker did not accept message {id} for {exchange}; it stays in {queue}").into()
+                );
+            }
+            delivery.acker.ack(BasicAckOptions::default()).await?;
+            say!("replayed {id} from {queue} to {}.{}", platform, destination.queue());
+            replayed += 1;
+        }
+        channel.close(200, "replayed".into()).await?;
+    }
+    say!("{replayed} messages replayed");
+    if wanted.is_empty() {
+        Ok(0)
+    } else {
+        let missing: Vec<String> = wanted.into_iter().collect();
+        eprintln!("error: not found in the selected dead-letter queues: {}", missing.join(", "));
+        Ok(1)
+    }
+}
+
+async fn purge(connection: &Connection, args: &PurgeArgs) -> Result<i32> {
+    let channel = connection.create_channel().await?;
+    let queues = args.target.queues();
+    let mut counts = Vec::new();
+    for (_, queue) in &queues {
+        counts.push((queue.clone(), depth(&channel, queue).await?));
+    }
+    let total: u32 = counts.iter().map(|(_, n)| n).sum();
+    if total == 0 {
+        say!("nothing to purge");
+        return Ok(0);
+    }
+    if !args.yes {
+        let summary: Vec<String> = counts.iter().map(|(q, n)| format!("{q} ({n})")).collect();
+        if !std::io::stdin().is_terminal() {
+            return Err(
+                format!("refusing to purge {} without --yes (stdin is not a terminal)", summary.join(", ")).into()
+            );
+        }
+        print!("Delete {total} dead-lettered messages from {}? Type 'purge' to confirm: ", summary.join(", "));
+        std::io::stdout().flush()?;
+        let mut answer = String::new();
+        std::io::stdin().lock().read_line(&mut answer)?;
+        if answer.trim() != "purge" {
+            say!("not purged");
+            return Ok(1);
+        }
+    }
+    for (queue, _) in &counts {
+        let purged = channel.queue_purge(queue.as_str().into(), QueuePurgeOptions::default()).await?;
+        say!("purged {purged} messages from {queue}");
+    }
+    Ok(0)
+}
