@@ -8,7 +8,7 @@
 # Results: target/bench/{throughput,latency}.json and target/bench/rss.txt.
 #
 #   scripts/bench.sh                          # 60 s each, as in docs/benchmarks.md
-#   DURATION=5 WARMUP=1 scripts/bench.sh      # a smoke run
+#   PROFILE=debug DURATION=3 WARMUP=1 scripts/bench.sh   # the smoke run of scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -31,9 +31,12 @@ section "PostgreSQL and RabbitMQ"
 ensure_postgres
 ensure_rabbitmq
 
-section "fresh bench databases"
+section "fresh bench databases and broker topology"
 for db in bench_order bench_payment bench_inventory; do
-    psql "postgres://postgres@127.0.0.1:5432/postgres" -XAtqc "DROP DATABASE IF EXISTS $db WITH (FORCE)"
+    psql "postgres://postgres@127.0.0.1:5432/postgres" -XAtqc "DROP DATABASE IF EXISTS $db WITH (FORCE)" 2>/dev/null
+done
+rabbitmqctl -q list_queues name | grep '^bench\.' | while read -r queue; do
+    rabbitmqctl -q delete_queue "$queue" >/dev/null
 done
 
 section "sagactl up (platform 'bench')"

@@ -35,14 +35,25 @@ section "$step"
 scripts/check-chart.sh
 
 if cargo nextest --version >/dev/null 2>&1; then
-    step="cargo nextest run --workspace --no-fail-fast"
+    step="cargo nextest run --workspace --no-fail-fast (all but the fault suite)"
     section "$step"
-    cargo nextest run --workspace --no-fail-fast
+    cargo nextest run --workspace --no-fail-fast -E 'not binary(faults)'
+    # It stops and starts RabbitMQ and PostgreSQL, so it runs alone.
+    step="fault suite: cargo nextest run -p saga-tests --test faults"
+    section "$step"
+    cargo nextest run -p saga-tests --test faults --no-capture
 else
+    # cargo test runs one test binary at a time, so the fault suite runs alone.
     step="cargo test --workspace"
     section "$step"
     cargo test --workspace
 fi
+
+# Proves the load generator works end to end; numbers are not asserted
+# (docs/benchmarks.md has the real runs).
+step="benchmark smoke run (scripts/bench.sh, debug build, a few seconds)"
+section "$step"
+PROFILE=debug DURATION=3 WARMUP=1 CLIENTS=8 RATE=20 scripts/bench.sh
 
 trap - ERR
 section "All checks passed"

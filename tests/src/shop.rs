@@ -37,8 +37,9 @@ pub struct LoadCounts {
 }
 
 /// Places orders from `clients` sequential clients until `stop` is set,
-/// cancelling about one in ten. Any 4xx is a bug and fails the test.
-pub async fn shop(platform: &Platform, clients: usize, stop: Arc<AtomicBool>) -> Arc<LoadCounts> {
+/// cancelling about one in ten, each client pausing `pace` between orders
+/// (none: as fast as it can). Any 4xx is a bug and fails the test.
+pub async fn shop(platform: &Platform, clients: usize, pace: Duration, stop: Arc<AtomicBool>) -> Arc<LoadCounts> {
     let counts = Arc::new(LoadCounts::default());
     let url = platform.url(Svc::Order, "");
     let tokens: Arc<HashMap<&str, String>> = Arc::new(CUSTOMERS.iter().map(|(c, _)| (*c, platform.token(c))).collect());
@@ -69,6 +70,7 @@ pub async fn shop(platform: &Platform, clients: usize, stop: Arc<AtomicBool>) ->
                 match response {
                     Ok(r) if r.status() == 202 => {
                         counts.accepted.fetch_add(1, Ordering::Relaxed);
+                        tokio::time::sleep(pace).await;
                         if cancel {
                             let id = r.json::<serde_json::Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
                             let _ = http

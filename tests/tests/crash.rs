@@ -22,7 +22,7 @@ async fn sigkill_any_service_mid_saga_loses_nothing() {
     let mut platform = Platform::start(options).await;
     shop::seed(&platform).await;
     let stop = Arc::new(AtomicBool::new(false));
-    let counts = shop::shop(&platform, 1, stop.clone()).await;
+    let counts = shop::shop(&platform, 1, Duration::ZERO, stop.clone()).await;
     let stop_at = Instant::now() + Duration::from_secs(seconds);
 
     // Kill order, payment, inventory in turn, each at a random moment.

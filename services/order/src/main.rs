@@ -44,6 +44,8 @@ async fn main() {
     service.consume(Destination::Order, orchestrator.clone());
     let worker = TimeoutWorker {
         pool: service.pool.clone(),
+        broker: service.broker.clone(),
+        step_timeout: args.step_timeout,
         orchestrator: orchestrator.clone(),
         signal: service.signal.clone(),
         // Check often enough that a timeout fires within ~10% of its nominal time.

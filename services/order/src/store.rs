@@ -1,11 +1,13 @@
 //! Order persistence (sqlx, runtime-checked queries).
 
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 use saga_common::contracts::PricedLine;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::types::Json;
-use sqlx::{PgConnection, PgExecutor};
+use sqlx::{PgConnection, PgExecutor, PgPool};
 use uuid::Uuid;
 
 use crate::saga::SagaState;
@@ -70,6 +72,18 @@ pub async fn find<'e>(db: impl PgExecutor<'e>, id: Uuid) -> sqlx::Result<Option<
 /// Loads an order and locks it until the transaction ends: one saga step at a time.
 pub async fn lock(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<OrderRow>> {
     sqlx::query_as(select_orders!("WHERE id = $1 FOR UPDATE")).bind(id).fetch_optional(conn).await
+}
+
+/// Gives every step that awaits a reply at least `step_timeout` from now
+/// (after a broker outage). Idempotent, so every replica may run it.
+pub async fn restart_step_clocks(pool: &PgPool, step_timeout: Duration) -> sqlx::Result<u64> {
+    let result = sqlx::query(
+        "UPDATE orders SET deadline = GREATEST(deadline, now() + make_interval(secs => $1)) WHERE deadline IS NOT NULL",
+    )
+    .bind(step_timeout.as_secs_f64())
+    .execute(pool)
+    .await?;
+    Ok(result.rows_affected())
 }
 
 /// Orders whose awaited reply is overdue, locked; rows another replica holds are skipped.

@@ -1,10 +1,17 @@
 //! The step-timeout worker. It runs in every replica; `FOR UPDATE SKIP
 //! LOCKED` hands each overdue order to exactly one of them, and the row lock
 //! also serialises it with replies arriving at the same moment.
+//!
+//! A step timeout means "the participant did not answer". While this
+//! replica cannot reach the broker or its database, no answer can be
+//! received, so the worker stands still; once both are back, every running
+//! step gets a fresh timeout. Without this, a broker or database restart
+//! would fail every saga in flight and flood the queues with compensations.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use saga_common::amqp::Broker;
 use saga_common::outbox::OutboxSignal;
 use saga_common::runtime::Shutdown;
 use sqlx::PgPool;
@@ -18,6 +25,8 @@ const BATCH: i64 = 200;
 
 pub struct TimeoutWorker {
     pub pool: PgPool,
+    pub broker: Arc<Broker>,
+    pub step_timeout: Duration,
     pub orchestrator: Arc<Orchestrator>,
     pub signal: OutboxSignal,
     pub scan_interval: Duration,
@@ -25,16 +34,37 @@ pub struct TimeoutWorker {
 
 impl TimeoutWorker {
     pub async fn run(self, mut shutdown: Shutdown) {
+        let mut outage = false;
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(self.scan_interval) => {}
                 _ = shutdown.wait() => return,
+            }
+            if self.broker.current().is_none() {
+                outage = true;
+                continue;
+            }
+            if outage {
+                match store::restart_step_clocks(&self.pool, self.step_timeout).await {
+                    Ok(restarted) => {
+                        tracing::info!(
+                            restarted,
+                            "broker and database reachable again; running steps get a fresh timeout"
+                        );
+                        outage = false;
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot restart the step clocks");
+                        continue;
+                    }
+                }
             }
             loop {
                 match self.expire_batch().await {
                     Ok(n) if n == BATCH as usize => continue,
                     Ok(_) => break,
                     Err(error) => {
+                        outage |= saga_common::db::is_unavailable(&error);
                         tracing::warn!(%error, "timeout scan failed");
                         break;
                     }
