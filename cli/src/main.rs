@@ -119,8 +119,10 @@ enum TopologyCommand {
 struct ApplyArgs {
     #[command(flatten)]
     topology: TopologyArgs,
-    // A later version adds `-f FILE` (a SagaPlatform YAML whose spec
-    // overrides these settings).
+    /// A SagaPlatform resource (YAML, as for `kubectl apply -f`): its
+    /// platform name, queue type and retry policy replace the flags above.
+    #[arg(short = 'f', long = "filename")]
+    file: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -162,7 +164,11 @@ async fn run(cli: Cli) -> Result<i32> {
     let global = cli.global;
     match cli.command {
         Command::Topology(TopologyCommand::Apply(args)) => {
-            topology::apply(&global.amqp_url, &args.topology).await?;
+            let spec = match &args.file {
+                Some(file) => topology::spec_from_resource(file)?,
+                None => args.topology.spec(),
+            };
+            topology::apply(&global.amqp_url, spec).await?;
             Ok(0)
         }
         Command::Token(args) => {

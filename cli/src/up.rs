@@ -125,7 +125,7 @@ pub async fn run(global: &GlobalArgs, args: &UpArgs) -> Result<i32> {
         prepared.push((service, binary, addr));
     }
 
-    let topology = crate::topology::declare(&global.amqp_url, &args.topology).await?;
+    let topology = crate::topology::declare(&global.amqp_url, args.topology.spec()).await?;
     say!(
         "Declared the topology of platform {:?} on {}: {} exchanges, {} queues, {} bindings",
         topology.spec.platform,
