@@ -615,11 +615,16 @@ def operator_env_names() -> set[str] | None:
     return set(re.findall(r"\[env: ([A-Z0-9_]+)=", out.stdout)) | {"RUST_LOG"}
 
 
+_said: dict[str, bool] = {}
+
+
 def check_operator_env(objects: list[dict[str, Any]], values: dict[str, Any]) -> None:
     """Every variable the chart sets on the operator is one the binary reads."""
     known = operator_env_names()
     if known is None:
-        print(f"     ({OPERATOR_BIN.relative_to(ROOT)} not built: environment names not compared)")
+        if not _said.get("env"):
+            print(f"     ({OPERATOR_BIN.relative_to(ROOT)} not built: environment names not compared)")
+            _said["env"] = True
         return
     extra = {e["name"] for e in (values.get("operator") or {}).get("extraEnv") or []}
     ops = [
