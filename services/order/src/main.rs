@@ -53,7 +53,7 @@ async fn main() {
     };
     let shutdown = service.shutdown.clone();
     service.spawn(worker.run(shutdown));
-    let status_changes = StatusChanges::new();
+    let status_changes = StatusChanges::default();
     service.spawn(status_changes.clone().listen(service.pool.clone(), service.shutdown.clone()));
     let state = api::AppState {
         pool: service.pool.clone(),

@@ -147,23 +147,20 @@ pub async fn get_order(
         }
     };
     let deadline = tokio::time::Instant::now() + wait;
-    // Subscribe before reading, so a change committed in between is not missed.
-    let mut changes = state.status_changes.subscribe();
-    let mut order = visible_order(store::find(&state.pool, id).await?, &caller, id)?;
-    while order.status == "PENDING" && tokio::time::Instant::now() < deadline {
-        // Re-read on our order's notification, on a lagged channel, and at
-        // least once a second (a notification lost while the listener
-        // reconnected).
-        let tick = tokio::time::sleep(Duration::from_secs(1).min(deadline - tokio::time::Instant::now()));
-        tokio::select! {
-            changed = changes.recv() => match changed {
-                Ok(changed) if changed != id => continue,
-                _ => {}
-            },
-            _ = tick => {}
+    let order = loop {
+        let mut watch = (!wait.is_zero()).then(|| state.status_changes.watch(id));
+        let order = visible_order(store::find(&state.pool, id).await?, &caller, id)?;
+        let now = tokio::time::Instant::now();
+        match watch.as_mut() {
+            Some(watch) if order.status == "PENDING" && now < deadline => {
+                tokio::select! {
+                    _ = watch.changed() => {}
+                    _ = tokio::time::sleep_until(deadline) => {}
+                }
+            }
+            _ => break order,
         }
-        order = visible_order(store::find(&state.pool, id).await?, &caller, id)?;
-    }
+    };
     Ok(Json(OrderView::from(&order)))
 }
 
