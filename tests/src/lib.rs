@@ -73,6 +73,8 @@ pub struct Options {
     pub replicas: usize,
     pub step_timeout: Duration,
     pub retry: RetryPolicy,
+    /// Extra environment for every service process.
+    pub env: Vec<(&'static str, String)>,
 }
 
 impl Default for Options {
@@ -81,6 +83,7 @@ impl Default for Options {
             replicas: 1,
             step_timeout: Duration::from_secs(10),
             retry: RetryPolicy { max_attempts: 3, initial_delay: Duration::from_millis(100), multiplier: 2 },
+            env: Vec::new(),
         }
     }
 }
@@ -170,6 +173,7 @@ impl Platform {
             .env("RETRY_MULTIPLIER", retry.multiplier.to_string())
             .env("DB_POOL_SIZE", "8")
             .env("RUST_LOG", "info")
+            .envs(self.options.env.iter().map(|(name, value)| (name, value)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)

@@ -237,3 +237,51 @@ async fn two_replicas_of_each_service_share_the_work() {
     }
     platform.shutdown().await;
 }
+
+#[tokio::test]
+async fn over_the_running_saga_limit_new_orders_are_refused_at_the_edge() {
+    let env = vec![("MAX_RUNNING_SAGAS", "2".to_owned())];
+    let platform = Platform::start(Options { step_timeout: Duration::from_secs(30), env, ..Options::default() }).await;
+    platform.put_product("A", 100, 100).await;
+    platform.put_account("c1", 100_000).await;
+    // Payment frozen: sagas stay running.
+    platform.pause(Svc::Payment, 0, true);
+    let post = || async {
+        platform
+            .http
+            .post(platform.url(Svc::Order, "/api/v1/orders"))
+            .bearer_auth(platform.token("c1"))
+            .json(&json!({"items": [{"sku": "A", "quantity": 1}]}))
+            .send()
+            .await
+            .unwrap()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut accepted = 0;
+    let refused = loop {
+        let response = post().await;
+        match response.status().as_u16() {
+            202 => accepted += 1,
+            503 => break response,
+            other => panic!("unexpected {other}: {}", response.text().await.unwrap()),
+        }
+        assert!(std::time::Instant::now() < deadline, "never refused after {accepted} orders");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(accepted >= 2, "the limit is 2 running sagas, {accepted} accepted");
+    assert_eq!(refused.headers()["content-type"], "application/problem+json");
+    let problem: serde_json::Value = refused.json().await.unwrap();
+    assert!(problem["type"].as_str().unwrap().ends_with("/overloaded"), "{problem}");
+    let running: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM orders").fetch_one(platform.pool(Svc::Order)).await.unwrap();
+    assert_eq!(running, accepted, "a refused order is not stored");
+
+    // Once the sagas finish, orders are accepted again.
+    platform.pause(Svc::Payment, 0, false);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while post().await.status() != 202 {
+        assert!(std::time::Instant::now() < deadline, "orders still refused after the sagas finished");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    platform.shutdown().await;
+}

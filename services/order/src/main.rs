@@ -1,6 +1,7 @@
 //! order-service: the public order API, the saga orchestrator and the
 //! step-timeout worker, in one process.
 
+mod admission;
 mod api;
 mod finished;
 mod orchestrator;
@@ -18,6 +19,7 @@ use saga_common::service::Service;
 use saga_common::topology::Destination;
 use sqlx::migrate::Migrator;
 
+use crate::admission::Admission;
 use crate::finished::StatusChanges;
 use crate::orchestrator::Orchestrator;
 use crate::timeouts::TimeoutWorker;
@@ -34,6 +36,11 @@ struct Args {
     /// A saga step that gets no reply within this time is compensated (FAILED timeout).
     #[arg(long, env = "SAGA_STEP_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     step_timeout: Duration,
+    /// New orders are refused (503 `overloaded`) while this many sagas are
+    /// running; size it to about sagas completed per second × step timeout
+    /// / 2. 0 turns the limit off.
+    #[arg(long, env = "MAX_RUNNING_SAGAS", default_value_t = 1000)]
+    max_running_sagas: u32,
 }
 
 #[tokio::main]
@@ -53,6 +60,8 @@ async fn main() {
     };
     let shutdown = service.shutdown.clone();
     service.spawn(worker.run(shutdown));
+    let admission = Admission::new(args.max_running_sagas);
+    service.spawn(admission.clone().refresh(service.pool.clone(), service.shutdown.clone()));
     let status_changes = StatusChanges::default();
     service.spawn(status_changes.clone().listen(service.pool.clone(), service.shutdown.clone()));
     let state = api::AppState {
@@ -61,6 +70,7 @@ async fn main() {
         signal: service.signal.clone(),
         orchestrator,
         status_changes,
+        admission,
     };
     let (router, openapi) = api::router(state);
     service.run(args.http_addr, router, openapi).await;

@@ -14,6 +14,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::admission::Admission;
 use crate::finished::StatusChanges;
 use crate::orchestrator::Orchestrator;
 
@@ -24,6 +25,7 @@ pub struct AppState {
     pub signal: OutboxSignal,
     pub orchestrator: Arc<Orchestrator>,
     pub status_changes: StatusChanges,
+    pub admission: Admission,
 }
 
 impl FromRef<AppState> for Auth {

@@ -33,6 +33,7 @@ const IDEMPOTENCY_KEY: &str = "idempotency-key";
         (status = 409, description = "A request with this Idempotency-Key is in progress", body = Problem),
         (status = 413, description = "Body larger than 64 KiB", body = Problem),
         (status = 422, description = "Invalid order, or Idempotency-Key reused with another body", body = Problem),
+        (status = 503, description = "Overloaded: too many sagas running; try again shortly", body = Problem),
     )
 )]
 pub async fn place_order(
@@ -43,6 +44,7 @@ pub async fn place_order(
     ApiJson(request): ApiJson<PlaceOrder>,
 ) -> Result<Response, Problem> {
     request.validate()?;
+    state.admission.check()?;
     let key = match headers.get(IDEMPOTENCY_KEY) {
         Some(value) => {
             let key = value.to_str().map_err(|_| {
