@@ -5,13 +5,13 @@
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use comfy_table::{Cell, Table, presets};
+use comfy_table::Cell;
 use futures_util::future::join_all;
 use saga_common::auth::mint;
 use serde_json::Value;
 
 use crate::client::{Client, Order, OrderLine, ProductUpsert};
-use crate::{GlobalArgs, Result};
+use crate::{GlobalArgs, Result, new_table};
 
 #[derive(Debug, Clone, Args)]
 pub struct DemoArgs {
@@ -281,13 +281,6 @@ async fn wait_for(
         }
         tokio::time::sleep(POLL_INTERVAL).await;
     }
-}
-
-fn new_table(header: Vec<&str>) -> Table {
-    let mut table = Table::new();
-    table.load_preset(presets::UTF8_FULL_CONDENSED);
-    table.set_header(header);
-    table
 }
 
 /// Prints whatever the events endpoint returned: an array of objects (or an

@@ -16,7 +16,6 @@ use std::collections::BTreeSet;
 use std::io::{BufRead, IsTerminal, Write};
 
 use clap::{Args, Subcommand, ValueEnum};
-use comfy_table::{Table, presets};
 use lapin::message::BasicGetMessage;
 use lapin::options::{
     BasicAckOptions, BasicGetOptions, BasicNackOptions, BasicPublishOptions, QueueDeclareOptions, QueuePurgeOptions,
@@ -27,7 +26,7 @@ use saga_common::amqp::{Broker, redact};
 use saga_common::envelope::headers;
 use saga_common::topology::{Destination, dlq_name};
 
-use crate::{GlobalArgs, Result};
+use crate::{GlobalArgs, Result, new_table};
 
 #[derive(Debug, Subcommand)]
 pub enum DlqCommand {
@@ -163,9 +162,8 @@ fn message_id(message: &BasicGetMessage) -> String {
 }
 
 async fn list(connection: &Connection, args: &ListArgs) -> Result<i32> {
-    let mut table = Table::new();
-    table.load_preset(presets::UTF8_FULL_CONDENSED);
-    table.set_header(vec!["queue", "message id", "type", "correlation id", "attempts", "dead-lettered at", "reason"]);
+    let mut table =
+        new_table(vec!["queue", "message id", "type", "correlation id", "attempts", "dead-lettered at", "reason"]);
     let mut shown = 0;
     let mut total = 0;
     for (_, queue) in args.target.queues() {

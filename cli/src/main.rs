@@ -36,6 +36,14 @@ use saga_common::config::TopologyArgs;
 pub const LOCAL_DEV_SECRET: &str = "saga-platform-local-development-secret";
 
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// Every table sagactl prints: one look, one place.
+pub fn new_table(header: Vec<&str>) -> comfy_table::Table {
+    let mut table = comfy_table::Table::new();
+    table.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
+    table.set_header(header);
+    table
+}
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[derive(Debug, Parser)]

@@ -5,13 +5,13 @@ use std::time::Duration;
 
 use chrono::Utc;
 use clap::{Args, Subcommand};
-use comfy_table::{Table, presets};
+use comfy_table::Table;
 use saga_common::auth::mint;
 use serde::Deserialize;
 
 use crate::client::{Client, Order};
 use crate::demo::{money, timeline_table};
-use crate::{GlobalArgs, Result};
+use crate::{GlobalArgs, Result, new_table};
 
 const TOKEN_TTL: Duration = Duration::from_secs(300);
 /// The order API's largest page.
@@ -88,9 +88,7 @@ async fn fetch(client: &Client, status: Option<&str>, limit: usize) -> Result<Ve
 }
 
 fn orders_table(orders: &[Order]) -> Table {
-    let mut table = Table::new();
-    table.load_preset(presets::UTF8_FULL_CONDENSED);
-    table.set_header(vec!["id", "customer", "status", "total", "failure", "created", "updated"]);
+    let mut table = new_table(vec!["id", "customer", "status", "total", "failure", "created", "updated"]);
     for order in orders {
         table.add_row(vec![
             order.id.clone(),

@@ -13,8 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use clap::{Args, ValueEnum};
-use comfy_table::{Table, presets};
+use clap::Args;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use saga_common::amqp::redact;
@@ -24,7 +23,7 @@ use tokio::process::{Child, Command};
 
 use crate::client::Client;
 use crate::demo::{self, Platform};
-use crate::{GlobalArgs, LOCAL_DEV_SECRET, Result};
+use crate::{GlobalArgs, LOCAL_DEV_SECRET, Result, new_table};
 
 const READY_DEADLINE: Duration = Duration::from_secs(60);
 const STOP_GRACE: Duration = Duration::from_secs(10);
@@ -168,7 +167,6 @@ async fn supervise(
     demo_failed: &mut bool,
 ) -> Result<()> {
     let spec = args.topology.spec();
-    let queue_type = spec.queue_type.to_possible_value().map(|v| v.get_name().to_owned()).unwrap_or_default();
     for (service, binary, addr) in prepared {
         let log = log_dir.join(format!("{}.log", service.binary));
         let mut file = OpenOptions::new()
@@ -192,7 +190,7 @@ async fn supervise(
             )
             .env("AMQP_URL", &global.amqp_url)
             .env("SAGA_PLATFORM", &spec.platform)
-            .env("QUEUE_TYPE", &queue_type)
+            .env("QUEUE_TYPE", spec.queue_type.as_str())
             .env("RETRY_MAX_ATTEMPTS", spec.retry.max_attempts.to_string())
             .env("RETRY_INITIAL_DELAY", humantime::format_duration(spec.retry.initial_delay).to_string())
             .env("RETRY_MULTIPLIER", spec.retry.multiplier.to_string())
@@ -326,9 +324,7 @@ async fn stop_all(children: &mut [Running]) {
 
 fn print_banner(global: &GlobalArgs, platform: &str, children: &[Running]) {
     say!("\nSaga Platform {platform:?} is up.");
-    let mut table = Table::new();
-    table.load_preset(presets::UTF8_FULL_CONDENSED);
-    table.set_header(vec!["service", "API", "docs", "log"]);
+    let mut table = new_table(vec!["service", "API", "docs", "log"]);
     for running in children {
         let base = running.url.trim_end_matches('/');
         table.add_row(vec![

@@ -65,11 +65,7 @@ async fn broker(amqp_url: &str, queue_type: QueueType) -> Result<(f64, f64)> {
     channel.confirm_select(Default::default()).await?;
     let queue = format!("sagactl.bench.raw.{}", uuid::Uuid::new_v4().simple());
     let mut arguments = FieldTable::default();
-    let kind = match queue_type {
-        QueueType::Quorum => "quorum",
-        QueueType::Classic => "classic",
-    };
-    arguments.insert("x-queue-type".into(), AMQPValue::LongString(kind.into()));
+    arguments.insert("x-queue-type".into(), AMQPValue::LongString(queue_type.as_str().into()));
     channel
         .queue_declare(queue.as_str().into(), QueueDeclareOptions { durable: true, ..Default::default() }, arguments)
         .await?;

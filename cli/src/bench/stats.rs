@@ -5,7 +5,6 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use comfy_table::{Table, presets};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
@@ -128,9 +127,7 @@ impl Report {
     }
 
     pub fn print(&self) {
-        let mut table = Table::new();
-        table.load_preset(presets::UTF8_FULL_CONDENSED);
-        table.set_header(vec!["figure", "value"]);
+        let mut table = crate::new_table(vec!["figure", "value"]);
         table.add_row(vec!["load".to_owned(), self.mode.clone()]);
         table.add_row(vec!["measured for".to_owned(), format!("{:.1} s", self.duration_s)]);
         table.add_row(vec![

@@ -47,7 +47,8 @@ pub enum QueueType {
 }
 
 impl QueueType {
-    fn as_str(self) -> &'static str {
+    /// The `x-queue-type` argument, and the `QUEUE_TYPE` setting.
+    pub fn as_str(self) -> &'static str {
         match self {
             QueueType::Quorum => "quorum",
             QueueType::Classic => "classic",
