@@ -26,20 +26,76 @@ wait_until() {
     done
 }
 
+# Installs Debian packages that are missing (root, or sudo when available).
+# `apt-get update` runs once per call, only when something must be installed.
+apt_install() {
+    local missing=()
+    local pkg
+    for pkg in "$@"; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+    done
+    ((${#missing[@]})) || return 0
+    local sudo=()
+    ((EUID == 0)) || sudo=(sudo)
+    echo "Installing from Debian's packages: ${missing[*]}"
+    local started=$SECONDS
+    "${sudo[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    echo "Installed ${missing[*]} in $((SECONDS - started)) s"
+}
+
+# The newest PostgreSQL cluster's version (e.g. 15), empty if none.
+postgres_version() {
+    ls /etc/postgresql 2>/dev/null | sort -V | tail -n 1
+}
+
+# Local-development settings for the cluster: passwordless (trust) TCP access
+# for the `postgres` superuser on loopback only, and room for the connections
+# of many services and tests at once. Written once; returns 0 if it changed
+# anything (a restart is then needed).
+configure_postgres() {
+    local version=$1 dir="/etc/postgresql/$1/main"
+    local conf="$dir/conf.d/saga-platform.conf" hba="$dir/pg_hba.conf" marker="# saga-platform: loopback trust"
+    local changed=1
+    if [[ ! -f $conf ]]; then
+        printf '%s
+' "# Written by saga-platform scripts/lib.sh (local development and tests)"             "max_connections = 500" "listen_addresses = 'localhost'" >"$conf"
+        changed=0
+    fi
+    if ! grep -qF "$marker" "$hba"; then
+        local tmp
+        tmp=$(mktemp)
+        printf '%s
+' "$marker" "host all postgres 127.0.0.1/32 trust" "host all postgres ::1/128 trust" | cat - "$hba" >"$tmp"
+        cat "$tmp" >"$hba" && rm -f "$tmp"
+        changed=0
+    fi
+    return $changed
+}
+
 # PostgreSQL on 127.0.0.1:5432, with a working passwordless `postgres`
-# superuser connection (what `sagactl up` and the tests use).
+# superuser connection (what `sagactl up` and the tests use). Installs the
+# Debian package when missing and configures the cluster for local use.
 ensure_postgres() {
-    if pg_isready -q -h 127.0.0.1; then
-        echo "PostgreSQL is up"
-    else
-        command -v pg_ctlcluster >/dev/null || die "PostgreSQL is not running on 127.0.0.1 and pg_ctlcluster is not installed"
+    if ! pg_isready -q -h 127.0.0.1 2>/dev/null; then
+        [[ -n $(postgres_version) ]] || apt_install postgresql
         local version
-        version=$(ls /etc/postgresql | sort -V | tail -n 1)
+        version=$(postgres_version)
         [[ -n $version ]] || die "no PostgreSQL cluster in /etc/postgresql"
+        configure_postgres "$version" || true
         echo "Starting PostgreSQL $version (cluster main)"
         pg_ctlcluster --skip-systemctl-redirect "$version" main start
         wait_until 60 pg_isready -q -h 127.0.0.1 || die "PostgreSQL not ready after 60 s"
         echo "PostgreSQL is up"
+    else
+        echo "PostgreSQL is up"
+        local version
+        version=$(postgres_version)
+        if [[ -n $version && -w /etc/postgresql/$version/main ]] && configure_postgres "$version"; then
+            echo "Restarting PostgreSQL $version to apply the local-development settings"
+            pg_ctlcluster --skip-systemctl-redirect "$version" main restart
+            wait_until 60 pg_isready -q -h 127.0.0.1 || die "PostgreSQL not ready after 60 s"
+        fi
     fi
     psql "postgres://postgres@127.0.0.1:5432/postgres" -XAtqc \
         "select 1 from pg_roles where rolname = current_user and rolsuper" | grep -qx 1 ||
@@ -47,12 +103,20 @@ ensure_postgres() {
     echo "PostgreSQL superuser connection works (postgres@127.0.0.1:5432)"
 }
 
-# RabbitMQ on the local node, with the application fully started.
+# RabbitMQ on the local node with the management plugin (HTTP API on 15672),
+# the application fully started. Installs the Debian package when missing.
 ensure_rabbitmq() {
+    apt_install rabbitmq-server
+    if [[ ! -f /etc/rabbitmq/enabled_plugins ]] || ! grep -q rabbitmq_management /etc/rabbitmq/enabled_plugins; then
+        # --offline: written to the file, loaded when the node (re)starts.
+        rabbitmq-plugins -q enable --offline rabbitmq_management >/dev/null
+        if rabbitmqctl -q status >/dev/null 2>&1; then
+            rabbitmq-plugins -q enable rabbitmq_management >/dev/null
+        fi
+    fi
     if rabbitmqctl -q status >/dev/null 2>&1; then
         echo "RabbitMQ is up"
     else
-        command -v rabbitmq-server >/dev/null || die "RabbitMQ is not running and rabbitmq-server is not installed"
         echo "Starting RabbitMQ"
         rabbitmq-server -detached
         # The node name (and so its pid file) depends on the local
