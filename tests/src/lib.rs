@@ -195,6 +195,24 @@ impl Platform {
         self.spawn(svc, replica);
     }
 
+    /// Panics naming every replica whose process has exited (a crash).
+    pub fn assert_running(&mut self) {
+        let mut dead = Vec::new();
+        for (&(svc, replica), r) in &mut self.replicas {
+            if let Some(child) = r.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                dead.push(format!("{} replica {replica} exited ({status})", svc.binary()));
+            }
+        }
+        assert!(dead.is_empty(), "processes died: {dead:?}; see {:?}", self.log_dir);
+    }
+
+    /// The log file of one replica (stdout and stderr).
+    pub fn log(&self, svc: Svc, replica: usize) -> String {
+        std::fs::read_to_string(self.log_dir.join(format!("{}-{replica}.log", svc.short()))).unwrap_or_default()
+    }
+
     /// SIGSTOP / SIGCONT: the process keeps its connections but does nothing.
     pub fn pause(&self, svc: Svc, replica: usize, paused: bool) {
         let child = self.replicas[&(svc, replica)].child.as_ref().expect("replica is running");
@@ -382,6 +400,26 @@ impl Platform {
         }
         let _ = connection.close(200, "done".into()).await;
         messages
+    }
+
+    /// Takes messages from a service's dead-letter queue until every id in
+    /// `ids` has arrived (panics after `within`); returns those, by id.
+    pub async fn wait_dead_letters(&self, svc: Svc, ids: &[String], within: Duration) -> BTreeMap<String, DeadLetter> {
+        let deadline = Instant::now() + within;
+        let mut found = BTreeMap::new();
+        loop {
+            for message in self.drain_dlq(svc).await {
+                if let Some(id) = message.message_id.clone().filter(|id| ids.contains(id)) {
+                    found.insert(id, message);
+                }
+            }
+            if ids.iter().all(|id| found.contains_key(id)) {
+                return found;
+            }
+            let missing: Vec<_> = ids.iter().filter(|id| !found.contains_key(*id)).collect();
+            assert!(Instant::now() < deadline, "not dead-lettered by {svc:?} within {within:?}: {missing:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Stops every process, deletes the topology and drops the databases.

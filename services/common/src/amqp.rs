@@ -117,6 +117,8 @@ pub enum PublishError {
     Nacked(String),
     #[error("message {0} was unroutable")]
     Unroutable(String),
+    #[error("message {0} cannot be framed: {1}")]
+    Invalid(String, String),
 }
 
 /// A message ready for the wire: where it goes and what it carries.
@@ -148,21 +150,32 @@ impl OutgoingMessage {
         }
     }
 
-    fn properties(&self) -> BasicProperties {
+    /// What goes on the wire: exchange, routing key and properties. `Err`
+    /// says why the message cannot be framed at all: AMQP short strings
+    /// (names, ids, type) hold at most 255 bytes. Checked here instead of
+    /// letting the protocol library panic on a value that came from outside.
+    pub fn wire(&self) -> Result<(ShortString, ShortString, BasicProperties), String> {
+        let short = |field: &str, value: &str| {
+            ShortString::try_new(value)
+                .map_err(|_| format!("{field} of {} bytes exceeds the AMQP limit of 255", value.len()))
+        };
+        let exchange = short("exchange", &self.exchange)?;
+        let routing_key = short("routing key", &self.routing_key)?;
         let mut table = FieldTable::default();
         table.insert(headers::CORRELATION_ID.into(), AMQPValue::LongString(self.correlation_id.as_str().into()));
         table.insert(headers::TRACEPARENT.into(), AMQPValue::LongString(self.traceparent.as_str().into()));
         for (name, value) in &self.headers {
-            table.insert(ShortString::from(*name), value.clone());
+            table.insert(short("header name", name)?, value.clone());
         }
-        BasicProperties::default()
+        let properties = BasicProperties::default()
             .with_delivery_mode(2)
             .with_content_type("application/json".into())
-            .with_message_id(self.message_id.as_str().into())
-            .with_correlation_id(self.correlation_id.as_str().into())
-            .with_type(self.message_type.as_str().into())
+            .with_message_id(short("message id", &self.message_id)?)
+            .with_correlation_id(short("correlation id", &self.correlation_id)?)
+            .with_type(short("message type", &self.message_type)?)
             .with_timestamp(chrono::Utc::now().timestamp() as u64)
-            .with_headers(table)
+            .with_headers(table);
+        Ok((exchange, routing_key, properties))
     }
 }
 
@@ -173,13 +186,15 @@ impl OutgoingMessage {
 pub async fn publish_batch(channel: &Channel, messages: &[OutgoingMessage]) -> Result<(), PublishError> {
     let mut confirms = Vec::with_capacity(messages.len());
     for message in messages {
+        let (exchange, routing_key, properties) =
+            message.wire().map_err(|reason| PublishError::Invalid(message.message_id.clone(), reason))?;
         let confirm = channel
             .basic_publish(
-                message.exchange.as_str().into(),
-                message.routing_key.as_str().into(),
+                exchange,
+                routing_key,
                 BasicPublishOptions { mandatory: true, ..Default::default() },
                 &message.payload,
-                message.properties(),
+                properties,
             )
             .await?;
         confirms.push((message, confirm));
@@ -202,5 +217,26 @@ mod tests {
     fn redacts_password() {
         assert_eq!(super::redact("amqp://guest:secret@host:5672/%2f"), "amqp://guest:***@host:5672/%2f");
         assert_eq!(super::redact("amqp://host"), "amqp://host");
+    }
+
+    #[test]
+    fn over_long_short_strings_are_an_error_not_a_panic() {
+        let message = super::OutgoingMessage {
+            exchange: "saga.saga".into(),
+            routing_key: "order.replies".into(),
+            message_id: "id".into(),
+            message_type: "inventory.released".into(),
+            correlation_id: "c".repeat(255),
+            traceparent: String::new(),
+            payload: Vec::new(),
+            headers: Vec::new(),
+        };
+        assert!(message.wire().is_ok());
+        let long = super::OutgoingMessage { correlation_id: "c".repeat(256), ..message.clone() };
+        assert!(long.wire().unwrap_err().contains("correlation id of 256 bytes"));
+        let long = super::OutgoingMessage { message_type: "t".repeat(300), ..message.clone() };
+        assert!(long.wire().is_err());
+        let long = super::OutgoingMessage { routing_key: "r".repeat(300), ..message };
+        assert!(long.wire().is_err());
     }
 }

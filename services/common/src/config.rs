@@ -90,6 +90,9 @@ pub struct ServiceArgs {
     /// per replica is fastest for hot rows (no lock waits between batches).
     #[arg(long, env = "CONSUMERS", default_value_t = 1)]
     pub consumers: usize,
+    /// Message bodies larger than this (bytes) are dead-lettered unread.
+    #[arg(long, env = "MAX_MESSAGE_BYTES", default_value_t = 1024 * 1024, value_parser = clap::value_parser!(u32).range(1024..))]
+    pub max_message_bytes: u32,
     /// Messages the outbox relay publishes per confirmed batch.
     #[arg(long, env = "OUTBOX_BATCH", default_value_t = 500)]
     pub outbox_batch: i64,

@@ -27,7 +27,9 @@ use uuid::Uuid;
 
 use crate::amqp::{Backoff, Broker};
 use crate::contracts::Message;
-use crate::envelope::{Envelope, headers, new_traceparent};
+use crate::envelope::{
+    Envelope, MAX_CORRELATION_ID_LEN, headers, new_traceparent, parse_traceparent, valid_correlation_id,
+};
 use crate::inbox;
 use crate::metrics::Metrics;
 use crate::outbox::OutboxSignal;
@@ -84,6 +86,8 @@ pub struct ConsumerConfig {
     pub destination: Destination,
     pub prefetch: u16,
     pub max_batch: usize,
+    /// Bodies larger than this are dead-lettered unread.
+    pub max_message_bytes: usize,
 }
 
 pub struct Consumer<H> {
@@ -112,7 +116,7 @@ struct Received {
 }
 
 impl<H: Handler> Consumer<H> {
-    pub async fn run(self, mut shutdown: Shutdown) {
+    pub async fn run(self: Arc<Self>, mut shutdown: Shutdown) {
         let queue = self.topology.queue_name(self.config.destination);
         let mut backoff = Backoff::new();
         loop {
@@ -147,7 +151,9 @@ impl<H: Handler> Consumer<H> {
                     _ => break,
                 }
             }
-            let mut received: Vec<Received> = batch.into_iter().map(decode).collect();
+            let (max_body, max_attempts) = (self.config.max_message_bytes, self.topology.spec.retry.max_attempts);
+            let mut received: Vec<Received> =
+                batch.into_iter().map(|delivery| decode(delivery, max_body, max_attempts)).collect();
             // Concurrent batches then lock rows in the same (order id) order and
             // wait for each other instead of deadlocking. The sort is stable:
             // messages of one order keep their delivery order.
@@ -404,20 +410,22 @@ fn truncate(text: &str, max: usize) -> &str {
 }
 
 /// Reads an AMQP delivery into an envelope, or says why it cannot be read.
-fn decode(delivery: Delivery) -> Received {
+/// Everything taken from the delivery is checked before use: the body's
+/// size, the message id, the type, the correlation id (type and length: it
+/// becomes the `correlation_id` property of every reply), the traceparent
+/// (an invalid one starts a new trace, as W3C Trace Context asks) and the
+/// attempt counter (clamped to the retry ladder). Reasons never quote the
+/// offending value, which may be huge or hold control characters.
+fn decode(delivery: Delivery, max_body: usize, max_attempts: u32) -> Received {
     let headers = delivery.properties.headers().clone().unwrap_or_default();
-    let header_str = |name: &str| match headers.inner().get(name) {
-        Some(AMQPValue::LongString(value)) => Some(value.to_string()),
-        Some(AMQPValue::ShortString(value)) => Some(value.to_string()),
-        _ => None,
-    };
-    let attempt = match headers.inner().get(headers::ATTEMPT) {
-        Some(AMQPValue::LongUInt(n)) => *n,
-        Some(AMQPValue::LongInt(n)) => (*n).max(1) as u32,
-        Some(AMQPValue::LongLongInt(n)) => (*n).max(1) as u32,
-        _ => 1,
-    };
+    let attempt = attempt(headers.inner().get(headers::ATTEMPT), max_attempts);
     let decoded = (|| {
+        if delivery.data.len() > max_body {
+            return Err(format!(
+                "body of {} bytes exceeds the limit of {max_body} bytes (MAX_MESSAGE_BYTES)",
+                delivery.data.len()
+            ));
+        }
         let message_id = delivery
             .properties
             .message_id()
@@ -430,13 +438,109 @@ fn decode(delivery: Delivery) -> Received {
         if let Some(kind) = delivery.properties.kind()
             && kind.as_str() != message.type_name()
         {
-            return Err(format!("type property {} does not match body type {}", kind.as_str(), message.type_name()));
+            return Err(format!(
+                "type property ({} bytes) does not match body type {}",
+                kind.as_str().len(),
+                message.type_name()
+            ));
         }
-        let correlation_id = header_str(headers::CORRELATION_ID)
-            .or_else(|| delivery.properties.correlation_id().as_ref().map(|c| c.to_string()))
-            .unwrap_or_else(|| message_id.to_string());
-        let traceparent = header_str(headers::TRACEPARENT).unwrap_or_else(new_traceparent);
+        let correlation_id = match headers.inner().get(headers::CORRELATION_ID) {
+            Some(value) => string_header(value).ok_or_else(|| {
+                format!(
+                    "correlation id ({} header) must be a UTF-8 string, not {}",
+                    headers::CORRELATION_ID,
+                    value_kind(value)
+                )
+            })?,
+            None => match delivery.properties.correlation_id() {
+                Some(property) => property.to_string(),
+                None => message_id.to_string(),
+            },
+        };
+        if !valid_correlation_id(&correlation_id) {
+            return Err(format!(
+                "correlation id must be 1-{MAX_CORRELATION_ID_LEN} printable ASCII characters, got {} bytes",
+                correlation_id.len()
+            ));
+        }
+        let traceparent = headers
+            .inner()
+            .get(headers::TRACEPARENT)
+            .and_then(string_header)
+            .filter(|t| parse_traceparent(t).is_some())
+            .unwrap_or_else(new_traceparent);
         Ok(Envelope { message_id, correlation_id, traceparent, message })
     })();
     Received { delivery, attempt, decoded }
+}
+
+fn string_header(value: &AMQPValue) -> Option<String> {
+    match value {
+        AMQPValue::LongString(value) => String::from_utf8(value.as_bytes().to_vec()).ok(),
+        AMQPValue::ShortString(value) => Some(value.to_string()),
+        _ => None,
+    }
+}
+
+fn value_kind(value: &AMQPValue) -> &'static str {
+    match value {
+        AMQPValue::LongString(_) | AMQPValue::ShortString(_) => "a string of invalid UTF-8",
+        AMQPValue::ByteArray(_) => "a byte array",
+        AMQPValue::Boolean(_) => "a boolean",
+        AMQPValue::FieldArray(_) => "an array",
+        AMQPValue::FieldTable(_) => "a table",
+        AMQPValue::Void => "void",
+        _ => "a number",
+    }
+}
+
+/// The delivery attempt a message claims in `x-attempt`, clamped to the
+/// retry ladder `1..=max_attempts`: any AMQP integer type is read; a missing
+/// header, another type (string, float, timestamp, ...) or a value below 1
+/// counts as attempt 1 (the message gets the normal ladder, which is
+/// finite); a value above `max_attempts` counts as the last attempt (one
+/// more failure dead-letters it). So a retry always goes to a delay queue
+/// that exists, and a message can never loop.
+pub fn attempt(value: Option<&AMQPValue>, max_attempts: u32) -> u32 {
+    let claimed: i128 = match value {
+        Some(AMQPValue::ShortShortInt(n)) => (*n).into(),
+        Some(AMQPValue::ShortShortUInt(n)) => (*n).into(),
+        Some(AMQPValue::ShortInt(n)) => (*n).into(),
+        Some(AMQPValue::ShortUInt(n)) => (*n).into(),
+        Some(AMQPValue::LongInt(n)) => (*n).into(),
+        Some(AMQPValue::LongUInt(n)) => (*n).into(),
+        Some(AMQPValue::LongLongInt(n)) => (*n).into(),
+        _ => 1,
+    };
+    let max_attempts = max_attempts.max(1);
+    u32::try_from(claimed.clamp(1, max_attempts.into())).unwrap_or(max_attempts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attempt_is_clamped_to_the_ladder() {
+        let at = |value: AMQPValue| attempt(Some(&value), 5);
+        assert_eq!(attempt(None, 5), 1);
+        assert_eq!(at(AMQPValue::LongUInt(3)), 3);
+        assert_eq!(at(AMQPValue::ShortShortUInt(2)), 2);
+        assert_eq!(at(AMQPValue::ShortShortInt(4)), 4);
+        assert_eq!(at(AMQPValue::ShortInt(2)), 2);
+        assert_eq!(at(AMQPValue::ShortUInt(2)), 2);
+        assert_eq!(at(AMQPValue::LongInt(2)), 2);
+        assert_eq!(at(AMQPValue::LongLongInt(2)), 2);
+        assert_eq!(at(AMQPValue::LongUInt(0)), 1);
+        assert_eq!(at(AMQPValue::LongInt(-1)), 1);
+        assert_eq!(at(AMQPValue::LongLongInt(i64::MIN)), 1);
+        assert_eq!(at(AMQPValue::LongLongInt(1 << 32)), 5);
+        assert_eq!(at(AMQPValue::LongUInt(u32::MAX)), 5);
+        assert_eq!(at(AMQPValue::LongLongInt(i64::MAX)), 5);
+        assert_eq!(at(AMQPValue::LongString("3".into())), 1);
+        assert_eq!(at(AMQPValue::Double(3.0)), 1);
+        assert_eq!(at(AMQPValue::Timestamp(3)), 1);
+        assert_eq!(at(AMQPValue::Boolean(true)), 1);
+        assert_eq!(attempt(Some(&AMQPValue::LongUInt(7)), 0), 1);
+    }
 }

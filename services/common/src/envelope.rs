@@ -17,6 +17,16 @@ pub mod headers {
     pub const DEAD_LETTERED_AT: &str = "x-dead-lettered-at";
 }
 
+/// The longest correlation id accepted, from an HTTP request or a message.
+pub const MAX_CORRELATION_ID_LEN: usize = 128;
+
+/// A correlation id is 1-128 printable ASCII characters (no spaces or
+/// control characters): it goes into logs, headers and the AMQP
+/// `correlation_id` property (at most 255 bytes), so it is bounded here once.
+pub fn valid_correlation_id(id: &str) -> bool {
+    (1..=MAX_CORRELATION_ID_LEN).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_graphic())
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Envelope {
     pub message_id: Uuid,
@@ -89,5 +99,14 @@ mod tests {
         assert_ne!(parent, child);
         assert!(parse_traceparent("garbage").is_none());
         assert!(parse_traceparent(&child_traceparent("garbage")).is_some());
+    }
+
+    #[test]
+    fn correlation_id_rules() {
+        assert!(valid_correlation_id("order-42_x.y:z"));
+        assert!(valid_correlation_id(&"v".repeat(MAX_CORRELATION_ID_LEN)));
+        for bad in ["", "has space", "tab\t", "nul\0", "é", &"v".repeat(MAX_CORRELATION_ID_LEN + 1)] {
+            assert!(!valid_correlation_id(bad), "{bad:?}");
+        }
     }
 }

@@ -16,7 +16,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::auth::Auth;
-use crate::envelope::{child_traceparent, new_traceparent, parse_traceparent};
+use crate::envelope::{child_traceparent, new_traceparent, parse_traceparent, valid_correlation_id};
 use crate::health::Readiness;
 use crate::metrics::Metrics;
 use crate::problem::Problem;
@@ -51,9 +51,8 @@ pub struct RequestContext {
 async fn observe(State(metrics): State<Metrics>, mut request: Request, next: Next) -> Response {
     let started = Instant::now();
     let (correlation_id, traceparent) = (header(&request, "x-correlation-id"), header(&request, "traceparent"));
-    let correlation_id = correlation_id
-        .filter(|id| !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic()))
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let correlation_id =
+        correlation_id.filter(|id| valid_correlation_id(id)).unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let traceparent = match traceparent {
         Some(parent) if parse_traceparent(&parent).is_some() => child_traceparent(&parent),
         _ => new_traceparent(),

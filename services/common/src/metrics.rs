@@ -14,6 +14,8 @@ type Labels = Vec<(&'static str, String)>;
 pub struct Metrics {
     registry: Arc<Mutex<Registry>>,
     pub messages_published: Counter,
+    /// Outbox rows that could never be published, moved to `outbox_dead_letters`.
+    pub outbox_set_aside: Counter,
     consumed: Family<Labels, Counter>,
     http_requests: Family<Labels, Counter>,
     http_duration: Family<Labels, Histogram>,
@@ -28,13 +30,26 @@ impl Metrics {
             "Messages published from the outbox (confirmed)",
             messages_published.clone(),
         );
+        let outbox_set_aside = Counter::default();
+        registry.register(
+            "outbox_set_aside",
+            "Outbox rows that can never be published, moved to outbox_dead_letters",
+            outbox_set_aside.clone(),
+        );
         let consumed = Family::<Labels, Counter>::default();
         registry.register("messages_consumed", "Messages consumed, by queue and outcome", consumed.clone());
         let http_requests = Family::<Labels, Counter>::default();
         registry.register("http_requests", "HTTP requests, by route and status", http_requests.clone());
         let http_duration = Family::<Labels, Histogram>::new_with_constructor(latency_histogram as fn() -> Histogram);
         registry.register("http_request_duration_seconds", "HTTP request latency", http_duration.clone());
-        Metrics { registry: Arc::new(Mutex::new(registry)), messages_published, consumed, http_requests, http_duration }
+        Metrics {
+            registry: Arc::new(Mutex::new(registry)),
+            messages_published,
+            outbox_set_aside,
+            consumed,
+            http_requests,
+            http_duration,
+        }
     }
 
     /// Adds a service-specific metric to the same registry.

@@ -11,10 +11,10 @@ use sqlx::{PgConnection, PgPool, Row};
 use tokio::sync::Notify;
 
 use crate::amqp::{Backoff, Broker, OutgoingMessage, publish_batch};
-use crate::envelope::Envelope;
+use crate::envelope::{Envelope, valid_correlation_id};
 use crate::metrics::Metrics;
 use crate::runtime::Shutdown;
-use crate::topology::Topology;
+use crate::topology::{Destination, Topology};
 
 /// Writes messages to the outbox inside the caller's transaction.
 pub async fn enqueue(conn: &mut PgConnection, envelopes: &[Envelope]) -> sqlx::Result<()> {
@@ -72,7 +72,7 @@ pub struct OutboxRelay {
 }
 
 impl OutboxRelay {
-    pub async fn run(self, mut shutdown: Shutdown) {
+    pub async fn run(self: Arc<Self>, mut shutdown: Shutdown) {
         let mut channel = None;
         let mut backoff = Backoff::new();
         loop {
@@ -117,12 +117,15 @@ impl OutboxRelay {
     /// Claims and deletes up to one batch in one statement (rows another
     /// replica holds are skipped), publishes it, and commits the delete only
     /// once the broker has confirmed every message; any failure rolls the
-    /// rows back for the next attempt.
+    /// rows back for the next attempt. A row that can never be published
+    /// (it cannot be framed, or names no destination) is moved to
+    /// `outbox_dead_letters` with the reason in the same transaction, so it
+    /// cannot hold up the rows behind it.
     async fn relay_batch(&self, channel: &lapin::Channel) -> Result<usize, RelayError> {
         let mut tx = self.pool.begin().await?;
         let mut rows = sqlx::query(
             "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED)
-             RETURNING seq, message_id, message_type, routing_key, correlation_id, traceparent, payload",
+             RETURNING seq, message_id, message_type, routing_key, correlation_id, traceparent, payload, created_at",
         )
         .bind(self.batch_size)
         .fetch_all(&mut *tx)
@@ -132,9 +135,11 @@ impl OutboxRelay {
         }
         // RETURNING does not keep the subquery's order: publish in commit order.
         rows.sort_by_key(|row| row.get::<i64, _>("seq"));
+        let claimed = rows.len();
         let mut messages = Vec::with_capacity(rows.len());
+        let mut set_aside = 0;
         for row in rows {
-            messages.push(OutgoingMessage {
+            let message = OutgoingMessage {
                 exchange: self.topology.exchange(),
                 routing_key: row.get("routing_key"),
                 message_id: row.get::<uuid::Uuid, _>("message_id").to_string(),
@@ -143,13 +148,60 @@ impl OutboxRelay {
                 traceparent: row.get("traceparent"),
                 payload: row.get("payload"),
                 headers: Vec::new(),
-            });
+            };
+            match unpublishable(&message) {
+                None => messages.push(message),
+                Some(reason) => {
+                    tracing::error!(
+                        message_id = message.message_id,
+                        reason,
+                        "outbox row cannot be published; set aside"
+                    );
+                    set_aside_row(&mut tx, &row, &reason).await?;
+                    set_aside += 1;
+                }
+            }
         }
         publish_batch(channel, &messages).await?;
         tx.commit().await?;
         self.metrics.messages_published.inc_by(messages.len() as u64);
-        Ok(messages.len())
+        self.metrics.outbox_set_aside.inc_by(set_aside);
+        Ok(claimed)
     }
+}
+
+/// Why an outbox row can never be published, if it cannot: it does not fit
+/// in an AMQP frame, or its routing key names no service queue.
+fn unpublishable(message: &OutgoingMessage) -> Option<String> {
+    if let Err(reason) = message.wire() {
+        return Some(reason);
+    }
+    if !Destination::ALL.iter().any(|d| d.queue() == message.routing_key) {
+        return Some(format!("routing key of {} bytes names no service queue", message.routing_key.len()));
+    }
+    if !valid_correlation_id(&message.correlation_id) {
+        return Some(format!("correlation id of {} bytes is not valid", message.correlation_id.len()));
+    }
+    None
+}
+
+async fn set_aside_row(conn: &mut PgConnection, row: &sqlx::postgres::PgRow, reason: &str) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO outbox_dead_letters
+             (message_id, message_type, routing_key, correlation_id, traceparent, payload, created_at, reason)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(row.get::<uuid::Uuid, _>("message_id"))
+    .bind(row.get::<String, _>("message_type"))
+    .bind(row.get::<String, _>("routing_key"))
+    .bind(row.get::<String, _>("correlation_id"))
+    .bind(row.get::<String, _>("traceparent"))
+    .bind(row.get::<Vec<u8>, _>("payload"))
+    .bind(row.get::<chrono::DateTime<chrono::Utc>, _>("created_at"))
+    .bind(reason)
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 #[derive(Debug, thiserror::Error)]

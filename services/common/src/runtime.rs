@@ -1,6 +1,10 @@
 //! Process lifecycle: graceful shutdown on SIGTERM / Ctrl-C.
 
+use std::future::Future;
+
 use tokio::sync::watch;
+
+use crate::amqp::Backoff;
 
 /// A cloneable "stop now" signal for background tasks.
 #[derive(Clone)]
@@ -40,4 +44,58 @@ pub async fn termination_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
+}
+
+/// Runs a background task and starts it again, with backoff, whenever it
+/// panics, so a bug triggered by one input cannot silently stop the outbox
+/// relay or a consumer for good. Returns once the task returns normally
+/// (at shutdown) or shutdown is requested.
+pub async fn supervise<F, Fut>(name: &'static str, mut shutdown: Shutdown, mut start: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let mut backoff = Backoff::new();
+    loop {
+        let mut task = tokio::spawn(start());
+        let outcome = tokio::select! {
+            outcome = &mut task => outcome,
+            _ = shutdown.wait() => task.await,
+        };
+        match outcome {
+            Err(error) if error.is_panic() => {
+                tracing::error!(task = name, "background task panicked; restarting it");
+                tokio::select! {
+                    _ = backoff.wait() => {}
+                    _ = shutdown.wait() => return,
+                }
+            }
+            _ => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_task_is_restarted() {
+        let (_trigger, shutdown) = shutdown_pair();
+        let runs = Arc::new(AtomicUsize::new(0));
+        let counter = runs.clone();
+        supervise("test", shutdown, move || {
+            let runs = counter.clone();
+            async move {
+                if runs.fetch_add(1, Ordering::SeqCst) < 2 {
+                    panic!("boom");
+                }
+            }
+        })
+        .await;
+        assert_eq!(runs.load(Ordering::SeqCst), 3);
+    }
 }

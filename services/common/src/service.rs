@@ -16,7 +16,7 @@ use crate::consumer::{Consumer, ConsumerConfig, Handler};
 use crate::health::Readiness;
 use crate::metrics::Metrics;
 use crate::outbox::{OutboxRelay, OutboxSignal};
-use crate::runtime::{Shutdown, ShutdownTrigger, shutdown_pair, termination_signal};
+use crate::runtime::{Shutdown, ShutdownTrigger, shutdown_pair, supervise, termination_signal};
 use crate::topology::{Destination, Topology};
 
 /// A running service's shared resources; handed to its API and handlers.
@@ -83,6 +83,7 @@ impl Service {
                     destination,
                     prefetch: self.args.prefetch,
                     max_batch: self.args.consumer_batch.max(1),
+                    max_message_bytes: self.args.max_message_bytes as usize,
                 },
                 pool: self.pool.clone(),
                 broker: self.broker.clone(),
@@ -92,7 +93,8 @@ impl Service {
                 handler: handler.clone(),
             };
             let shutdown = self.shutdown.clone();
-            self.spawn(consumer.run(shutdown));
+            let consumer = Arc::new(consumer);
+            self.spawn(supervise("consumer", shutdown.clone(), move || consumer.clone().run(shutdown.clone())));
         }
     }
 
@@ -109,7 +111,8 @@ impl Service {
             sweep_interval: Duration::from_secs(1),
         };
         let shutdown = self.shutdown.clone();
-        self.spawn(relay.run(shutdown));
+        let relay = Arc::new(relay);
+        self.spawn(supervise("outbox relay", shutdown.clone(), move || relay.clone().run(shutdown.clone())));
         let pool = self.pool.clone();
         let mut shutdown = self.shutdown.clone();
         self.spawn(async move {

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use saga_common::config::{ServiceArgs, parse, parse_duration};
+use saga_common::runtime::supervise;
 use saga_common::service::Service;
 use saga_common::topology::Destination;
 use sqlx::migrate::Migrator;
@@ -59,7 +60,8 @@ async fn main() {
         scan_interval: (args.step_timeout / 10).clamp(Duration::from_millis(100), Duration::from_secs(1)),
     };
     let shutdown = service.shutdown.clone();
-    service.spawn(worker.run(shutdown));
+    let worker = Arc::new(worker);
+    service.spawn(supervise("timeout worker", shutdown.clone(), move || worker.clone().run(shutdown.clone())));
     let admission = Admission::new(args.max_running_sagas);
     service.spawn(admission.clone().refresh(service.pool.clone(), service.shutdown.clone()));
     let status_changes = StatusChanges::default();

@@ -33,7 +33,7 @@ pub struct TimeoutWorker {
 }
 
 impl TimeoutWorker {
-    pub async fn run(self, mut shutdown: Shutdown) {
+    pub async fn run(self: Arc<Self>, mut shutdown: Shutdown) {
         let mut outage = false;
         loop {
             tokio::select! {

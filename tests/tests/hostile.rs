@@ -1,0 +1,274 @@
+//! Hostile input against the real binaries, broker and database: crafted
+//! AMQP messages and outbox rows that cannot be published. After each case:
+//! a dead letter with a reason, no process died or panicked, the outboxes
+//! drain, and a fresh order still completes.
+
+use std::time::Duration;
+
+use lapin::BasicProperties;
+use lapin::types::{AMQPValue, ByteArray, FieldTable, LongString, ShortString};
+use saga_tests::{DeadLetter, Options, Platform, Svc, shop};
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(30);
+const FRESH_SKU: &str = "FRESH";
+const FRESH_CUSTOMER: &str = "fresh";
+
+/// A platform with what `still_works` needs to place a fresh order.
+async fn start(options: Options) -> Platform {
+    let platform = Platform::start(options).await;
+    platform.put_product(FRESH_SKU, 100, 1_000_000).await;
+    platform.put_account(FRESH_CUSTOMER, 1_000_000_000).await;
+    platform
+}
+
+/// After a hostile case: a fresh order completes, every outbox drains, no
+/// process died and no task panicked.
+async fn still_works(platform: &mut Platform) {
+    platform.assert_running();
+    let id = platform.place_order(FRESH_CUSTOMER, &[(FRESH_SKU, 1)]).await;
+    let order = platform.wait_final(&id, WAIT).await;
+    assert_eq!(order["status"], "COMPLETED", "a fresh order after the hostile input: {order}");
+    shop::wait_until_quiet(platform, WAIT).await;
+    platform.assert_running();
+    for svc in Svc::ALL {
+        let log = platform.log(svc, 0);
+        let panics: Vec<&str> = log.lines().filter(|l| l.contains("panicked")).collect();
+        assert!(panics.is_empty(), "{} panicked: {panics:?}", svc.binary());
+    }
+}
+
+fn reason(message: &DeadLetter) -> String {
+    match message.headers.inner().get("x-failure-reason") {
+        Some(AMQPValue::LongString(value)) => value.to_string(),
+        other => panic!("dead letter without a failure reason: {other:?}"),
+    }
+}
+
+fn attempt(message: &DeadLetter) -> Option<u32> {
+    match message.headers.inner().get("x-attempt") {
+        Some(AMQPValue::LongUInt(n)) => Some(*n),
+        _ => None,
+    }
+}
+
+fn properties(message_id: &str, kind: &str, headers: FieldTable) -> BasicProperties {
+    BasicProperties::default()
+        .with_message_id(message_id.into())
+        .with_type(kind.into())
+        .with_content_type("application/json".into())
+        .with_delivery_mode(2)
+        .with_headers(headers)
+}
+
+fn headers(entries: Vec<(&str, AMQPValue)>) -> FieldTable {
+    let mut table = FieldTable::default();
+    for (name, value) in entries {
+        table.insert(ShortString::from(name), value);
+    }
+    table
+}
+
+fn long(text: &str) -> AMQPValue {
+    AMQPValue::LongString(LongString::from(text))
+}
+
+fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+/// A command for an order nobody placed: inventory answers it (an unknown
+/// SKU is rejected) and so copies its correlation id into a reply.
+fn reserve_unknown() -> Vec<u8> {
+    let body = json!({"type": "inventory.reserve", "order_id": new_id(), "items": [{"sku": "NOPE", "quantity": 1}]});
+    serde_json::to_vec(&body).unwrap()
+}
+
+#[tokio::test]
+async fn malformed_correlation_ids_are_dead_lettered_and_nothing_panics() {
+    let mut platform = start(Options::default()).await;
+    let cases: Vec<(&str, Option<AMQPValue>, Option<String>)> = vec![
+        ("a 300-byte header", Some(long(&"c".repeat(300))), None),
+        ("a 70 000-byte header", Some(long(&"c".repeat(70_000))), None),
+        ("a header with control characters", Some(long("abc\u{0}\u{1b}[31m")), None),
+        ("a non-ASCII header", Some(long("corrélation")), None),
+        ("an empty header", Some(long("")), None),
+        ("an integer header", Some(AMQPValue::LongLongInt(42)), None),
+        ("a binary header", Some(AMQPValue::ByteArray(ByteArray::from(vec![0xff_u8, 0, 0xfe]))), None),
+        ("an empty property", None, Some(String::new())),
+        ("a property with a space", None, Some("has space".to_owned())),
+    ];
+    let mut ids = Vec::new();
+    for (name, header, property) in &cases {
+        let id = new_id();
+        let mut props = properties(
+            &id,
+            "inventory.reserve",
+            headers(header.iter().map(|h| ("x-correlation-id", h.clone())).collect()),
+        );
+        if let Some(property) = property {
+            props = props.with_correlation_id(property.as_str().into());
+        }
+        println!("{id}: {name}");
+        platform.publish_raw(Svc::Inventory, props, &reserve_unknown()).await;
+        ids.push(id);
+    }
+
+    still_works(&mut platform).await;
+    let dead = platform.wait_dead_letters(Svc::Inventory, &ids, WAIT).await;
+    for ((name, _, _), id) in cases.iter().zip(&ids) {
+        let reason = reason(&dead[id]);
+        assert!(reason.contains("correlation id"), "{name}: {reason}");
+        assert!(reason.len() < 1100, "{name}: the reason is bounded");
+    }
+    // A valid correlation id of the longest allowed length is fine.
+    let id = new_id();
+    let valid = headers(vec![("x-correlation-id", long(&"v".repeat(128)))]);
+    platform.publish_raw(Svc::Inventory, properties(&id, "inventory.reserve", valid), &reserve_unknown()).await;
+    still_works(&mut platform).await;
+    let handled: i64 = sqlx::query_scalar("SELECT count(*) FROM inbox WHERE message_id = $1::uuid")
+        .bind(&id)
+        .fetch_one(platform.pool(Svc::Inventory))
+        .await
+        .unwrap();
+    assert_eq!(handled, 1, "the valid message was handled");
+    platform.shutdown().await;
+}
+
+#[tokio::test]
+async fn outbox_rows_that_cannot_be_published_are_set_aside() {
+    let mut platform = start(Options::default()).await;
+    // Rows no valid message can produce (the consumer refuses such
+    // correlation ids), written straight into the outbox: each would break
+    // the AMQP frame or has nowhere to go.
+    let payload = |order_id: &str| serde_json::to_vec(&json!({"type": "inventory.released", "order_id": order_id}));
+    let rows = [
+        ("long correlation id", "inventory.released", "order.replies", "c".repeat(300)),
+        ("long message type", &*"t".repeat(300), "order.replies", "ok".to_owned()),
+        ("long routing key", "inventory.released", &*"r".repeat(300), "ok".to_owned()),
+        ("unknown routing key", "inventory.released", "nowhere", "ok".to_owned()),
+    ];
+    let mut ids = Vec::new();
+    for (name, kind, routing_key, correlation_id) in &rows {
+        let id = uuid::Uuid::now_v7();
+        sqlx::query(
+            "INSERT INTO outbox (message_id, message_type, routing_key, correlation_id, traceparent, payload)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(id)
+        .bind(kind)
+        .bind(routing_key)
+        .bind(correlation_id)
+        .bind("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+        .bind(payload(&new_id()).unwrap())
+        .execute(platform.pool(Svc::Inventory))
+        .await
+        .unwrap();
+        println!("{id}: {name}");
+        ids.push(id);
+    }
+
+    // The rows behind them flow: a fresh order needs inventory's relay.
+    still_works(&mut platform).await;
+    let set_aside: Vec<(uuid::Uuid, String)> =
+        sqlx::query_as("SELECT message_id, reason FROM outbox_dead_letters ORDER BY seq")
+            .fetch_all(platform.pool(Svc::Inventory))
+            .await
+            .unwrap();
+    assert_eq!(set_aside.iter().map(|(id, _)| *id).collect::<Vec<_>>(), ids, "{set_aside:?}");
+    for ((name, ..), (_, reason)) in rows.iter().zip(&set_aside) {
+        println!("{name}: {reason}");
+        assert!(!reason.is_empty());
+    }
+    platform.shutdown().await;
+}
+
+#[tokio::test]
+async fn attempt_header_is_clamped_to_the_retry_ladder() {
+    let mut platform = start(Options::default()).await;
+    let max_attempts = Options::default().retry.max_attempts;
+    // A charge for `flaky` fails transiently (a database error) every time.
+    platform.put_account("flaky", 1_000_000).await;
+    sqlx::raw_sql(
+        "CREATE FUNCTION hostile_fail() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             IF NEW.customer_id = 'flaky' THEN RAISE EXCEPTION 'injected transient failure'; END IF;
+             RETURN NEW;
+         END $$;
+         CREATE TRIGGER hostile_fail BEFORE INSERT ON payments FOR EACH ROW EXECUTE FUNCTION hostile_fail();",
+    )
+    .execute(platform.pool(Svc::Payment))
+    .await
+    .unwrap();
+
+    let cases: Vec<(&str, Option<AMQPValue>)> = vec![
+        ("no header", None),
+        ("0", Some(AMQPValue::LongUInt(0))),
+        ("1 as a short-short int", Some(AMQPValue::ShortShortInt(1))),
+        ("2 as an unsigned short-short int", Some(AMQPValue::ShortShortUInt(2))),
+        ("2 as a short int", Some(AMQPValue::ShortInt(2))),
+        ("2 as an unsigned short int", Some(AMQPValue::ShortUInt(2))),
+        ("2 as a long long int", Some(AMQPValue::LongLongInt(2))),
+        ("-1", Some(AMQPValue::LongInt(-1))),
+        ("i32::MIN", Some(AMQPValue::LongInt(i32::MIN))),
+        ("u32::MAX", Some(AMQPValue::LongUInt(u32::MAX))),
+        ("2^32 (0 once truncated)", Some(AMQPValue::LongLongInt(1 << 32))),
+        ("2^32 + 1", Some(AMQPValue::LongLongInt((1 << 32) + 1))),
+        ("i64::MIN", Some(AMQPValue::LongLongInt(i64::MIN))),
+        ("i64::MAX", Some(AMQPValue::LongLongInt(i64::MAX))),
+        ("a string", Some(long("2"))),
+        ("a float", Some(AMQPValue::Double(2.5))),
+        ("a boolean", Some(AMQPValue::Boolean(true))),
+        ("a timestamp", Some(AMQPValue::Timestamp(2))),
+    ];
+    let mut ids = Vec::new();
+    for (name, value) in &cases {
+        let id = new_id();
+        let charge = json!({"type": "payment.charge", "order_id": new_id(), "customer_id": "flaky", "amount_cents": 1});
+        let table = headers(value.iter().map(|v| ("x-attempt", v.clone())).collect());
+        println!("{id}: x-attempt {name}");
+        platform
+            .publish_raw(Svc::Payment, properties(&id, "payment.charge", table), &serde_json::to_vec(&charge).unwrap())
+            .await;
+        ids.push(id);
+    }
+
+    let dead = platform.wait_dead_letters(Svc::Payment, &ids, WAIT).await;
+    for ((name, _), id) in cases.iter().zip(&ids) {
+        let message = &dead[id];
+        assert!(reason(message).contains("injected transient failure"), "{name}: {}", reason(message));
+        assert_eq!(attempt(message), Some(max_attempts), "{name}: dead-lettered after the last attempt");
+    }
+    assert_eq!(platform.balance("flaky").await, 1_000_000, "nothing was charged");
+    still_works(&mut platform).await;
+    platform.shutdown().await;
+}
+
+#[tokio::test]
+async fn oversized_bodies_are_dead_lettered() {
+    let mut platform = start(Options::default()).await;
+    // Valid messages apart from their size: padding in an ignored field.
+    let padded = |size: usize| {
+        let head = format!(r#"{{"type":"inventory.release","order_id":"{}","pad":""#, new_id());
+        let mut body = head.into_bytes();
+        body.resize(size - 2, b'x');
+        body.extend_from_slice(b"\"}");
+        serde_json::from_slice::<Value>(&body).expect("still JSON");
+        body
+    };
+    let mut ids = Vec::new();
+    for size in [1024 * 1024 + 1, 8 * 1024 * 1024] {
+        let id = new_id();
+        platform
+            .publish_raw(Svc::Inventory, properties(&id, "inventory.release", FieldTable::default()), &padded(size))
+            .await;
+        ids.push(id);
+    }
+    still_works(&mut platform).await;
+    let dead = platform.wait_dead_letters(Svc::Inventory, &ids, WAIT).await;
+    for id in &ids {
+        let reason = reason(&dead[id]);
+        assert!(reason.contains("body of") && reason.contains("bytes"), "{reason}");
+    }
+    platform.shutdown().await;
+}
