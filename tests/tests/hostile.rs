@@ -1,13 +1,14 @@
 //! Hostile input against the real binaries, broker and database: crafted
-//! AMQP messages and outbox rows that cannot be published. After each case:
-//! a dead letter with a reason, no process died or panicked, the outboxes
-//! drain, and a fresh order still completes.
+//! AMQP messages, outbox rows that cannot be published, forged tokens.
+//! After each case: a clean 4xx or a dead letter with a reason, no process
+//! died or panicked, the outboxes drain, and a fresh order still completes.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use lapin::BasicProperties;
 use lapin::types::{AMQPValue, ByteArray, FieldTable, LongString, ShortString};
-use saga_tests::{DeadLetter, Options, Platform, Svc, shop};
+use saga_tests::{DeadLetter, Options, Platform, SECRET, Svc, shop};
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -270,5 +271,50 @@ async fn oversized_bodies_are_dead_lettered() {
         let reason = reason(&dead[id]);
         assert!(reason.contains("body of") && reason.contains("bytes"), "{reason}");
     }
+    platform.shutdown().await;
+}
+
+fn now_secs() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+fn sign(claims: &Value) -> String {
+    jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &EncodingKey::from_secret(SECRET.as_bytes())).unwrap()
+}
+
+#[tokio::test]
+async fn tokens_not_yet_valid_or_naming_no_customer_are_refused() {
+    let mut platform = start(Options::default()).await;
+    let now = now_secs();
+    let hour = now + 3600;
+    let cases: Vec<(&str, Value, u16)> = vec![
+        ("control: a valid token", json!({"sub": "alice", "exp": hour}), 200),
+        ("control: nbf and iat just past", json!({"sub": "alice", "exp": hour, "nbf": now - 5, "iat": now - 5}), 200),
+        ("nbf in an hour", json!({"sub": "alice", "exp": hour, "nbf": hour}), 401),
+        ("nbf in two minutes", json!({"sub": "alice", "exp": hour, "nbf": now + 120}), 401),
+        ("iat in an hour", json!({"sub": "alice", "exp": hour, "iat": hour}), 401),
+        ("no exp", json!({"sub": "alice"}), 401),
+        ("exp as a string", json!({"sub": "alice", "exp": hour.to_string()}), 401),
+        ("sub with a NUL byte", json!({"sub": "ali\u{0}ce", "exp": hour}), 401),
+        ("sub with a newline", json!({"sub": "ali\nce", "exp": hour}), 401),
+        ("sub with an escape sequence", json!({"sub": "\u{1b}[31malice", "exp": hour}), 401),
+        ("sub with a space", json!({"sub": "ali ce", "exp": hour}), 401),
+        ("sub of 256 bytes", json!({"sub": "a".repeat(256), "exp": hour}), 401),
+        ("sub as a number", json!({"sub": 42, "exp": hour}), 401),
+    ];
+    let mut failures = Vec::new();
+    for (name, claims, expected) in &cases {
+        for (svc, path) in [(Svc::Order, "/api/v1/orders"), (Svc::Payment, "/api/v1/accounts/alice")] {
+            let response = platform.http.get(platform.url(svc, path)).bearer_auth(sign(claims)).send().await.unwrap();
+            let status = response.status().as_u16();
+            let body = response.text().await.unwrap();
+            let ok = status == *expected || (*expected == 200 && svc == Svc::Payment && status == 404);
+            if !ok {
+                failures.push(format!("{name} on {svc:?}: {status}, expected {expected}: {body}"));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+    still_works(&mut platform).await;
     platform.shutdown().await;
 }

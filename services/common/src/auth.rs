@@ -11,6 +11,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
 use crate::config::AuthArgs;
+use crate::customer::CustomerId;
 use crate::problem::Problem;
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -46,14 +47,14 @@ pub const CUSTOMER_HEADER: &str = "x-customer-id";
 /// The authenticated caller of a request.
 #[derive(Debug, Clone)]
 pub struct Caller {
-    pub customer_id: String,
+    pub customer_id: CustomerId,
     pub admin: bool,
 }
 
 impl Caller {
     /// A customer may act on their own resources; an admin on any.
     pub fn may_access(&self, customer_id: &str) -> bool {
-        self.admin || self.customer_id == customer_id
+        self.admin || self.customer_id.as_str() == customer_id
     }
 }
 
@@ -67,8 +68,14 @@ where
         let Auth(key) = Auth::from_ref(state);
         let Some(key) = key else {
             // Development mode: everyone is an admin; the header picks the customer.
-            let customer_id =
-                parts.headers.get(CUSTOMER_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("anonymous").to_owned();
+            let customer_id = match parts.headers.get(CUSTOMER_HEADER) {
+                None => CustomerId::parse("anonymous").expect("a valid customer id"),
+                Some(value) => value
+                    .to_str()
+                    .ok()
+                    .and_then(|v| CustomerId::parse(v).ok())
+                    .ok_or_else(|| Problem::unauthorized(format!("invalid {CUSTOMER_HEADER} header")))?,
+            };
             return Ok(Caller { customer_id, admin: true });
         };
         let header =
@@ -81,10 +88,9 @@ where
             .map(|(_, token)| token)
             .ok_or_else(|| Problem::unauthorized("Authorization must be 'Bearer <token>'"))?;
         let claims = verify(&key, token.trim()).map_err(|e| Problem::unauthorized(format!("invalid token: {e}")))?;
-        if claims.sub.is_empty() || claims.sub.len() > 255 {
-            return Err(Problem::unauthorized("invalid token: sub must be 1-255 characters"));
-        }
-        Ok(Caller { admin: claims.role.as_deref() == Some("admin"), customer_id: claims.sub })
+        let customer_id =
+            CustomerId::parse(&claims.sub).map_err(|e| Problem::unauthorized(format!("invalid token: sub: {e}")))?;
+        Ok(Caller { admin: claims.role.as_deref() == Some("admin"), customer_id })
     }
 }
 
@@ -105,11 +111,41 @@ where
     }
 }
 
-fn verify(key: &DecodingKey, token: &str) -> Result<Claims, jsonwebtoken::errors::Error> {
+/// Clock skew tolerated on `exp`, `nbf` and `iat`, in seconds.
+pub const LEEWAY_SECS: u64 = 30;
+
+/// The claims a verified token is read into; `exp` is checked by the library.
+#[derive(Debug, Deserialize)]
+struct Verified {
+    sub: String,
+    #[serde(default)]
+    role: Option<String>,
+    #[serde(default)]
+    iat: Option<u64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum TokenError {
+    #[error(transparent)]
+    Jwt(#[from] jsonwebtoken::errors::Error),
+    #[error("issued in the future (iat)")]
+    IssuedInTheFuture,
+}
+
+/// HS256 only; `exp` and `sub` required; `exp`, `nbf` and `iat` honoured
+/// with `LEEWAY_SECS` of clock skew.
+fn verify(key: &DecodingKey, token: &str) -> Result<Verified, TokenError> {
     let mut validation = Validation::new(Algorithm::HS256);
     validation.set_required_spec_claims(&["exp", "sub"]);
-    validation.leeway = 30;
-    Ok(jsonwebtoken::decode::<Claims>(token, key, &validation)?.claims)
+    validation.validate_exp = true;
+    validation.validate_nbf = true;
+    validation.leeway = LEEWAY_SECS;
+    let claims = jsonwebtoken::decode::<Verified>(token, key, &validation)?.claims;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after 1970").as_secs();
+    if claims.iat.is_some_and(|iat| iat > now + LEEWAY_SECS) {
+        return Err(TokenError::IssuedInTheFuture);
+    }
+    Ok(claims)
 }
 
 /// Mints a token (used by `sagactl token`, the benchmark and the tests).
@@ -134,5 +170,24 @@ mod tests {
         assert_eq!(claims.role.as_deref(), Some("admin"));
         let other = DecodingKey::from_secret(b"another-secret-another-secret-xx");
         assert!(verify(&other, &token).is_err());
+    }
+
+    fn signed(claims: serde_json::Value) -> String {
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(SECRET.as_bytes()))
+            .unwrap()
+    }
+
+    #[test]
+    fn time_claims_are_honoured_with_a_small_leeway() {
+        let key = DecodingKey::from_secret(SECRET.as_bytes());
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+        let hour = now + 3600;
+        let accepted = |claims| verify(&key, &signed(claims)).is_ok();
+        assert!(accepted(serde_json::json!({"sub": "a", "exp": hour, "nbf": now + 5, "iat": now + 5})));
+        assert!(!accepted(serde_json::json!({"sub": "a", "exp": hour, "nbf": now + 120})));
+        assert!(!accepted(serde_json::json!({"sub": "a", "exp": hour, "iat": now + 120})));
+        assert!(!accepted(serde_json::json!({"sub": "a", "exp": now - 120})));
+        assert!(!accepted(serde_json::json!({"sub": "a"})));
+        assert!(!accepted(serde_json::json!({"exp": hour})));
     }
 }

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod config;
 pub mod consumer;
 pub mod contracts;
+pub mod customer;
 pub mod db;
 pub mod envelope;
 pub mod health;

@@ -233,7 +233,7 @@ async fn put_product(
         created,
         on_hand = product.on_hand,
         unit_price_cents = product.unit_price_cents,
-        by = caller.customer_id,
+        by = %caller.customer_id,
         "product stored"
     );
     Ok(created_or_replaced(created, format!("/api/v1/products/{sku}"), ProductView::from(product)))

@@ -4,6 +4,7 @@
 
 use saga_common::consumer::{Handler, HandlerError, reply};
 use saga_common::contracts::{DeclineReason, Message};
+use saga_common::customer::CustomerId;
 use saga_common::envelope::Envelope;
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -32,6 +33,9 @@ async fn charge(
     customer_id: &str,
     amount_cents: i64,
 ) -> Result<(), HandlerError> {
+    if CustomerId::parse(customer_id).is_err() {
+        return Err(HandlerError::Rejected(format!("charge for an invalid customer id ({} bytes)", customer_id.len())));
+    }
     if amount_cents < 0 {
         return Err(HandlerError::Rejected(format!("charge of a negative amount ({amount_cents} cents)")));
     }

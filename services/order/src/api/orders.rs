@@ -81,7 +81,7 @@ pub async fn place_order(
     let now = Utc::now();
     let mut order = OrderRow {
         id: Uuid::now_v7(),
-        customer_id: caller.customer_id.clone(),
+        customer_id: caller.customer_id.to_string(),
         status: String::new(),
         saga: SqlJson(saga::SagaState::Reserving),
         items: SqlJson(
