@@ -1,5 +1,6 @@
 //! Hostile input against the real binaries, broker and database: crafted
-//! AMQP messages, outbox rows that cannot be published, forged tokens.
+//! AMQP messages, outbox rows that cannot be published, forged tokens,
+//! made-up HTTP methods.
 //! After each case: a clean 4xx or a dead letter with a reason, no process
 //! died or panicked, the outboxes drain, and a fresh order still completes.
 
@@ -315,6 +316,42 @@ async fn tokens_not_yet_valid_or_naming_no_customer_are_refused() {
         }
     }
     assert!(failures.is_empty(), "{failures:#?}");
+    still_works(&mut platform).await;
+    platform.shutdown().await;
+}
+
+/// How many series `/metrics` holds.
+async fn series(platform: &Platform, svc: Svc) -> std::collections::BTreeSet<String> {
+    let text = platform.http.get(platform.url(svc, "/metrics")).send().await.unwrap().text().await.unwrap();
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| l.rsplit_once(' ').map(|(series, _)| series.to_owned()))
+        .collect()
+}
+
+#[tokio::test]
+async fn made_up_methods_and_paths_add_no_metric_series() {
+    let mut platform = start(Options::default()).await;
+    let token = platform.token("alice");
+    // Every known route and method once, so their series exist.
+    for path in ["/api/v1/orders", "/nope", "/api/v1/orders/x"] {
+        for method in ["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD", "FOO"] {
+            let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+            platform.http.request(method, platform.url(Svc::Order, path)).bearer_auth(&token).send().await.unwrap();
+        }
+    }
+    series(&platform, Svc::Order).await; // the scrape's own series
+    let before = series(&platform, Svc::Order).await;
+    for i in 0..300 {
+        let method = reqwest::Method::from_bytes(format!("X{i}M").as_bytes()).unwrap();
+        let path = if i % 2 == 0 { "/api/v1/orders".to_owned() } else { format!("/made/up/{i}") };
+        let response =
+            platform.http.request(method, platform.url(Svc::Order, &path)).bearer_auth(&token).send().await.unwrap();
+        assert!(response.status().is_client_error(), "{}", response.status());
+    }
+    let after = series(&platform, Svc::Order).await;
+    let added: Vec<_> = after.difference(&before).collect();
+    assert!(added.is_empty(), "300 made-up requests added {} series: {added:#?}", added.len());
     still_works(&mut platform).await;
     platform.shutdown().await;
 }
