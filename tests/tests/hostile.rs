@@ -1,6 +1,6 @@
 //! Hostile input against the real binaries, broker and database: crafted
 //! AMQP messages, outbox rows that cannot be published, forged tokens,
-//! made-up HTTP methods.
+//! made-up HTTP methods, connections that never finish their headers.
 //! After each case: a clean 4xx or a dead letter with a reason, no process
 //! died or panicked, the outboxes drain, and a fresh order still completes.
 
@@ -11,6 +11,7 @@ use lapin::BasicProperties;
 use lapin::types::{AMQPValue, ByteArray, FieldTable, LongString, ShortString};
 use saga_tests::{DeadLetter, Options, Platform, SECRET, Svc, shop};
 use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const WAIT: Duration = Duration::from_secs(30);
 const FRESH_SKU: &str = "FRESH";
@@ -352,6 +353,24 @@ async fn made_up_methods_and_paths_add_no_metric_series() {
     let after = series(&platform, Svc::Order).await;
     let added: Vec<_> = after.difference(&before).collect();
     assert!(added.is_empty(), "300 made-up requests added {} series: {added:#?}", added.len());
+    still_works(&mut platform).await;
+    platform.shutdown().await;
+}
+
+#[tokio::test]
+async fn connections_that_never_finish_their_headers_are_closed() {
+    let options = Options { env: vec![("HTTP_HEADER_READ_TIMEOUT", "1s".to_owned())], ..Options::default() };
+    let mut platform = start(options).await;
+    let address = platform.url(Svc::Order, "").trim_start_matches("http://").to_owned();
+    let mut slow = tokio::net::TcpStream::connect(&address).await.unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ").await.unwrap();
+    let mut buffer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), slow.read_to_end(&mut buffer)).await;
+    assert!(read.is_ok(), "a connection with unfinished headers was still open after 10 s");
+    // A connection that sent nothing at all is closed as well.
+    let mut idle = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let read = tokio::time::timeout(Duration::from_secs(10), idle.read_to_end(&mut buffer)).await;
+    assert!(read.is_ok(), "a silent connection was still open after 10 s");
     still_works(&mut platform).await;
     platform.shutdown().await;
 }

@@ -90,6 +90,12 @@ pub struct ServiceArgs {
     /// per replica is fastest for hot rows (no lock waits between batches).
     #[arg(long, env = "CONSUMERS", default_value_t = 1)]
     pub consumers: usize,
+    /// An HTTP connection that has not sent a complete request head within
+    /// this time (from its start or the end of its previous request) is
+    /// closed. This also ends idle keep-alive connections, so the default
+    /// stays above the usual proxy upstream idle timeout (60 s).
+    #[arg(long, env = "HTTP_HEADER_READ_TIMEOUT", default_value = "75s", value_parser = parse_duration)]
+    pub http_header_read_timeout: Duration,
     /// Message bodies larger than this (bytes) are dead-lettered unread.
     #[arg(long, env = "MAX_MESSAGE_BYTES", default_value_t = 1024 * 1024, value_parser = clap::value_parser!(u32).range(1024..))]
     pub max_message_bytes: u32,

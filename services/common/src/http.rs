@@ -2,7 +2,7 @@
 //! metrics, the operational routes, API docs, limits and serving.
 
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::{DefaultBodyLimit, FromRef, MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode};
@@ -10,6 +10,9 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use tracing::Instrument;
 use utoipa::openapi::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -131,9 +134,45 @@ pub fn finish(api: Router, mut openapi: OpenApi, readiness: Readiness, metrics: 
         .layer(middleware::from_fn_with_state(metrics, observe))
 }
 
-/// Serves until shutdown, letting in-flight requests finish.
-pub async fn serve(addr: SocketAddr, app: Router, mut shutdown: Shutdown) -> std::io::Result<()> {
+/// Serves HTTP/1 until shutdown, letting in-flight requests finish. A
+/// connection that has not sent a complete request head within
+/// `header_read_timeout` (counted from the connection's start, or from the
+/// end of its previous request) is closed, so idle or slow-header clients
+/// cannot hold connections open.
+pub async fn serve(
+    addr: SocketAddr,
+    app: Router,
+    mut shutdown: Shutdown,
+    header_read_timeout: Duration,
+) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(%addr, "listening");
-    axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.wait().await }).await
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder.timer(TokioTimer::new()).header_read_timeout(header_read_timeout);
+    let graceful = GracefulShutdown::new();
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    // Out of file descriptors, for example: pause, do not spin.
+                    tracing::warn!(%error, "cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.wait() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let connection = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "connection closed with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
 }

@@ -136,7 +136,9 @@ impl Service {
             tracing::info!("shutting down");
             trigger.trigger();
         });
-        if let Err(error) = crate::http::serve(addr, app, self.shutdown.clone()).await {
+        if let Err(error) =
+            crate::http::serve(addr, app, self.shutdown.clone(), self.args.http_header_read_timeout).await
+        {
             fail(&format!("cannot serve HTTP on {addr}: {error}"));
         }
         for task in self.tasks {
