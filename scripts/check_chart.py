@@ -33,8 +33,8 @@ values.schema.json and `helm lint --strict` (Kubernetes 1.33), the chart renders
     pod or SagaPlatform reads is rendered (dev mode) or declared external.
 
 Values that must be refused (NEGATIVE_CASES) fail the schema or the render;
-values whose SagaPlatform the API server would refuse (CRD_REFUSED_CASES) are
-refused by the CRD with its message.
+values whose SagaPlatform the API server would refuse (CRD_REFUSED_CASES, read
+from operator/tests/refused-sagaplatforms.yaml) are refused by the CRD with its message.
 
 Exit status 0 when every check passed, 1 otherwise; the failures are listed.
 `--dump DIR` also writes each case's rendered manifests to DIR.
@@ -149,42 +149,12 @@ NEGATIVE_CASES: list[tuple[str, dict[str, Any], str]] = [
 
 # Values the chart renders but whose SagaPlatform the API server would refuse
 # (CRD schema or CEL rule): (label, values, a fragment of the expected message).
+# operator/tests/refused-sagaplatforms.yaml: specs the CRD must refuse, shared
+# with the real-API-server test (operator/tests/cluster.rs).
+REFUSED_CATALOGUE = ROOT / "operator" / "tests" / "refused-sagaplatforms.yaml"
 CRD_REFUSED_CASES: list[tuple[str, dict[str, Any], str]] = [
-    (
-        "autoscaling min above max",
-        {
-            "platform": {
-                "create": True,
-                "spec": {"order": {"autoscaling": {"minReplicas": 5, "maxReplicas": 2, "targetQueueDepthPerReplica": 10}}},
-            }
-        },
-        "minReplicas must be less than or equal to autoscaling.maxReplicas",
-    ),
-    (
-        "retry attempts out of range",
-        {"platform": {"create": True, "spec": {"retry": {"maxAttempts": 50}}}},
-        "retry.maxAttempts must be between 1 and 20",
-    ),
-    (
-        "zero step timeout",
-        {"platform": {"create": True, "spec": {"saga": {"stepTimeoutSeconds": 0}}}},
-        "saga.stepTimeoutSeconds must be greater than 0",
-    ),
-    (
-        "tolerance of 1",
-        {
-            "platform": {
-                "create": True,
-                "spec": {
-                    "payment": {"autoscaling": {"minReplicas": 1, "maxReplicas": 2, "targetQueueDepthPerReplica": 10, "tolerance": 1}}
-                },
-            }
-        },
-        "autoscaling.tolerance must be at least 0 and below 1",
-    ),
-    ("bad platform name", {"platform": {"create": True, "spec": {"platform": "Shop_1"}}}, "platform must be 1-63 lowercase letters"),
-    ("unknown queue type", {"platform": {"create": True, "spec": {"broker": {"queueType": "stream"}}}}, "'stream' is not one of"),
-    ("unknown spec field", {"platform": {"create": True, "spec": {"replicas": 3}}}, "Additional properties are not allowed ('replicas'"),
+    (case["name"], {"platform": {"create": True, "spec": case["spec"]}}, case["message"])
+    for case in yaml.safe_load(REFUSED_CATALOGUE.read_text())
 ]
 
 

@@ -34,6 +34,26 @@ step="Helm chart, CRD and examples (scripts/check-chart.sh)"
 section "$step"
 scripts/check-chart.sh
 
+# The real Kubernetes API for operator/tests/cluster.rs (built from official
+# sources on first use, see k8s/versions.env). Stopped at the end if started here.
+step="local Kubernetes control plane (scripts/cluster.sh up)"
+section "$step"
+if scripts/cluster.sh status >/dev/null 2>&1; then
+    cluster_started=false
+else
+    cluster_started=true
+fi
+cluster_out=$(mktemp)
+scripts/cluster.sh up | tee "$cluster_out"
+eval "$(tail -n 2 "$cluster_out")"
+rm -f "$cluster_out"
+stop_cluster() {
+    if [[ $cluster_started == true ]]; then
+        scripts/cluster.sh down >/dev/null 2>&1 || true
+    fi
+}
+trap stop_cluster EXIT
+
 if cargo nextest --version >/dev/null 2>&1; then
     step="cargo nextest run --workspace --no-fail-fast (all but the fault suite)"
     section "$step"

@@ -1,0 +1,402 @@
+//! The chart, the CRD and the operator against a real Kubernetes API server
+//! (`scripts/cluster.sh up`: etcd, kube-apiserver with RBAC, the controller
+//! manager's garbage collector and Deployment controllers, the scheduler, and
+//! kwok's simulated node), with the machine's RabbitMQ behind the topology.
+//!
+//! Each test works in a namespace of its own, installs the chart there with
+//! `helm install` (the operator limited to that namespace), and runs the
+//! operator as a local process authenticated as the chart's ServiceAccount,
+//! so the real RBAC authorizer decides whether the chart's Role is enough.
+
+mod cluster_support;
+
+use std::time::Duration;
+
+use cluster_support::*;
+use serde_json::{Value, json};
+
+/// The chart's ServiceAccount of `release` in `namespace`.
+fn service_account(namespace: &str, release: &str) -> String {
+    kubectl(&[
+        "get",
+        "serviceaccount",
+        "-n",
+        namespace,
+        "-l",
+        &format!("app.kubernetes.io/instance={release}"),
+        "-o",
+        "jsonpath={.items[0].metadata.name}",
+    ])
+}
+
+/// Installs the chart into `namespace` and starts one operator as its ServiceAccount.
+fn chart_and_operator(namespace: &str, set: &[&str]) -> (String, Operator) {
+    let release = unique("sp");
+    install_chart(&release, namespace, set);
+    let kubeconfig = service_account_kubeconfig(namespace, &service_account(namespace, &release));
+    let operator = Operator::start(&format!("{namespace}-operator"), &kubeconfig, namespace, &[]);
+    (release, operator)
+}
+
+/// A SagaPlatform on its own broker names, pointed at the local broker.
+fn platform(name: &str, deletion_policy: &str) -> Value {
+    let mut sp = example("sagaplatform-minimal.yaml").remove(0);
+    sp["metadata"]["name"] = json!(name);
+    sp["spec"]["platform"] = json!(unique("e2e"));
+    sp["spec"]["broker"]["managementUrl"] = json!(MANAGEMENT_URL);
+    sp["spec"]["deletionPolicy"] = json!(deletion_policy);
+    sp
+}
+
+fn platform_name(sp: &Value) -> String {
+    sp["spec"]["platform"].as_str().unwrap().to_owned()
+}
+
+/// Names of the objects of `kinds` the operator manages for SagaPlatform `name`.
+fn children(namespace: &str, name: &str) -> Vec<String> {
+    let out = kubectl(&[
+        "get",
+        "deployments,services,configmaps",
+        "-n",
+        namespace,
+        "-l",
+        &format!("app.kubernetes.io/managed-by=saga-operator,app.kubernetes.io/instance={name}"),
+        "-o",
+        "name",
+    ]);
+    out.lines().map(str::to_owned).collect()
+}
+
+#[tokio::test]
+async fn helm_installs_upgrades_and_uninstalls_the_chart() {
+    let ns = Namespace::create("helm").await;
+    let release = unique("sp");
+    // --wait: the operator's pod must be scheduled and report Ready (kwok).
+    install_chart(&release, &ns.name, &[]);
+
+    let crd = get("", "crd", "sagaplatforms.saga.dev").expect("the chart installed the CRD");
+    for type_ in ["Established", "NamesAccepted"] {
+        assert_eq!(condition(&crd, type_).unwrap()["status"], "True", "CRD {type_}: {crd}");
+    }
+    let selector = format!("app.kubernetes.io/instance={release}");
+    let objects = |kinds: &str| kubectl(&["get", kinds, "-n", &ns.name, "-l", &selector, "-o", "name"]);
+    let installed = objects("serviceaccounts,roles,rolebindings,deployments,services");
+    for kind in [
+        "serviceaccount/",
+        "role.rbac.authorization.k8s.io/",
+        "rolebinding.rbac.authorization.k8s.io/",
+        "deployment.apps/",
+    ] {
+        assert!(installed.contains(kind), "no {kind} after helm install:\n{installed}");
+    }
+    // The real authorizer: what the operator needs and nothing more.
+    let account = format!("system:serviceaccount:{}:{}", ns.name, service_account(&ns.name, &release));
+    let can = |verb: &str, resource: &str, namespace: &str| {
+        let (resource, subresource) = resource.split_once('/').unwrap_or((resource, ""));
+        let subresource = format!("--subresource={subresource}");
+        let mut args = vec!["auth", "can-i", verb, resource, "-n", namespace, "--as", &account];
+        if subresource.len() > "--subresource=".len() {
+            args.push(&subresource);
+        }
+        let output = tool("kubectl", &args);
+        String::from_utf8_lossy(&output.stdout).trim() == "yes"
+    };
+    for (verb, resource) in [
+        ("watch", "sagaplatforms.saga.dev"),
+        ("patch", "sagaplatforms.saga.dev/status"),
+        ("update", "sagaplatforms.saga.dev/finalizers"),
+        ("patch", "deployments.apps"),
+        ("create", "services"),
+        ("get", "secrets"),
+        ("create", "events.events.k8s.io"),
+    ] {
+        assert!(can(verb, resource, &ns.name), "the operator cannot {verb} {resource}");
+    }
+    for (verb, resource, namespace) in [
+        ("list", "secrets", ns.name.as_str()),
+        ("delete", "deployments.apps", &ns.name),
+        ("create", "pods", &ns.name),
+        ("delete", "sagaplatforms.saga.dev", &ns.name),
+        ("get", "secrets", "kube-system"),
+        ("watch", "sagaplatforms.saga.dev", "default"),
+    ] {
+        assert!(
+            !can(verb, resource, namespace),
+            "the operator may {verb} {resource} in {namespace}: more than it needs"
+        );
+    }
+    let deployment = installed.lines().find(|l| l.starts_with("deployment.apps/")).unwrap().to_owned();
+    let available = |replicas: i64| {
+        let deployment = deployment.clone();
+        let ns = ns.name.clone();
+        async move {
+            let d: Value = serde_json::from_str(&kubectl(&["get", &deployment, "-n", &ns, "-o", "json"])).ok()?;
+            (d["status"]["availableReplicas"] == replicas && d["status"]["updatedReplicas"] == replicas).then_some(d)
+        }
+    };
+    eventually("the operator Deployment available", WAIT, || available(1)).await;
+
+    // Upgrade: two replicas with leader election, as the README says.
+    helm(&[
+        "upgrade",
+        &release,
+        root_chart().as_str(),
+        "-n",
+        &ns.name,
+        "--reuse-values",
+        "--set",
+        "operator.replicas=2",
+        "--set",
+        "operator.leaderElection.enabled=true",
+        "--wait",
+        "--timeout",
+        "120s",
+    ]);
+    let upgraded = eventually("two operator replicas available", WAIT, || available(2)).await;
+    let env = &upgraded["spec"]["template"]["spec"]["containers"][0]["env"];
+    assert!(
+        env.as_array().unwrap().iter().any(|e| e["name"] == "LEADER_ELECTION" && e["value"] == "true"),
+        "leader election not wired: {env}"
+    );
+    let roles = objects("roles");
+    assert_eq!(roles.lines().count(), 2, "the leader-election Role joins the operator's Role:\n{roles}");
+
+    helm(&["uninstall", &release, "-n", &ns.name, "--wait", "--timeout", "120s"]);
+    let left = objects("serviceaccounts,roles,rolebindings,deployments,services,configmaps");
+    assert!(left.trim().is_empty(), "helm uninstall left:\n{left}");
+    // Helm never deletes a CRD from crds/ (that would delete every SagaPlatform).
+    assert!(get("", "crd", "sagaplatforms.saga.dev").is_some(), "the CRD stays after helm uninstall");
+}
+
+fn root_chart() -> String {
+    format!("{}/../charts/saga-platform", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[tokio::test]
+async fn examples_become_ready_and_drift_is_repaired() {
+    let ns = Namespace::create("examples").await;
+    let (_release, operator) = chart_and_operator(&ns.name, &[]);
+    kubectl_apply(&ns.name, &local_secrets()).unwrap();
+
+    let mut applied = Vec::new();
+    for file in ["sagaplatform.yaml", "sagaplatform-minimal.yaml"] {
+        for mut sp in example(file) {
+            sp["spec"]["platform"] = json!(unique("e2e"));
+            if sp["spec"]["broker"].get("managementUrl").is_some() {
+                sp["spec"]["broker"]["managementUrl"] = json!(MANAGEMENT_URL);
+            }
+            kubectl_apply(&ns.name, std::slice::from_ref(&sp)).unwrap_or_else(|e| panic!("{file} refused: {e}"));
+            applied.push(sp);
+        }
+    }
+    for sp in &applied {
+        let name = sp["metadata"]["name"].as_str().unwrap();
+        let ready = wait_ready(&ns.name, name).await;
+        let platform = platform_name(sp);
+        let queues = queues(&platform).await;
+        for queue in ["order", "payment", "inventory"] {
+            assert!(queues.iter().any(|q| q.starts_with(&format!("{platform}.{queue}"))), "{queue} queues: {queues:?}");
+        }
+        assert!(queues.iter().any(|q| q.ends_with(".dlq")), "no DLQ: {queues:?}");
+        for service in ["order", "payment", "inventory"] {
+            let status = &ready["status"][service];
+            assert_eq!(status["desiredReplicas"], status["readyReplicas"], "{name} {service}: {status}");
+        }
+        // Owner references and the chart's labels on every child.
+        let kids = children(&ns.name, name);
+        assert_eq!(kids.len(), 9, "three Deployments, Services and ConfigMaps: {kids:?}");
+        for kid in &kids {
+            let object: Value = serde_json::from_str(&kubectl(&["get", kid, "-n", &ns.name, "-o", "json"])).unwrap();
+            let owner = &object["metadata"]["ownerReferences"][0];
+            assert_eq!(owner["kind"], "SagaPlatform", "{kid}");
+            assert_eq!(owner["uid"], ready["metadata"]["uid"], "{kid}");
+            assert_eq!(owner["controller"], true, "{kid}");
+            assert_eq!(object["metadata"]["labels"]["app.kubernetes.io/part-of"], "saga-platform", "{kid}");
+        }
+    }
+
+    // kubectl get sp: the printer columns with real values.
+    let table = kubectl(&["get", "sp", "-n", &ns.name]);
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(header, ["NAME", "READY", "ORDER", "PAYMENT", "INVENTORY", "DEPTH", "AGE"], "{table}");
+    let demo = table.lines().find(|l| l.starts_with("demo ")).unwrap_or_else(|| panic!("no demo row:\n{table}"));
+    let cells: Vec<&str> = demo.split_whitespace().collect();
+    assert_eq!(&cells[1..5], ["True", "1/1", "1/1", "2/2"], "{table}");
+    assert!(cells[5].parse::<u64>().is_ok(), "depth is a number: {table}");
+
+    let minimal = applied.iter().find(|sp| sp["metadata"]["name"] == "minimal").unwrap();
+    let deployment = "minimal-payment";
+
+    // Another field manager's field survives our server-side apply.
+    kubectl(&["rollout", "restart", &format!("deployment/{deployment}"), "-n", &ns.name]);
+    // kubectl scale: repaired to the spec's one replica.
+    kubectl(&["scale", &format!("deployment/{deployment}"), "--replicas=3", "-n", &ns.name]);
+    eventually("the scaled Deployment repaired", WAIT, || async {
+        let d = get(&ns.name, "deployment", deployment)?;
+        (d["spec"]["replicas"] == 1).then_some(())
+    })
+    .await;
+    let d = get(&ns.name, "deployment", deployment).unwrap();
+    assert!(
+        d["spec"]["template"]["metadata"]["annotations"]["kubectl.kubernetes.io/restartedAt"].is_string(),
+        "kubectl rollout restart was undone: {}",
+        d["spec"]["template"]["metadata"]
+    );
+
+    // Deleted children come back (new objects: new uid).
+    for kind in ["deployment", "service"] {
+        let before = get(&ns.name, kind, "minimal-order").unwrap()["metadata"]["uid"].clone();
+        kubectl(&["delete", kind, "minimal-order", "-n", &ns.name]);
+        eventually(&format!("the deleted {kind} recreated"), WAIT, || async {
+            let now = get(&ns.name, kind, "minimal-order")?;
+            (now["metadata"]["uid"] != before).then_some(())
+        })
+        .await;
+    }
+
+    // A queue deleted on the broker is declared again.
+    let platform = platform_name(minimal);
+    let queue = format!("{platform}.payment.commands");
+    assert!(queues(&platform).await.contains(&queue), "{queue} missing before the test deletes it");
+    delete_queue(&queue).await;
+    eventually("the deleted queue declared again", WAIT, || async {
+        queues(&platform).await.contains(&queue).then_some(())
+    })
+    .await;
+
+    assert!(
+        !operator.log_text().to_lowercase().contains("forbidden"),
+        "the chart's Role was not enough:\n{}",
+        operator.log_text()
+    );
+    for sp in &applied {
+        kubectl(&["delete", "sp", sp["metadata"]["name"].as_str().unwrap(), "-n", &ns.name, "--wait", "--timeout=60s"]);
+        delete_topology_of(sp).await;
+    }
+}
+
+/// Removes a test platform's queues from the broker (deletionPolicy Retain leaves them).
+async fn delete_topology_of(sp: &Value) {
+    for queue in queues(&platform_name(sp)).await {
+        delete_queue(&queue).await;
+    }
+}
+
+#[tokio::test]
+async fn invalid_resources_are_refused_by_the_api_server() {
+    let ns = Namespace::create("refused").await;
+    let cases: Vec<Value> = serde_yaml::from_str(
+        &std::fs::read_to_string(format!("{}/tests/refused-sagaplatforms.yaml", env!("CARGO_MANIFEST_DIR"))).unwrap(),
+    )
+    .unwrap();
+    assert!(cases.len() >= 5, "the catalogue is loaded");
+    for case in &cases {
+        let mut sp = platform("refused", "Retain");
+        merge(&mut sp["spec"], &case["spec"]);
+        let expected = case["apiServerMessage"].as_str().or(case["message"].as_str()).unwrap();
+        match kubectl_apply(&ns.name, &[sp]) {
+            Ok(out) => panic!("{}: accepted by the API server: {out}", case["name"]),
+            Err(error) => assert!(error.contains(expected), "{}: expected {expected:?} in: {error}", case["name"]),
+        }
+    }
+    assert!(get(&ns.name, "sagaplatform", "refused").is_none(), "nothing was stored");
+}
+
+/// Merges `over` into `base` (objects key by key, anything else replaced).
+fn merge(base: &mut Value, over: &Value) {
+    match (base, over) {
+        (Value::Object(base), Value::Object(over)) => {
+            for (key, value) in over {
+                merge(base.entry(key.clone()).or_insert(Value::Null), value);
+            }
+        }
+        (base, over) => *base = over.clone(),
+    }
+}
+
+#[tokio::test]
+async fn deletion_keeps_or_removes_the_topology_and_the_garbage_collector_removes_children() {
+    let ns = Namespace::create("delete").await;
+    let (_release, _operator) = chart_and_operator(&ns.name, &[]);
+    kubectl_apply(&ns.name, &local_secrets()).unwrap();
+    let retain = platform("retain", "Retain");
+    let delete = platform("remove", "Delete");
+    let mut orphan = platform("orphan", "Delete");
+    orphan["spec"]["broker"]["urlSecret"]["name"] = json!("orphan-broker");
+    let orphan_secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "orphan-broker"},
+        "stringData": {"url": AMQP_URL}});
+    kubectl_apply(&ns.name, &[orphan_secret, retain.clone(), delete.clone(), orphan.clone()]).unwrap();
+    for name in ["retain", "remove", "orphan"] {
+        wait_ready(&ns.name, name).await;
+        assert_eq!(children(&ns.name, name).len(), 9, "{name}'s children");
+    }
+
+    for (sp, queues_stay) in [(&retain, true), (&delete, false)] {
+        let name = sp["metadata"]["name"].as_str().unwrap();
+        let before = queues(&platform_name(sp)).await;
+        assert!(!before.is_empty());
+        kubectl(&["delete", "sp", name, "-n", &ns.name, "--wait", "--timeout=60s"]);
+        eventually(&format!("{name}'s children removed by the garbage collector"), WAIT, || async {
+            children(&ns.name, name).is_empty().then_some(())
+        })
+        .await;
+        let after = queues(&platform_name(sp)).await;
+        if queues_stay {
+            assert_eq!(after, before, "deletionPolicy Retain keeps the topology");
+        } else {
+            assert!(after.is_empty(), "deletionPolicy Delete removes the topology: {after:?}");
+        }
+    }
+
+    // The Secret with the broker URL is gone: the deletion still finishes
+    // (CLEANUP_TIMEOUT is 15 s in these tests).
+    kubectl(&["delete", "secret", "orphan-broker", "-n", &ns.name]);
+    let started = std::time::Instant::now();
+    kubectl(&["delete", "sp", "orphan", "-n", &ns.name, "--wait", "--timeout=60s"]);
+    assert!(started.elapsed() < Duration::from_secs(45), "deletion took {:?}", started.elapsed());
+    delete_topology_of(&retain).await;
+    delete_topology_of(&orphan).await;
+}
+
+#[tokio::test]
+async fn one_leader_reconciles_and_the_other_takes_over_when_it_dies() {
+    let ns = Namespace::create("lease").await;
+    let release = unique("sp");
+    install_chart(&release, &ns.name, &["operator.leaderElection.enabled=true"]);
+    let kubeconfig = service_account_kubeconfig(&ns.name, &service_account(&ns.name, &release));
+    let leader_env = |id: &'static str| [("LEADER_ELECTION", "true"), ("POD_NAME", id)];
+    let mut a = Operator::start(&format!("{}-a", ns.name), &kubeconfig, &ns.name, &leader_env("operator-a"));
+    let mut b = Operator::start(&format!("{}-b", ns.name), &kubeconfig, &ns.name, &leader_env("operator-b"));
+    let holder = || async {
+        let lease = get(&ns.name, "lease", "saga-operator")?;
+        lease["spec"]["holderIdentity"].as_str().map(str::to_owned)
+    };
+    let first = eventually("a lease holder", WAIT, holder).await;
+
+    kubectl_apply(&ns.name, &local_secrets()).unwrap();
+    let sp = platform("leased", "Delete");
+    kubectl_apply(&ns.name, std::slice::from_ref(&sp)).unwrap();
+    wait_ready(&ns.name, "leased").await;
+    let (leader, follower) = if first == "operator-a" { (&mut a, &mut b) } else { (&mut b, &mut a) };
+    assert!(leader.log_text().contains("became leader"), "{}", leader.log_text());
+    assert!(!follower.log_text().contains("became leader"), "two leaders:\n{}", follower.log_text());
+    assert!(!follower.log_text().contains("reconcile"), "the follower reconciled:\n{}", follower.log_text());
+
+    // SIGKILL the leader: the other takes over within the lease duration (15 s).
+    leader.kill();
+    let started = std::time::Instant::now();
+    let second = eventually("the other operator holds the lease", Duration::from_secs(40), || async {
+        holder().await.filter(|h| *h != first)
+    })
+    .await;
+    assert!(started.elapsed() < Duration::from_secs(25), "takeover took {:?}", started.elapsed());
+    assert!(follower.running());
+    assert_ne!(second, first);
+    // And it reconciles: a spec change reaches the Deployment.
+    kubectl(&["patch", "sp", "leased", "-n", &ns.name, "--type=merge", "-p", r#"{"spec":{"order":{"replicas":2}}}"#]);
+    eventually("the new leader applies the change", WAIT, || async {
+        (get(&ns.name, "deployment", "leased-order")?["spec"]["replicas"] == 2).then_some(())
+    })
+    .await;
+    kubectl(&["delete", "sp", "leased", "-n", &ns.name, "--wait", "--timeout=60s"]);
+}
