@@ -125,6 +125,10 @@ start() {
     echo $! >"$state/pids/$name"
 }
 
+port_in_use() {
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
 api_ready() {
     kubectl_admin get --raw /readyz
 }
@@ -133,6 +137,13 @@ up() {
     [[ -x $bin/kube-apiserver ]] || scripts/k8s-build.sh
     scripts/k8s-build.sh >/dev/null
     mkdir -p "$state/logs" "$state/pids" "$state/etcd"
+    # Another control plane (another clone's) on our ports would be joined by mistake.
+    if ! pid_of etcd >/dev/null && port_in_use "$etcd_port"; then
+        die "port $etcd_port is in use by another process (another clone's control plane? scripts/cluster.sh down there)"
+    fi
+    if ! pid_of kube-apiserver >/dev/null && port_in_use "$api_port"; then
+        die "port $api_port is in use by another process (another clone's control plane? scripts/cluster.sh down there)"
+    fi
     pki
 
     start etcd --name saga-local --data-dir "$state/etcd" \
