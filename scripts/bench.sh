@@ -36,8 +36,8 @@ for db in bench_order bench_payment bench_inventory; do
     psql "postgres://postgres@127.0.0.1:5432/postgres" -XAtqc "DROP DATABASE IF EXISTS $db WITH (FORCE)" 2>/dev/null
 done
 # A fresh broker has no bench.* queue: no match is not an error (pipefail).
-rabbitmqctl -q list_queues name | { grep '^bench\.' || true; } | while read -r queue; do
-    rabbitmqctl -q delete_queue "$queue" >/dev/null
+rmqctl -q list_queues name | { grep '^bench\.' || true; } | while read -r queue; do
+    rmqctl -q delete_queue "$queue" >/dev/null
 done
 
 section "sagactl up (platform 'bench')"

@@ -103,26 +103,38 @@ ensure_postgres() {
     echo "PostgreSQL superuser connection works (postgres@127.0.0.1:5432)"
 }
 
+# rabbitmqctl bounded in time: seen here once hanging for minutes after
+# printing its answer (run as root, it goes through `su rabbitmq`).
+rmqctl() {
+    timeout --kill-after=5 "${RMQCTL_TIMEOUT:-60}" rabbitmqctl "$@" </dev/null
+}
+
+# Whether something accepts connections on 127.0.0.1:$1.
+port_open() {
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
 # RabbitMQ on the local node with the management plugin (HTTP API on 15672),
 # the application fully started. Installs the Debian package when missing.
 ensure_rabbitmq() {
     apt_install rabbitmq-server
     if [[ ! -f /etc/rabbitmq/enabled_plugins ]] || ! grep -q rabbitmq_management /etc/rabbitmq/enabled_plugins; then
         # --offline: written to the file, loaded when the node (re)starts.
-        rabbitmq-plugins -q enable --offline rabbitmq_management >/dev/null
-        if rabbitmqctl -q status >/dev/null 2>&1; then
-            rabbitmq-plugins -q enable rabbitmq_management >/dev/null
+        rabbitmq-plugins -q enable --offline rabbitmq_management >/dev/null </dev/null
+        if port_open 5672; then
+            timeout --kill-after=5 60 rabbitmq-plugins -q enable rabbitmq_management >/dev/null </dev/null
         fi
     fi
-    if rabbitmqctl -q status >/dev/null 2>&1; then
+    if port_open 5672; then
         echo "RabbitMQ is up"
     else
         echo "Starting RabbitMQ"
-        rabbitmq-server -detached
+        rabbitmq-server -detached </dev/null
         # The node name (and so its pid file) depends on the local
-        # configuration, so poll the node instead of `rabbitmqctl wait PIDFILE`.
-        wait_until 60 rabbitmqctl -q status || die "RabbitMQ not reachable after 60 s"
+        # configuration, so poll the port instead of `rabbitmqctl wait PIDFILE`.
+        wait_until 90 port_open 5672 || die "RabbitMQ not listening on 5672 after 90 s"
     fi
-    rabbitmqctl -q await_startup --timeout 60 >/dev/null || die "RabbitMQ did not finish starting within 60 s"
+    RMQCTL_TIMEOUT=90 rmqctl -q await_startup --timeout 60 >/dev/null || die "RabbitMQ did not finish starting within 60 s"
+    wait_until 60 port_open 15672 || die "the RabbitMQ management API is not listening on 15672"
     echo "RabbitMQ is ready"
 }

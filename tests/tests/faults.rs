@@ -152,7 +152,13 @@ async fn broker_and_database_restarts_kills_and_pauses_lose_nothing() {
 }
 
 fn run(program: &str, args: &[&str]) {
-    let status = Command::new(program).args(args).status().unwrap_or_else(|e| panic!("{program}: {e}"));
+    // No standard input: rabbitmqctl (through `su` when run as root) was seen
+    // hanging after its answer when it inherited one.
+    let status = Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .status()
+        .unwrap_or_else(|e| panic!("{program}: {e}"));
     assert!(status.success(), "{program} {args:?} failed: {status}");
 }
 
