@@ -85,25 +85,47 @@ impl Brokers {
         Ok(connection)
     }
 
+    /// Drops the cached connection of `url` (closing it in the background).
+    /// After a timed-out operation its channels are in an unknown state:
+    /// seen on the real control plane, every later declaration on such a
+    /// connection timed out too, so the topology never appeared.
+    fn forget(&self, url: &str) {
+        let removed = self.connections.lock().expect("broker cache poisoned").remove(url);
+        if let Some(connection) = removed {
+            tokio::spawn(async move {
+                let _ = connection.close(200, "operation timed out".into()).await;
+            });
+        }
+    }
+
+    /// `bounded`, forgetting the connection of `url` when the bound passes.
+    async fn bounded_on<T>(&self, url: &str, future: impl std::future::Future<Output = T>) -> Result<T, BrokerError> {
+        let result = self.bounded(future).await;
+        if result.is_err() {
+            self.forget(url);
+        }
+        result
+    }
+
     /// Verifies the topology and declares it if anything is missing, so a
     /// queue deleted by hand comes back on the next reconcile.
     pub async fn ensure_topology(&self, url: &str, topology: &Topology) -> Result<TopologyOutcome, BrokerError> {
         let connection = self.connection(url).await?;
-        let verified = self.bounded(topology.verify(&connection)).await?;
+        let verified = self.bounded_on(url, topology.verify(&connection)).await?;
         let missing = match verified {
             Ok(()) => return Ok(TopologyOutcome::Unchanged),
             Err(TopologyError::Missing { what }) => what,
             // Different settings cannot be repaired by declaring; report them.
             Err(error) => return Err(error.into()),
         };
-        self.bounded(topology.declare(&connection)).await??;
+        self.bounded_on(url, topology.declare(&connection)).await??;
         Ok(TopologyOutcome::Declared { missing })
     }
 
     /// Deletes the platform's queues and exchanges (deletionPolicy: Delete).
     pub async fn delete_topology(&self, url: &str, topology: &Topology) -> Result<(), BrokerError> {
         let connection = self.connection(url).await?;
-        self.bounded(topology.delete(&connection)).await??;
+        self.bounded_on(url, topology.delete(&connection)).await??;
         Ok(())
     }
 
@@ -167,7 +189,7 @@ impl Brokers {
             }
             declared.map(|q| u64::from(q.message_count()))
         };
-        Ok(self.bounded(read).await??)
+        Ok(self.bounded_on(url, read).await??)
     }
 
     async fn bounded<T>(&self, future: impl std::future::Future<Output = T>) -> Result<T, BrokerError> {

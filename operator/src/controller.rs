@@ -65,7 +65,12 @@ pub async fn run(
         .for_each(|result| async move {
             match result {
                 Ok((object, _)) => tracing::debug!(resource = %object, "reconcile finished"),
-                Err(error) => tracing::debug!(%error, "reconcile did not finish"),
+                // error_policy has logged a failed reconcile at warn already.
+                Err(error @ kube::runtime::controller::Error::ReconcilerFailed(..)) => {
+                    tracing::debug!(%error, "reconcile did not finish")
+                }
+                // Watch errors (an RBAC 403 included) and queue errors.
+                Err(error) => tracing::warn!(%error, "controller error"),
             }
         })
         .await;

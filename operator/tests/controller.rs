@@ -154,6 +154,37 @@ async fn api_errors_are_retried_with_backoff_not_lost() {
 }
 
 #[tokio::test]
+async fn an_apply_error_sets_ready_false_with_the_current_generation() {
+    let operator = Operator::start(settings());
+    let platform = unique_platform("op-status");
+    put_secrets(&operator.fake, AMQP_URL);
+    operator.fake.put("sagaplatforms", support::platform("demo", &platform, 0, "Retain"));
+    operator.wait_condition("demo", "Ready", "True").await;
+
+    // A spec change whose children cannot be applied (RBAC taken away, say):
+    // the old Ready=True and observedGeneration must not stay.
+    operator.fake.fail(Method::PATCH, "/deployments/", 403, 1_000);
+    let mut changed = support::platform("demo", &platform, 0, "Retain");
+    changed["spec"]["order"]["image"] = json!("saga/order-service:2");
+    operator.fake.put("sagaplatforms", changed);
+    let key = Operator::platform_key("demo");
+    let failed = operator
+        .fake
+        .wait_for("Ready=False for generation 2", WAIT, |fake| {
+            let object = fake.get(&key)?;
+            let current = object["status"]["observedGeneration"] == 2 && object["metadata"]["generation"] == 2;
+            (current && condition(&object, "Ready")?["status"] == "False").then_some(object)
+        })
+        .await;
+    let ready = condition(&failed, "Ready").unwrap();
+    assert_eq!(ready["reason"], "KubernetesApiError", "{ready}");
+    assert!(ready["message"].as_str().unwrap().contains("403"), "{ready}");
+
+    operator.stop().await;
+    delete_topology(&platform).await;
+}
+
+#[tokio::test]
 async fn deletion_with_retain_keeps_the_topology() {
     let operator = Operator::start(settings());
     let platform = unique_platform("op-retain");

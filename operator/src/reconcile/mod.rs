@@ -228,8 +228,36 @@ fn now_rfc3339() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
-/// The create/update path.
+/// The create/update path. Whatever fails, the status says so: `Ready=False`
+/// with the reason and the current `observedGeneration`, never an old `True`.
 async fn apply_platform(platform: &SagaPlatform, ctx: &Context) -> Result<Action, Error> {
+    let result = apply_platform_steps(platform, ctx).await;
+    if let Err(error) = &result {
+        report_failure(ctx, platform, error).await;
+    }
+    result
+}
+
+/// Best effort (the API may be what fails): `Ready=False` naming the error.
+async fn report_failure(ctx: &Context, platform: &SagaPlatform, error: &Error) {
+    let reason = match error.reason() {
+        "conflict" => "Conflict",
+        "kubernetes_api" => "KubernetesApiError",
+        "secret" => "SecretUnreadable",
+        _ => "ReconcileFailed",
+    };
+    let observed = [Observation::new(status::READY, false, reason, error.to_string())];
+    let previous = platform.status.clone().unwrap_or_default();
+    let mut conditions = status_conditions(platform, &observed);
+    // Keep what the last successful pass observed for the other conditions.
+    conditions.extend(previous.conditions.iter().filter(|c| c.type_ != status::READY).cloned());
+    let status = SagaPlatformStatus { observed_generation: platform.metadata.generation, conditions, ..previous };
+    if let Err(write_error) = write_status(ctx, platform, status).await {
+        tracing::warn!(%write_error, "cannot write the failure to the status");
+    }
+}
+
+async fn apply_platform_steps(platform: &SagaPlatform, ctx: &Context) -> Result<Action, Error> {
     let reference = platform.object_ref(&());
     let namespace = platform.namespace().unwrap_or_default();
     let previous = platform.status.clone().unwrap_or_default();
