@@ -186,11 +186,8 @@ async fn outbox_rows_that_cannot_be_published_are_set_aside() {
     platform.shutdown().await;
 }
 
-#[tokio::test]
-async fn attempt_header_is_clamped_to_the_retry_ladder() {
-    let mut platform = start(Options::default()).await;
-    let max_attempts = Options::default().retry.max_attempts;
-    // A charge for `flaky` fails transiently (a database error) every time.
+/// From now on a charge for `flaky` fails transiently (a database error).
+async fn flaky_charges(platform: &Platform) {
     platform.put_account("flaky", 1_000_000).await;
     sqlx::raw_sql(
         "CREATE FUNCTION hostile_fail() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -203,6 +200,37 @@ async fn attempt_header_is_clamped_to_the_retry_ladder() {
     .execute(platform.pool(Svc::Payment))
     .await
     .unwrap();
+}
+
+fn flaky_charge(id: &str) -> (BasicProperties, Vec<u8>) {
+    let charge = json!({"type": "payment.charge", "order_id": new_id(), "customer_id": "flaky", "amount_cents": 1});
+    (properties(id, "payment.charge", FieldTable::default()), serde_json::to_vec(&charge).unwrap())
+}
+
+#[tokio::test]
+async fn a_missing_delay_queue_dead_letters_instead_of_looping() {
+    let mut platform = start(Options::default()).await;
+    flaky_charges(&platform).await;
+    let connection = platform.amqp().await;
+    let channel = connection.create_channel().await.unwrap();
+    let delay_queue = format!("{}.payment.commands.retry.1", platform.name);
+    channel.queue_delete(delay_queue.as_str().into(), Default::default()).await.unwrap();
+    let id = new_id();
+    let (properties, body) = flaky_charge(&id);
+    platform.publish_raw(Svc::Payment, properties, &body).await;
+    let dead = platform.wait_dead_letters(Svc::Payment, std::slice::from_ref(&id), WAIT).await;
+    let reason = reason(&dead[&id]);
+    assert!(reason.contains("injected transient failure") && reason.contains("refused the copy"), "{reason}");
+    still_works(&mut platform).await;
+    let _ = connection.close(200, "done".into()).await;
+    platform.shutdown().await;
+}
+
+#[tokio::test]
+async fn attempt_header_is_clamped_to_the_retry_ladder() {
+    let mut platform = start(Options::default()).await;
+    let max_attempts = Options::default().retry.max_attempts;
+    flaky_charges(&platform).await;
 
     let cases: Vec<(&str, Option<AMQPValue>)> = vec![
         ("no header", None),
@@ -273,6 +301,78 @@ async fn oversized_bodies_are_dead_lettered() {
         let reason = reason(&dead[id]);
         assert!(reason.contains("body of") && reason.contains("bytes"), "{reason}");
     }
+    platform.shutdown().await;
+}
+
+#[tokio::test]
+async fn crafted_messages_on_every_queue_are_dead_lettered_and_change_nothing() {
+    let mut platform = start(Options::default()).await;
+    let unknown = new_id();
+    let charge = |customer: Value, amount: Value| json!({"type": "payment.charge", "order_id": new_id(), "customer_id": customer, "amount_cents": amount});
+    let reserve = |items: Value| json!({"type": "inventory.reserve", "order_id": new_id(), "items": items});
+    let raw = |text: &str| serde_json::from_str::<Value>(text).unwrap_or(Value::String(text.to_owned()));
+    let cases: Vec<(&str, Svc, Value)> = vec![
+        ("negative charge", Svc::Payment, charge(json!(FRESH_CUSTOMER), json!(-1))),
+        ("i64::MIN charge", Svc::Payment, charge(json!(FRESH_CUSTOMER), json!(i64::MIN))),
+        (
+            "charge beyond i64",
+            Svc::Payment,
+            raw(&format!(
+                r#"{{"type":"payment.charge","order_id":"{unknown}","customer_id":"fresh","amount_cents":1e30}}"#
+            )),
+        ),
+        ("charge amount as a string", Svc::Payment, charge(json!(FRESH_CUSTOMER), json!("5"))),
+        ("charge for a customer id with a space", Svc::Payment, charge(json!("fre sh"), json!(1))),
+        ("charge for a customer id with NUL", Svc::Payment, charge(json!("fre\u{0}sh"), json!(1))),
+        ("refund without an order id", Svc::Payment, json!({"type": "payment.refund"})),
+        ("a reserve command on the payment queue", Svc::Payment, reserve(json!([{"sku": FRESH_SKU, "quantity": 1}]))),
+        ("negative quantity", Svc::Inventory, reserve(json!([{"sku": FRESH_SKU, "quantity": -5}]))),
+        ("zero quantity", Svc::Inventory, reserve(json!([{"sku": FRESH_SKU, "quantity": 0}]))),
+        ("quantity beyond i32", Svc::Inventory, reserve(json!([{"sku": FRESH_SKU, "quantity": 1_i64 << 31}]))),
+        (
+            "quantities overflowing i32 together",
+            Svc::Inventory,
+            reserve(json!([{"sku": FRESH_SKU, "quantity": i32::MAX}, {"sku": FRESH_SKU, "quantity": i32::MAX}])),
+        ),
+        ("no items", Svc::Inventory, reserve(json!([]))),
+        ("a charge command on the inventory queue", Svc::Inventory, charge(json!(FRESH_CUSTOMER), json!(1))),
+        (
+            "reserved reply for an unknown order",
+            Svc::Order,
+            json!({"type": "inventory.reserved", "order_id": unknown, "lines": [], "total_cents": i64::MIN}),
+        ),
+        (
+            "negative capture for an unknown order",
+            Svc::Order,
+            json!({"type": "payment.captured", "order_id": unknown, "amount_cents": -1}),
+        ),
+        ("a charge command on the order queue", Svc::Order, charge(json!(FRESH_CUSTOMER), json!(1))),
+        ("JSON null", Svc::Order, Value::Null),
+        ("a JSON string", Svc::Inventory, json!("inventory.reserve")),
+    ];
+    let balance = platform.balance(FRESH_CUSTOMER).await;
+    let product = platform.product(FRESH_SKU).await;
+    let mut ids: Vec<(Svc, String)> = Vec::new();
+    for (name, svc, body) in &cases {
+        let id = new_id();
+        let properties = BasicProperties::default().with_message_id(id.as_str().into()).with_delivery_mode(2);
+        println!("{id}: {name}");
+        platform.publish_raw(*svc, properties, &serde_json::to_vec(body).unwrap()).await;
+        ids.push((*svc, id));
+    }
+    for svc in Svc::ALL {
+        let expected: Vec<String> = ids.iter().filter(|(s, _)| *s == svc).map(|(_, id)| id.clone()).collect();
+        let dead = platform.wait_dead_letters(svc, &expected, WAIT).await;
+        for ((name, ..), (_, id)) in cases.iter().zip(&ids).filter(|(_, (s, _))| *s == svc) {
+            println!("{name}: {}", reason(&dead[id]));
+        }
+    }
+    assert_eq!(platform.balance(FRESH_CUSTOMER).await, balance, "money unchanged");
+    assert_eq!(platform.product(FRESH_SKU).await, product, "stock unchanged");
+    let payments: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM payments").fetch_one(platform.pool(Svc::Payment)).await.unwrap();
+    assert_eq!(payments, 0, "no payment recorded");
+    still_works(&mut platform).await;
     platform.shutdown().await;
 }
 

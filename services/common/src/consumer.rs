@@ -303,26 +303,35 @@ impl<H: Handler> Consumer<H> {
         for (r, verdict) in received.into_iter().zip(verdicts) {
             let span =
                 r.decoded.as_ref().map(message_span).unwrap_or_else(|_| tracing::info_span!("malformed message"));
-            let outcome = match &verdict {
-                Verdict::Done => "handled",
-                Verdict::Duplicate => "duplicate",
-                Verdict::Retry(_) if r.attempt < max_attempts => "retried",
-                _ => "dead_lettered",
-            };
-            match verdict {
-                Verdict::Done | Verdict::Duplicate => {}
+            let (outcome, dead_letter_reason) = match verdict {
+                Verdict::Done => ("handled", None),
+                Verdict::Duplicate => ("duplicate", None),
                 Verdict::Retry(reason) if r.attempt < max_attempts => {
                     span.in_scope(|| {
                         tracing::warn!(reason, attempt = r.attempt, queue, "message failed; retrying later")
                     });
                     let retry_queue = retry_queue_name(platform, self.config.destination, r.attempt);
-                    republish(channel, &r.delivery, "", &retry_queue, r.attempt + 1, &reason, queue).await?;
+                    if republish(channel, &r.delivery, "", &retry_queue, r.attempt + 1, &reason, queue).await? {
+                        ("retried", None)
+                    } else {
+                        // The delay queue is missing (topology changed under us):
+                        // never requeue in a loop, dead-letter instead.
+                        ("dead_lettered", Some(format!("{reason}; the delay queue {retry_queue} refused the copy")))
+                    }
                 }
-                Verdict::Retry(reason) | Verdict::DeadLetter(reason) => {
-                    span.in_scope(|| tracing::error!(reason, attempt = r.attempt, queue, "message dead-lettered"));
-                    let routing_key = self.config.destination.queue();
-                    let dlx = self.topology.dead_letter_exchange();
-                    republish(channel, &r.delivery, &dlx, routing_key, r.attempt, &reason, queue).await?;
+                Verdict::Retry(reason) | Verdict::DeadLetter(reason) => ("dead_lettered", Some(reason)),
+            };
+            if let Some(reason) = dead_letter_reason {
+                span.in_scope(|| tracing::error!(reason, attempt = r.attempt, queue, "message dead-lettered"));
+                let routing_key = self.config.destination.queue();
+                let dlx = self.topology.dead_letter_exchange();
+                if !republish(channel, &r.delivery, &dlx, routing_key, r.attempt, &reason, queue).await? {
+                    // Last resort: rejected, the queue's own dead-letter
+                    // exchange takes it (without our reason headers).
+                    span.in_scope(|| tracing::error!(queue, "the dead-letter queue refused the copy; rejecting"));
+                    self.metrics.messages_consumed(queue, outcome);
+                    r.delivery.acker.nack(BasicNackOptions { requeue: false, ..Default::default() }).await?;
+                    continue;
                 }
             }
             self.metrics.messages_consumed(queue, outcome);
@@ -367,7 +376,8 @@ fn message_span(envelope: &Envelope) -> tracing::Span {
 
 /// Copies a delivery (same message id, body and properties) to another
 /// destination with updated attempt and reason headers, and waits for the
-/// broker's confirm so the original can be acknowledged safely.
+/// broker's confirm so the original can be acknowledged safely. `Ok(false)`:
+/// the broker returned (no such queue) or refused the copy.
 async fn republish(
     channel: &Channel,
     delivery: &Delivery,
@@ -376,7 +386,7 @@ async fn republish(
     attempt: u32,
     reason: &str,
     original_queue: &str,
-) -> Result<(), lapin::Error> {
+) -> Result<bool, lapin::Error> {
     let mut table = delivery.properties.headers().clone().unwrap_or_default();
     table.insert(headers::ATTEMPT.into(), AMQPValue::LongUInt(attempt));
     table.insert(headers::FAILURE_REASON.into(), AMQPValue::LongString(LongString::from(truncate(reason, 1000))));
@@ -396,10 +406,7 @@ async fn republish(
         )
         .await?
         .await?;
-    match confirm {
-        Confirmation::Ack(None) | Confirmation::NotRequested => Ok(()),
-        _ => Err(std::io::Error::other(format!("broker did not accept the copy for {routing_key}")).into()),
-    }
+    Ok(matches!(confirm, Confirmation::Ack(None) | Confirmation::NotRequested))
 }
 
 fn truncate(text: &str, max: usize) -> &str {

@@ -1,7 +1,8 @@
-//! Readiness: the database answers, the broker is connected, and the broker
-//! topology is exactly the one this service was configured for. A background
-//! task re-checks and logs every change, so `/readyz` is cheap: the database
-//! and the connection every second (an outage shows within a second), the
+//! Readiness: the database answers, the broker is connected, the broker
+//! topology is exactly the one this service was configured for, and no
+//! supervised task is down after a panic. A background task re-checks and
+//! logs every change, so `/readyz` is cheap: the database and the
+//! connection every second (an outage shows within a second), the
 //! topology, which takes a round of passive declares, every few seconds.
 
 use std::sync::{Arc, RwLock};
@@ -11,7 +12,7 @@ use serde::Serialize;
 use sqlx::PgPool;
 
 use crate::amqp::Broker;
-use crate::runtime::Shutdown;
+use crate::runtime::{Shutdown, TaskHealth};
 use crate::topology::Topology;
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -20,12 +21,20 @@ pub struct ReadinessReport {
     pub database: String,
     pub broker: String,
     pub topology: String,
+    /// The supervised background tasks (outbox relay, consumers, workers).
+    pub tasks: String,
 }
 
 impl ReadinessReport {
     fn starting() -> Self {
         let pending = "not checked yet".to_owned();
-        ReadinessReport { ready: false, database: pending.clone(), broker: pending.clone(), topology: pending }
+        ReadinessReport {
+            ready: false,
+            database: pending.clone(),
+            broker: pending.clone(),
+            topology: pending.clone(),
+            tasks: pending,
+        }
     }
 }
 
@@ -38,13 +47,19 @@ impl Readiness {
     }
 
     /// Starts the checker; migrations have run before this is called.
-    pub fn spawn(pool: PgPool, broker: Arc<Broker>, topology: Arc<Topology>, mut shutdown: Shutdown) -> Self {
+    pub fn spawn(
+        pool: PgPool,
+        broker: Arc<Broker>,
+        topology: Arc<Topology>,
+        tasks: TaskHealth,
+        mut shutdown: Shutdown,
+    ) -> Self {
         let readiness = Readiness(Arc::new(RwLock::new(ReadinessReport::starting())));
         let shared = readiness.clone();
         tokio::spawn(async move {
             let mut topology_checked: Option<(Instant, String)> = None;
             loop {
-                let report = check(&pool, &broker, &topology, &mut topology_checked).await;
+                let report = check(&pool, &broker, &topology, &tasks, &mut topology_checked).await;
                 let changed = *shared.0.read().expect("readiness lock poisoned") != report;
                 if changed {
                     if report.ready {
@@ -73,6 +88,7 @@ async fn check(
     pool: &PgPool,
     broker: &Broker,
     topology: &Topology,
+    tasks: &TaskHealth,
     topology_checked: &mut Option<(Instant, String)>,
 ) -> ReadinessReport {
     let timeout = Duration::from_secs(3);
@@ -102,10 +118,12 @@ async fn check(
         *topology_checked = None;
         ("down: not connected".to_owned(), "unknown: broker down".to_owned())
     };
+    let (tasks_up, tasks) = tasks.summary();
     ReadinessReport {
-        ready: database == OK && broker_state == OK && topology_state == OK,
+        ready: database == OK && broker_state == OK && topology_state == OK && tasks_up,
         database,
         broker: broker_state,
         topology: topology_state,
+        tasks,
     }
 }

@@ -16,7 +16,7 @@ use crate::consumer::{Consumer, ConsumerConfig, Handler};
 use crate::health::Readiness;
 use crate::metrics::Metrics;
 use crate::outbox::{OutboxRelay, OutboxSignal};
-use crate::runtime::{Shutdown, ShutdownTrigger, shutdown_pair, supervise, termination_signal};
+use crate::runtime::{Shutdown, ShutdownTrigger, TaskHealth, shutdown_pair, supervise, termination_signal};
 use crate::topology::{Destination, Topology};
 
 /// A running service's shared resources; handed to its API and handlers.
@@ -30,6 +30,8 @@ pub struct Service {
     pub metrics: Metrics,
     pub auth: Auth,
     pub shutdown: Shutdown,
+    /// The supervised background tasks' state, reported by `/readyz`.
+    pub health: TaskHealth,
     trigger: ShutdownTrigger,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -61,6 +63,7 @@ impl Service {
             metrics: Metrics::new(),
             auth,
             shutdown,
+            health: TaskHealth::default(),
             trigger,
             tasks: Vec::new(),
             args,
@@ -94,7 +97,8 @@ impl Service {
             };
             let shutdown = self.shutdown.clone();
             let consumer = Arc::new(consumer);
-            self.spawn(supervise("consumer", shutdown.clone(), move || consumer.clone().run(shutdown.clone())));
+            let health = self.health.clone();
+            self.spawn(supervise("consumer", health, shutdown.clone(), move || consumer.clone().run(shutdown.clone())));
         }
     }
 
@@ -112,7 +116,8 @@ impl Service {
         };
         let shutdown = self.shutdown.clone();
         let relay = Arc::new(relay);
-        self.spawn(supervise("outbox relay", shutdown.clone(), move || relay.clone().run(shutdown.clone())));
+        let health = self.health.clone();
+        self.spawn(supervise("outbox relay", health, shutdown.clone(), move || relay.clone().run(shutdown.clone())));
         let pool = self.pool.clone();
         let mut shutdown = self.shutdown.clone();
         self.spawn(async move {
@@ -127,8 +132,13 @@ impl Service {
                 }
             }
         });
-        let readiness =
-            Readiness::spawn(self.pool.clone(), self.broker.clone(), self.topology.clone(), self.shutdown.clone());
+        let readiness = Readiness::spawn(
+            self.pool.clone(),
+            self.broker.clone(),
+            self.topology.clone(),
+            self.health.clone(),
+            self.shutdown.clone(),
+        );
         let app = crate::http::finish(api, openapi, readiness, self.metrics.clone());
         let trigger = self.trigger;
         tokio::spawn(async move {

@@ -61,7 +61,8 @@ async fn main() {
     };
     let shutdown = service.shutdown.clone();
     let worker = Arc::new(worker);
-    service.spawn(supervise("timeout worker", shutdown.clone(), move || worker.clone().run(shutdown.clone())));
+    let health = service.health.clone();
+    service.spawn(supervise("timeout worker", health, shutdown.clone(), move || worker.clone().run(shutdown.clone())));
     let admission = Admission::new(args.max_running_sagas);
     service.spawn(admission.clone().refresh(service.pool.clone(), service.shutdown.clone()));
     let status_changes = StatusChanges::default();
