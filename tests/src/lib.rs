@@ -101,6 +101,8 @@ pub struct Platform {
     replicas: BTreeMap<(Svc, usize), Replica>,
     pools: BTreeMap<Svc, PgPool>,
     log_dir: PathBuf,
+    /// Set once `shutdown` removed the topology and the databases.
+    cleaned: bool,
 }
 
 fn bin_dir() -> PathBuf {
@@ -132,6 +134,7 @@ impl Platform {
             replicas: BTreeMap::new(),
             pools: BTreeMap::new(),
             log_dir,
+            cleaned: false,
         };
         for svc in Svc::ALL {
             for replica in 0..platform.options.replicas {
@@ -442,6 +445,7 @@ impl Platform {
                 .unwrap();
         }
         let _ = std::fs::remove_dir_all(&self.log_dir);
+        self.cleaned = true;
     }
 }
 
@@ -454,5 +458,30 @@ impl Drop for Platform {
                 let _ = child.wait();
             }
         }
+        if self.cleaned {
+            return;
+        }
+        // The topology and databases of a failed test go too: leftover
+        // quorum queues hold broker file handles, and enough of them stop
+        // RabbitMQ from accepting connections at all.
+        let (name, topology) = (self.name.clone(), self.topology.clone());
+        let cleanup = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+            runtime.block_on(async {
+                if let Ok(connection) = Broker::new(amqp_url(), "saga-tests-cleanup").connect_once().await {
+                    let _ = topology.delete(&connection).await;
+                    let _ = connection.close(200, "done".into()).await;
+                }
+                if let Ok(admin) = PgPool::connect(&format!("{PG_BASE}/postgres")).await {
+                    for svc in Svc::ALL {
+                        let db = format!("{name}_{}", svc.short());
+                        let sql = format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)");
+                        let _ = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&admin).await;
+                    }
+                    admin.close().await;
+                }
+            });
+        });
+        let _ = cleanup.join();
     }
 }
