@@ -1,79 +1,96 @@
 #!/usr/bin/env bash
 # THE test command: formatting, lints, build, and every test of the workspace,
-# against the local PostgreSQL and RabbitMQ (started here if needed).
+# against the local PostgreSQL and RabbitMQ and a local Kubernetes control
+# plane (installed, built and started here if needed). Each step's duration is
+# printed, and a summary at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
 step="start"
-trap 'printf "\n==== FAILED: %s ====\n" "$step" >&2' ERR
+step_started=$SECONDS
+timings=()
+# begin NAME: ends the current step (records its time) and starts NAME.
+begin() {
+    if [[ $step != start ]]; then
+        timings+=("$(printf '%5d s  %s' $((SECONDS - step_started)) "$step")")
+    fi
+    step=$1
+    step_started=$SECONDS
+    section "$step"
+}
+trap 'printf "\n==== FAILED: %s (after %d s) ====\n" "$step" $((SECONDS - step_started)) >&2' ERR
 
-step="PostgreSQL and RabbitMQ"
-section "$step"
+begin "PostgreSQL and RabbitMQ"
 ensure_postgres
 ensure_rabbitmq
 
-step="cargo fmt --all --check"
-section "$step"
-cargo fmt --all --check
-
-step="cargo clippy --workspace --all-targets -- -D warnings"
-section "$step"
-cargo clippy --workspace --all-targets -- -D warnings
-
-step="cargo build --workspace --bins"
-section "$step"
-cargo build --workspace --bins
-
-step="CRD drift: crds/sagaplatform.yaml matches saga-operator crd"
-section "$step"
-target/debug/saga-operator crd | diff -u crds/sagaplatform.yaml -
-
-# After the build: it also compares the chart's CRD with `target/debug/saga-operator crd`.
-step="Helm chart, CRD and examples (scripts/check-chart.sh)"
-section "$step"
-scripts/check-chart.sh
-
-# The real Kubernetes API for operator/tests/cluster.rs (built from official
-# sources on first use, see k8s/versions.env). Stopped at the end if started here.
-step="local Kubernetes control plane (scripts/cluster.sh up)"
-section "$step"
-if scripts/cluster.sh status >/dev/null 2>&1; then
-    cluster_started=false
-else
-    cluster_started=true
-fi
-cluster_out=$(mktemp)
-scripts/cluster.sh up | tee "$cluster_out"
-eval "$(tail -n 2 "$cluster_out")"
-rm -f "$cluster_out"
-stop_cluster() {
+# The control plane's Go build (long on a cold machine) runs beside the Rust
+# steps: each leaves part of the two cores idle at times.
+mkdir -p target
+k8s_build_log=target/k8s-build.log
+scripts/k8s-build.sh >"$k8s_build_log" 2>&1 &
+k8s_build_pid=$!
+echo "building the control plane in the background (scripts/k8s-build.sh, log: $k8s_build_log)"
+cluster_started=false
+cleanup() {
+    kill "$k8s_build_pid" 2>/dev/null || true
     if [[ $cluster_started == true ]]; then
         scripts/cluster.sh down >/dev/null 2>&1 || true
     fi
 }
-trap stop_cluster EXIT
+trap cleanup EXIT
+
+begin "cargo fmt --all --check"
+cargo fmt --all --check
+
+begin "cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+
+begin "cargo build --workspace --bins"
+cargo build --workspace --bins
+
+begin "CRD drift: crds/sagaplatform.yaml matches saga-operator crd"
+target/debug/saga-operator crd | diff -u crds/sagaplatform.yaml -
+
+# After the build: it also compares the chart's CRD with `target/debug/saga-operator crd`.
+begin "Helm chart, CRD and examples (scripts/check-chart.sh)"
+scripts/check-chart.sh
+
+# The real Kubernetes API for operator/tests/cluster.rs (see
+# docs/local-control-plane.md). Stopped at the end if started here.
+begin "local Kubernetes control plane (scripts/k8s-build.sh, scripts/cluster.sh up)"
+if ! wait "$k8s_build_pid"; then
+    cat "$k8s_build_log"
+    die "scripts/k8s-build.sh failed"
+fi
+cat "$k8s_build_log"
+scripts/cluster.sh status >/dev/null 2>&1 || cluster_started=true
+cluster_out=$(mktemp)
+scripts/cluster.sh up | tee "$cluster_out"
+eval "$(tail -n 2 "$cluster_out")"
+rm -f "$cluster_out"
 
 if cargo nextest --version >/dev/null 2>&1; then
-    step="cargo nextest run --workspace --no-fail-fast (all but the fault suite)"
-    section "$step"
+    begin "cargo nextest run --workspace --no-fail-fast (all but the fault suite)"
     cargo nextest run --workspace --no-fail-fast -E 'not binary(faults)'
     # It stops and starts RabbitMQ and PostgreSQL, so it runs alone.
-    step="fault suite: cargo nextest run -p saga-tests --test faults"
-    section "$step"
+    begin "fault suite: cargo nextest run -p saga-tests --test faults"
     cargo nextest run -p saga-tests --test faults --no-capture
 else
     # cargo test runs one test binary at a time, so the fault suite runs alone.
-    step="cargo test --workspace"
-    section "$step"
+    begin "cargo test --workspace"
     cargo test --workspace
 fi
 
 # Proves the load generator works end to end; numbers are not asserted
 # (docs/benchmarks.md has the real runs).
-step="benchmark smoke run (scripts/bench.sh, debug build, a few seconds)"
-section "$step"
+begin "benchmark smoke run (scripts/bench.sh, debug build, a few seconds)"
 PROFILE=debug DURATION=3 WARMUP=1 CLIENTS=8 RATE=20 scripts/bench.sh
 
+begin "done"
 trap - ERR
+section "Time per step"
+printf '%s\n' "${timings[@]}"
+printf '%5d s  in all\n' "$SECONDS"
 section "All checks passed"
