@@ -124,17 +124,25 @@ async fn malformed_correlation_ids_are_dead_lettered_and_nothing_panics() {
         assert!(reason.contains("correlation id"), "{name}: {reason}");
         assert!(reason.len() < 1100, "{name}: the reason is bounded");
     }
-    // A valid correlation id of the longest allowed length is fine.
-    let id = new_id();
-    let valid = headers(vec![("x-correlation-id", long(&"v".repeat(128)))]);
-    platform.publish_raw(Svc::Inventory, properties(&id, "inventory.reserve", valid), &reserve_unknown()).await;
-    still_works(&mut platform).await;
-    let handled: i64 = sqlx::query_scalar("SELECT count(*) FROM inbox WHERE message_id = $1::uuid")
-        .bind(&id)
-        .fetch_one(platform.pool(Svc::Inventory))
-        .await
-        .unwrap();
-    assert_eq!(handled, 1, "the valid message was handled");
+    // A valid correlation id of the longest allowed length is fine, and a
+    // huge, binary or garbled traceparent only starts a new trace.
+    let valid: Vec<(&str, FieldTable)> = vec![
+        ("a 128-byte correlation id", headers(vec![("x-correlation-id", long(&"v".repeat(128)))])),
+        ("a 100 000-byte traceparent", headers(vec![("traceparent", long(&"0".repeat(100_000)))])),
+        ("a binary traceparent", headers(vec![("traceparent", AMQPValue::ByteArray(ByteArray::from(vec![0_u8; 55])))])),
+        ("a traceparent with an escape sequence", headers(vec![("traceparent", long("00-\u{1b}[31m-01"))])),
+    ];
+    for (name, table) in valid {
+        let id = new_id();
+        platform.publish_raw(Svc::Inventory, properties(&id, "inventory.reserve", table), &reserve_unknown()).await;
+        still_works(&mut platform).await;
+        let handled: i64 = sqlx::query_scalar("SELECT count(*) FROM inbox WHERE message_id = $1::uuid")
+            .bind(&id)
+            .fetch_one(platform.pool(Svc::Inventory))
+            .await
+            .unwrap();
+        assert_eq!(handled, 1, "{name}: the message was handled");
+    }
     platform.shutdown().await;
 }
 
@@ -471,6 +479,41 @@ async fn connections_that_never_finish_their_headers_are_closed() {
     let mut idle = tokio::net::TcpStream::connect(&address).await.unwrap();
     let read = tokio::time::timeout(Duration::from_secs(10), idle.read_to_end(&mut buffer)).await;
     assert!(read.is_ok(), "a silent connection was still open after 10 s");
+    still_works(&mut platform).await;
+    platform.shutdown().await;
+}
+
+#[tokio::test]
+async fn chunked_bodies_over_the_limit_are_refused() {
+    let mut platform = start(Options::default()).await;
+    let address = platform.url(Svc::Order, "").trim_start_matches("http://").to_owned();
+    let token = platform.token("alice");
+    let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let head = format!(
+        "POST /api/v1/orders HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    // 256 KiB of JSON in 8 KiB chunks, no Content-Length anywhere.
+    let mut body = br#"{"items":[{"sku":""#.to_vec();
+    body.resize(256 * 1024, b'A');
+    body.extend_from_slice(br#"","quantity":1}]}"#);
+    for chunk in body.chunks(8 * 1024) {
+        let mut frame = format!("{:x}\r\n", chunk.len()).into_bytes();
+        frame.extend_from_slice(chunk);
+        frame.extend_from_slice(b"\r\n");
+        if stream.write_all(&frame).await.is_err() {
+            break; // the server answered and closed early
+        }
+    }
+    let _ = stream.write_all(b"0\r\n\r\n").await;
+    let mut response = Vec::new();
+    let _ = tokio::time::timeout(WAIT, stream.read_to_end(&mut response)).await;
+    let response = String::from_utf8_lossy(&response);
+    assert!(response.starts_with("HTTP/1.1 413"), "{}", response.lines().next().unwrap_or("(no answer)"));
+    let orders: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM orders").fetch_one(platform.pool(Svc::Order)).await.unwrap();
+    assert_eq!(orders, 0);
     still_works(&mut platform).await;
     platform.shutdown().await;
 }
