@@ -157,6 +157,25 @@ fn header(table: &FieldTable, name: &str) -> String {
     }
 }
 
+/// Text from a message made safe for a terminal: control characters and
+/// bidirectional overrides escaped (`\u{1b}`), at most `max` characters.
+fn printable(text: &str, max: usize) -> String {
+    let mut out = String::new();
+    for (i, c) in text.chars().enumerate() {
+        if i == max {
+            out.push('…');
+            break;
+        }
+        let bidi = matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200e}' | '\u{200f}');
+        if c.is_control() || bidi {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 fn message_id(message: &BasicGetMessage) -> String {
     message.delivery.properties.message_id().as_ref().map(|id| id.to_string()).unwrap_or_default()
 }
@@ -172,14 +191,15 @@ async fn list(connection: &Connection, args: &ListArgs) -> Result<i32> {
         for message in take(&channel, &queue, args.limit).await? {
             let properties = &message.delivery.properties;
             let headers = properties.headers().clone().unwrap_or_default();
+            // Everything shown came from a message: escaped and shortened.
             table.add_row(vec![
                 queue.clone(),
-                message_id(&message),
-                properties.kind().as_ref().map(|t| t.to_string()).unwrap_or_default(),
-                header(&headers, headers::CORRELATION_ID),
-                header(&headers, headers::ATTEMPT),
-                header(&headers, headers::DEAD_LETTERED_AT),
-                header(&headers, headers::FAILURE_REASON),
+                printable(&message_id(&message), 64),
+                printable(&properties.kind().as_ref().map(|t| t.to_string()).unwrap_or_default(), 64),
+                printable(&header(&headers, headers::CORRELATION_ID), 64),
+                printable(&header(&headers, headers::ATTEMPT), 20),
+                printable(&header(&headers, headers::DEAD_LETTERED_AT), 40),
+                printable(&header(&headers, headers::FAILURE_REASON), 300),
             ]);
             shown += 1;
         }
@@ -284,4 +304,17 @@ async fn purge(connection: &Connection, args: &PurgeArgs) -> Result<i32> {
         say!("purged {purged} messages from {queue}");
     }
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::printable;
+
+    #[test]
+    fn message_text_is_escaped_and_bounded() {
+        assert_eq!(printable("plain text", 100), "plain text");
+        assert_eq!(printable("a\u{1b}[31mb\u{7}\n", 100), "a\\u{1b}[31mb\\u{7}\\u{a}");
+        assert_eq!(printable("x\u{202e}y", 100), "x\\u{202e}y");
+        assert_eq!(printable(&"é".repeat(10), 3), "ééé…");
+    }
 }

@@ -155,3 +155,40 @@ async fn dead_letters_are_listed_replayed_once_and_purged() {
     assert_eq!(dlq_depth(&platform).await, 0);
     platform.shutdown().await;
 }
+
+#[tokio::test]
+async fn dlq_list_escapes_what_came_from_messages() {
+    let platform = Platform::start(Options::default()).await;
+    let mut headers = FieldTable::default();
+    let evil = "\u{1b}[2J\u{1b}]0;owned\u{7}\u{202e}";
+    headers.insert("x-correlation-id".into(), AMQPValue::LongString(format!("c{evil}").as_str().into()));
+    headers.insert(
+        "x-failure-reason".into(),
+        AMQPValue::LongString(format!("r{evil}{}", "x".repeat(5000)).as_str().into()),
+    );
+    let id = uuid::Uuid::new_v4().to_string();
+    let properties = BasicProperties::default()
+        .with_message_id(id.as_str().into())
+        .with_type(format!("t{evil}").as_str().into())
+        .with_headers(headers);
+    let connection = platform.amqp().await;
+    let channel = connection.create_channel().await.unwrap();
+    channel.confirm_select(Default::default()).await.unwrap();
+    let dlx = platform.topology.dead_letter_exchange();
+    let publish = BasicPublishOptions { mandatory: true, ..Default::default() };
+    let confirm = channel
+        .basic_publish(dlx.as_str().into(), Destination::Inventory.queue().into(), publish, b"{}", properties)
+        .await;
+    assert!(confirm.unwrap().await.unwrap().is_ack());
+    let _ = connection.close(200, "done".into()).await;
+    wait_dlq_depth(&platform, 1).await;
+
+    let list = sagactl(&["dlq", "list", "--platform", &platform.name, "--queue", "inventory"]);
+    assert!(list.status.success(), "{list:?}");
+    let text = stdout(&list);
+    let raw: Vec<char> = text.chars().filter(|c| (c.is_control() && *c != '\n') || *c == '\u{202e}').collect();
+    assert!(raw.is_empty(), "`dlq list` printed control characters {raw:?}:\n{text}");
+    assert!(text.contains(r"c\u{1b}[2J"), "{text}");
+    assert!(text.lines().all(|line| line.chars().count() < 1000), "the reason is shortened");
+    platform.shutdown().await;
+}
