@@ -58,8 +58,10 @@ impl Readiness {
         let shared = readiness.clone();
         tokio::spawn(async move {
             let mut topology_checked: Option<(Instant, String)> = None;
+            let mut last_database_error: Option<String> = None;
             loop {
-                let report = check(&pool, &broker, &topology, &tasks, &mut topology_checked).await;
+                let report =
+                    check(&pool, &broker, &topology, &tasks, &mut topology_checked, &mut last_database_error).await;
                 let changed = *shared.0.read().expect("readiness lock poisoned") != report;
                 if changed {
                     if report.ready {
@@ -90,12 +92,25 @@ async fn check(
     topology: &Topology,
     tasks: &TaskHealth,
     topology_checked: &mut Option<(Instant, String)>,
+    last_database_error: &mut Option<String>,
 ) -> ReadinessReport {
     let timeout = Duration::from_secs(3);
     // Short: a healthy database answers SELECT 1 in well under a second.
     let database = match tokio::time::timeout(Duration::from_secs(1), sqlx::query("SELECT 1").execute(pool)).await {
-        Ok(Ok(_)) => OK.to_owned(),
-        Ok(Err(error)) => format!("down: {error}"),
+        Ok(Ok(_)) => {
+            *last_database_error = None;
+            OK.to_owned()
+        }
+        Ok(Err(error)) => {
+            // The driver's text may name hosts and users: the log gets it,
+            // `/readyz` (served to anyone who can reach the port) does not.
+            let detail = error.to_string();
+            if last_database_error.as_deref() != Some(detail.as_str()) {
+                tracing::warn!(error = detail, "readiness: the database check failed");
+                *last_database_error = Some(detail);
+            }
+            "down: the check query failed (see the service log)".to_owned()
+        }
         Err(_) => "down: no answer within 1s".to_owned(),
     };
     let (broker_state, topology_state) = if let Some(connection) = broker.current() {
