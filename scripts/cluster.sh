@@ -14,7 +14,7 @@
 # State (certificates, etcd data, logs, pids, kubeconfigs) lives in
 # .cluster/ inside the clone (git-ignored); CLUSTER_DIR overrides it.
 # Ports (loopback only): etcd 23790/23800, API 16443, controller manager
-# 20257, scheduler 20259, kwok 20247.
+# 20257, scheduler 20259, kwok 20247; CLUSTER_PORT_OFFSET adds to each.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -22,12 +22,14 @@ source scripts/lib.sh
 
 state=${CLUSTER_DIR:-$root/.cluster}
 bin=$root/k8s/bin
-api_port=16443
-etcd_port=23790
-etcd_peer_port=23800
-kcm_port=20257
-scheduler_port=20259
-kwok_port=20247
+# CLUSTER_PORT_OFFSET shifts every port (a second control plane beside the first).
+offset=${CLUSTER_PORT_OFFSET:-0}
+api_port=$((16443 + offset))
+etcd_port=$((23790 + offset))
+etcd_peer_port=$((23800 + offset))
+kcm_port=$((20257 + offset))
+scheduler_port=$((20259 + offset))
+kwok_port=$((20247 + offset))
 node=kwok-node
 components=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
 

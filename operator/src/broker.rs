@@ -7,11 +7,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use lapin::Connection;
-use lapin::options::QueueDeclareOptions;
-use lapin::types::FieldTable;
+use lapin::ExchangeKind;
+use lapin::options::{ExchangeDeclareOptions, ExchangeDeleteOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::uri::AMQPUri;
 use saga_common::amqp::{Broker, redact};
-use saga_common::topology::{Topology, TopologyError};
+use saga_common::topology::{Topology, TopologyError, reply_code};
 use serde::Deserialize;
 
 #[derive(Debug, thiserror::Error)]
@@ -28,7 +29,20 @@ pub enum BrokerError {
     Management(String),
     #[error("broker did not answer within {0:?}")]
     Timeout(Duration),
+    #[error("the broker names of platform {platform} belong to another SagaPlatform ({detail})")]
+    Claimed { platform: String, detail: String },
 }
+
+/// Marks which SagaPlatform owns a platform's broker names: the exchange
+/// `{platform}.owner`, whose `alternate-exchange` argument holds the owner
+/// (`namespace/name/uid`). RabbitMQ compares that argument when the exchange
+/// is declared again and refuses a different one (406), which is how a second
+/// resource claiming the same names finds out. Nothing is published to it.
+pub fn owner_exchange(platform: &str) -> String {
+    format!("{platform}.owner")
+}
+
+const OWNER_ARGUMENT: &str = "alternate-exchange";
 
 /// What reconciling the topology did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,10 +136,45 @@ impl Brokers {
         Ok(TopologyOutcome::Declared { missing })
     }
 
-    /// Deletes the platform's queues and exchanges (deletionPolicy: Delete).
+    /// Claims the broker names of `platform` for `owner`, or fails with
+    /// `Claimed` when another resource holds them. Idempotent for the owner.
+    pub async fn claim(&self, url: &str, platform: &str, owner: &str) -> Result<(), BrokerError> {
+        let connection = self.connection(url).await?;
+        let declare = async {
+            let channel = connection.create_channel().await?;
+            let mut arguments = FieldTable::default();
+            arguments.insert(OWNER_ARGUMENT.into(), AMQPValue::LongString(LongString::from(owner)));
+            let options = ExchangeDeclareOptions { durable: true, ..ExchangeDeclareOptions::default() };
+            let declared = channel
+                .exchange_declare(owner_exchange(platform).as_str().into(), ExchangeKind::Fanout, options, arguments)
+                .await;
+            if channel.status().connected() {
+                let _ = channel.close(200, "claimed".into()).await;
+            }
+            declared
+        };
+        match self.bounded_on(url, declare).await? {
+            Ok(()) => Ok(()),
+            Err(error) if reply_code(&error) == Some(406) => {
+                Err(BrokerError::Claimed { platform: platform.to_owned(), detail: error.to_string() })
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// Deletes the platform's queues and exchanges (deletionPolicy: Delete),
+    /// the owner marker last.
     pub async fn delete_topology(&self, url: &str, topology: &Topology) -> Result<(), BrokerError> {
         let connection = self.connection(url).await?;
         self.bounded_on(url, topology.delete(&connection)).await??;
+        let marker = async {
+            let channel = connection.create_channel().await?;
+            let name = owner_exchange(&topology.spec.platform);
+            channel.exchange_delete(name.as_str().into(), ExchangeDeleteOptions::default()).await?;
+            let _ = channel.close(200, "owner released".into()).await;
+            Ok::<(), lapin::Error>(())
+        };
+        self.bounded_on(url, marker).await??;
         Ok(())
     }
 

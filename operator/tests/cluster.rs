@@ -400,3 +400,38 @@ async fn one_leader_reconciles_and_the_other_takes_over_when_it_dies() {
     .await;
     kubectl(&["delete", "sp", "leased", "-n", &ns.name, "--wait", "--timeout=60s"]);
 }
+
+#[tokio::test]
+async fn two_resources_cannot_share_broker_names() {
+    let first = Namespace::create("claim-a").await;
+    let second = Namespace::create("claim-b").await;
+    let (_release_a, _operator_a) = chart_and_operator(&first.name, &[]);
+    let (_release_b, _operator_b) = chart_and_operator(&second.name, &[]);
+    let owner = platform("shop", "Delete");
+    let mut intruder = platform("shop", "Delete");
+    intruder["spec"]["platform"] = owner["spec"]["platform"].clone();
+    let broker_names = platform_name(&owner);
+
+    kubectl_apply(&first.name, &local_secrets()).unwrap();
+    kubectl_apply(&first.name, std::slice::from_ref(&owner)).unwrap();
+    wait_ready(&first.name, "shop").await;
+    let before = queues(&broker_names).await;
+
+    kubectl_apply(&second.name, &local_secrets()).unwrap();
+    kubectl_apply(&second.name, std::slice::from_ref(&intruder)).unwrap();
+    let refused = eventually("the second resource told of the conflict", WAIT, || async {
+        let sp = get(&second.name, "sagaplatform", "shop")?;
+        let topology = condition(&sp, "TopologyReady")?;
+        (topology["reason"] == "Conflict").then(|| topology.clone())
+    })
+    .await;
+    assert!(refused["message"].as_str().unwrap().contains(&first.name), "names the owner: {refused}");
+
+    // deletionPolicy Delete on the intruder must not touch the owner's queues.
+    kubectl(&["delete", "sp", "shop", "-n", &second.name, "--wait", "--timeout=60s"]);
+    assert_eq!(queues(&broker_names).await, before, "the owner's topology survives the other's deletion");
+    assert_eq!(condition(&get(&first.name, "sagaplatform", "shop").unwrap(), "Ready").unwrap()["status"], "True");
+
+    kubectl(&["delete", "sp", "shop", "-n", &first.name, "--wait", "--timeout=60s"]);
+    assert!(queues(&broker_names).await.is_empty(), "the owner's Delete removes its topology");
+}

@@ -301,7 +301,17 @@ async fn apply_platform_steps(platform: &SagaPlatform, ctx: &Context) -> Result<
             depth_error = Some(message.clone());
         }
         Ok(url) => {
-            match ctx.brokers.ensure_topology(url, &topology).await {
+            let claimed = ctx.brokers.claim(url, &platform_name, &owner(platform)).await;
+            let ensured = match claimed {
+                Ok(()) => ctx.brokers.ensure_topology(url, &topology).await,
+                Err(error) => Err(error),
+            };
+            match ensured {
+                Err(error @ BrokerError::Claimed { .. }) => {
+                    let message = error.to_string();
+                    ctx.event(&reference, EventType::Warning, "Conflict", "ClaimBrokerNames", message.clone()).await;
+                    observed.push(Observation::new(TOPOLOGY_READY, false, "Conflict", message));
+                }
                 Ok(TopologyOutcome::Unchanged) => {
                     observed.push(Observation::new(
                         TOPOLOGY_READY,
@@ -493,10 +503,19 @@ async fn cleanup(platform: &SagaPlatform, ctx: &Context) -> Result<Action, Error
     let topology = Topology::new(build::topology_spec(platform));
     let namespace = platform.namespace().unwrap_or_default();
     let result = match read::secret_value(&ctx.client, &namespace, &platform.spec.broker.url_secret).await {
-        Ok(url) => ctx.brokers.delete_topology(&url, &topology).await.map_err(Error::Cleanup),
+        // Only what this resource owns: never another resource's queues.
+        Ok(url) => match ctx.brokers.claim(&url, &platform_name, &owner(platform)).await {
+            Ok(()) => ctx.brokers.delete_topology(&url, &topology).await.map_err(Error::Cleanup),
+            Err(error) => Err(Error::Cleanup(error)),
+        },
         Err(error) => Err(error),
     };
     match result {
+        Err(Error::Cleanup(error @ BrokerError::Claimed { .. })) => {
+            let note = format!("left the topology of platform {platform_name} alone: {error}");
+            ctx.event(&reference, EventType::Warning, "CleanupSkipped", "Cleanup", note).await;
+            Ok(Action::await_change())
+        }
         Ok(()) => {
             let note = format!("deleted the topology of platform {platform_name}");
             ctx.event(&reference, EventType::Normal, "TopologyDeleted", "Cleanup", note).await;
@@ -522,6 +541,17 @@ async fn cleanup(platform: &SagaPlatform, ctx: &Context) -> Result<Action, Error
             Err(error)
         }
     }
+}
+
+/// Who claims the broker names: `namespace/name/uid` of the resource.
+fn owner(platform: &SagaPlatform) -> String {
+    let meta = &platform.metadata;
+    format!(
+        "{}/{}/{}",
+        meta.namespace.as_deref().unwrap_or_default(),
+        meta.name.as_deref().unwrap_or_default(),
+        meta.uid.as_deref().unwrap_or_default()
+    )
 }
 
 /// Time since deletion was requested.

@@ -173,6 +173,9 @@ pub async fn delete_topology(platform: &str) {
     };
     let connection = saga_common::amqp::Broker::new(AMQP_URL, "operator-test").connect_once().await.unwrap();
     saga_common::topology::Topology::new(spec).delete(&connection).await.unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    let owner = saga_operator::broker::owner_exchange(platform);
+    channel.exchange_delete(owner.as_str().into(), Default::default()).await.unwrap();
 }
 
 /// Whether a queue exists on the real broker.

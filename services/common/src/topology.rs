@@ -296,7 +296,7 @@ async fn declare_queue(channel: &Channel, queue: &QueueDef, passive: bool) -> Re
 }
 
 /// The AMQP reply code of a channel or connection close caused by the broker.
-fn reply_code(error: &lapin::Error) -> Option<u16> {
+pub fn reply_code(error: &lapin::Error) -> Option<u16> {
     match error.kind() {
         lapin::ErrorKind::ProtocolError(amqp) => Some(amqp.get_id()),
         _ => None,
