@@ -47,7 +47,7 @@ fn workloads_match_golden_files() {
         yaml.push_str("---\n");
         yaml.push_str(&serde_yaml::to_string(&build::service(&platform, component)).unwrap());
         yaml.push_str("---\n");
-        yaml.push_str(&serde_yaml::to_string(&build::deployment(&platform, component, 3)).unwrap());
+        yaml.push_str(&serde_yaml::to_string(&build::deployment(&platform, component, 3, "0123456789abcdef")).unwrap());
         check_golden(&format!("{}.yaml", component.name()), &yaml);
     }
 }
@@ -98,7 +98,7 @@ fn show(value: &AMQPValue) -> String {
 #[test]
 fn pods_are_locked_down_and_probed() {
     let platform = example();
-    let deployment = build::deployment(&platform, Component::ALL[0], 2);
+    let deployment = build::deployment(&platform, Component::ALL[0], 2, "0123456789abcdef");
     let pod = deployment.spec.unwrap().template.spec.unwrap();
     assert_eq!(pod.security_context.as_ref().unwrap().run_as_non_root, Some(true));
     let container = &pod.containers[0];
@@ -116,10 +116,20 @@ fn pods_are_locked_down_and_probed() {
 fn a_config_change_rolls_the_pods() {
     let mut platform = example();
     let hash = |p: &SagaPlatform| {
-        let template = build::deployment(p, Component::ALL[0], 1).spec.unwrap().template;
+        let template = build::deployment(p, Component::ALL[0], 1, "0123456789abcdef").spec.unwrap().template;
         template.metadata.unwrap().annotations.unwrap()[build::CONFIG_HASH_ANNOTATION].clone()
     };
     let before = hash(&platform);
     platform.spec.saga.step_timeout_seconds = 30;
     assert_ne!(hash(&platform), before);
+}
+
+#[test]
+fn secrets_hash_changes_with_any_value_and_only_then() {
+    let values = |db: Option<&str>| vec![db.map(str::to_owned), Some("amqp://u:p@h/%2f".into()), Some("jwt".into())];
+    let base = build::secrets_hash(&values(Some("postgres://a")));
+    assert_eq!(base, build::secrets_hash(&values(Some("postgres://a"))));
+    assert_ne!(base, build::secrets_hash(&values(Some("postgres://b"))));
+    assert_ne!(build::secrets_hash(&values(None)), build::secrets_hash(&values(Some(""))));
+    assert_eq!(base.len(), 16);
 }

@@ -435,3 +435,26 @@ async fn two_resources_cannot_share_broker_names() {
     kubectl(&["delete", "sp", "shop", "-n", &first.name, "--wait", "--timeout=60s"]);
     assert!(queues(&broker_names).await.is_empty(), "the owner's Delete removes its topology");
 }
+
+#[tokio::test]
+async fn a_rotated_secret_rolls_the_pods_that_read_it() {
+    let ns = Namespace::create("rotate").await;
+    let (_release, _operator) = chart_and_operator(&ns.name, &[]);
+    kubectl_apply(&ns.name, &local_secrets()).unwrap();
+    let sp = platform("rotate", "Delete");
+    kubectl_apply(&ns.name, std::slice::from_ref(&sp)).unwrap();
+    wait_ready(&ns.name, "rotate").await;
+    let hash = |service: &str| {
+        let d = get(&ns.name, "deployment", &format!("rotate-{service}")).unwrap();
+        d["spec"]["template"]["metadata"]["annotations"]["saga.dev/secrets-hash"].as_str().map(str::to_owned)
+    };
+    let (order, payment) = (hash("order").expect("a secrets hash"), hash("payment").expect("a secrets hash"));
+
+    // Rotate the order service's database URL only.
+    let patch = json!({"stringData": {"order": format!("{PG_BASE}/cluster_order_rotated")}}).to_string();
+    kubectl(&["patch", "secret", "saga-db", "-n", &ns.name, "-p", &patch]);
+    eventually("the order pods rolled", WAIT, || async { (hash("order")? != order).then_some(()) }).await;
+    assert_eq!(hash("payment").unwrap(), payment, "a key the payment pods do not read leaves them alone");
+    wait_ready(&ns.name, "rotate").await;
+    kubectl(&["delete", "sp", "rotate", "-n", &ns.name, "--wait", "--timeout=60s"]);
+}

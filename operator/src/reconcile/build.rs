@@ -25,6 +25,8 @@ pub const MANAGER: &str = "saga-operator";
 /// Pod template annotation that changes whenever the ConfigMap does, so a
 /// configuration change rolls the pods.
 pub const CONFIG_HASH_ANNOTATION: &str = "saga.dev/config-hash";
+/// Hash of the Secret values the pods read; a rotation changes it and rolls the pods.
+pub const SECRETS_HASH_ANNOTATION: &str = "saga.dev/secrets-hash";
 /// Non-root user of the service images (distroless `nonroot`).
 const RUN_AS: i64 = 65532;
 
@@ -174,11 +176,14 @@ pub fn service(platform: &SagaPlatform, component: Component) -> Service {
 
 /// The service's Deployment with `replicas` pods (the operator decides the
 /// count: the spec's, or the autoscaler's).
-pub fn deployment(platform: &SagaPlatform, component: Component, replicas: i32) -> Deployment {
+/// `secrets_hash` ([`secrets_hash`]) goes into the pod template, so a rotated
+/// Secret value rolls the pods.
+pub fn deployment(platform: &SagaPlatform, component: Component, replicas: i32, secrets_hash: &str) -> Deployment {
     let spec = component.spec(platform);
     let config = config_map(platform, component);
     let mut template_annotations = BTreeMap::new();
     template_annotations.insert(CONFIG_HASH_ANNOTATION.to_owned(), config_hash(&config));
+    template_annotations.insert(SECRETS_HASH_ANNOTATION.to_owned(), secrets_hash.to_owned());
     let env = vec![
         secret_env("DATABASE_URL", &spec.database_url_secret),
         secret_env("AMQP_URL", &platform.spec.broker.url_secret),
@@ -302,6 +307,29 @@ fn secret_env(name: &str, secret: &SecretKeyRef) -> EnvVar {
 
 fn quantities(values: &BTreeMap<String, String>) -> Option<BTreeMap<String, Quantity>> {
     (!values.is_empty()).then(|| values.iter().map(|(k, v)| (k.clone(), Quantity(v.clone()))).collect())
+}
+
+/// The Secret keys a service's pods read, in a fixed order: its database
+/// URL, the broker URL, the JWT secret.
+pub fn secret_refs(platform: &SagaPlatform, component: Component) -> [&SecretKeyRef; 3] {
+    [&component.spec(platform).database_url_secret, &platform.spec.broker.url_secret, &platform.spec.auth.jwt_secret]
+}
+
+/// First 16 hex digits of the SHA-256 of those keys' values (`None`: unreadable).
+/// Only a hash reaches the Deployment, never a value.
+pub fn secrets_hash(values: &[Option<String>]) -> String {
+    let mut hasher = Sha256::new();
+    for value in values {
+        match value {
+            Some(value) => {
+                hasher.update([1]);
+                hasher.update(value.as_bytes());
+            }
+            None => hasher.update([0]),
+        }
+        hasher.update([0xff]);
+    }
+    hasher.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
 /// First 16 hex digits of the SHA-256 of the ConfigMap's data.

@@ -463,7 +463,10 @@ async fn apply_children(
     let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &namespace);
     let config_map = apply::apply(&config_maps, &build::config_map(platform, component)).await?;
     let service = apply::apply(&services, &build::service(platform, component)).await?;
-    let deployment = apply::apply(&deployments, &build::deployment(platform, component, replicas)).await?;
+    let refs = build::secret_refs(platform, component);
+    let secrets_hash = build::secrets_hash(&read::secret_values(&ctx.client, &namespace, &refs).await?);
+    let deployment =
+        apply::apply(&deployments, &build::deployment(platform, component, replicas, &secrets_hash)).await?;
     for (kind, name, version) in [
         ("ConfigMap", config_map.name_any(), apply::version(&config_map)),
         ("Service", service.name_any(), apply::version(&service)),
