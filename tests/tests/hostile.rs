@@ -517,3 +517,37 @@ async fn chunked_bodies_over_the_limit_are_refused() {
     still_works(&mut platform).await;
     platform.shutdown().await;
 }
+
+#[tokio::test]
+async fn connections_over_the_limit_get_a_503_at_once() {
+    let options = Options { env: vec![("HTTP_MAX_CONNECTIONS", "4".to_owned())], ..Options::default() };
+    let mut platform = start(options).await;
+    let address = platform.url(Svc::Order, "").trim_start_matches("http://").to_owned();
+    // Four connections that say nothing hold every slot...
+    let mut idle = Vec::new();
+    for _ in 0..4 {
+        idle.push(tokio::net::TcpStream::connect(&address).await.unwrap());
+    }
+    // ...so a fifth is answered 503 with a problem body, without waiting.
+    let mut fifth = tokio::net::TcpStream::connect(&address).await.unwrap();
+    fifth.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), fifth.read_to_end(&mut answer)).await;
+    assert!(read.is_ok(), "no answer within 5 s");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("application/problem+json") && answer.contains("overloaded"), "{answer}");
+    let body = answer.split("\r\n\r\n").nth(1).unwrap_or_default();
+    serde_json::from_str::<Value>(body).expect("the body is the JSON its content-length says");
+    // Freed slots are used again.
+    drop(idle);
+    let deadline = std::time::Instant::now() + WAIT;
+    while platform.http.get(platform.url(Svc::Order, "/healthz")).send().await.map(|r| r.status()).ok()
+        != Some(reqwest::StatusCode::OK)
+    {
+        assert!(std::time::Instant::now() < deadline, "slots never freed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    still_works(&mut platform).await;
+    platform.shutdown().await;
+}

@@ -2,6 +2,7 @@
 //! metrics, the operational routes, API docs, limits and serving.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::{DefaultBodyLimit, FromRef, MatchedPath, Request, State};
@@ -13,6 +14,7 @@ use axum::{Json, Router};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
+use tokio::sync::Semaphore;
 use tracing::Instrument;
 use utoipa::openapi::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -134,22 +136,42 @@ pub fn finish(api: Router, mut openapi: OpenApi, readiness: Readiness, metrics: 
         .layer(middleware::from_fn_with_state(metrics, observe))
 }
 
+/// Limits of the HTTP server itself (before any route runs).
+#[derive(Debug, Clone, Copy)]
+pub struct ServerLimits {
+    /// See `ServiceArgs::http_header_read_timeout`.
+    pub header_read_timeout: Duration,
+    /// Open connections at most; one more is answered 503 and closed.
+    pub max_connections: usize,
+}
+
+/// The whole answer to a connection over the limit: it is written before
+/// the request is read, then the connection is closed.
+fn too_many_connections() -> Vec<u8> {
+    let body = Problem::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", "too many connections; retry later");
+    let body = serde_json::to_string(&body).expect("a problem serializes");
+    format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/problem+json\r\nretry-after: 1\r\n\
+         connection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
 /// Serves HTTP/1 until shutdown, letting in-flight requests finish. A
 /// connection that has not sent a complete request head within
 /// `header_read_timeout` (counted from the connection's start, or from the
 /// end of its previous request) is closed, so idle or slow-header clients
-/// cannot hold connections open.
-pub async fn serve(
-    addr: SocketAddr,
-    app: Router,
-    mut shutdown: Shutdown,
-    header_read_timeout: Duration,
-) -> std::io::Result<()> {
+/// cannot hold connections open; beyond `max_connections` open connections
+/// a new one gets a 503 at once.
+pub async fn serve(addr: SocketAddr, app: Router, mut shutdown: Shutdown, limits: ServerLimits) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(%addr, "listening");
     let mut builder = hyper::server::conn::http1::Builder::new();
-    builder.timer(TokioTimer::new()).header_read_timeout(header_read_timeout);
+    builder.timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout);
     let graceful = GracefulShutdown::new();
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let refusal: Arc<[u8]> = too_many_connections().into();
     loop {
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -163,6 +185,10 @@ pub async fn serve(
             },
             _ = shutdown.wait() => break,
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tokio::spawn(refuse(stream, refusal.clone()));
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let connection = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
         let connection = graceful.watch(connection);
@@ -170,9 +196,27 @@ pub async fn serve(
             if let Err(error) = connection.await {
                 tracing::debug!(%error, "connection closed with an error");
             }
+            drop(slot);
         });
     }
     drop(listener);
     graceful.shutdown().await;
     Ok(())
+}
+
+/// Answers 503 on a connection over the limit and closes it (within 1 s).
+async fn refuse(stream: tokio::net::TcpStream, answer: Arc<[u8]>) {
+    let write = async {
+        let mut sent = 0;
+        while sent < answer.len() {
+            stream.writable().await?;
+            match stream.try_write(&answer[sent..]) {
+                Ok(n) => sent += n,
+                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(error) => return Err(error),
+            }
+        }
+        Ok::<_, std::io::Error>(())
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), write).await;
 }

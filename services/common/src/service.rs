@@ -146,8 +146,16 @@ impl Service {
             tracing::info!("shutting down");
             trigger.trigger();
         });
-        if let Err(error) =
-            crate::http::serve(addr, app, self.shutdown.clone(), self.args.http_header_read_timeout).await
+        if let Err(error) = crate::http::serve(
+            addr,
+            app,
+            self.shutdown.clone(),
+            crate::http::ServerLimits {
+                header_read_timeout: self.args.http_header_read_timeout,
+                max_connections: self.args.http_max_connections as usize,
+            },
+        )
+        .await
         {
             fail(&format!("cannot serve HTTP on {addr}: {error}"));
         }
