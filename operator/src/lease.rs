@@ -2,9 +2,17 @@
 //! reconciles, so two operator replicas never both act. Updates go through
 //! `replace` with the read `resourceVersion`, so of two replicas racing for
 //! an expired lease exactly one wins (the other gets 409).
+//!
+//! Time is judged as client-go does, never by comparing another host's clock
+//! with ours: a lease held by another is expired once its record (holder,
+//! renewTime, transitions) has not changed for its duration as observed
+//! locally; the holder steps down when it could not renew within the renew
+//! deadline (2/3 of the duration) on a monotonic clock, before anyone else
+//! may take over.
 
 use std::future::Future;
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::{Lease as LeaseObject, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
@@ -21,6 +29,8 @@ pub struct Lease {
     identity: String,
     duration: Duration,
     renew_every: Duration,
+    /// The other holder's record as last seen, and when (locally) it was first seen.
+    observed: Mutex<Option<(String, Instant)>>,
 }
 
 impl Lease {
@@ -31,6 +41,7 @@ impl Lease {
             identity: identity.into(),
             duration: DURATION,
             renew_every: RENEW_EVERY,
+            observed: Mutex::new(None),
         }
     }
 
@@ -66,25 +77,59 @@ impl Lease {
         let (lost_tx, mut lost) = watch::channel(false);
         tokio::spawn(async move {
             tokio::pin!(shutdown);
+            let deadline = self.renew_deadline();
+            let mut renewed = Instant::now();
             loop {
                 tokio::select! {
                     _ = tokio::time::sleep(self.renew_every) => {}
                     _ = &mut shutdown => break,
                 }
-                match self.try_acquire().await {
-                    Ok(true) => {}
-                    Ok(false) => {
+                // An API that does not answer counts against the deadline too.
+                let left = deadline.saturating_sub(renewed.elapsed());
+                match tokio::time::timeout(left, self.try_acquire()).await {
+                    Ok(Ok(true)) => renewed = Instant::now(),
+                    Ok(Ok(false)) => {
                         tracing::error!(lease = %self.name, "lost the lease, stopping");
                         break;
                     }
-                    // Keep acting while the lease may still be ours; stop once it surely expired.
-                    Err(error) => tracing::warn!(%error, "cannot renew the lease"),
+                    Ok(Err(error)) => tracing::warn!(%error, "cannot renew the lease"),
+                    Err(_) => {}
+                }
+                if renewed.elapsed() >= deadline {
+                    tracing::error!(lease = %self.name, ?deadline, "could not renew the lease in time, stepping down");
+                    break;
                 }
             }
             let _ = lost_tx.send(true);
         });
         async move {
             let _ = lost.wait_for(|l| *l).await;
+        }
+    }
+
+    /// How long the holder keeps acting without a successful renewal: 2/3 of
+    /// the lease duration, so it stops before another replica may take over.
+    fn renew_deadline(&self) -> Duration {
+        self.duration * 2 / 3
+    }
+
+    /// Whether another holder's lease expired, judged by how long its record
+    /// has stood still on our own monotonic clock.
+    fn expired_locally(&self, spec: &LeaseSpec) -> bool {
+        let record = format!(
+            "{:?}/{:?}/{:?}",
+            spec.holder_identity,
+            spec.renew_time.as_ref().map(|t| t.0),
+            spec.lease_transitions
+        );
+        let duration = spec.lease_duration_seconds.map_or(self.duration, |s| Duration::from_secs(s.max(0) as u64));
+        let mut observed = self.observed.lock().expect("lease observation lock poisoned");
+        match observed.as_ref() {
+            Some((seen, since)) if *seen == record => since.elapsed() >= duration,
+            _ => {
+                *observed = Some((record, Instant::now()));
+                false
+            }
         }
     }
 
@@ -99,11 +144,7 @@ impl Lease {
         };
         let spec = lease.spec.clone().unwrap_or_default();
         let holder = spec.holder_identity.as_deref();
-        let expired = spec.renew_time.as_ref().is_none_or(|renewed| {
-            let duration = i64::from(spec.lease_duration_seconds.unwrap_or(self.duration.as_secs() as i32));
-            renewed.0.as_second() + duration < now.as_second()
-        });
-        if holder != Some(self.identity.as_str()) && holder.is_some() && !expired {
+        if holder != Some(self.identity.as_str()) && holder.is_some() && !self.expired_locally(&spec) {
             return Ok(false);
         }
         let transitions = spec.lease_transitions.unwrap_or(0) + i32::from(holder != Some(self.identity.as_str()));

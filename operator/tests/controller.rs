@@ -499,3 +499,39 @@ async fn a_holder_that_loses_the_lease_stops() {
     fake.put("leases", object);
     tokio::time::timeout(Duration::from_secs(10), lost).await.expect("a notices it lost the lease");
 }
+
+#[tokio::test]
+async fn a_holder_cut_off_from_the_api_steps_down_before_the_lease_expires() {
+    let (client, fake) = FakeApi::start();
+    let a = lease_for(&client, "a");
+    assert!(a.acquire(std::future::pending()).await);
+    let lost = a.hold(std::future::pending());
+    // Every renewal fails: another replica may take over once the lease
+    // (1 s) expired, so `a` must stop acting before that.
+    fake.fail(Method::GET, "/leases/", 500, 10_000);
+    fake.fail(Method::PUT, "/leases/", 500, 10_000);
+    let started = std::time::Instant::now();
+    tokio::time::timeout(Duration::from_secs(5), lost).await.expect("a steps down while cut off");
+    assert!(started.elapsed() < Duration::from_secs(1), "stepped down after {:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn expiry_is_judged_by_local_time_not_the_holders_clock() {
+    let (client, fake) = FakeApi::start();
+    // A dead holder whose clock ran an hour ahead: its renewTime lies in the future.
+    let ahead = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(1);
+    fake.put(
+        "leases",
+        serde_json::json!({
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {"name": "saga-operator", "namespace": "ops"},
+            "spec": {"holderIdentity": "dead", "leaseDurationSeconds": 1,
+                     "renewTime": ahead.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()},
+        }),
+    );
+    let b = lease_for(&client, "b");
+    let took_over = tokio::time::timeout(Duration::from_secs(5), b.acquire(std::future::pending())).await;
+    assert_eq!(took_over, Ok(true), "the record did not change for a lease duration: expired");
+    assert_eq!(holder(&fake).as_deref(), Some("b"));
+}
