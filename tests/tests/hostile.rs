@@ -551,3 +551,25 @@ async fn connections_over_the_limit_get_a_503_at_once() {
     still_works(&mut platform).await;
     platform.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_request_stuck_on_a_lock_times_out() {
+    let options = Options { env: vec![("HTTP_REQUEST_TIMEOUT", "1s".to_owned())], ..Options::default() };
+    let mut platform = start(options).await;
+    // Someone holds the accounts table: every read of it waits.
+    let mut lock = platform.pool(Svc::Payment).begin().await.unwrap();
+    sqlx::query("LOCK TABLE accounts IN ACCESS EXCLUSIVE MODE").execute(&mut *lock).await.unwrap();
+    let request = platform
+        .http
+        .get(platform.url(Svc::Payment, &format!("/api/v1/accounts/{FRESH_CUSTOMER}")))
+        .bearer_auth(platform.admin_token())
+        .send();
+    let response = tokio::time::timeout(Duration::from_secs(10), request).await;
+    lock.rollback().await.unwrap();
+    let response = response.expect("no answer within 10 s").unwrap();
+    assert_eq!(response.status(), 503);
+    let problem: Value = response.json().await.unwrap();
+    assert!(problem["type"].as_str().unwrap().ends_with("/timeout"), "{problem}");
+    still_works(&mut platform).await;
+    platform.shutdown().await;
+}

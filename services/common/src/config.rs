@@ -96,6 +96,10 @@ pub struct ServiceArgs {
     /// stays above the usual proxy upstream idle timeout (60 s).
     #[arg(long, env = "HTTP_HEADER_READ_TIMEOUT", default_value = "75s", value_parser = parse_duration)]
     pub http_header_read_timeout: Duration,
+    /// A request still running after this long is answered 503 `timeout`
+    /// and cancelled. Must exceed the longest long poll (`?wait=`, 30 s).
+    #[arg(long, env = "HTTP_REQUEST_TIMEOUT", default_value = "45s", value_parser = parse_duration)]
+    pub http_request_timeout: Duration,
     /// Open HTTP connections at most (long polls included); one more is
     /// answered 503 at once and closed.
     #[arg(long, env = "HTTP_MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]

@@ -83,6 +83,20 @@ async fn observe(State(metrics): State<Metrics>, mut request: Request, next: Nex
     response
 }
 
+/// Answers 503 `timeout` when a request takes longer than the limit (a
+/// locked row, a stuck dependency): the handler is dropped, which rolls back
+/// its open transaction, and the connection is free for the next request.
+async fn time_limit(State(limit): State<Duration>, request: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            tracing::warn!(limit_ms = limit.as_millis() as u64, "request timed out");
+            Problem::new(StatusCode::SERVICE_UNAVAILABLE, "timeout", "the request took too long; retry later")
+                .into_response()
+        }
+    }
+}
+
 /// The answer to a PUT that creates or replaces: 201 with `Location` when it
 /// created the resource, 200 when it replaced it.
 pub fn created_or_replaced(created: bool, location: String, body: impl serde::Serialize) -> Response {
@@ -100,7 +114,13 @@ fn header(request: &Request, name: &str) -> Option<String> {
 /// Combines a service's API routes with `/healthz`, `/readyz`, `/metrics`,
 /// `/api/openapi.json`, `/api/docs`, a problem+json 404, the body limit and
 /// request observation.
-pub fn finish(api: Router, mut openapi: OpenApi, readiness: Readiness, metrics: Metrics) -> Router {
+pub fn finish(
+    api: Router,
+    mut openapi: OpenApi,
+    readiness: Readiness,
+    metrics: Metrics,
+    request_timeout: Duration,
+) -> Router {
     let components = openapi.components.get_or_insert_with(Default::default);
     components.add_security_scheme(
         "bearer",
@@ -133,6 +153,7 @@ pub fn finish(api: Router, mut openapi: OpenApi, readiness: Readiness, metrics: 
             Problem::new(StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", "method not allowed on this route")
         })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(middleware::from_fn_with_state(request_timeout, time_limit))
         .layer(middleware::from_fn_with_state(metrics, observe))
 }
 

@@ -139,7 +139,7 @@ impl Service {
             self.health.clone(),
             self.shutdown.clone(),
         );
-        let app = crate::http::finish(api, openapi, readiness, self.metrics.clone());
+        let app = crate::http::finish(api, openapi, readiness, self.metrics.clone(), self.args.http_request_timeout);
         let trigger = self.trigger;
         tokio::spawn(async move {
             termination_signal().await;
