@@ -236,6 +236,16 @@ pub struct AutoscalingSpec {
     #[serde(default = "default_scale_down_step")]
     #[x_kube(validation = Rule::new("self >= 1").message("autoscaling.maxScaleDownStep must be at least 1"))]
     pub max_scale_down_step: i32,
+    /// The period the step limits apply to: at most `maxScaleUpStep` replicas
+    /// added (and `maxScaleDownStep` removed) per period, however often the
+    /// operator reconciles.
+    #[serde(default = "default_step_period")]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 3600").message("autoscaling.stepPeriodSeconds must be between 1 and 3600"))]
+    pub step_period_seconds: u32,
+}
+
+fn default_step_period() -> u32 {
+    15
 }
 
 fn default_tolerance() -> f64 {
@@ -286,6 +296,17 @@ pub struct ServiceStatus {
     /// so a restarted operator does not scale down early.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub recommendations: Vec<Recommendation>,
+    /// Scale events of the current step period (the step limits count them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scale_events: Vec<ScaleEvent>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+pub struct ScaleEvent {
+    /// Unix time in seconds.
+    pub at: i64,
+    /// Replicas added (positive) or removed (negative).
+    pub change: i32,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]

@@ -458,3 +458,33 @@ async fn a_rotated_secret_rolls_the_pods_that_read_it() {
     wait_ready(&ns.name, "rotate").await;
     kubectl(&["delete", "sp", "rotate", "-n", &ns.name, "--wait", "--timeout=60s"]);
 }
+
+#[tokio::test]
+async fn a_burst_of_deployment_events_does_not_multiply_a_scaling_step() {
+    let ns = Namespace::create("burst").await;
+    let (_release, _operator) = chart_and_operator(&ns.name, &[]);
+    kubectl_apply(&ns.name, &local_secrets()).unwrap();
+    let mut sp = platform("burst", "Delete");
+    sp["spec"]["payment"]["autoscaling"] = json!({
+        "minReplicas": 1, "maxReplicas": 10, "targetQueueDepthPerReplica": 1,
+        "maxScaleUpStep": 1, "stepPeriodSeconds": 3600, "stabilizationWindowSeconds": 0,
+    });
+    kubectl_apply(&ns.name, std::slice::from_ref(&sp)).unwrap();
+    wait_ready(&ns.name, "burst").await;
+
+    // A backlog of 50 on the payment queue (no consumer runs: pods are simulated).
+    publish(&format!("{}.payment.commands", platform_name(&sp)), 50).await;
+    let replicas = || async { get(&ns.name, "deployment", "burst-payment")?["spec"]["replicas"].as_i64() };
+    eventually("the first scaling step", WAIT, || async { (replicas().await? == 2).then_some(()) }).await;
+
+    // Every Deployment event triggers a reconcile; none may add another step
+    // inside the period (before: 2 -> 3 -> 4 ... within seconds).
+    for i in 0..20 {
+        kubectl(&["annotate", "deployment", "burst-payment", "-n", &ns.name, &format!("test/poke={i}"), "--overwrite"]);
+    }
+    // Nothing to await: the claim is that nothing happens. The burst's reconciles
+    // and three SCALE_INTERVALs (2 s here) pass.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(replicas().await, Some(2), "one step per period, however many reconciles");
+    kubectl(&["delete", "sp", "burst", "-n", &ns.name, "--wait", "--timeout=60s"]);
+}

@@ -360,15 +360,22 @@ async fn apply_platform_steps(platform: &SagaPlatform, ctx: &Context) -> Result<
         let spec = component.spec(platform);
         let before = previous_service(&previous, component);
         let depth = depths.get(component.name()).copied();
-        let (replicas, recommendations) = match &spec.autoscaling {
-            None => (spec.replicas, Vec::new()),
+        let (replicas, recommendations, scale_events) = match &spec.autoscaling {
+            None => (spec.replicas, Vec::new(), Vec::new()),
             Some(scaling_spec) => {
                 autoscaling = true;
                 let policy = scaling::Policy::from(scaling_spec);
                 let current = if before.desired_replicas > 0 { before.desired_replicas } else { policy.min };
                 match depth {
                     Some(depth) => {
-                        let decision = scaling::decide(&policy, current, depth, now, &before.recommendations);
+                        let decision = scaling::decide(
+                            &policy,
+                            current,
+                            depth,
+                            now,
+                            &before.recommendations,
+                            &before.scale_events,
+                        );
                         if decision.replicas != current {
                             let direction = if decision.replicas > current { "up" } else { "down" };
                             ctx.metrics.scaled(&platform_name, component.name(), direction);
@@ -379,10 +386,14 @@ async fn apply_platform_steps(platform: &SagaPlatform, ctx: &Context) -> Result<
                             );
                             ctx.event(&reference, EventType::Normal, "Scaled", "Autoscale", note).await;
                         }
-                        (decision.replicas, decision.recommendations)
+                        (decision.replicas, decision.recommendations, decision.events)
                     }
                     // Broker unreadable: hold the current count.
-                    None => (current.clamp(policy.min, policy.max), before.recommendations.clone()),
+                    None => (
+                        current.clamp(policy.min, policy.max),
+                        before.recommendations.clone(),
+                        before.scale_events.clone(),
+                    ),
                 }
             }
         };
@@ -398,6 +409,7 @@ async fn apply_platform_steps(platform: &SagaPlatform, ctx: &Context) -> Result<
             replicas: format!("{ready}/{replicas}"),
             queue_depth: depth,
             recommendations,
+            scale_events,
         });
     }
 

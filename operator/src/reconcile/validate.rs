@@ -88,6 +88,7 @@ mod tests {
             stabilization_window_seconds: 300,
             max_scale_up_step: 4,
             max_scale_down_step: 1,
+            step_period_seconds: 15,
         });
         assert_eq!(
             validate(&platform),

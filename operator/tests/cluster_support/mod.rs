@@ -145,6 +145,13 @@ impl Drop for Namespace {
 /// operator limited to that namespace (its own Role), plus `--set` values.
 pub fn install_chart(release: &str, namespace: &str, set: &[&str]) -> String {
     let chart = root().join("charts/saga-platform");
+    // Helm installs the CRD only when it is missing and never upgrades it: on a
+    // control plane kept from an earlier run, bring it up to date as the
+    // README tells users to.
+    if get("", "crd", "sagaplatforms.saga.dev").is_some() {
+        let crd = chart.join("crds/sagaplatform.yaml");
+        kubectl(&["apply", "--server-side", "--force-conflicts", "-f", crd.to_str().unwrap()]);
+    }
     let watch = format!("operator.watchNamespace={namespace}");
     let mut args = vec!["install", release, chart.to_str().unwrap(), "-n", namespace, "--set", &watch, "--wait"];
     args.extend(["--timeout", "120s"]);
@@ -318,4 +325,22 @@ pub async fn delete_queue(name: &str) {
         .await
         .unwrap();
     assert!(response.status().is_success(), "delete queue {name}: {}", response.status());
+}
+
+/// Publishes `count` persistent messages to `queue` through the default exchange (management API).
+pub async fn publish(queue: &str, count: usize) {
+    let client = reqwest::Client::new();
+    for i in 0..count {
+        let body = json!({"properties": {"delivery_mode": 2}, "routing_key": queue,
+                          "payload": format!("backlog {i}"), "payload_encoding": "string"});
+        let response = client
+            .post(format!("{MANAGEMENT_URL}/api/exchanges/%2f/amq.default/publish"))
+            .basic_auth("guest", Some("guest"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let answer: Value = response.json().await.unwrap();
+        assert_eq!(answer["routed"], true, "published to {queue}");
+    }
 }
