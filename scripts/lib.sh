@@ -125,6 +125,14 @@ ensure_rabbitmq() {
             timeout --kill-after=5 60 rabbitmq-plugins -q enable rabbitmq_management >/dev/null </dev/null
         fi
     fi
+    # Started by hand, the node runs under `su rabbitmq`, whose PAM limits give
+    # it 1024 file handles; ~250 queues exhausted them here and the broker
+    # stopped completing AMQP handshakes. rabbitmq-env.conf is sourced by the
+    # node's start script as the rabbitmq user: raise the soft limit there.
+    local env_conf=/etc/rabbitmq/rabbitmq-env.conf marker="# saga-platform: file handles"
+    if [[ -w /etc/rabbitmq ]] && ! grep -qF "$marker" "$env_conf" 2>/dev/null; then
+        printf '%s\n%s\n' "$marker" 'ulimit -n "$(ulimit -Hn)" 2>/dev/null || true' >>"$env_conf"
+    fi
     if port_open 5672; then
         echo "RabbitMQ is up"
     else

@@ -238,8 +238,7 @@ impl Operator {
             .env("RESYNC_INTERVAL", "2s")
             .env("SCALE_INTERVAL", "2s")
             .env("CLEANUP_TIMEOUT", "15s")
-            // Quorum queues declare slowly on a loaded 2-core machine (measured:
-            // the default 5 s bound on a whole topology declaration timed out).
+            // Generous on a loaded 2-core machine (the default is 5 s).
             .env("BROKER_TIMEOUT", "30s")
             .env("POD_NAMESPACE", namespace)
             .envs(env.iter().copied())
