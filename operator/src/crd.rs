@@ -112,10 +112,12 @@ pub struct RetrySpec {
     /// Delay before the second delivery, in milliseconds.
     #[serde(default = "default_initial_delay_ms")]
     #[x_kube(validation = Rule::new("self > 0").message("retry.initialDelayMs must be greater than 0"))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("retry.initialDelayMs cannot be changed after creation: the retry queues' delays are fixed on RabbitMQ; create a SagaPlatform with a new platform name instead"))]
     pub initial_delay_ms: u64,
     /// Factor by which each further delay grows.
     #[serde(default = "default_multiplier")]
     #[x_kube(validation = Rule::new("self >= 1 && self <= 10").message("retry.multiplier must be between 1 and 10"))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("retry.multiplier cannot be changed after creation: the retry queues' delays are fixed on RabbitMQ; create a SagaPlatform with a new platform name instead"))]
     pub multiplier: u32,
 }
 

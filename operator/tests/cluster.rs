@@ -285,6 +285,8 @@ async fn delete_topology_of(sp: &Value) {
 #[tokio::test]
 async fn invalid_resources_are_refused_by_the_api_server() {
     let ns = Namespace::create("refused").await;
+    // This test installs no chart: the CRD, as the chart has it.
+    apply_crd();
     let cases: Vec<Value> = serde_yaml::from_str(
         &std::fs::read_to_string(format!("{}/tests/refused-sagaplatforms.yaml", env!("CARGO_MANIFEST_DIR"))).unwrap(),
     )
@@ -300,6 +302,21 @@ async fn invalid_resources_are_refused_by_the_api_server() {
         }
     }
     assert!(get(&ns.name, "sagaplatform", "refused").is_none(), "nothing was stored");
+
+    // Transition rules: what RabbitMQ cannot change in place cannot be changed here.
+    kubectl_apply(&ns.name, &[platform("fixed", "Retain")]).unwrap();
+    for (patch, message) in [
+        (r#"{"spec":{"retry":{"initialDelayMs":900}}}"#, "retry.initialDelayMs cannot be changed after creation"),
+        (r#"{"spec":{"retry":{"multiplier":2}}}"#, "retry.multiplier cannot be changed after creation"),
+        (r#"{"spec":{"broker":{"queueType":"classic"}}}"#, "queueType cannot be changed after creation"),
+        (r#"{"spec":{"platform":"renamed"}}"#, "platform cannot be changed after creation"),
+    ] {
+        let output = tool("kubectl", &["patch", "sp", "fixed", "-n", &ns.name, "--type=merge", "-p", patch]);
+        let error = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success() && error.contains(message), "{patch}: {error}");
+    }
+    kubectl(&["patch", "sp", "fixed", "-n", &ns.name, "--type=merge", "-p", r#"{"spec":{"retry":{"maxAttempts":7}}}"#]);
+    kubectl(&["delete", "sp", "fixed", "-n", &ns.name, "--wait=false"]);
 }
 
 /// Merges `over` into `base` (objects key by key, anything else replaced).

@@ -64,6 +64,24 @@ fn queue_type_is_immutable() {
 }
 
 #[test]
+fn retry_delays_are_immutable_but_the_attempts_may_change() {
+    let old = example();
+    let mut new = old.clone();
+    new.spec.retry.initial_delay_ms += 100;
+    new.spec.retry.multiplier = 2;
+    assert_eq!(
+        messages(new.validate_cel_update(&old)),
+        [
+            "retry.initialDelayMs cannot be changed after creation: the retry queues' delays are fixed on RabbitMQ; create a SagaPlatform with a new platform name instead",
+            "retry.multiplier cannot be changed after creation: the retry queues' delays are fixed on RabbitMQ; create a SagaPlatform with a new platform name instead",
+        ]
+    );
+    let mut more = old.clone();
+    more.spec.retry.max_attempts = 7;
+    assert_eq!(messages(more.validate_cel_update(&old)), Vec::<String>::new());
+}
+
+#[test]
 fn platform_name_is_immutable_and_well_formed() {
     let old = example();
     let mut renamed = old.clone();

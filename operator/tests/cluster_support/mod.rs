@@ -149,8 +149,7 @@ pub fn install_chart(release: &str, namespace: &str, set: &[&str]) -> String {
     // control plane kept from an earlier run, bring it up to date as the
     // README tells users to.
     if get("", "crd", "sagaplatforms.saga.dev").is_some() {
-        let crd = chart.join("crds/sagaplatform.yaml");
-        kubectl(&["apply", "--server-side", "--force-conflicts", "-f", crd.to_str().unwrap()]);
+        apply_crd();
     }
     let watch = format!("operator.watchNamespace={namespace}");
     let mut args = vec!["install", release, chart.to_str().unwrap(), "-n", namespace, "--set", &watch, "--wait"];
@@ -342,4 +341,11 @@ pub async fn publish(queue: &str, count: usize) {
         let answer: Value = response.json().await.unwrap();
         assert_eq!(answer["routed"], true, "published to {queue}");
     }
+}
+
+/// `kubectl apply --server-side` of the chart's CRD, then waits until it is Established.
+pub fn apply_crd() {
+    let crd = root().join("charts/saga-platform/crds/sagaplatform.yaml");
+    kubectl(&["apply", "--server-side", "--force-conflicts", "-f", crd.to_str().unwrap()]);
+    kubectl(&["wait", "--for=condition=Established", "crd/sagaplatforms.saga.dev", "--timeout=60s"]);
 }
