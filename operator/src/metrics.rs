@@ -81,6 +81,23 @@ impl Metrics {
         self.scaling_decisions.get_or_create(&labels).inc();
     }
 
+    /// Removes every series of a deleted resource and of its platform.
+    pub fn forget(&self, resource: &str, platform: Option<&str>) {
+        self.reconciles.remove(&vec![("resource", resource.to_owned())]);
+        let Some(platform) = platform else { return };
+        for service in ["order", "payment", "inventory"] {
+            let labels = vec![("platform", platform.to_owned()), ("service", service.to_owned())];
+            self.queue_depth.remove(&labels);
+            self.desired_replicas.remove(&labels);
+            self.ready_replicas.remove(&labels);
+            for direction in ["up", "down"] {
+                let mut labels = labels.clone();
+                labels.push(("direction", direction.to_owned()));
+                self.scaling_decisions.remove(&labels);
+            }
+        }
+    }
+
     /// Failed reconciles so far with this reason (for tests and logs).
     pub fn failures(&self, reason: &'static str) -> u64 {
         self.failures.get_or_create(&vec![("reason", reason.to_owned())]).get()

@@ -185,6 +185,27 @@ async fn an_apply_error_sets_ready_false_with_the_current_generation() {
 }
 
 #[tokio::test]
+async fn a_deleted_platform_leaves_no_metric_series() {
+    let operator = Operator::start(settings());
+    let platform = unique_platform("op-prune");
+    put_secrets(&operator.fake, AMQP_URL);
+    operator.fake.put("sagaplatforms", support::platform("demo", &platform, 0, "Retain"));
+    operator.wait_condition("demo", "Ready", "True").await;
+    let before = operator.context.metrics.render();
+    assert!(before.contains(&format!("platform=\"{platform}\"")), "{before}");
+
+    operator.fake.delete(&Operator::platform_key("demo"));
+    let key = Operator::platform_key("demo");
+    operator.fake.wait_for("resource gone", WAIT, |fake| fake.get(&key).is_none().then_some(())).await;
+    let after = operator.context.metrics.render();
+    assert!(!after.contains(&platform), "series of a deleted platform stay:\n{after}");
+    assert!(!after.contains("resource=\"shop/demo\""), "series of a deleted resource stay:\n{after}");
+
+    operator.stop().await;
+    delete_topology(&platform).await;
+}
+
+#[tokio::test]
 async fn deletion_with_retain_keeps_the_topology() {
     let operator = Operator::start(settings());
     let platform = unique_platform("op-retain");

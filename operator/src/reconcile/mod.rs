@@ -127,6 +127,21 @@ impl Context {
         }
     }
 
+    /// Drops what is kept per resource: metric series, failure count, child versions.
+    fn forget(&self, key: &str, platform: Option<&str>, name: &str) {
+        self.metrics.forget(key, platform);
+        self.failures.lock().expect("failures lock poisoned").remove(key);
+        let namespace = key.split_once('/').map(|(ns, _)| ns).unwrap_or_default();
+        let children: Vec<String> = Component::ALL
+            .iter()
+            .flat_map(|c| {
+                let child = format!("{namespace}/{name}-{}", c.name());
+                ["ConfigMap", "Service", "Deployment"].map(|kind| format!("{kind}/{child}"))
+            })
+            .collect();
+        self.versions.lock().expect("versions lock poisoned").retain(|k, _| !children.contains(k));
+    }
+
     /// True when the child's version differs from the one last seen (or was never seen).
     fn changed(&self, key: String, version: String) -> bool {
         self.versions.lock().expect("versions lock poisoned").insert(key, version.clone()).as_ref() != Some(&version)
@@ -148,6 +163,15 @@ pub async fn reconcile(object: Arc<DeserializeGuard<SagaPlatform>>, ctx: Arc<Con
     }
     .instrument(span)
     .await;
+    if object.meta().deletion_timestamp.is_some() {
+        // Being deleted: nothing of it may stay in the metrics or the caches
+        // (the cleanup forgets it; a reconcile of it records nothing new).
+        if result.is_ok() {
+            let platform = object.0.as_ref().ok().map(|p| p.platform_name());
+            ctx.forget(&key, platform.as_deref(), &object.name_any());
+        }
+        return result;
+    }
     ctx.metrics.reconciled(&key, started.elapsed().as_secs_f64());
     if result.is_ok() {
         ctx.failures.lock().expect("failures lock poisoned").remove(&key);
@@ -510,6 +534,10 @@ async fn write_status(ctx: &Context, platform: &SagaPlatform, status: SagaPlatfo
 async fn cleanup(platform: &SagaPlatform, ctx: &Context) -> Result<Action, Error> {
     let reference = platform.object_ref(&());
     let platform_name = platform.platform_name();
+    // The finalizer goes once this returns Ok, and the object with it: forget
+    // it now (a failed finalizer removal runs this again).
+    let key = format!("{}/{}", platform.namespace().unwrap_or_default(), platform.name_any());
+    ctx.forget(&key, Some(&platform_name), &platform.name_any());
     if platform.spec.deletion_policy == DeletionPolicy::Retain {
         let note = format!("deletionPolicy Retain: left the topology of platform {platform_name} on the broker");
         ctx.event(&reference, EventType::Normal, "TopologyRetained", "Cleanup", note).await;
