@@ -100,9 +100,10 @@ impl Brokers {
     }
 
     /// Drops the cached connection of `url` (closing it in the background).
-    /// After a timed-out operation its channels are in an unknown state:
-    /// seen on the real control plane, every later declaration on such a
-    /// connection timed out too, so the topology never appeared.
+    /// After a timed-out operation its channels are in an unknown state, so
+    /// the next reconcile connects afresh rather than reuse it (defensive: the
+    /// timeouts seen on the real control plane came from a broker out of file
+    /// handles, not from a wedged connection).
     fn forget(&self, url: &str) {
         let removed = self.connections.lock().expect("broker cache poisoned").remove(url);
         if let Some(connection) = removed {

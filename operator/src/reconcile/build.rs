@@ -184,11 +184,8 @@ pub fn deployment(platform: &SagaPlatform, component: Component, replicas: i32, 
     let mut template_annotations = BTreeMap::new();
     template_annotations.insert(CONFIG_HASH_ANNOTATION.to_owned(), config_hash(&config));
     template_annotations.insert(SECRETS_HASH_ANNOTATION.to_owned(), secrets_hash.to_owned());
-    let env = vec![
-        secret_env("DATABASE_URL", &spec.database_url_secret),
-        secret_env("AMQP_URL", &platform.spec.broker.url_secret),
-        secret_env("AUTH_JWT_SECRET", &platform.spec.auth.jwt_secret),
-    ];
+    let env =
+        SECRET_ENV.iter().zip(secret_refs(platform, component)).map(|(name, key)| secret_env(name, key)).collect();
     let container = Container {
         name: component.name().into(),
         image: Some(spec.image.clone()),
@@ -308,6 +305,9 @@ fn secret_env(name: &str, secret: &SecretKeyRef) -> EnvVar {
 fn quantities(values: &BTreeMap<String, String>) -> Option<BTreeMap<String, Quantity>> {
     (!values.is_empty()).then(|| values.iter().map(|(k, v)| (k.clone(), Quantity(v.clone()))).collect())
 }
+
+/// The environment variables the Secret keys of [`secret_refs`] become, in the same order.
+const SECRET_ENV: [&str; 3] = ["DATABASE_URL", "AMQP_URL", "AUTH_JWT_SECRET"];
 
 /// The Secret keys a service's pods read, in a fixed order: its database
 /// URL, the broker URL, the JWT secret.

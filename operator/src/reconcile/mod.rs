@@ -164,12 +164,7 @@ pub async fn reconcile(object: Arc<DeserializeGuard<SagaPlatform>>, ctx: Arc<Con
     .instrument(span)
     .await;
     if object.meta().deletion_timestamp.is_some() {
-        // Being deleted: nothing of it may stay in the metrics or the caches
-        // (the cleanup forgets it; a reconcile of it records nothing new).
-        if result.is_ok() {
-            let platform = object.0.as_ref().ok().map(|p| p.platform_name());
-            ctx.forget(&key, platform.as_deref(), &object.name_any());
-        }
+        // Being deleted: the cleanup forgot it; record nothing new.
         return result;
     }
     ctx.metrics.reconciled(&key, started.elapsed().as_secs_f64());
@@ -242,8 +237,10 @@ async fn reconcile_invalid(
         let api: Api<SagaPlatform> = Api::namespaced(ctx.client.clone(), meta.namespace.as_deref().unwrap_or_default());
         let remaining: Vec<&String> = finalizers.iter().filter(|f| *f != FINALIZER).collect();
         let patch = json!({"metadata": {"finalizers": remaining}});
-        api.patch_metadata(meta.name.as_deref().unwrap_or_default(), &PatchParams::default(), &Patch::Merge(patch))
-            .await?;
+        let name = meta.name.as_deref().unwrap_or_default();
+        let key = format!("{}/{name}", meta.namespace.as_deref().unwrap_or_default());
+        ctx.forget(&key, None, name);
+        api.patch_metadata(name, &PatchParams::default(), &Patch::Merge(patch)).await?;
     }
     Ok(Action::await_change())
 }
@@ -375,7 +372,8 @@ async fn apply_platform_steps(platform: &SagaPlatform, ctx: &Context) -> Result<
         }
     }
 
-    // build + apply, per service
+    // build + apply, per service (the Secrets the pods read, each read once)
+    let secret_hashes = secret_hashes(ctx, platform).await?;
     let now = chrono::Utc::now().timestamp();
     let mut services = Vec::new();
     let mut not_ready = Vec::new();
@@ -421,7 +419,7 @@ async fn apply_platform_steps(platform: &SagaPlatform, ctx: &Context) -> Result<
                 }
             }
         };
-        let deployment = apply_children(ctx, platform, component, replicas, &reference).await?;
+        let deployment = apply_children(ctx, platform, component, replicas, &secret_hashes, &reference).await?;
         let ready = deployment.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0);
         if ready < replicas {
             not_ready.push(format!("{}: {ready}/{replicas} ready", component.name()));
@@ -486,11 +484,23 @@ fn status_conditions(platform: &SagaPlatform, observed: &[Observation]) -> Vec<c
     status::conditions(previous, &all, &now_rfc3339(), platform.metadata.generation)
 }
 
+/// Per service, the hash of the Secret values its pods read; each Secret is read once.
+async fn secret_hashes(ctx: &Context, platform: &SagaPlatform) -> Result<HashMap<&'static str, String>, Error> {
+    let refs: Vec<_> = Component::ALL.iter().flat_map(|c| build::secret_refs(platform, *c)).collect();
+    let values = read::secret_values(&ctx.client, &platform.namespace().unwrap_or_default(), &refs).await?;
+    Ok(Component::ALL
+        .iter()
+        .zip(values.chunks(refs.len() / Component::ALL.len()))
+        .map(|(c, v)| (c.name(), build::secrets_hash(v)))
+        .collect())
+}
+
 async fn apply_children(
     ctx: &Context,
     platform: &SagaPlatform,
     component: Component,
     replicas: i32,
+    secret_hashes: &HashMap<&'static str, String>,
     reference: &ObjectReference,
 ) -> Result<Deployment, Error> {
     let namespace = platform.namespace().unwrap_or_default();
@@ -499,10 +509,9 @@ async fn apply_children(
     let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &namespace);
     let config_map = apply::apply(&config_maps, &build::config_map(platform, component)).await?;
     let service = apply::apply(&services, &build::service(platform, component)).await?;
-    let refs = build::secret_refs(platform, component);
-    let secrets_hash = build::secrets_hash(&read::secret_values(&ctx.client, &namespace, &refs).await?);
+    let secrets_hash = &secret_hashes[component.name()];
     let deployment =
-        apply::apply(&deployments, &build::deployment(platform, component, replicas, &secrets_hash)).await?;
+        apply::apply(&deployments, &build::deployment(platform, component, replicas, secrets_hash)).await?;
     for (kind, name, version) in [
         ("ConfigMap", config_map.name_any(), apply::version(&config_map)),
         ("Service", service.name_any(), apply::version(&service)),
