@@ -429,6 +429,80 @@ async fn tokens_not_yet_valid_or_naming_no_customer_are_refused() {
     platform.shutdown().await;
 }
 
+#[tokio::test]
+async fn issuer_audience_and_lifetime_are_enforced_when_configured() {
+    let mut platform = start(Options::default()).await;
+    let strict = [
+        ("AUTH_ISSUER", "https://idp.example".to_owned()),
+        ("AUTH_AUDIENCE", "saga-platform".to_owned()),
+        ("AUTH_MAX_TOKEN_LIFETIME", "1h".to_owned()),
+    ];
+    platform.restart_with(Svc::Payment, 0, &strict);
+    platform.wait_ready().await;
+    let now = now_secs();
+    let good =
+        json!({"sub": "alice", "iss": "https://idp.example", "aud": "saga-platform", "iat": now, "exp": now + 600});
+    let with = |key: &str, value: Value| {
+        let mut claims = good.clone();
+        claims[key] = value;
+        claims
+    };
+    let without = |key: &str| {
+        let mut claims = good.clone();
+        claims.as_object_mut().unwrap().remove(key);
+        claims
+    };
+    let cases: Vec<(&str, Value, u16)> = vec![
+        ("control: issuer, audience and a 10-minute lifetime", good.clone(), 404),
+        ("control: the audience among several", with("aud", json!(["other", "saga-platform"])), 404),
+        ("another issuer", with("iss", json!("https://evil.example")), 401),
+        ("no issuer", without("iss"), 401),
+        ("another audience", with("aud", json!("another-api")), 401),
+        ("no audience", without("aud"), 401),
+        ("a two-hour lifetime", with("exp", json!(now + 7200)), 401),
+        ("no iat (lifetime unknown)", without("iat"), 401),
+    ];
+    let mut failures = Vec::new();
+    for (name, claims, expected) in &cases {
+        let url = platform.url(Svc::Payment, "/api/v1/accounts/alice");
+        let response = platform.http.get(url).bearer_auth(sign(claims)).send().await.unwrap();
+        let status = response.status().as_u16();
+        if status != *expected {
+            failures.push(format!("{name}: {status}, expected {expected}: {}", response.text().await.unwrap()));
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+    platform.shutdown().await;
+}
+
+/// Runs a service binary with `env` only; its exit code and output.
+fn run_service(env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let output = std::process::Command::new(saga_tests::bin_dir().join("payment-service"))
+        .env_clear()
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
+    (output.status.code(), text)
+}
+
+#[test]
+fn bad_settings_are_refused_without_repeating_secrets() {
+    let database = "postgres://app:db-pw-hunter2@127.0.0.1:5432/nowhere";
+    let (code, output) = run_service(&[("DATABASE_URL", database), ("AUTH_JWT_SECRET", "short-secret-hunter2")]);
+    assert_eq!(code, Some(2), "{output}");
+    assert!(output.contains("AUTH_JWT_SECRET") && output.contains("at least 32 bytes"), "{output}");
+    assert!(!output.contains("hunter2"), "a secret was printed: {output}");
+    let (code, output) = run_service(&[("DATABASE_URL", "not a url with pw-hunter2"), ("AUTH_DISABLED", "true")]);
+    assert_eq!(code, Some(2), "{output}");
+    assert!(output.contains("DATABASE_URL") && !output.contains("hunter2"), "{output}");
+    // AUTH_DISABLED only on a development platform.
+    let (code, output) = run_service(&[("DATABASE_URL", database), ("AUTH_DISABLED", "true")]);
+    assert_eq!(code, Some(2), "{output}");
+    assert!(output.contains("SAGA_DEV_MODE"), "{output}");
+    assert!(!output.contains("hunter2"), "{output}");
+}
+
 /// How many series `/metrics` holds.
 async fn series(platform: &Platform, svc: Svc) -> std::collections::BTreeSet<String> {
     let text = platform.http.get(platform.url(svc, "/metrics")).send().await.unwrap().text().await.unwrap();
