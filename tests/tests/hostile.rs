@@ -746,3 +746,40 @@ async fn long_polls_are_bounded_per_customer_and_overall() {
     still_works(&mut platform).await;
     platform.shutdown().await;
 }
+
+#[tokio::test]
+async fn another_customers_idempotency_key_and_cursor_reveal_nothing() {
+    let mut platform = start(Options::default()).await;
+    let place = |customer: &str, key: &str| {
+        platform
+            .http
+            .post(platform.url(Svc::Order, "/api/v1/orders"))
+            .bearer_auth(platform.token(customer))
+            .header("idempotency-key", key)
+            .json(&json!({"items": [{"sku": FRESH_SKU, "quantity": 1}]}))
+            .send()
+    };
+    let alices = place("alice", "shared-key-1").await.unwrap();
+    assert_eq!(alices.status(), 202);
+    let alices: Value = alices.json().await.unwrap();
+    place("alice", "shared-key-2").await.unwrap();
+    // Bob replays Alice's key with her very body: his own new order, not hers.
+    let bobs = place("bob", "shared-key-1").await.unwrap();
+    assert_eq!(bobs.status(), 202);
+    let bobs: Value = bobs.json().await.unwrap();
+    assert_ne!(bobs["id"], alices["id"], "bob got alice's order through her Idempotency-Key");
+    assert_eq!(bobs["customer_id"], "bob");
+    // Bob follows Alice's cursor: still only his own orders.
+    let list = |customer: &str, query: String| {
+        let url = platform.url(Svc::Order, &format!("/api/v1/orders?{query}"));
+        let request = platform.http.get(url).bearer_auth(platform.token(customer));
+        async move { request.send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    let page = list("alice", "limit=1".into()).await;
+    let cursor = page["next_cursor"].as_str().expect("alice has a second page").to_owned();
+    let followed = list("bob", format!("limit=100&cursor={cursor}")).await;
+    let customers: Vec<&Value> = followed["items"].as_array().unwrap().iter().map(|o| &o["customer_id"]).collect();
+    assert!(customers.iter().all(|c| *c == "bob"), "bob saw {customers:?} through alice's cursor");
+    still_works(&mut platform).await;
+    platform.shutdown().await;
+}
