@@ -36,14 +36,34 @@ use crate::outbox::OutboxSignal;
 use crate::runtime::Shutdown;
 use crate::topology::{Destination, Topology, retry_queue_name};
 
-/// What a service does with one message, inside the consumer's transaction.
+/// What a service does with messages, inside the consumer's transaction.
 /// Outgoing messages go to the outbox through the same connection.
 pub trait Handler: Send + Sync + 'static {
+    /// One message, alone in a savepoint (the path a batch takes when one of
+    /// its messages fails).
     fn handle<'a>(
         &'a self,
         conn: &'a mut PgConnection,
         envelope: &'a Envelope,
     ) -> impl Future<Output = Result<(), HandlerError>> + Send + 'a;
+
+    /// A batch of first deliveries, in order (messages of one order keep
+    /// their delivery order). Any error undoes the whole batch, which is
+    /// then handled message by message with `handle`, so the result must be
+    /// the same as handling them one after the other. Handlers override this
+    /// to apply the batch with a constant number of set-based statements.
+    fn handle_batch<'a>(
+        &'a self,
+        conn: &'a mut PgConnection,
+        envelopes: &'a [&'a Envelope],
+    ) -> impl Future<Output = Result<(), HandlerError>> + Send + 'a {
+        async move {
+            for envelope in envelopes {
+                self.handle(conn, envelope).instrument(message_span(envelope)).await?;
+            }
+            Ok(())
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -201,17 +221,23 @@ impl<H: Handler> Consumer<H> {
             Err(error) => return unavailable_or_none(error),
         };
         let mut verdicts = Vec::with_capacity(batch.len());
+        let mut first = Vec::with_capacity(batch.len());
         for envelope in envelopes {
             // `remove`: a message delivered twice within the batch runs once.
-            if !fresh.remove(&envelope.message_id) {
+            if fresh.remove(&envelope.message_id) {
+                first.push(envelope);
+                verdicts.push(Verdict::Done);
+            } else {
                 verdicts.push(Verdict::Duplicate);
-                continue;
             }
-            let span = message_span(envelope);
-            match self.handler.handle(&mut tx, envelope).instrument(span).await {
-                Ok(()) => verdicts.push(Verdict::Done),
-                Err(HandlerError::Unavailable(reason)) => return Err(reason),
-                Err(_) => return Ok(None),
+        }
+        self.metrics.consumer_batch(first.len());
+        match self.handler.handle_batch(&mut tx, &first).await {
+            Ok(()) => {}
+            Err(HandlerError::Unavailable(reason)) => return Err(reason),
+            Err(error) => {
+                tracing::debug!(%error, "batch failed; handling its messages one by one");
+                return Ok(None);
             }
         }
         if let Err(error) = tx.commit().await {

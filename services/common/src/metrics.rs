@@ -17,6 +17,8 @@ pub struct Metrics {
     /// Outbox rows that could never be published, moved to `outbox_dead_letters`.
     pub outbox_set_aside: Counter,
     consumed: Family<Labels, Counter>,
+    /// First deliveries a consumer handled together in one batch.
+    consumer_batch: Histogram,
     http_requests: Family<Labels, Counter>,
     http_duration: Family<Labels, Histogram>,
 }
@@ -38,6 +40,12 @@ impl Metrics {
         );
         let consumed = Family::<Labels, Counter>::default();
         registry.register("messages_consumed", "Messages consumed, by queue and outcome", consumed.clone());
+        let consumer_batch = Histogram::new(exponential_buckets(1.0, 2.0, 10));
+        registry.register(
+            "consumer_batch_size",
+            "First deliveries handled together in one transaction",
+            consumer_batch.clone(),
+        );
         let http_requests = Family::<Labels, Counter>::default();
         registry.register("http_requests", "HTTP requests, by route and status", http_requests.clone());
         let http_duration = Family::<Labels, Histogram>::new_with_constructor(latency_histogram as fn() -> Histogram);
@@ -47,6 +55,7 @@ impl Metrics {
             messages_published,
             outbox_set_aside,
             consumed,
+            consumer_batch,
             http_requests,
             http_duration,
         }
@@ -59,6 +68,10 @@ impl Metrics {
 
     pub fn messages_consumed(&self, queue: &str, outcome: &'static str) {
         self.consumed.get_or_create(&vec![("queue", queue.to_owned()), ("outcome", outcome.to_owned())]).inc();
+    }
+
+    pub fn consumer_batch(&self, size: usize) {
+        self.consumer_batch.observe(size as f64);
     }
 
     /// `route` must be a route template (or `unmatched`), never a raw path;

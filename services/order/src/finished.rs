@@ -19,8 +19,12 @@ use uuid::Uuid;
 const CHANNEL: &str = "order_status_changed";
 
 /// Inside the transaction that changes the order's status.
-pub async fn announce(conn: &mut PgConnection, order_id: Uuid) -> sqlx::Result<()> {
-    sqlx::query("SELECT pg_notify($1, $2)").bind(CHANNEL).bind(order_id.to_string()).execute(conn).await?;
+pub async fn announce_all(conn: &mut PgConnection, order_ids: &[Uuid]) -> sqlx::Result<()> {
+    if order_ids.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<String> = order_ids.iter().map(Uuid::to_string).collect();
+    sqlx::query("SELECT pg_notify($1, id) FROM UNNEST($2::text[]) AS id").bind(CHANNEL).bind(ids).execute(conn).await?;
     Ok(())
 }
 

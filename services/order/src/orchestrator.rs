@@ -2,6 +2,7 @@
 //! transition, store the new state, its timeline entries and its commands
 //! (outbox) in the caller's transaction.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
@@ -15,10 +16,11 @@ use saga_common::outbox;
 use saga_common::topology::Destination;
 use serde_json::json;
 use sqlx::PgConnection;
+use uuid::Uuid;
 
 use crate::finished;
 use crate::saga::{self, Effect, Event, OrderStatus, SagaOrder, SagaState, Transition};
-use crate::store::{self, OrderRow, SagaUpdate};
+use crate::store::{self, Item, OrderRow, SagaUpdate};
 
 pub struct Orchestrator {
     pub step_timeout: Duration,
@@ -44,38 +46,64 @@ impl Orchestrator {
         event: Event,
         cause: Option<&Envelope>,
     ) -> Result<Transition, sqlx::Error> {
-        let before = &order.saga.0;
-        let transition = saga::step(before, &saga_order(order), &event);
-        let mut timeline = vec![describe(&event, &transition.effect)];
-        if transition.effect == Effect::Applied {
-            if transition.state != *before {
-                timeline.push(("state.changed", json!({"from": before.name(), "to": transition.state.name()})));
-            }
-            let commands = envelopes(order, cause, &transition.commands);
-            timeline.extend(commands.iter().map(sent));
-            let deadline_secs = transition
-                .state
-                .awaits_reply()
-                .then_some((self.step_timeout * transition.state.timeout_factor()).as_secs_f64());
-            let update = SagaUpdate { saga: &transition.state, priced: transition.priced.as_ref(), deadline_secs };
-            let updated_at = store::update(conn, order.id, update).await?;
-            if transition.state.status() != before.status() {
-                finished::announce(conn, order.id).await?;
-            }
-            outbox::enqueue(conn, &commands).await?;
-            self.observe_finish(order, before, &transition.state, updated_at);
-        }
-        store::record_events(conn, order.id, &timeline).await?;
-        Ok(transition)
+        let mut transitions = self.advance_all(conn, vec![order.clone()], &[(order.id, event, cause)]).await?;
+        Ok(transitions.pop().expect("one event, one transition"))
     }
 
-    fn observe_finish(
+    /// Applies events, in order, to orders locked by the caller (an order may
+    /// take several): each transition is computed in memory on the state the
+    /// previous one left, then the batch is stored with one statement per
+    /// kind of change (orders, timeline, outbox, notifications), whatever
+    /// its size.
+    pub async fn advance_all(
         &self,
-        order: &OrderRow,
-        before: &SagaState,
-        after: &SagaState,
-        at: chrono::DateTime<chrono::Utc>,
-    ) {
+        conn: &mut PgConnection,
+        orders: Vec<OrderRow>,
+        events: &[(Uuid, Event, Option<&Envelope>)],
+    ) -> Result<Vec<Transition>, sqlx::Error> {
+        let mut working: HashMap<Uuid, Working> = orders.into_iter().map(|row| (row.id, Working::new(row))).collect();
+        let mut steps = Vec::with_capacity(events.len());
+        let mut commands = Vec::new();
+        let mut transitions = Vec::with_capacity(events.len());
+        for (order_id, event, cause) in events {
+            let order = working.get_mut(order_id).expect("events name locked orders");
+            let before = order.row.saga.0.clone();
+            let transition = saga::step(&before, &saga_order(&order.row), event);
+            let mut entries = vec![describe(event, &transition.effect)];
+            if transition.effect == Effect::Applied {
+                if transition.state != before {
+                    entries.push(("state.changed", json!({"from": before.name(), "to": transition.state.name()})));
+                }
+                let outgoing = envelopes(&order.row, *cause, &transition.commands);
+                entries.extend(outgoing.iter().map(sent));
+                commands.extend(outgoing);
+                let deadline = transition
+                    .state
+                    .awaits_reply()
+                    .then_some((self.step_timeout * transition.state.timeout_factor()).as_secs_f64());
+                order.apply(&transition, deadline);
+            }
+            steps.push((*order_id, entries));
+            transitions.push(transition);
+        }
+        let changed: Vec<&Working> = working.values().filter(|w| w.changed).collect();
+        let updates: Vec<SagaUpdate> = changed.iter().map(|w| w.update()).collect();
+        let updated_at = store::update_all(conn, &updates).await?;
+        let finished: Vec<Uuid> =
+            changed.iter().filter(|w| w.row.saga.0.status() != w.before.status()).map(|w| w.row.id).collect();
+        finished::announce_all(conn, &finished).await?;
+        outbox::enqueue(conn, &commands).await?;
+        store::record_steps(conn, &steps).await?;
+        for order in changed {
+            if let Some(at) = updated_at.get(&order.row.id) {
+                self.observe_finish(&order.row, &order.before, *at);
+            }
+        }
+        Ok(transitions)
+    }
+
+    fn observe_finish(&self, order: &OrderRow, before: &SagaState, at: chrono::DateTime<chrono::Utc>) {
+        let after = &order.saga.0;
         let status = after.status();
         if status == before.status() || status == OrderStatus::Pending {
             return;
@@ -86,6 +114,42 @@ impl Orchestrator {
             self.duration.observe((at - order.created_at).as_seconds_f64());
         }
         tracing::info!(order_id = %order.id, status = status.as_str(), reason, "saga finished");
+    }
+}
+
+/// An order being advanced in memory: its row as the events leave it.
+struct Working {
+    row: OrderRow,
+    /// The saga state when the batch began.
+    before: SagaState,
+    /// Seconds until the step awaiting a reply times out (`None`: no step awaits one).
+    deadline_secs: Option<f64>,
+    changed: bool,
+}
+
+impl Working {
+    fn new(row: OrderRow) -> Self {
+        Working { before: row.saga.0.clone(), row, deadline_secs: None, changed: false }
+    }
+
+    fn apply(&mut self, transition: &Transition, deadline_secs: Option<f64>) {
+        let state = &transition.state;
+        self.row.status = state.status().as_str().to_owned();
+        self.row.failure_reason = state.failure_reason().map(|r| r.as_str().to_owned());
+        if let Some((lines, total)) = &transition.priced {
+            self.row.items.0 = lines
+                .iter()
+                .map(|l| Item { sku: l.sku.clone(), quantity: l.quantity, unit_price_cents: Some(l.unit_price_cents) })
+                .collect();
+            self.row.total_cents = Some(*total);
+        }
+        self.row.saga.0 = state.clone();
+        self.deadline_secs = deadline_secs;
+        self.changed = true;
+    }
+
+    fn update(&self) -> SagaUpdate<'_> {
+        SagaUpdate { row: &self.row, deadline_secs: self.deadline_secs }
     }
 }
 
@@ -137,17 +201,32 @@ pub fn saga_order(order: &OrderRow) -> SagaOrder {
 
 impl Handler for Orchestrator {
     async fn handle(&self, conn: &mut PgConnection, envelope: &Envelope) -> Result<(), HandlerError> {
-        if envelope.message.destination() != Destination::Order {
-            let kind = envelope.message.type_name();
+        self.handle_batch(conn, &[envelope]).await
+    }
+
+    /// Locks every order of the batch with one statement (in id order, like
+    /// every batch, so concurrent batches wait instead of deadlocking), then
+    /// advances them all together.
+    async fn handle_batch(&self, conn: &mut PgConnection, envelopes: &[&Envelope]) -> Result<(), HandlerError> {
+        if let Some(command) = envelopes.iter().find(|e| e.message.destination() != Destination::Order) {
+            let kind = command.message.type_name();
             return Err(HandlerError::Rejected(format!("{kind} is a command, not a reply for the orchestrator")));
         }
-        let order_id = envelope.message.order_id();
-        let Some(order) = store::lock(conn, order_id).await? else {
-            return Err(HandlerError::Rejected(format!("no order {order_id}")));
-        };
-        let transition = self.advance(conn, &order, Event::Reply(envelope.message.clone()), Some(envelope)).await?;
-        if let Effect::Ignored(why) = transition.effect {
-            tracing::info!(why, "reply ignored");
+        let mut ids: Vec<Uuid> = envelopes.iter().map(|e| e.message.order_id()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let orders = store::lock_all(conn, &ids).await?;
+        if orders.len() != ids.len() {
+            let missing = ids.iter().find(|id| !orders.iter().any(|o| o.id == **id)).expect("one is missing");
+            return Err(HandlerError::Rejected(format!("no order {missing}")));
+        }
+        let events: Vec<(Uuid, Event, Option<&Envelope>)> =
+            envelopes.iter().map(|e| (e.message.order_id(), Event::Reply(e.message.clone()), Some(*e))).collect();
+        let transitions = self.advance_all(conn, orders, &events).await?;
+        for (envelope, transition) in envelopes.iter().zip(transitions) {
+            if let Effect::Ignored(why) = transition.effect {
+                tracing::info!(why, order_id = %envelope.message.order_id(), message_id = %envelope.message_id, "reply ignored");
+            }
         }
         Ok(())
     }

@@ -1,11 +1,11 @@
 //! Order persistence (sqlx, runtime-checked queries).
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use saga_common::contracts::PricedLine;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Value, json};
 use sqlx::types::Json;
 use sqlx::{PgConnection, PgExecutor, PgPool};
 use uuid::Uuid;
@@ -74,6 +74,13 @@ pub async fn lock(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<Orde
     sqlx::query_as(select_orders!("WHERE id = $1 FOR UPDATE")).bind(id).fetch_optional(conn).await
 }
 
+/// Loads and locks the orders of a batch, in id order (so that concurrent
+/// batches wait for each other instead of deadlocking); unknown ids are
+/// left out.
+pub async fn lock_all(conn: &mut PgConnection, ids: &[Uuid]) -> sqlx::Result<Vec<OrderRow>> {
+    sqlx::query_as(select_orders!("WHERE id = ANY($1) ORDER BY id FOR UPDATE")).bind(ids).fetch_all(conn).await
+}
+
 /// Gives every step that awaits a reply at least `step_timeout` from now
 /// (after a broker outage). Idempotent, so every replica may run it.
 pub async fn restart_step_clocks(pool: &PgPool, step_timeout: Duration) -> sqlx::Result<u64> {
@@ -94,54 +101,88 @@ pub async fn lock_overdue(conn: &mut PgConnection, limit: i64) -> sqlx::Result<V
         .await
 }
 
-/// The new saga state; `deadline_secs` restarts the step timer (`None` stops it).
+/// An order's new saga state, as the row now holds it; `deadline_secs`
+/// restarts the step timer (`None` stops it).
 pub struct SagaUpdate<'a> {
-    pub saga: &'a SagaState,
-    pub priced: Option<&'a (Vec<PricedLine>, i64)>,
+    pub row: &'a OrderRow,
     pub deadline_secs: Option<f64>,
 }
 
-/// `updated_at` is the moment of this change (`clock_timestamp()`), not the
-/// start of the batch's transaction (`now()`), so latencies read from it
-/// are not understated by the batch.
-pub async fn update(conn: &mut PgConnection, id: Uuid, update: SagaUpdate<'_>) -> sqlx::Result<DateTime<Utc>> {
-    let (items, total) = match update.priced {
-        Some((lines, total)) => {
-            let items: Vec<Item> = lines
-                .iter()
-                .map(|l| Item { sku: l.sku.clone(), quantity: l.quantity, unit_price_cents: Some(l.unit_price_cents) })
-                .collect();
-            (Some(Json(items)), Some(*total))
-        }
-        None => (None, None),
-    };
-    sqlx::query_scalar(
-        "UPDATE orders SET saga = $2, status = $3, failure_reason = $4,
-                items = COALESCE($5, items), total_cents = COALESCE($6, total_cents),
-                deadline = now() + make_interval(secs => $7), updated_at = clock_timestamp()
-         WHERE id = $1 RETURNING updated_at",
+/// Stores the new state of many orders in one statement; returns each one's
+/// `updated_at`: the moment of this change (`clock_timestamp()`), not the
+/// start of the batch's transaction (`now()`), so latencies read from it are
+/// not understated by the batch.
+pub async fn update_all(
+    conn: &mut PgConnection,
+    updates: &[SagaUpdate<'_>],
+) -> sqlx::Result<HashMap<Uuid, DateTime<Utc>>> {
+    if updates.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let ids: Vec<Uuid> = updates.iter().map(|u| u.row.id).collect();
+    let sagas: Vec<Value> =
+        updates.iter().map(|u| serde_json::to_value(&u.row.saga.0).expect("saga serializes")).collect();
+    let statuses: Vec<&str> = updates.iter().map(|u| u.row.status.as_str()).collect();
+    let reasons: Vec<Option<&str>> = updates.iter().map(|u| u.row.failure_reason.as_deref()).collect();
+    let items: Vec<Value> =
+        updates.iter().map(|u| serde_json::to_value(&u.row.items.0).expect("items serialize")).collect();
+    let totals: Vec<Option<i64>> = updates.iter().map(|u| u.row.total_cents).collect();
+    let deadlines: Vec<Option<f64>> = updates.iter().map(|u| u.deadline_secs).collect();
+    let rows: Vec<(Uuid, DateTime<Utc>)> = sqlx::query_as(
+        "UPDATE orders o SET saga = u.saga, status = u.status, failure_reason = u.reason, items = u.items,
+                total_cents = u.total, deadline = now() + make_interval(secs => u.deadline),
+                updated_at = clock_timestamp()
+         FROM UNNEST($1::uuid[], $2::jsonb[], $3::text[], $4::text[], $5::jsonb[], $6::int8[], $7::float8[])
+              AS u(id, saga, status, reason, items, total, deadline)
+         WHERE o.id = u.id
+         RETURNING o.id, o.updated_at",
     )
-    .bind(id)
-    .bind(Json(update.saga))
-    .bind(update.saga.status().as_str())
-    .bind(update.saga.failure_reason().map(|r| r.as_str()))
+    .bind(ids)
+    .bind(sagas)
+    .bind(statuses)
+    .bind(reasons)
     .bind(items)
-    .bind(total)
-    .bind(update.deadline_secs)
-    .fetch_one(conn)
-    .await
+    .bind(totals)
+    .bind(deadlines)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().collect())
 }
 
-/// Appends entries to the saga timeline.
-pub async fn record_events(conn: &mut PgConnection, order_id: Uuid, events: &[(&str, Value)]) -> sqlx::Result<()> {
-    let kinds: Vec<&str> = events.iter().map(|(kind, _)| *kind).collect();
-    let details: Vec<Value> = events.iter().map(|(_, detail)| detail.clone()).collect();
-    sqlx::query("INSERT INTO saga_events (order_id, kind, detail) SELECT $1, * FROM UNNEST($2::text[], $3::jsonb[])")
-        .bind(order_id)
-        .bind(kinds)
-        .bind(details)
-        .execute(conn)
-        .await?;
+/// Timeline entries: what happened (`order.placed`, `reply.received`, ...)
+/// and its detail.
+pub type Entry = (&'static str, Value);
+
+/// Stores the timeline of many steps in one statement: one row per step
+/// (the event, with what it caused in `follow`), expanded again by `events`.
+pub async fn record_steps(conn: &mut PgConnection, steps: &[(Uuid, Vec<Entry>)]) -> sqlx::Result<()> {
+    let steps: Vec<&(Uuid, Vec<Entry>)> = steps.iter().filter(|(_, entries)| !entries.is_empty()).collect();
+    if steps.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = steps.iter().map(|(id, _)| *id).collect();
+    let kinds: Vec<&str> = steps.iter().map(|(_, entries)| entries[0].0).collect();
+    let details: Vec<&Value> = steps.iter().map(|(_, entries)| &entries[0].1).collect();
+    let follows: Vec<Option<Value>> = steps
+        .iter()
+        .map(|(_, entries)| {
+            (entries.len() > 1).then(|| {
+                Value::Array(
+                    entries[1..].iter().map(|(kind, detail)| json!({"kind": kind, "detail": detail})).collect(),
+                )
+            })
+        })
+        .collect();
+    sqlx::query(
+        "INSERT INTO saga_events (order_id, kind, detail, follow)
+         SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::jsonb[], $4::jsonb[])",
+    )
+    .bind(ids)
+    .bind(kinds)
+    .bind(details)
+    .bind(follows)
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
@@ -152,11 +193,25 @@ pub struct EventRow {
     pub detail: Value,
 }
 
+/// An order's timeline, one entry per fact: a stored step row stands for its
+/// event and each entry in its `follow` (same time).
 pub async fn events<'e>(db: impl PgExecutor<'e>, order_id: Uuid) -> sqlx::Result<Vec<EventRow>> {
-    sqlx::query_as("SELECT at, kind, detail FROM saga_events WHERE order_id = $1 ORDER BY seq")
-        .bind(order_id)
-        .fetch_all(db)
-        .await
+    let rows: Vec<(DateTime<Utc>, String, Value, Option<Value>)> =
+        sqlx::query_as("SELECT at, kind, detail, follow FROM saga_events WHERE order_id = $1 ORDER BY seq")
+            .bind(order_id)
+            .fetch_all(db)
+            .await?;
+    let mut events = Vec::with_capacity(rows.len() * 2);
+    for (at, kind, detail, follow) in rows {
+        events.push(EventRow { at, kind, detail });
+        if let Some(Value::Array(follow)) = follow {
+            for mut entry in follow {
+                let kind = entry["kind"].as_str().unwrap_or_default().to_owned();
+                events.push(EventRow { at, kind, detail: entry["detail"].take() });
+            }
+        }
+    }
+    Ok(events)
 }
 
 pub struct ListFilter<'a> {

@@ -15,7 +15,6 @@ use saga_common::amqp::Broker;
 use saga_common::outbox::OutboxSignal;
 use saga_common::runtime::Shutdown;
 use sqlx::PgPool;
-use tracing::Instrument;
 
 use crate::orchestrator::Orchestrator;
 use crate::saga::Event;
@@ -76,15 +75,18 @@ impl TimeoutWorker {
     async fn expire_batch(&self) -> Result<usize, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
         let overdue = store::lock_overdue(&mut tx, BATCH).await?;
+        let expired = overdue.len();
+        if expired == 0 {
+            return Ok(0);
+        }
         for order in &overdue {
             let span = tracing::info_span!("timeout", correlation_id = %order.correlation_id, order_id = %order.id);
             span.in_scope(|| tracing::warn!(step = order.saga.0.name(), "step timed out"));
-            self.orchestrator.advance(&mut tx, order, Event::StepTimedOut, None).instrument(span).await?;
         }
+        let events: Vec<_> = overdue.iter().map(|order| (order.id, Event::StepTimedOut, None)).collect();
+        self.orchestrator.advance_all(&mut tx, overdue, &events).await?;
         tx.commit().await?;
-        if !overdue.is_empty() {
-            self.signal.notify();
-        }
-        Ok(overdue.len())
+        self.signal.notify();
+        Ok(expired)
     }
 }

@@ -110,7 +110,7 @@ pub async fn place_order(
     store::insert(&mut tx, &order, state.orchestrator.step_timeout.as_secs_f64()).await?;
     let mut timeline = vec![("order.placed", json!({"lines": order.items.len(), "customer_id": order.customer_id}))];
     timeline.extend(envelopes.iter().map(crate::orchestrator::sent));
-    store::record_events(&mut tx, order.id, &timeline).await?;
+    store::record_steps(&mut tx, &[(order.id, timeline)]).await?;
     outbox::enqueue(&mut tx, &envelopes).await?;
     let view = OrderView::from(&order);
     if let Some(key) = &key {
