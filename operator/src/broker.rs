@@ -168,12 +168,12 @@ impl DepthSource {
     }
 }
 
-/// What a depth read found: the depth, where it came from, and why the
-/// management API was not used when it was configured.
+/// What a depth read found: the depth and where it came from (or why it
+/// could not be read), and why the management API was not used when it was
+/// configured (reported even when the AMQP fallback fails too).
 #[derive(Debug)]
 pub struct QueueDepth {
-    pub depth: u64,
-    pub source: DepthSource,
+    pub depth: Result<(u64, DepthSource), BrokerError>,
     pub management_error: Option<BrokerError>,
 }
 
@@ -294,24 +294,19 @@ impl Brokers {
     /// an AMQP passive declare. The caller decides whether the management API
     /// may have the credentials ([`management_credentials_allowed`]): given a
     /// URL, this sends them.
-    pub async fn queue_depth(
-        &self,
-        target: &Target,
-        management_url: Option<&str>,
-        queue: &str,
-    ) -> Result<QueueDepth, BrokerError> {
+    pub async fn queue_depth(&self, target: &Target, management_url: Option<&str>, queue: &str) -> QueueDepth {
         let mut management_error = None;
         if let Some(management_url) = management_url {
             match self.management_depth(target, management_url, queue).await {
-                Ok(depth) => return Ok(QueueDepth { depth, source: DepthSource::ManagementApi, management_error }),
+                Ok(depth) => return QueueDepth { depth: Ok((depth, DepthSource::ManagementApi)), management_error },
                 Err(error) => {
                     tracing::warn!(%error, queue, "management API unavailable, reading depth over AMQP");
                     management_error = Some(error);
                 }
             }
         }
-        let depth = self.passive_depth(target, queue).await?;
-        Ok(QueueDepth { depth, source: DepthSource::Amqp, management_error })
+        let depth = self.passive_depth(target, queue).await.map(|depth| (depth, DepthSource::Amqp));
+        QueueDepth { depth, management_error }
     }
 
     /// The HTTP client for `management_url`: plain for http://, verifying with

@@ -388,22 +388,22 @@ async fn apply_platform_steps(platform: &SagaPlatform, ctx: &Context) -> Result<
             };
             for component in Component::ALL {
                 let queue = topology.queue_name(component.destination);
-                match ctx.brokers.queue_depth(target, management_url, &queue).await {
-                    Ok(read) => {
-                        depths.insert(component.name(), read.depth);
-                        depth_source = Some(read.source);
-                        if let Some(error) = read.management_error
-                            && management_observation.is_none()
-                        {
-                            let reason = match error.tls_reason() {
-                                Some("CaInvalid") => "CaInvalid",
-                                Some(_) => "TlsHandshakeFailed",
-                                None => "Unavailable",
-                            };
-                            let message = format!("queue depth read over AMQP (ready messages only): {error}");
-                            management_observation =
-                                Some(Observation::new(MANAGEMENT_API_AVAILABLE, false, reason, message));
-                        }
+                let read = ctx.brokers.queue_depth(target, management_url, &queue).await;
+                if let Some(error) = read.management_error
+                    && management_observation.is_none()
+                {
+                    let reason = match error.tls_reason() {
+                        Some("CaInvalid") => "CaInvalid",
+                        Some(_) => "TlsHandshakeFailed",
+                        None => "Unavailable",
+                    };
+                    let message = format!("queue depth read over AMQP (ready messages only): {error}");
+                    management_observation = Some(Observation::new(MANAGEMENT_API_AVAILABLE, false, reason, message));
+                }
+                match read.depth {
+                    Ok((depth, source)) => {
+                        depths.insert(component.name(), depth);
+                        depth_source = Some(source);
                     }
                     Err(error) => depth_error = Some(format!("queue {queue}: {error}")),
                 }
