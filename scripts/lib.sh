@@ -1,6 +1,7 @@
 # shellcheck shell=bash
 # Helpers shared by scripts/test.sh and scripts/run.sh (sourced, not run):
-# section headers, and making sure the local PostgreSQL and RabbitMQ run.
+# section headers, and making sure the local PostgreSQL and RabbitMQ run, with
+# TLS listeners that serve a local CA's localhost certificate.
 
 # Prints a section header.
 section() {
@@ -44,6 +45,45 @@ apt_install() {
     echo "Installed ${missing[*]} in $((SECONDS - started)) s"
 }
 
+# A local certificate authority and a certificate for localhost/127.0.0.1 that
+# the local PostgreSQL and RabbitMQ serve on their TLS listeners (what the
+# tests of amqps and sslmode=verify-full connect to). Made once; the CA is
+# world-readable, each server's key a private copy owned by that server.
+SAGA_TLS_DIR=/etc/saga-platform/tls
+ensure_tls_material() {
+    local dir=$SAGA_TLS_DIR
+    [[ -f $dir/ca.pem && -f $dir/server.pem && -f $dir/server-key.pem ]] && return 0
+    [[ -w /etc ]] || die "making $dir needs root"
+    echo "Making a local CA and a localhost certificate in $dir"
+    mkdir -p "$dir"
+    chmod 755 /etc/saga-platform "$dir"
+    local tmp
+    tmp=$(mktemp -d)
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 3650 \
+        -subj "/CN=saga-platform local CA" -addext "basicConstraints=critical,CA:TRUE" \
+        -addext "keyUsage=critical,keyCertSign,cRLSign" \
+        -keyout "$tmp/ca-key.pem" -out "$tmp/ca.pem" 2>/dev/null
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=localhost" \
+        -keyout "$tmp/server-key.pem" -out "$tmp/server.csr" 2>/dev/null
+    printf '%s\n' "subjectAltName=DNS:localhost,IP:127.0.0.1" "basicConstraints=CA:FALSE" \
+        "keyUsage=critical,digitalSignature,keyEncipherment" "extendedKeyUsage=serverAuth" >"$tmp/ext"
+    openssl x509 -req -in "$tmp/server.csr" -CA "$tmp/ca.pem" -CAkey "$tmp/ca-key.pem" \
+        -CAcreateserial -days 3650 -extfile "$tmp/ext" -out "$tmp/server.pem" 2>/dev/null
+    install -m 644 "$tmp/ca.pem" "$tmp/server.pem" "$dir/"
+    install -m 600 "$tmp/server-key.pem" "$dir/"
+    rm -rf "$tmp"
+}
+
+# Copies the server certificate and key to $dir/$1, owned by user $1 (servers
+# refuse or cannot read a key they do not own).
+tls_copy_for() {
+    local user=$1 dir="$SAGA_TLS_DIR/$1"
+    [[ -f $dir/server-key.pem && $dir/server-key.pem -nt $SAGA_TLS_DIR/server-key.pem ]] && return 0
+    mkdir -p "$dir"
+    install -m 644 -o "$user" "$SAGA_TLS_DIR/server.pem" "$dir/"
+    install -m 600 -o "$user" "$SAGA_TLS_DIR/server-key.pem" "$dir/"
+}
+
 # The newest PostgreSQL cluster's version (e.g. 15), empty if none.
 postgres_version() {
     ls /etc/postgresql 2>/dev/null | sort -V | tail -n 1
@@ -60,6 +100,14 @@ configure_postgres() {
     if [[ ! -f $conf ]]; then
         printf '%s
 ' "# Written by saga-platform scripts/lib.sh (local development and tests)"             "max_connections = 500" "listen_addresses = 'localhost'" >"$conf"
+        changed=0
+    fi
+    local tls_conf="$dir/conf.d/saga-platform-tls.conf"
+    if [[ ! -f $tls_conf ]]; then
+        tls_copy_for postgres
+        printf '%s\n' "# Written by saga-platform scripts/lib.sh: TLS with the local CA's localhost certificate" \
+            "ssl = on" "ssl_cert_file = '$SAGA_TLS_DIR/postgres/server.pem'" \
+            "ssl_key_file = '$SAGA_TLS_DIR/postgres/server-key.pem'" >"$tls_conf"
         changed=0
     fi
     if ! grep -qF "$marker" "$hba"; then
@@ -82,6 +130,7 @@ ensure_postgres() {
         local version
         version=$(postgres_version)
         [[ -n $version ]] || die "no PostgreSQL cluster in /etc/postgresql"
+        ensure_tls_material
         configure_postgres "$version" || true
         echo "Starting PostgreSQL $version (cluster main)"
         pg_ctlcluster --skip-systemctl-redirect "$version" main start
@@ -91,7 +140,7 @@ ensure_postgres() {
         echo "PostgreSQL is up"
         local version
         version=$(postgres_version)
-        if [[ -n $version && -w /etc/postgresql/$version/main ]] && configure_postgres "$version"; then
+        if [[ -n $version && -w /etc/postgresql/$version/main ]] && ensure_tls_material && configure_postgres "$version"; then
             echo "Restarting PostgreSQL $version to apply the local-development settings"
             pg_ctlcluster --skip-systemctl-redirect "$version" main restart
             wait_until 60 pg_isready -q -h 127.0.0.1 || die "PostgreSQL not ready after 60 s"
@@ -133,6 +182,28 @@ ensure_rabbitmq() {
     if [[ -w /etc/rabbitmq ]] && ! grep -qF "$marker" "$env_conf" 2>/dev/null; then
         printf '%s\n%s\n' "$marker" 'ulimit -n "$(ulimit -Hn)" 2>/dev/null || true' >>"$env_conf"
     fi
+    # TLS listeners beside the plain ones: amqps on 5671, the management API
+    # over https on 15671 (read when the node starts).
+    local tls_conf=/etc/rabbitmq/conf.d/20-saga-platform-tls.conf restart=false
+    if [[ -w /etc/rabbitmq && ! -f $tls_conf ]]; then
+        ensure_tls_material
+        tls_copy_for rabbitmq
+        mkdir -p /etc/rabbitmq/conf.d
+        local d="$SAGA_TLS_DIR/rabbitmq"
+        printf '%s\n' "# Written by saga-platform scripts/lib.sh: TLS with the local CA's localhost certificate" \
+            "listeners.ssl.default = 5671" "ssl_options.cacertfile = $SAGA_TLS_DIR/ca.pem" \
+            "ssl_options.certfile = $d/server.pem" "ssl_options.keyfile = $d/server-key.pem" \
+            "ssl_options.verify = verify_none" "ssl_options.fail_if_no_peer_cert = false" \
+            "management.tcp.port = 15672" "management.ssl.port = 15671" \
+            "management.ssl.cacertfile = $SAGA_TLS_DIR/ca.pem" "management.ssl.certfile = $d/server.pem" \
+            "management.ssl.keyfile = $d/server-key.pem" >"$tls_conf"
+        restart=true
+    fi
+    if port_open 5672 && $restart; then
+        echo "Restarting RabbitMQ to open its TLS listeners"
+        rmqctl stop >/dev/null || true
+        wait_until 60 bash -c '! (exec 3<>/dev/tcp/127.0.0.1/5672)' || die "RabbitMQ did not stop"
+    fi
     if port_open 5672; then
         echo "RabbitMQ is up"
     else
@@ -144,5 +215,8 @@ ensure_rabbitmq() {
     fi
     RMQCTL_TIMEOUT=90 rmqctl -q await_startup --timeout 60 >/dev/null || die "RabbitMQ did not finish starting within 60 s"
     wait_until 60 port_open 15672 || die "the RabbitMQ management API is not listening on 15672"
+    if [[ -f /etc/rabbitmq/conf.d/20-saga-platform-tls.conf ]]; then
+        wait_until 30 port_open 5671 || die "RabbitMQ's amqps listener is not listening on 5671"
+    fi
     echo "RabbitMQ is ready"
 }

@@ -11,7 +11,7 @@ use saga_common::auth::mint;
 use serde_json::Value;
 
 use crate::client::{Client, Order, OrderLine, ProductUpsert};
-use crate::{GlobalArgs, Result, new_table};
+use crate::{GlobalArgs, Result, new_table, printable};
 
 #[derive(Debug, Clone, Args)]
 pub struct DemoArgs {
@@ -316,7 +316,8 @@ pub fn timeline_table(events: &Value) -> String {
     if columns.is_empty() {
         columns.push("event".to_owned());
     }
-    let mut table = new_table(columns.iter().map(String::as_str).collect());
+    let header: Vec<String> = columns.iter().map(|c| printable(c, 40)).collect();
+    let mut table = new_table(header.iter().map(String::as_str).collect());
     for event in list {
         let row: Vec<String> = match event {
             Value::Object(map) => columns.iter().map(|c| map.get(c).map(cell_text).unwrap_or_default()).collect(),
@@ -337,12 +338,7 @@ fn cell_text(value: &Value) -> String {
         Value::String(s) => s.clone(),
         other => other.to_string(),
     };
-    if text.chars().count() > 120 {
-        let cut: String = text.chars().take(120).collect();
-        format!("{cut}…")
-    } else {
-        text
-    }
+    printable(&text, 120)
 }
 
 /// Cents as a decimal amount: 150000 -> "1500.00".

@@ -26,7 +26,7 @@ use saga_common::amqp::{Broker, redact};
 use saga_common::envelope::headers;
 use saga_common::topology::{Destination, dlq_name};
 
-use crate::{GlobalArgs, Result, new_table};
+use crate::{GlobalArgs, Result, new_table, printable};
 
 #[derive(Debug, Subcommand)]
 pub enum DlqCommand {
@@ -155,25 +155,6 @@ fn header(table: &FieldTable, name: &str) -> String {
         Some(other) => format!("{other:?}"),
         None => String::new(),
     }
-}
-
-/// Text from a message made safe for a terminal: control characters and
-/// bidirectional overrides escaped (`\u{1b}`), at most `max` characters.
-fn printable(text: &str, max: usize) -> String {
-    let mut out = String::new();
-    for (i, c) in text.chars().enumerate() {
-        if i == max {
-            out.push('…');
-            break;
-        }
-        let bidi = matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200e}' | '\u{200f}');
-        if c.is_control() || bidi {
-            out.extend(c.escape_unicode());
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 fn message_id(message: &BasicGetMessage) -> String {
@@ -308,7 +289,7 @@ async fn purge(connection: &Connection, args: &PurgeArgs) -> Result<i32> {
 
 #[cfg(test)]
 mod tests {
-    use super::printable;
+    use crate::printable;
 
     #[test]
     fn message_text_is_escaped_and_bounded() {

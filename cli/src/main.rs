@@ -44,6 +44,27 @@ pub fn new_table(header: Vec<&str>) -> comfy_table::Table {
     table.set_header(header);
     table
 }
+
+/// Text that came from outside (messages, orders, events) made safe for a
+/// terminal: control characters and bidirectional overrides escaped
+/// (`\u{1b}`), at most `max` characters.
+pub fn printable(text: &str, max: usize) -> String {
+    let mut out = String::new();
+    for (i, c) in text.chars().enumerate() {
+        if i == max {
+            out.push('…');
+            break;
+        }
+        let bidi = matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200e}' | '\u{200f}');
+        if c.is_control() || bidi {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[derive(Debug, Parser)]

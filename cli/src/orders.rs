@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use crate::client::{Client, Order};
 use crate::demo::{money, timeline_table};
-use crate::{GlobalArgs, Result, new_table};
+use crate::{GlobalArgs, Result, new_table, printable};
 
 const TOKEN_TTL: Duration = Duration::from_secs(300);
 /// The order API's largest page.
@@ -91,11 +91,11 @@ fn orders_table(orders: &[Order]) -> Table {
     let mut table = new_table(vec!["id", "customer", "status", "total", "failure", "created", "updated"]);
     for order in orders {
         table.add_row(vec![
-            order.id.clone(),
-            order.customer_id.clone().unwrap_or_default(),
-            order.status.clone(),
+            printable(&order.id, 64),
+            printable(order.customer_id.as_deref().unwrap_or_default(), 64),
+            printable(&order.status, 32),
             order.total_cents.map(money).unwrap_or_default(),
-            order.failure_reason.clone().unwrap_or_default(),
+            printable(order.failure_reason.as_deref().unwrap_or_default(), 120),
             order.created_at.map(|t| t.to_rfc3339()).unwrap_or_default(),
             order.updated_at.map(|t| t.to_rfc3339()).unwrap_or_default(),
         ]);

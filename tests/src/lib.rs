@@ -22,6 +22,23 @@ use sqlx::PgPool;
 pub const SECRET: &str = "saga-platform-test-secret-0123456789abcdef";
 pub const PG_BASE: &str = "postgres://postgres@127.0.0.1:5432";
 
+/// Polls `check` every 50 ms until it returns `Some`, or panics naming
+/// `what` once `within` has passed.
+pub async fn eventually<T, F, Fut>(what: &str, within: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "not within {within:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 pub fn amqp_url() -> String {
     std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
 }
@@ -105,7 +122,7 @@ pub struct Platform {
     cleaned: bool,
 }
 
-fn bin_dir() -> PathBuf {
+pub fn bin_dir() -> PathBuf {
     // target/debug/deps/<test> → target/debug
     let exe = std::env::current_exe().expect("test executable path");
     exe.parent().and_then(|p| p.parent()).expect("target dir").to_path_buf()
@@ -155,6 +172,11 @@ impl Platform {
     }
 
     fn spawn(&mut self, svc: Svc, replica: usize) {
+        self.spawn_with(svc, replica, &[]);
+    }
+
+    /// Starts a replica with `env` on top of the platform's environment.
+    fn spawn_with(&mut self, svc: Svc, replica: usize, env: &[(&str, String)]) {
         let port = self.replicas[&(svc, replica)].port;
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -177,6 +199,7 @@ impl Platform {
             .env("DB_POOL_SIZE", "8")
             .env("RUST_LOG", "info")
             .envs(self.options.env.iter().map(|(name, value)| (name, value)))
+            .envs(env.iter().map(|(name, value)| (name, value)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -196,6 +219,18 @@ impl Platform {
     pub fn restart(&mut self, svc: Svc, replica: usize) {
         self.kill(svc, replica);
         self.spawn(svc, replica);
+    }
+
+    /// Restarts a replica with `env` on top of the platform's environment
+    /// (not waiting for it to be ready).
+    pub fn restart_with(&mut self, svc: Svc, replica: usize, env: &[(&str, String)]) {
+        self.kill(svc, replica);
+        self.spawn_with(svc, replica, env);
+    }
+
+    /// The exit status of a replica's process, if it has exited.
+    pub fn exit_status(&mut self, svc: Svc, replica: usize) -> Option<std::process::ExitStatus> {
+        self.replicas.get_mut(&(svc, replica)).unwrap().child.as_mut().and_then(|c| c.try_wait().ok().flatten())
     }
 
     /// Panics naming every replica whose process has exited (a crash).

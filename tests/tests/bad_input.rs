@@ -282,9 +282,16 @@ async fn bad_requests_are_refused_with_problem_json_and_change_nothing() {
     }
     assert_eq!(before, expected, "the setup stored exactly what it placed");
 
-    let expired = sign(Algorithm::HS256, SECRET, &Claims { sub: "alice".into(), role: None, exp: now_secs() - 3600 });
-    let wrong_algorithm =
-        sign(Algorithm::HS512, SECRET, &Claims { sub: "alice".into(), role: None, exp: now_secs() + 3600 });
+    let expired = sign(
+        Algorithm::HS256,
+        SECRET,
+        &Claims { sub: "alice".into(), role: None, exp: now_secs() - 3600, iat: now_secs() - 7200 },
+    );
+    let wrong_algorithm = sign(
+        Algorithm::HS512,
+        SECRET,
+        &Claims { sub: "alice".into(), role: None, exp: now_secs() + 3600, iat: now_secs() },
+    );
     let no_sub = sign(Algorithm::HS256, SECRET, &json!({"exp": now_secs() + 3600}));
     let empty_sub = sign(Algorithm::HS256, SECRET, &json!({"sub": "", "exp": now_secs() + 3600}));
     let other_secret = mint("some-other-secret-some-other-secret-0000", "alice", true, Duration::from_secs(3600));

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use lapin::BasicProperties;
 use lapin::types::{AMQPValue, ByteArray, FieldTable, LongString, ShortString};
-use saga_tests::{DeadLetter, Options, Platform, SECRET, Svc, shop};
+use saga_tests::{DeadLetter, Options, Platform, SECRET, Svc, eventually, shop};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -429,6 +429,80 @@ async fn tokens_not_yet_valid_or_naming_no_customer_are_refused() {
     platform.shutdown().await;
 }
 
+#[tokio::test]
+async fn issuer_audience_and_lifetime_are_enforced_when_configured() {
+    let mut platform = start(Options::default()).await;
+    let strict = [
+        ("AUTH_ISSUER", "https://idp.example".to_owned()),
+        ("AUTH_AUDIENCE", "saga-platform".to_owned()),
+        ("AUTH_MAX_TOKEN_LIFETIME", "1h".to_owned()),
+    ];
+    platform.restart_with(Svc::Payment, 0, &strict);
+    platform.wait_ready().await;
+    let now = now_secs();
+    let good =
+        json!({"sub": "alice", "iss": "https://idp.example", "aud": "saga-platform", "iat": now, "exp": now + 600});
+    let with = |key: &str, value: Value| {
+        let mut claims = good.clone();
+        claims[key] = value;
+        claims
+    };
+    let without = |key: &str| {
+        let mut claims = good.clone();
+        claims.as_object_mut().unwrap().remove(key);
+        claims
+    };
+    let cases: Vec<(&str, Value, u16)> = vec![
+        ("control: issuer, audience and a 10-minute lifetime", good.clone(), 404),
+        ("control: the audience among several", with("aud", json!(["other", "saga-platform"])), 404),
+        ("another issuer", with("iss", json!("https://evil.example")), 401),
+        ("no issuer", without("iss"), 401),
+        ("another audience", with("aud", json!("another-api")), 401),
+        ("no audience", without("aud"), 401),
+        ("a two-hour lifetime", with("exp", json!(now + 7200)), 401),
+        ("no iat (lifetime unknown)", without("iat"), 401),
+    ];
+    let mut failures = Vec::new();
+    for (name, claims, expected) in &cases {
+        let url = platform.url(Svc::Payment, "/api/v1/accounts/alice");
+        let response = platform.http.get(url).bearer_auth(sign(claims)).send().await.unwrap();
+        let status = response.status().as_u16();
+        if status != *expected {
+            failures.push(format!("{name}: {status}, expected {expected}: {}", response.text().await.unwrap()));
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+    platform.shutdown().await;
+}
+
+/// Runs a service binary with `env` only; its exit code and output.
+fn run_service(env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let output = std::process::Command::new(saga_tests::bin_dir().join("payment-service"))
+        .env_clear()
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
+    (output.status.code(), text)
+}
+
+#[test]
+fn bad_settings_are_refused_without_repeating_secrets() {
+    let database = "postgres://app:db-pw-hunter2@127.0.0.1:5432/nowhere";
+    let (code, output) = run_service(&[("DATABASE_URL", database), ("AUTH_JWT_SECRET", "short-secret-hunter2")]);
+    assert_eq!(code, Some(2), "{output}");
+    assert!(output.contains("AUTH_JWT_SECRET") && output.contains("at least 32 bytes"), "{output}");
+    assert!(!output.contains("hunter2"), "a secret was printed: {output}");
+    let (code, output) = run_service(&[("DATABASE_URL", "not a url with pw-hunter2"), ("AUTH_DISABLED", "true")]);
+    assert_eq!(code, Some(2), "{output}");
+    assert!(output.contains("DATABASE_URL") && !output.contains("hunter2"), "{output}");
+    // AUTH_DISABLED only on a development platform.
+    let (code, output) = run_service(&[("DATABASE_URL", database), ("AUTH_DISABLED", "true")]);
+    assert_eq!(code, Some(2), "{output}");
+    assert!(output.contains("SAGA_DEV_MODE"), "{output}");
+    assert!(!output.contains("hunter2"), "{output}");
+}
+
 /// How many series `/metrics` holds.
 async fn series(platform: &Platform, svc: Svc) -> std::collections::BTreeSet<String> {
     let text = platform.http.get(platform.url(svc, "/metrics")).send().await.unwrap().text().await.unwrap();
@@ -570,6 +644,142 @@ async fn a_request_stuck_on_a_lock_times_out() {
     assert_eq!(response.status(), 503);
     let problem: Value = response.json().await.unwrap();
     assert!(problem["type"].as_str().unwrap().ends_with("/timeout"), "{problem}");
+    still_works(&mut platform).await;
+    platform.shutdown().await;
+}
+
+/// The value of an unlabelled gauge in the order service's `/metrics`.
+async fn gauge(platform: &Platform, name: &str) -> i64 {
+    let text = platform.http.get(platform.url(Svc::Order, "/metrics")).send().await.unwrap().text().await.unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in /metrics"))
+}
+
+/// POST an order as `customer`: the status and the problem type, if any.
+async fn try_order(platform: &Platform, customer: &str) -> (u16, String) {
+    let response = platform
+        .http
+        .post(platform.url(Svc::Order, "/api/v1/orders"))
+        .bearer_auth(platform.token(customer))
+        .json(&json!({"items": [{"sku": "HELD", "quantity": 1}]}))
+        .send()
+        .await
+        .unwrap();
+    refusal(response).await
+}
+
+/// The status and, for a 429/503, the problem type (checking `Retry-After`).
+async fn refusal(response: reqwest::Response) -> (u16, String) {
+    let status = response.status().as_u16();
+    let retry_after = response.headers().get("retry-after").map(|v| v.to_str().unwrap().to_owned());
+    let body: Value = response.json().await.unwrap_or_default();
+    if matches!(status, 429 | 503) {
+        assert_eq!(retry_after.as_deref(), Some("1"), "{status} without Retry-After: {body}");
+    }
+    (status, body["type"].as_str().unwrap_or("").rsplit('/').next().unwrap_or("").to_owned())
+}
+
+#[tokio::test]
+async fn a_customer_over_their_share_gets_429_before_the_global_503() {
+    let mut platform = start(Options { env: vec![("MAX_RUNNING_SAGAS", "10".into())], ..Options::default() }).await;
+    // Inventory frozen: every saga stays running at its first step.
+    platform.pause(Svc::Inventory, 0, true);
+    for _ in 0..8 {
+        assert_eq!(try_order(&platform, "heavy").await.0, 202);
+    }
+    assert_eq!(try_order(&platform, "light").await.0, 202);
+    // Two customers running: a share of 5 each. Heavy is over it.
+    assert_eq!(try_order(&platform, "heavy").await, (429, "over-share".to_owned()));
+    assert_eq!(try_order(&platform, "light").await.0, 202);
+    // 10 running: full for everyone, light included.
+    assert_eq!(try_order(&platform, "light").await, (503, "overloaded".to_owned()));
+    assert_eq!(try_order(&platform, "newcomer").await, (503, "overloaded".to_owned()));
+    platform.pause(Svc::Inventory, 0, false);
+    shop::wait_until_quiet(&platform, WAIT).await;
+    still_works(&mut platform).await;
+    platform.shutdown().await;
+}
+
+#[tokio::test]
+async fn long_polls_are_bounded_per_customer_and_overall() {
+    let env = vec![("LONG_POLL_MAX_WAITERS", "5".into()), ("LONG_POLL_MAX_WAITERS_PER_CUSTOMER", "2".into())];
+    let mut platform = start(Options { env, ..Options::default() }).await;
+    platform.pause(Svc::Inventory, 0, true);
+    let mut orders = std::collections::BTreeMap::new();
+    for customer in ["w1", "w2", "w3"] {
+        orders.insert(customer, platform.place_order(customer, &[("HELD", 1)]).await);
+    }
+    let poll = |customer: &str, wait: u32| {
+        let url = platform.url(Svc::Order, &format!("/api/v1/orders/{}?wait={wait}", orders[customer]));
+        platform.http.get(url).bearer_auth(platform.token(customer)).send()
+    };
+    let open = |n: i64| {
+        let platform = &platform;
+        move || async move { (gauge(platform, "saga_long_polls_open").await == n).then_some(()) }
+    };
+    let probe = |customer: &'static str| {
+        let request = poll(customer, 1);
+        async move { refusal(request.await.unwrap()).await }
+    };
+    let mut held = Vec::new();
+    for customer in ["w1", "w1"] {
+        held.push(tokio::spawn(poll(customer, 25)));
+    }
+    eventually("w1's two long polls are open", Duration::from_secs(10), open(2)).await;
+    assert_eq!(probe("w1").await, (429, "too-many-waiters".to_owned()));
+    for customer in ["w2", "w2", "w3"] {
+        held.push(tokio::spawn(poll(customer, 25)));
+    }
+    eventually("five long polls are open", Duration::from_secs(10), open(5)).await;
+    assert_eq!(probe("w3").await, (503, "overloaded".to_owned()));
+    // A plain read is not a long poll: still served.
+    assert_eq!(platform.order(&orders["w3"]).await["status"], "PENDING");
+    // Clients that give up free their slots.
+    for request in &held {
+        request.abort();
+    }
+    eventually("the slots are freed", Duration::from_secs(10), open(0)).await;
+    assert_eq!(probe("w3").await.0, 200);
+    platform.pause(Svc::Inventory, 0, false);
+    still_works(&mut platform).await;
+    platform.shutdown().await;
+}
+
+#[tokio::test]
+async fn another_customers_idempotency_key_and_cursor_reveal_nothing() {
+    let mut platform = start(Options::default()).await;
+    let place = |customer: &str, key: &str| {
+        platform
+            .http
+            .post(platform.url(Svc::Order, "/api/v1/orders"))
+            .bearer_auth(platform.token(customer))
+            .header("idempotency-key", key)
+            .json(&json!({"items": [{"sku": FRESH_SKU, "quantity": 1}]}))
+            .send()
+    };
+    let alices = place("alice", "shared-key-1").await.unwrap();
+    assert_eq!(alices.status(), 202);
+    let alices: Value = alices.json().await.unwrap();
+    place("alice", "shared-key-2").await.unwrap();
+    // Bob replays Alice's key with her very body: his own new order, not hers.
+    let bobs = place("bob", "shared-key-1").await.unwrap();
+    assert_eq!(bobs.status(), 202);
+    let bobs: Value = bobs.json().await.unwrap();
+    assert_ne!(bobs["id"], alices["id"], "bob got alice's order through her Idempotency-Key");
+    assert_eq!(bobs["customer_id"], "bob");
+    // Bob follows Alice's cursor: still only his own orders.
+    let list = |customer: &str, query: String| {
+        let url = platform.url(Svc::Order, &format!("/api/v1/orders?{query}"));
+        let request = platform.http.get(url).bearer_auth(platform.token(customer));
+        async move { request.send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    let page = list("alice", "limit=1".into()).await;
+    let cursor = page["next_cursor"].as_str().expect("alice has a second page").to_owned();
+    let followed = list("bob", format!("limit=100&cursor={cursor}")).await;
+    let customers: Vec<&Value> = followed["items"].as_array().unwrap().iter().map(|o| &o["customer_id"]).collect();
+    assert!(customers.iter().all(|c| *c == "bob"), "bob saw {customers:?} through alice's cursor");
     still_works(&mut platform).await;
     platform.shutdown().await;
 }

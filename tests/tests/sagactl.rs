@@ -192,3 +192,43 @@ async fn dlq_list_escapes_what_came_from_messages() {
     assert!(text.lines().all(|line| line.chars().count() < 1000), "the reason is shortened");
     platform.shutdown().await;
 }
+
+#[tokio::test]
+async fn orders_list_and_show_escape_what_came_from_outside() {
+    let platform = Platform::start(Options::default()).await;
+    platform.put_product("ESC-1", 100, 10).await;
+    platform.put_account("escaper", 10_000).await;
+    let id = platform.place_order("escaper", &[("ESC-1", 1)]).await;
+    platform.wait_final(&id, Duration::from_secs(30)).await;
+    // Text that reached the order database from elsewhere, hostile.
+    let evil = "\u{1b}[2J\u{1b}]0;owned\u{7}\u{202e}";
+    let order_id = uuid::Uuid::parse_str(&id).unwrap();
+    sqlx::query("UPDATE orders SET failure_reason = $1 WHERE id = $2")
+        .bind(format!("r{evil}"))
+        .bind(order_id)
+        .execute(platform.pool(Svc::Order))
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO saga_events (order_id, kind, detail) VALUES ($1, $2, $3)")
+        .bind(order_id)
+        .bind(format!("k{evil}"))
+        .bind(serde_json::json!({ format!("key{evil}"): format!("v{evil}") }))
+        .execute(platform.pool(Svc::Order))
+        .await
+        .unwrap();
+    let order_url = platform.url(Svc::Order, "");
+    for args in [vec!["orders", "list"], vec!["orders", "show", &id]] {
+        let output = Command::new(saga_tests::bin_dir().join("sagactl"))
+            .args(&args)
+            .env("ORDER_URL", &order_url)
+            .env("AUTH_JWT_SECRET", saga_tests::SECRET)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{args:?}: {output:?}");
+        let text = stdout(&output);
+        let raw: Vec<char> = text.chars().filter(|c| (c.is_control() && *c != '\n') || *c == '\u{202e}').collect();
+        assert!(raw.is_empty(), "`sagactl {args:?}` printed control characters {raw:?}:\n{text}");
+        assert!(text.contains(r"r\u{1b}[2J"), "{text}");
+    }
+    platform.shutdown().await;
+}

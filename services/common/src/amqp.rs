@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use lapin::Confirmation;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::tcp::OwnedTLSConfig;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use lapin::{BasicProperties, Channel, Connection, ConnectionBuilder, ConnectionProperties};
 use tokio::sync::Mutex;
 
 use crate::envelope::{Envelope, headers};
@@ -38,6 +39,8 @@ impl Default for Backoff {
 pub struct Broker {
     url: String,
     name: String,
+    /// PEM certificates trusted for an `amqps://` broker (system roots if none).
+    ca: Option<String>,
     /// Held while (re)connecting, so only one task reconnects at a time.
     reconnecting: Mutex<()>,
     /// The latest connection, readable without waiting for a reconnect.
@@ -46,7 +49,28 @@ pub struct Broker {
 
 impl Broker {
     pub fn new(url: impl Into<String>, name: impl Into<String>) -> Self {
-        Broker { url: url.into(), name: name.into(), reconnecting: Mutex::new(()), current: Default::default() }
+        Broker {
+            url: url.into(),
+            name: name.into(),
+            ca: None,
+            reconnecting: Mutex::new(()),
+            current: Default::default(),
+        }
+    }
+
+    /// Trusts the certificate authorities of `pem` (the content of
+    /// `AMQP_TLS_CA_FILE`) for an `amqps://` URL. `Err` if the PEM holds no
+    /// certificate or the URL is not `amqps://`: a CA given for a plain
+    /// connection would silently not be used.
+    pub fn with_ca(mut self, pem: String) -> Result<Self, String> {
+        if !self.url.starts_with("amqps://") {
+            return Err("AMQP_TLS_CA_FILE is set but AMQP_URL does not use amqps://".into());
+        }
+        if !pem.contains("-----BEGIN CERTIFICATE-----") {
+            return Err("AMQP_TLS_CA_FILE holds no PEM certificate".into());
+        }
+        self.ca = Some(pem);
+        Ok(self)
     }
 
     /// The open connection, if there is one; never waits.
@@ -84,7 +108,10 @@ impl Broker {
 
     pub async fn connect_once(&self) -> Result<Connection, lapin::Error> {
         let properties = ConnectionProperties::default().with_connection_name(LongString::from(self.name.as_str()));
-        tokio::time::timeout(Duration::from_secs(10), Connection::connect(&self.url, properties))
+        let tls = OwnedTLSConfig { identity: None, cert_chain: self.ca.clone() };
+        let builder =
+            ConnectionBuilder::new()?.with_uri_str(self.url.clone()).with_properties(properties).with_tls_config(tls);
+        tokio::time::timeout(Duration::from_secs(10), builder.connect())
             .await
             .unwrap_or_else(|_| Err(std::io::Error::from(std::io::ErrorKind::TimedOut).into()))
     }

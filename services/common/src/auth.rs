@@ -20,24 +20,77 @@ pub struct Claims {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<String>,
     pub exp: u64,
+    pub iat: u64,
 }
 
-/// How requests are authenticated; cheap to clone.
+/// How requests are authenticated; cheap to clone. `None`: authentication
+/// disabled (development mode only).
 #[derive(Clone)]
-pub struct Auth(Option<Arc<DecodingKey>>);
+pub struct Auth(Option<Arc<Verifier>>);
 
 impl Auth {
-    /// `Err` names the missing setting.
+    /// `Err` names the missing or conflicting setting.
     pub fn from_args(args: &AuthArgs) -> Result<Self, String> {
         match (&args.auth_jwt_secret, args.auth_disabled) {
+            (_, true) if !args.dev_mode => Err(
+                "AUTH_DISABLED=true is allowed only on a development platform (SAGA_DEV_MODE=true); set AUTH_JWT_SECRET instead".into(),
+            ),
             (_, true) => Ok(Auth(None)),
-            (Some(secret), false) => Ok(Auth(Some(Arc::new(DecodingKey::from_secret(secret.as_bytes()))))),
-            (None, false) => Err("missing required setting AUTH_JWT_SECRET (or set AUTH_DISABLED=true)".into()),
+            (Some(secret), false) => Ok(Auth(Some(Arc::new(Verifier::new(secret.expose().as_bytes(), args))))),
+            (None, false) => Err("missing required setting AUTH_JWT_SECRET".into()),
         }
     }
 
     pub fn disabled(&self) -> bool {
         self.0.is_none()
+    }
+}
+
+/// The key and the rules a token is checked against.
+pub struct Verifier {
+    key: DecodingKey,
+    validation: Validation,
+    max_lifetime: Option<Duration>,
+}
+
+impl Verifier {
+    fn new(secret: &[u8], args: &AuthArgs) -> Self {
+        let mut validation = Validation::new(Algorithm::HS256);
+        let mut required = vec!["exp", "sub"];
+        if let Some(issuer) = &args.auth_issuer {
+            validation.set_issuer(&[issuer]);
+            required.push("iss");
+        }
+        if let Some(audience) = &args.auth_audience {
+            validation.set_audience(&[audience]);
+            required.push("aud");
+        } else {
+            // Without a configured audience, a token's `aud` is not checked.
+            validation.validate_aud = false;
+        }
+        validation.set_required_spec_claims(&required);
+        validation.validate_exp = true;
+        validation.validate_nbf = true;
+        validation.leeway = LEEWAY_SECS;
+        Verifier { key: DecodingKey::from_secret(secret), validation, max_lifetime: args.auth_max_token_lifetime }
+    }
+
+    /// `exp`, `sub` (and `iss`/`aud` when configured) required; `exp`, `nbf`
+    /// and `iat` honoured with `LEEWAY_SECS` of clock skew; with a maximum
+    /// lifetime, `iat` is required and `exp - iat` bounded.
+    fn verify(&self, token: &str) -> Result<Verified, TokenError> {
+        let claims = jsonwebtoken::decode::<Verified>(token, &self.key, &self.validation)?.claims;
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after 1970").as_secs();
+        if claims.iat.is_some_and(|iat| iat > now + LEEWAY_SECS) {
+            return Err(TokenError::IssuedInTheFuture);
+        }
+        if let Some(max) = self.max_lifetime {
+            let iat = claims.iat.ok_or(TokenError::NoIssuedAt)?;
+            if claims.exp.saturating_sub(iat) > max.as_secs() {
+                return Err(TokenError::LivesTooLong(max.as_secs()));
+            }
+        }
+        Ok(claims)
     }
 }
 
@@ -65,8 +118,8 @@ where
     type Rejection = Problem;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let Auth(key) = Auth::from_ref(state);
-        let Some(key) = key else {
+        let Auth(verifier) = Auth::from_ref(state);
+        let Some(verifier) = verifier else {
             // Development mode: everyone is an admin; the header picks the customer.
             let customer_id = match parts.headers.get(CUSTOMER_HEADER) {
                 None => CustomerId::parse("anonymous").expect("a valid customer id"),
@@ -87,7 +140,7 @@ where
             .and_then(|h| h.split_once(' ').filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer")))
             .map(|(_, token)| token)
             .ok_or_else(|| Problem::unauthorized("Authorization must be 'Bearer <token>'"))?;
-        let claims = verify(&key, token.trim()).map_err(|e| Problem::unauthorized(format!("invalid token: {e}")))?;
+        let claims = verifier.verify(token.trim()).map_err(|e| Problem::unauthorized(format!("invalid token: {e}")))?;
         let customer_id =
             CustomerId::parse(&claims.sub).map_err(|e| Problem::unauthorized(format!("invalid token: sub: {e}")))?;
         Ok(Caller { admin: claims.role.as_deref() == Some("admin"), customer_id })
@@ -120,6 +173,7 @@ struct Verified {
     sub: String,
     #[serde(default)]
     role: Option<String>,
+    exp: u64,
     #[serde(default)]
     iat: Option<u64>,
 }
@@ -130,28 +184,17 @@ enum TokenError {
     Jwt(#[from] jsonwebtoken::errors::Error),
     #[error("issued in the future (iat)")]
     IssuedInTheFuture,
-}
-
-/// HS256 only; `exp` and `sub` required; `exp`, `nbf` and `iat` honoured
-/// with `LEEWAY_SECS` of clock skew.
-fn verify(key: &DecodingKey, token: &str) -> Result<Verified, TokenError> {
-    let mut validation = Validation::new(Algorithm::HS256);
-    validation.set_required_spec_claims(&["exp", "sub"]);
-    validation.validate_exp = true;
-    validation.validate_nbf = true;
-    validation.leeway = LEEWAY_SECS;
-    let claims = jsonwebtoken::decode::<Verified>(token, key, &validation)?.claims;
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after 1970").as_secs();
-    if claims.iat.is_some_and(|iat| iat > now + LEEWAY_SECS) {
-        return Err(TokenError::IssuedInTheFuture);
-    }
-    Ok(claims)
+    #[error("no iat (required when the token lifetime is bounded)")]
+    NoIssuedAt,
+    #[error("lifetime (exp - iat) exceeds {0} s")]
+    LivesTooLong(u64),
 }
 
 /// Mints a token (used by `sagactl token`, the benchmark and the tests).
 pub fn mint(secret: &str, subject: &str, admin: bool, ttl: Duration) -> String {
-    let exp = (SystemTime::now() + ttl).duration_since(UNIX_EPOCH).expect("clock after 1970").as_secs();
-    let claims = Claims { sub: subject.to_owned(), role: admin.then(|| "admin".to_owned()), exp };
+    let iat = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after 1970").as_secs();
+    let claims =
+        Claims { sub: subject.to_owned(), role: admin.then(|| "admin".to_owned()), exp: iat + ttl.as_secs(), iat };
     jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(secret.as_bytes()))
         .expect("HS256 signing cannot fail")
 }
@@ -162,14 +205,29 @@ mod tests {
 
     const SECRET: &str = "0123456789abcdef0123456789abcdef";
 
+    fn args() -> AuthArgs {
+        AuthArgs {
+            auth_jwt_secret: Some(crate::secret::Secret::new(SECRET)),
+            auth_issuer: None,
+            auth_audience: None,
+            auth_max_token_lifetime: None,
+            auth_disabled: false,
+            dev_mode: false,
+        }
+    }
+
+    fn verifier(args: &AuthArgs) -> Verifier {
+        Verifier::new(SECRET.as_bytes(), args)
+    }
+
     #[test]
     fn minted_token_verifies_and_wrong_secret_does_not() {
         let token = mint(SECRET, "alice", true, Duration::from_secs(60));
-        let claims = verify(&DecodingKey::from_secret(SECRET.as_bytes()), &token).unwrap();
+        let claims = verifier(&args()).verify(&token).unwrap();
         assert_eq!(claims.sub, "alice");
         assert_eq!(claims.role.as_deref(), Some("admin"));
-        let other = DecodingKey::from_secret(b"another-secret-another-secret-xx");
-        assert!(verify(&other, &token).is_err());
+        let other = Verifier::new(b"another-secret-another-secret-xx", &args());
+        assert!(other.verify(&token).is_err());
     }
 
     fn signed(claims: serde_json::Value) -> String {
@@ -177,17 +235,62 @@ mod tests {
             .unwrap()
     }
 
+    fn now() -> u64 {
+        SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+    }
+
     #[test]
     fn time_claims_are_honoured_with_a_small_leeway() {
-        let key = DecodingKey::from_secret(SECRET.as_bytes());
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+        let verifier = verifier(&args());
+        let now = now();
         let hour = now + 3600;
-        let accepted = |claims| verify(&key, &signed(claims)).is_ok();
+        let accepted = |claims| verifier.verify(&signed(claims)).is_ok();
         assert!(accepted(serde_json::json!({"sub": "a", "exp": hour, "nbf": now + 5, "iat": now + 5})));
         assert!(!accepted(serde_json::json!({"sub": "a", "exp": hour, "nbf": now + 120})));
         assert!(!accepted(serde_json::json!({"sub": "a", "exp": hour, "iat": now + 120})));
         assert!(!accepted(serde_json::json!({"sub": "a", "exp": now - 120})));
         assert!(!accepted(serde_json::json!({"sub": "a"})));
         assert!(!accepted(serde_json::json!({"exp": hour})));
+    }
+
+    #[test]
+    fn issuer_audience_and_lifetime_are_checked_when_configured() {
+        let now = now();
+        let strict = verifier(&AuthArgs {
+            auth_issuer: Some("https://idp.example".into()),
+            auth_audience: Some("saga-platform".into()),
+            auth_max_token_lifetime: Some(Duration::from_secs(3600)),
+            ..args()
+        });
+        let good = serde_json::json!({"sub": "a", "iss": "https://idp.example", "aud": "saga-platform", "iat": now, "exp": now + 600});
+        assert!(strict.verify(&signed(good.clone())).is_ok());
+        let with = |key: &str, value: serde_json::Value| {
+            let mut claims = good.clone();
+            claims[key] = value;
+            strict.verify(&signed(claims)).map(|_| ()).map_err(|e| e.to_string())
+        };
+        assert!(with("iss", "https://evil.example".into()).is_err());
+        assert!(with("aud", "another-api".into()).is_err());
+        assert!(with("aud", serde_json::json!(["another-api", "saga-platform"])).is_ok());
+        assert!(with("exp", (now + 7200).into()).unwrap_err().contains("lifetime"));
+        let mut claims = good.clone();
+        claims.as_object_mut().unwrap().remove("iat");
+        assert!(strict.verify(&signed(claims)).unwrap_err().to_string().contains("iat"));
+        for missing in ["iss", "aud"] {
+            let mut claims = good.clone();
+            claims.as_object_mut().unwrap().remove(missing);
+            assert!(strict.verify(&signed(claims)).is_err(), "{missing} missing");
+        }
+        // Not configured: not checked.
+        assert!(
+            verifier(&args()).verify(&signed(serde_json::json!({"sub": "a", "aud": "x", "exp": now + 60}))).is_ok()
+        );
+    }
+
+    #[test]
+    fn auth_disabled_needs_dev_mode() {
+        let disabled = AuthArgs { auth_disabled: true, auth_jwt_secret: None, ..args() };
+        assert!(Auth::from_args(&disabled).err().unwrap().contains("SAGA_DEV_MODE"));
+        assert!(Auth::from_args(&AuthArgs { dev_mode: true, ..disabled }).unwrap().disabled());
     }
 }

@@ -1,11 +1,13 @@
 //! Configuration shared by the service binaries: clap flags with environment
 //! fallbacks. Each binary flattens `ServiceArgs` into its own struct.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{Args, Parser, ValueEnum};
 
+use crate::secret::Secret;
 use crate::topology::{QueueType, RetryPolicy, TopologySpec};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -16,9 +18,13 @@ pub enum LogFormat {
 
 #[derive(Debug, Clone, Args)]
 pub struct BrokerArgs {
-    /// RabbitMQ URL.
-    #[arg(long, env = "AMQP_URL", default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
-    pub amqp_url: String,
+    /// RabbitMQ URL; `amqps://` connects over TLS.
+    #[arg(long, env = "AMQP_URL", hide_env_values = true, default_value = "amqp://guest:guest@127.0.0.1:5672/%2f", value_parser = parse_secret_url)]
+    pub amqp_url: Secret,
+    /// PEM file of the certificate authorities that sign the broker's
+    /// certificate (amqps only; without it the system's roots are used).
+    #[arg(long, env = "AMQP_TLS_CA_FILE")]
+    pub amqp_tls_ca_file: Option<PathBuf>,
     #[command(flatten)]
     pub topology: TopologyArgs,
 }
@@ -60,17 +66,32 @@ impl TopologyArgs {
 pub struct AuthArgs {
     /// HS256 secret for bearer tokens on /api/v1 (at least 32 bytes).
     #[arg(long, env = "AUTH_JWT_SECRET", hide_env_values = true, value_parser = parse_secret)]
-    pub auth_jwt_secret: Option<String>,
-    /// Accept requests without a token (local development only).
+    pub auth_jwt_secret: Option<Secret>,
+    /// Tokens must carry this `iss`.
+    #[arg(long, env = "AUTH_ISSUER")]
+    pub auth_issuer: Option<String>,
+    /// Tokens must carry this audience in `aud`.
+    #[arg(long, env = "AUTH_AUDIENCE")]
+    pub auth_audience: Option<String>,
+    /// Tokens must carry `iat`, and `exp - iat` may not exceed this.
+    #[arg(long, env = "AUTH_MAX_TOKEN_LIFETIME", value_parser = parse_duration)]
+    pub auth_max_token_lifetime: Option<Duration>,
+    /// Accept requests without a token (every caller an admin). Refused
+    /// unless `SAGA_DEV_MODE=true`.
     #[arg(long, env = "AUTH_DISABLED", default_value_t = false, action = clap::ArgAction::Set, default_missing_value = "true", num_args = 0..=1)]
     pub auth_disabled: bool,
+    /// Declares a local development platform: the only one where
+    /// `AUTH_DISABLED=true` is allowed.
+    #[arg(long, env = "SAGA_DEV_MODE", default_value_t = false, action = clap::ArgAction::Set, default_missing_value = "true", num_args = 0..=1)]
+    pub dev_mode: bool,
 }
 
 #[derive(Debug, Clone, Args)]
 pub struct ServiceArgs {
-    /// The service's own PostgreSQL database (created if missing).
-    #[arg(long, env = "DATABASE_URL")]
-    pub database_url: String,
+    /// The service's own PostgreSQL database (created if missing). TLS as in
+    /// libpq: `sslmode`/`sslrootcert` in the URL or `PGSSLMODE`/`PGSSLROOTCERT`.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_parser = parse_secret_url)]
+    pub database_url: Secret,
     #[command(flatten)]
     pub broker: BrokerArgs,
     #[command(flatten)]
@@ -120,13 +141,20 @@ fn parse_platform(value: &str) -> Result<String, String> {
     if valid { Ok(value.to_owned()) } else { Err("use 1-63 lowercase letters, digits or '-'".to_owned()) }
 }
 
-fn parse_secret(value: &str) -> Result<String, String> {
+fn parse_secret(value: &str) -> Result<Secret, String> {
     if value.len() >= 32 {
-        Ok(value.to_owned())
+        Ok(Secret::new(value))
     } else {
         Err(format!("must be at least 32 bytes, got {}", value.len()))
     }
 }
+
+fn parse_secret_url(value: &str) -> Result<Secret, String> {
+    if value.contains("://") { Ok(Secret::new(value)) } else { Err("expected a URL (scheme://...)".to_owned()) }
+}
+
+/// Settings whose values are never repeated in an error message.
+const SECRET_SETTINGS: [&str; 3] = ["AUTH_JWT_SECRET", "DATABASE_URL", "AMQP_URL"];
 
 pub fn parse_duration(value: &str) -> Result<Duration, String> {
     let duration = humantime::parse_duration(value).map_err(|e| format!("{e} (examples: 500ms, 30s, 2m)"))?;
@@ -167,10 +195,15 @@ fn one_line(error: &clap::Error) -> String {
         ErrorKind::MissingRequiredArgument => format!("missing required setting {arg}"),
         ErrorKind::InvalidValue | ErrorKind::ValueValidation => {
             let value = context(ContextKind::InvalidValue).unwrap_or_default();
+            let value = if SECRET_SETTINGS.iter().any(|s| arg.contains(s)) {
+                "(hidden)".to_owned()
+            } else {
+                format!("{value:?}")
+            };
             let reason = error.source().map(|s| s.to_string()).unwrap_or_else(|| {
                 context(ContextKind::ValidValue).map(|v| format!("expected one of: {v}")).unwrap_or_default()
             });
-            format!("invalid value {value:?} for {arg}: {reason}")
+            format!("invalid value {value} for {arg}: {reason}")
         }
         _ => error.to_string().lines().next().unwrap_or("invalid arguments").trim_start_matches("error: ").to_owned(),
     }

@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod outbox;
 pub mod problem;
 pub mod runtime;
+pub mod secret;
 pub mod service;
 pub mod telemetry;
 pub mod topology;

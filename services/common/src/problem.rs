@@ -21,6 +21,9 @@ pub struct Problem {
     pub detail: String,
 }
 
+/// Seconds a client is told to wait (`Retry-After`) on a 429 or a 503.
+pub const RETRY_AFTER_SECS: u32 = 1;
+
 impl Problem {
     pub fn new(status: StatusCode, kind: &str, detail: impl Into<String>) -> Self {
         Problem {
@@ -70,7 +73,11 @@ impl IntoResponse for Problem {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = serde_json::to_vec(&self).expect("problems always serialize");
-        (status, [(header::CONTENT_TYPE, CONTENT_TYPE)], body).into_response()
+        let mut response = (status, [(header::CONTENT_TYPE, CONTENT_TYPE)], body).into_response();
+        if matches!(status, StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE) {
+            response.headers_mut().insert(header::RETRY_AFTER, RETRY_AFTER_SECS.into());
+        }
+        response
     }
 }
 

@@ -45,14 +45,15 @@ impl Service {
         if auth.disabled() {
             tracing::warn!("authentication is disabled (AUTH_DISABLED=true): every caller is an admin");
         }
-        let pool = crate::db::connect(&args.database_url, args.db_pool_size).await;
+        let broker = broker(&args.broker, name).unwrap_or_else(|e| fail(&e));
+        let pool = crate::db::connect(args.database_url.expose(), args.db_pool_size).await;
         if let Err(error) = crate::db::migrate(&pool, migrator).await {
             tracing::error!(%error, "migrations failed");
             std::process::exit(1);
         }
         tracing::info!(service = name, "migrations applied");
         let topology = Arc::new(Topology::new(args.broker.topology.spec()));
-        let broker = Arc::new(Broker::new(args.broker.amqp_url.clone(), name));
+        let broker = Arc::new(broker);
         let (trigger, shutdown) = shutdown_pair();
         Service {
             name,
@@ -163,5 +164,18 @@ impl Service {
             let _ = task.await;
         }
         tracing::info!(service = self.name, "stopped");
+    }
+}
+
+/// The broker client the settings describe; `Err` names the bad setting.
+fn broker(args: &crate::config::BrokerArgs, name: &str) -> Result<Broker, String> {
+    let broker = Broker::new(args.amqp_url.expose(), name);
+    match &args.amqp_tls_ca_file {
+        None => Ok(broker),
+        Some(path) => {
+            let pem = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read AMQP_TLS_CA_FILE {}: {e}", path.display()))?;
+            broker.with_ca(pem)
+        }
     }
 }

@@ -20,7 +20,7 @@ use saga_common::service::Service;
 use saga_common::topology::Destination;
 use sqlx::migrate::Migrator;
 
-use crate::admission::Admission;
+use crate::admission::{Admission, Refusals, Waiters};
 use crate::finished::StatusChanges;
 use crate::orchestrator::Orchestrator;
 use crate::timeouts::TimeoutWorker;
@@ -42,6 +42,13 @@ struct Args {
     /// / 2. 0 turns the limit off.
     #[arg(long, env = "MAX_RUNNING_SAGAS", default_value_t = 1000)]
     max_running_sagas: u32,
+    /// Long polls (`GET /api/v1/orders/{id}?wait=`) open at once; one more is
+    /// answered 503 `overloaded`.
+    #[arg(long, env = "LONG_POLL_MAX_WAITERS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    long_poll_max_waiters: u32,
+    /// Long polls one customer may hold open; one more is answered 429.
+    #[arg(long, env = "LONG_POLL_MAX_WAITERS_PER_CUSTOMER", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..))]
+    long_poll_max_waiters_per_customer: u32,
 }
 
 #[tokio::main]
@@ -63,7 +70,8 @@ async fn main() {
     let worker = Arc::new(worker);
     let health = service.health.clone();
     service.spawn(supervise("timeout worker", health, shutdown.clone(), move || worker.clone().run(shutdown.clone())));
-    let admission = Admission::new(args.max_running_sagas);
+    let refusals = Refusals::new(&service.metrics);
+    let admission = Admission::new(args.max_running_sagas, refusals.clone());
     service.spawn(admission.clone().refresh(service.pool.clone(), service.shutdown.clone()));
     let status_changes = StatusChanges::default();
     service.spawn(status_changes.clone().listen(service.pool.clone(), service.shutdown.clone()));
@@ -74,6 +82,12 @@ async fn main() {
         orchestrator,
         status_changes,
         admission,
+        waiters: Waiters::new(
+            args.long_poll_max_waiters,
+            args.long_poll_max_waiters_per_customer,
+            &service.metrics,
+            refusals,
+        ),
     };
     let (router, openapi) = api::router(state);
     service.run(args.http_addr, router, openapi).await;

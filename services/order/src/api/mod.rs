@@ -14,7 +14,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::admission::Admission;
+use crate::admission::{Admission, Waiters};
 use crate::finished::StatusChanges;
 use crate::orchestrator::Orchestrator;
 
@@ -26,6 +26,7 @@ pub struct AppState {
     pub orchestrator: Arc<Orchestrator>,
     pub status_changes: StatusChanges,
     pub admission: Admission,
+    pub waiters: Waiters,
 }
 
 impl FromRef<AppState> for Auth {

@@ -33,7 +33,8 @@ const IDEMPOTENCY_KEY: &str = "idempotency-key";
         (status = 409, description = "A request with this Idempotency-Key is in progress", body = Problem),
         (status = 413, description = "Body larger than 64 KiB", body = Problem),
         (status = 422, description = "Invalid order, or Idempotency-Key reused with another body", body = Problem),
-        (status = 503, description = "Overloaded: too many sagas running; try again shortly", body = Problem),
+        (status = 429, description = "This customer runs more than their share of sagas while the platform is busy; see Retry-After", body = Problem),
+        (status = 503, description = "Overloaded: too many sagas running; see Retry-After", body = Problem),
     )
 )]
 pub async fn place_order(
@@ -44,7 +45,7 @@ pub async fn place_order(
     ApiJson(request): ApiJson<PlaceOrder>,
 ) -> Result<Response, Problem> {
     request.validate()?;
-    state.admission.check()?;
+    let admitted = state.admission.admit(&caller.customer_id)?;
     let key = match headers.get(IDEMPOTENCY_KEY) {
         Some(value) => {
             let key = value.to_str().map_err(|_| {
@@ -117,6 +118,7 @@ pub async fn place_order(
         store::store_idempotent_response(&mut tx, &caller.customer_id, key, &request_hash, order.id, &response).await?;
     }
     tx.commit().await?;
+    admitted.committed();
     state.signal.notify();
     tracing::info!(order_id = %order.id, lines = order.items.len(), "order placed");
     Ok(accepted(&view))
@@ -133,7 +135,13 @@ fn accepted(view: &OrderView) -> Response {
 #[utoipa::path(
     get, path = "/api/v1/orders/{id}", tag = "orders",
     params(("id" = Uuid, Path), GetQuery),
-    responses((status = 200, body = OrderView), (status = 400, body = Problem), (status = 404, body = Problem))
+    responses(
+        (status = 200, body = OrderView),
+        (status = 400, body = Problem),
+        (status = 404, body = Problem),
+        (status = 429, description = "This customer has too many long polls open; see Retry-After", body = Problem),
+        (status = 503, description = "Too many long polls open; see Retry-After", body = Problem),
+    )
 )]
 pub async fn get_order(
     State(state): State<AppState>,
@@ -149,12 +157,16 @@ pub async fn get_order(
         }
     };
     let deadline = tokio::time::Instant::now() + wait;
+    let mut slot = None;
     let order = loop {
         let mut watch = (!wait.is_zero()).then(|| state.status_changes.watch(id));
         let order = visible_order(store::find(&state.pool, id).await?, &caller, id)?;
         let now = tokio::time::Instant::now();
         match watch.as_mut() {
             Some(watch) if order.status == "PENDING" && now < deadline => {
+                if slot.is_none() {
+                    slot = Some(state.waiters.enter(&caller.customer_id)?);
+                }
                 tokio::select! {
                     _ = watch.changed() => {}
                     _ = tokio::time::sleep_until(deadline) => {}
