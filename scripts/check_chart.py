@@ -1059,6 +1059,8 @@ def secret_refs(sp: dict[str, Any]) -> list[tuple[str, str, str]]:
         ("auth.jwtSecret", (spec.get("auth") or {}).get("jwtSecret")),
     ]
     refs += [(f"{s}.databaseUrlSecret", (spec.get(s) or {}).get("databaseUrlSecret")) for s in ("order", "payment", "inventory")]
+    refs.append(("broker.tls.caSecret", ((spec.get("broker") or {}).get("tls") or {}).get("caSecret")))
+    refs.append(("database.tls.caSecret", ((spec.get("database") or {}).get("tls") or {}).get("caSecret")))
     return [(where, ref["name"], ref["key"]) for where, ref in refs if ref]
 
 

@@ -58,6 +58,9 @@ pub struct SagaPlatformSpec {
     #[serde(default)]
     pub saga: SagaSpec,
     pub auth: AuthSpec,
+    /// Settings the services' PostgreSQL connections share (TLS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<DatabaseSpec>,
     /// What happens to the broker topology when this resource is deleted.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
@@ -72,11 +75,27 @@ pub struct SagaPlatformSpec {
 pub struct BrokerSpec {
     /// Secret key holding the AMQP URL (`amqp://user:password@host:5672/%2f`).
     pub url_secret: SecretKeyRef,
-    /// RabbitMQ management API base URL (`http://rabbitmq:15672`), used with
-    /// the AMQP URL's credentials to read queue depth including unacknowledged
+    /// RabbitMQ management API base URL (`http://rabbitmq:15672`, or
+    /// `https://…` verified like the broker, see `tls`), used with the AMQP
+    /// URL's credentials to read queue depth including unacknowledged
     /// messages. Without it the depth comes from AMQP (ready messages only).
+    /// The credentials are sent only when its host is the AMQP URL's host
+    /// (see `allowCredentialsToManagementHost`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub management_url: Option<String>,
+    /// Explicit opt-in: the host of `managementUrl` that may receive the
+    /// broker credentials although it is not the AMQP URL's host (e.g. a
+    /// separate management endpoint of the same RabbitMQ). Must equal the
+    /// management URL's host. Without it such a host gets no request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self != ''").message("broker.allowCredentialsToManagementHost must not be empty"))]
+    pub allow_credentials_to_management_host: Option<String>,
+    /// TLS to the broker: the AMQP URL must then be `amqps://`, and the CA
+    /// verifies it, for the operator and the services, and an `https://`
+    /// management URL. Without it `amqps://` and `https://` are verified with
+    /// the system trust store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<BrokerTlsSpec>,
     /// Queue type of every queue. Fixed at creation: RabbitMQ cannot convert a queue.
     #[serde(default)]
     #[x_kube(validation = Rule::new("self == oldSelf").message("queueType cannot be changed after creation: RabbitMQ cannot convert existing queues"))]
@@ -89,6 +108,58 @@ pub enum QueueTypeSpec {
     #[default]
     Quorum,
     Classic,
+}
+
+/// TLS to the broker.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct BrokerTlsSpec {
+    /// Secret key holding the CA certificate(s), PEM, that signed the broker's
+    /// certificate; the only trust anchor used. Mounted into the services at
+    /// `/etc/saga/tls/broker-ca.pem` (`AMQP_TLS_CA_FILE`).
+    pub ca_secret: SecretKeyRef,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DatabaseSpec {
+    /// TLS to PostgreSQL, for every service (libpq's `PGSSLMODE` and
+    /// `PGSSLROOTCERT`, which the services' driver reads).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<DatabaseTlsSpec>,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DatabaseTlsSpec {
+    /// Secret key holding the CA certificate(s), PEM, of the PostgreSQL
+    /// server; mounted at `/etc/saga/tls/db-ca.pem` (`PGSSLROOTCERT`).
+    pub ca_secret: SecretKeyRef,
+    /// `PGSSLMODE`: `verify-full` (default: CA and host name checked),
+    /// `verify-ca` (CA only) or `require` (encrypted; libpq then also checks
+    /// the CA because a root certificate is given).
+    #[serde(default)]
+    pub ssl_mode: SslMode,
+}
+
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum SslMode {
+    Require,
+    VerifyCa,
+    #[default]
+    VerifyFull,
+}
+
+impl SslMode {
+    /// The `PGSSLMODE` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SslMode::Require => "require",
+            SslMode::VerifyCa => "verify-ca",
+            SslMode::VerifyFull => "verify-full",
+        }
+    }
 }
 
 /// A key of a Secret in the resource's namespace.

@@ -12,5 +12,6 @@ pub mod lease;
 pub mod metrics;
 pub mod reconcile;
 pub mod scaling;
+pub mod tls;
 
 pub use reconcile::build::topology_spec;

@@ -12,7 +12,12 @@ use saga_operator::crd::SagaPlatform;
 use saga_operator::reconcile::build::{self, Component};
 
 fn example() -> SagaPlatform {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/sagaplatform.yaml")).unwrap();
+    example_file("sagaplatform.yaml")
+}
+
+fn example_file(file: &str) -> SagaPlatform {
+    let path = format!("{}/../examples/{file}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(path).unwrap();
     let mut platform: SagaPlatform = serde_yaml::from_str(&text).unwrap();
     platform.metadata.namespace = Some("saga".into());
     platform.metadata.uid = Some("11111111-2222-3333-4444-555555555555".into());
@@ -50,6 +55,43 @@ fn workloads_match_golden_files() {
         yaml.push_str(&serde_yaml::to_string(&build::deployment(&platform, component, 3, "0123456789abcdef")).unwrap());
         check_golden(&format!("{}.yaml", component.name()), &yaml);
     }
+}
+
+/// examples/sagaplatform-tls.yaml: the CA files mounted read-only under
+/// /etc/saga/tls and the variables the services read (AMQP_TLS_CA_FILE,
+/// PGSSLMODE, PGSSLROOTCERT) in the ConfigMap.
+#[test]
+fn tls_workload_matches_golden_file() {
+    let platform = example_file("sagaplatform-tls.yaml");
+    let component = Component::ALL[1];
+    let mut yaml = serde_yaml::to_string(&build::config_map(&platform, component)).unwrap();
+    yaml.push_str("---\n");
+    yaml.push_str(&serde_yaml::to_string(&build::deployment(&platform, component, 1, "0123456789abcdef")).unwrap());
+    check_golden("payment-tls.yaml", &yaml);
+}
+
+#[test]
+fn tls_settings_reach_the_pods_and_their_rotation_rolls_them() {
+    let platform = example_file("sagaplatform-tls.yaml");
+    for component in Component::ALL {
+        let data = build::config_map(&platform, component).data.unwrap();
+        assert_eq!(data["AMQP_TLS_CA_FILE"], "/etc/saga/tls/broker-ca.pem");
+        assert_eq!(data["PGSSLMODE"], "verify-full");
+        assert_eq!(data["PGSSLROOTCERT"], "/etc/saga/tls/db-ca.pem");
+        let pod = build::deployment(&platform, component, 1, "x").spec.unwrap().template.spec.unwrap();
+        let mount = pod.containers[0].volume_mounts.as_ref().unwrap().iter().find(|m| m.name == "tls").unwrap();
+        assert_eq!((mount.mount_path.as_str(), mount.read_only), ("/etc/saga/tls", Some(true)));
+        // The CA keys count in the secrets hash: a rotated CA rolls the pods.
+        let names: Vec<(&str, &str)> =
+            build::secret_refs(&platform, component).iter().map(|r| (r.name.as_str(), r.key.as_str())).collect();
+        assert_eq!(&names[3..], [("saga-tls", "broker-ca.pem"), ("saga-tls", "db-ca.pem")]);
+    }
+    // Without TLS: none of it.
+    let plain = example();
+    let data = build::config_map(&plain, Component::ALL[0]).data.unwrap();
+    assert!(!data.contains_key("AMQP_TLS_CA_FILE") && !data.contains_key("PGSSLMODE"));
+    let pod = build::deployment(&plain, Component::ALL[0], 1, "x").spec.unwrap().template.spec.unwrap();
+    assert_eq!(pod.volumes.unwrap().len(), 1, "only /tmp");
 }
 
 #[test]

@@ -505,3 +505,137 @@ async fn a_burst_of_deployment_events_does_not_multiply_a_scaling_step() {
     assert_eq!(replicas().await, Some(2), "one step per period, however many reconciles");
     kubectl(&["delete", "sp", "burst", "-n", &ns.name, "--wait", "--timeout=60s"]);
 }
+
+/// A TCP listener on `address` that answers every connection with an HTTP
+/// response carrying a queue depth and records what each connection sent.
+async fn recording_listener(address: &str) -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind(address).await.expect("bind the recording listener");
+    let port = listener.local_addr().unwrap().port();
+    let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = received.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let record = record.clone();
+            tokio::spawn(async move {
+                let mut buffer = vec![0; 8192];
+                let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buffer)).await;
+                let text = match read {
+                    Ok(Ok(n)) => String::from_utf8_lossy(&buffer[..n]).into_owned(),
+                    _ => String::new(),
+                };
+                record.lock().unwrap().push(text);
+                let body = r#"{"messages_ready":0,"messages_unacknowledged":0}"#;
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(response.as_bytes()).await;
+            });
+        }
+    });
+    (port, received)
+}
+
+#[tokio::test]
+async fn broker_credentials_go_only_to_the_brokers_host() {
+    let ns = Namespace::create("creds").await;
+    let (_release, _operator) = chart_and_operator(&ns.name, &[]);
+    kubectl_apply(&ns.name, &local_secrets()).unwrap();
+    // 127.0.0.2: this machine, but not the host of the broker URL (127.0.0.1).
+    let (port, received) = recording_listener("127.0.0.2:0").await;
+    let mut sp = platform("withheld", "Delete");
+    sp["spec"]["broker"]["managementUrl"] = json!(format!("http://127.0.0.2:{port}"));
+    kubectl_apply(&ns.name, std::slice::from_ref(&sp)).unwrap();
+
+    let withheld = eventually("the credentials withheld", WAIT, || async {
+        let sp = get(&ns.name, "sagaplatform", "withheld")?;
+        let management = condition(&sp, "ManagementApiAvailable")?.clone();
+        let topology = condition(&sp, "TopologyReady")?;
+        (topology["status"] == "True").then_some(())?;
+        (management["status"] == "False").then_some(management)
+    })
+    .await;
+    assert_eq!(withheld["reason"], "CredentialsWithheld", "{withheld}");
+    let message = withheld["message"].as_str().unwrap();
+    assert!(message.contains("127.0.0.2") && message.contains("127.0.0.1"), "names both hosts: {message}");
+    assert!(!message.contains("guest"), "no credentials in the condition: {message}");
+    let ready = condition(&get(&ns.name, "sagaplatform", "withheld").unwrap(), "Ready").unwrap().clone();
+    assert_eq!((ready["status"].as_str(), ready["reason"].as_str()), (Some("False"), Some("CredentialsWithheld")));
+    // Several resyncs (2 s here) pass: not one connection, let alone a request.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert!(received.lock().unwrap().is_empty(), "the listener was contacted: {:?}", received.lock().unwrap());
+
+    // The explicit opt-in for that host: now the request goes, with the credentials.
+    let patch = r#"{"spec":{"broker":{"allowCredentialsToManagementHost":"127.0.0.2"}}}"#;
+    kubectl(&["patch", "sp", "withheld", "-n", &ns.name, "--type=merge", "-p", patch]);
+    let request =
+        eventually("a request to the allowed host", WAIT, || async { received.lock().unwrap().first().cloned() }).await;
+    assert!(request.to_lowercase().contains("authorization: basic "), "the opt-in sends the credentials: {request}");
+    wait_ready(&ns.name, "withheld").await;
+    let sp = get(&ns.name, "sagaplatform", "withheld").unwrap();
+    assert_eq!(condition(&sp, "ManagementApiAvailable").unwrap()["status"], "True", "{sp}");
+    kubectl(&["delete", "sp", "withheld", "-n", &ns.name, "--wait", "--timeout=60s"]);
+}
+
+/// The machine's TLS listeners (scripts/lib.sh): amqps on 5671 and the
+/// management API over https on 15671 with a certificate for localhost,
+/// signed by this CA.
+const MACHINE_CA: &str = "/etc/saga-platform/tls/ca.pem";
+
+#[tokio::test]
+async fn amqps_with_the_ca_becomes_ready_and_a_wrong_ca_is_named() {
+    let ns = Namespace::create("tls").await;
+    let (_release, _operator) = chart_and_operator(&ns.name, &[]);
+    let ca = std::fs::read_to_string(MACHINE_CA)
+        .unwrap_or_else(|e| panic!("{MACHINE_CA}: {e} (the TLS listeners of scripts/lib.sh are not set up)"));
+    let other_ca = include_str!("fixtures/tls/other-ca.pem");
+    let mut secrets = local_secrets();
+    secrets[0]["stringData"]["url"] = json!("amqps://guest:guest@localhost:5671/%2f");
+    let secret = |name: &str, pem: &str| json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "stringData": {"ca.pem": pem}});
+    secrets.push(secret("broker-ca", &ca));
+    secrets.push(secret("wrong-ca", other_ca));
+    secrets.push(secret("not-a-ca", "not a certificate"));
+    kubectl_apply(&ns.name, &secrets).unwrap();
+    let with_ca = |name: &str, ca_secret: &str| {
+        let mut sp = platform(name, "Delete");
+        sp["spec"]["broker"]["managementUrl"] = json!("https://localhost:15671");
+        sp["spec"]["broker"]["tls"] = json!({"caSecret": {"name": ca_secret, "key": "ca.pem"}});
+        sp
+    };
+    let (secure, wrong, invalid) =
+        (with_ca("secure", "broker-ca"), with_ca("wrong", "wrong-ca"), with_ca("bad", "not-a-ca"));
+    kubectl_apply(&ns.name, &[secure.clone(), wrong.clone(), invalid.clone()]).unwrap();
+
+    // The right CA: topology declared over amqps, depth from the https management API.
+    let ready = wait_ready(&ns.name, "secure").await;
+    assert_eq!(condition(&ready, "ManagementApiAvailable").unwrap()["status"], "True", "{ready}");
+    assert_eq!(ready["status"]["queueDepthSource"], "management-api", "{ready}");
+    assert!(!queues(&platform_name(&secure)).await.is_empty(), "declared over amqps");
+    let config = get(&ns.name, "configmap", "secure-order").unwrap();
+    assert_eq!(config["data"]["AMQP_TLS_CA_FILE"], "/etc/saga/tls/broker-ca.pem");
+
+    // A CA that did not sign the broker's certificate: said so, with no password.
+    let refused = |name: &'static str, reason: &'static str| {
+        let ns = ns.name.clone();
+        async move {
+            eventually(&format!("{name}: TopologyReady reason {reason}"), WAIT, || async {
+                let sp = get(&ns, "sagaplatform", name)?;
+                let topology = condition(&sp, "TopologyReady")?;
+                (topology["reason"] == reason).then(|| topology["message"].as_str().unwrap().to_owned())
+            })
+            .await
+        }
+    };
+    let message = refused("wrong", "BrokerTlsHandshakeFailed").await;
+    assert!(message.contains("UnknownIssuer") && message.contains("localhost:5671"), "{message}");
+    assert!(!message.contains("guest:guest"), "no password: {message}");
+    let message = refused("bad", "BrokerCaInvalid").await;
+    assert!(message.contains("not-a-ca") && message.contains("no certificate"), "{message}");
+    assert!(queues(&platform_name(&wrong)).await.is_empty(), "nothing declared through an unverified connection");
+
+    for sp in [&secure, &wrong, &invalid] {
+        let name = sp["metadata"]["name"].as_str().unwrap();
+        kubectl(&["delete", "sp", name, "-n", &ns.name, "--wait", "--timeout=60s"]);
+    }
+}

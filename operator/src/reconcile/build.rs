@@ -8,9 +8,9 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment};
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapEnvSource, Container, ContainerPort, EmptyDirVolumeSource, EnvFromSource, EnvVar,
-    EnvVarSource, HTTPGetAction, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
-    SeccompProfile, SecretKeySelector, SecurityContext, Service, ServicePort, ServiceSpec as K8sServiceSpec, Volume,
-    VolumeMount,
+    EnvVarSource, HTTPGetAction, KeyToPath, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ProjectedVolumeSource,
+    ResourceRequirements, SeccompProfile, SecretKeySelector, SecretProjection, SecurityContext, Service, ServicePort,
+    ServiceSpec as K8sServiceSpec, Volume, VolumeMount, VolumeProjection,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
@@ -19,7 +19,7 @@ use kube::Resource;
 use saga_common::topology::{Destination, QueueType, RetryPolicy, TopologySpec};
 use sha2::{Digest, Sha256};
 
-use crate::crd::{QueueTypeSpec, SagaPlatform, SecretKeyRef, ServiceSpec};
+use crate::crd::{DatabaseTlsSpec, QueueTypeSpec, SagaPlatform, SecretKeyRef, ServiceSpec};
 
 pub const MANAGER: &str = "saga-operator";
 /// Pod template annotation that changes whenever the ConfigMap does, so a
@@ -29,6 +29,14 @@ pub const CONFIG_HASH_ANNOTATION: &str = "saga.dev/config-hash";
 pub const SECRETS_HASH_ANNOTATION: &str = "saga.dev/secrets-hash";
 /// Non-root user of the service images (distroless `nonroot`).
 const RUN_AS: i64 = 65532;
+/// Read-only directory of the CA files the pods verify TLS with.
+pub const TLS_DIR: &str = "/etc/saga/tls";
+/// The broker's CA under [`TLS_DIR`] (`AMQP_TLS_CA_FILE`).
+pub const BROKER_CA_FILE: &str = "broker-ca.pem";
+/// PostgreSQL's CA under [`TLS_DIR`] (`PGSSLROOTCERT`).
+pub const DB_CA_FILE: &str = "db-ca.pem";
+/// Name of the pod volume holding them.
+const TLS_VOLUME: &str = "tls";
 
 /// The broker topology a `SagaPlatform` asks for. Shared with `sagactl topology
 /// apply -f`, so a resource file declares the same topology with or without
@@ -152,6 +160,13 @@ pub fn config_map(platform: &SagaPlatform, component: Component) -> ConfigMap {
     if component.destination == Destination::Order {
         data.insert("SAGA_STEP_TIMEOUT".into(), format!("{}s", platform.spec.saga.step_timeout_seconds));
     }
+    if platform.spec.broker.tls.is_some() {
+        data.insert("AMQP_TLS_CA_FILE".into(), format!("{TLS_DIR}/{BROKER_CA_FILE}"));
+    }
+    if let Some(tls) = database_tls(platform) {
+        data.insert("PGSSLMODE".into(), tls.ssl_mode.as_str().into());
+        data.insert("PGSSLROOTCERT".into(), format!("{TLS_DIR}/{DB_CA_FILE}"));
+    }
     ConfigMap { metadata: metadata(platform, component), data: Some(data), ..ConfigMap::default() }
 }
 
@@ -186,6 +201,20 @@ pub fn deployment(platform: &SagaPlatform, component: Component, replicas: i32, 
     template_annotations.insert(SECRETS_HASH_ANNOTATION.to_owned(), secrets_hash.to_owned());
     let env =
         SECRET_ENV.iter().zip(secret_refs(platform, component)).map(|(name, key)| secret_env(name, key)).collect();
+    // The root filesystem is read-only; give the process a scratch /tmp.
+    let mut volume_mounts =
+        vec![VolumeMount { name: "tmp".into(), mount_path: "/tmp".into(), ..VolumeMount::default() }];
+    let mut volumes =
+        vec![Volume { name: "tmp".into(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Volume::default() }];
+    if let Some(volume) = tls_volume(platform) {
+        volume_mounts.push(VolumeMount {
+            name: TLS_VOLUME.into(),
+            mount_path: TLS_DIR.into(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        });
+        volumes.push(volume);
+    }
     let container = Container {
         name: component.name().into(),
         image: Some(spec.image.clone()),
@@ -216,12 +245,7 @@ pub fn deployment(platform: &SagaPlatform, component: Component, replicas: i32, 
             capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), add: None }),
             ..SecurityContext::default()
         }),
-        // The root filesystem is read-only; give the process a scratch /tmp.
-        volume_mounts: Some(vec![VolumeMount {
-            name: "tmp".into(),
-            mount_path: "/tmp".into(),
-            ..VolumeMount::default()
-        }]),
+        volume_mounts: Some(volume_mounts),
         ..Container::default()
     };
     Deployment {
@@ -259,11 +283,7 @@ pub fn deployment(platform: &SagaPlatform, component: Component, replicas: i32, 
                     }),
                     automount_service_account_token: Some(false),
                     termination_grace_period_seconds: Some(30),
-                    volumes: Some(vec![Volume {
-                        name: "tmp".into(),
-                        empty_dir: Some(EmptyDirVolumeSource::default()),
-                        ..Volume::default()
-                    }]),
+                    volumes: Some(volumes),
                     ..PodSpec::default()
                 }),
             },
@@ -271,6 +291,35 @@ pub fn deployment(platform: &SagaPlatform, component: Component, replicas: i32, 
         }),
         ..Deployment::default()
     }
+}
+
+fn database_tls(platform: &SagaPlatform) -> Option<&DatabaseTlsSpec> {
+    platform.spec.database.as_ref().and_then(|d| d.tls.as_ref())
+}
+
+/// The CA files of `broker.tls` and `database.tls` as one read-only projected
+/// volume (only the named keys, as fixed file names), or `None` without TLS.
+fn tls_volume(platform: &SagaPlatform) -> Option<Volume> {
+    let file = |secret: &SecretKeyRef, path: &str| VolumeProjection {
+        secret: Some(SecretProjection {
+            name: secret.name.clone(),
+            items: Some(vec![KeyToPath { key: secret.key.clone(), path: path.into(), mode: None }]),
+            optional: Some(false),
+        }),
+        ..VolumeProjection::default()
+    };
+    let mut sources = Vec::new();
+    if let Some(tls) = &platform.spec.broker.tls {
+        sources.push(file(&tls.ca_secret, BROKER_CA_FILE));
+    }
+    if let Some(tls) = database_tls(platform) {
+        sources.push(file(&tls.ca_secret, DB_CA_FILE));
+    }
+    (!sources.is_empty()).then(|| Volume {
+        name: TLS_VOLUME.into(),
+        projected: Some(ProjectedVolumeSource { sources: Some(sources), default_mode: Some(0o444) }),
+        ..Volume::default()
+    })
 }
 
 fn probe(path: &str, period_seconds: i32, failure_threshold: i32) -> Probe {
@@ -310,9 +359,18 @@ fn quantities(values: &BTreeMap<String, String>) -> Option<BTreeMap<String, Quan
 const SECRET_ENV: [&str; 3] = ["DATABASE_URL", "AMQP_URL", "AUTH_JWT_SECRET"];
 
 /// The Secret keys a service's pods read, in a fixed order: its database
-/// URL, the broker URL, the JWT secret.
-pub fn secret_refs(platform: &SagaPlatform, component: Component) -> [&SecretKeyRef; 3] {
-    [&component.spec(platform).database_url_secret, &platform.spec.broker.url_secret, &platform.spec.auth.jwt_secret]
+/// URL, the broker URL, the JWT secret (the env of [`SECRET_ENV`]), then the
+/// broker's and the database's CA when TLS is configured (files). As many for
+/// every service of a platform.
+pub fn secret_refs(platform: &SagaPlatform, component: Component) -> Vec<&SecretKeyRef> {
+    let mut refs = vec![
+        &component.spec(platform).database_url_secret,
+        &platform.spec.broker.url_secret,
+        &platform.spec.auth.jwt_secret,
+    ];
+    refs.extend(platform.spec.broker.tls.as_ref().map(|tls| &tls.ca_secret));
+    refs.extend(database_tls(platform).map(|tls| &tls.ca_secret));
+    refs
 }
 
 /// First 16 hex digits of the SHA-256 of those keys' values (`None`: unreadable).

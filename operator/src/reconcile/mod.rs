@@ -27,12 +27,13 @@ use saga_common::topology::{Destination, Topology};
 use serde_json::json;
 use tracing::Instrument;
 
-use crate::broker::{BrokerError, Brokers, DepthSource, TopologyOutcome};
+use crate::broker::{self as broker_side, BrokerError, Brokers, DepthSource, Target, TopologyOutcome};
 use crate::crd::{DeletionPolicy, SagaPlatform, SagaPlatformStatus, ServiceStatus};
 use crate::metrics::Metrics;
 use crate::scaling;
+use crate::tls::TlsClient;
 use build::Component;
-use status::{AUTOSCALING_ACTIVE, Observation, SERVICES_AVAILABLE, TOPOLOGY_READY};
+use status::{AUTOSCALING_ACTIVE, MANAGEMENT_API_AVAILABLE, Observation, SERVICES_AVAILABLE, TOPOLOGY_READY};
 
 pub const FINALIZER: &str = "saga.dev/topology";
 
@@ -280,7 +281,6 @@ async fn report_failure(ctx: &Context, platform: &SagaPlatform, error: &Error) {
 
 async fn apply_platform_steps(platform: &SagaPlatform, ctx: &Context) -> Result<Action, Error> {
     let reference = platform.object_ref(&());
-    let namespace = platform.namespace().unwrap_or_default();
     let previous = platform.status.clone().unwrap_or_default();
     let platform_name = platform.platform_name();
 
@@ -302,12 +302,8 @@ async fn apply_platform_steps(platform: &SagaPlatform, ctx: &Context) -> Result<
         return Ok(Action::await_change());
     }
 
-    // read
-    let url = match read::secret_value(&ctx.client, &namespace, &platform.spec.broker.url_secret).await {
-        Ok(url) => validate::broker_url(&url).map(|()| url),
-        Err(Error::Secret { name, key, reason }) => Err(format!("Secret {name} key {key}: {reason}")),
-        Err(error) => return Err(error),
-    };
+    // read: the broker URL and its CA
+    let target = broker_target(ctx, platform).await?;
 
     // broker side: topology, then queue depth
     let topology = Topology::new(build::topology_spec(platform));
@@ -315,16 +311,17 @@ async fn apply_platform_steps(platform: &SagaPlatform, ctx: &Context) -> Result<
     let mut depths: HashMap<&'static str, u64> = HashMap::new();
     let mut depth_source = None;
     let mut depth_error = None;
-    match &url {
-        Err(message) => {
-            ctx.event(&reference, EventType::Warning, "BrokerSecretInvalid", "ReadSecret", message.clone()).await;
-            observed.push(Observation::new(TOPOLOGY_READY, false, "BrokerSecretInvalid", message.clone()));
-            depth_error = Some(message.clone());
+    match &target {
+        Err(problem) => {
+            let message = problem.message.clone();
+            ctx.event(&reference, EventType::Warning, problem.reason, "ReadSecret", message.clone()).await;
+            observed.push(Observation::new(TOPOLOGY_READY, false, problem.reason, message.clone()));
+            depth_error = Some(message);
         }
-        Ok(url) => {
-            let claimed = ctx.brokers.claim(url, &platform_name, &owner(platform)).await;
+        Ok(target) => {
+            let claimed = ctx.brokers.claim(target, &platform_name, &owner(platform)).await;
             let ensured = match claimed {
-                Ok(()) => ctx.brokers.ensure_topology(url, &topology).await,
+                Ok(()) => ctx.brokers.ensure_topology(target, &topology).await,
                 Err(error) => Err(error),
             };
             match ensured {
@@ -353,15 +350,57 @@ async fn apply_platform_steps(platform: &SagaPlatform, ctx: &Context) -> Result<
                 }
                 Err(error) => {
                     let message = error.to_string();
-                    ctx.event(&reference, EventType::Warning, "TopologyFailed", "DeclareTopology", message.clone())
-                        .await;
-                    observed.push(Observation::new(TOPOLOGY_READY, false, "TopologyFailed", message));
+                    let reason = match error.tls_reason() {
+                        Some("CaInvalid") => "BrokerCaInvalid",
+                        Some(_) => "BrokerTlsHandshakeFailed",
+                        None => "TopologyFailed",
+                    };
+                    ctx.event(&reference, EventType::Warning, reason, "DeclareTopology", message.clone()).await;
+                    observed.push(Observation::new(TOPOLOGY_READY, false, reason, message));
                 }
             }
-            let management_url = platform.spec.broker.management_url.as_deref();
+            // The management API gets the broker credentials only on the
+            // broker's host or the one host the resource allows.
+            let broker = &platform.spec.broker;
+            let mut management_observation = None;
+            let management_url = match broker.management_url.as_deref() {
+                None => None,
+                Some(management_url) => match broker_side::management_credentials_allowed(
+                    target.url(),
+                    management_url,
+                    broker.allow_credentials_to_management_host.as_deref(),
+                ) {
+                    Ok(()) => Some(management_url),
+                    Err(message) => {
+                        ctx.event(
+                            &reference,
+                            EventType::Warning,
+                            "CredentialsWithheld",
+                            "ReadQueueDepth",
+                            message.clone(),
+                        )
+                        .await;
+                        management_observation =
+                            Some(Observation::new(MANAGEMENT_API_AVAILABLE, false, "CredentialsWithheld", message));
+                        None
+                    }
+                },
+            };
             for component in Component::ALL {
                 let queue = topology.queue_name(component.destination);
-                match ctx.brokers.queue_depth(url, management_url, &queue).await {
+                let read = ctx.brokers.queue_depth(target, management_url, &queue).await;
+                if let Some(error) = read.management_error
+                    && management_observation.is_none()
+                {
+                    let reason = match error.tls_reason() {
+                        Some("CaInvalid") => "CaInvalid",
+                        Some(_) => "TlsHandshakeFailed",
+                        None => "Unavailable",
+                    };
+                    let message = format!("queue depth read over AMQP (ready messages only): {error}");
+                    management_observation = Some(Observation::new(MANAGEMENT_API_AVAILABLE, false, reason, message));
+                }
+                match read.depth {
                     Ok((depth, source)) => {
                         depths.insert(component.name(), depth);
                         depth_source = Some(source);
@@ -369,6 +408,15 @@ async fn apply_platform_steps(platform: &SagaPlatform, ctx: &Context) -> Result<
                     Err(error) => depth_error = Some(format!("queue {queue}: {error}")),
                 }
             }
+            if let Some(management_url) = management_url
+                && management_observation.is_none()
+                && depth_source == Some(DepthSource::ManagementApi)
+            {
+                let message = format!("queue depth read from {}", management_url.trim_end_matches('/'));
+                management_observation =
+                    Some(Observation::new(MANAGEMENT_API_AVAILABLE, true, "QueueDepthRead", message));
+            }
+            observed.extend(management_observation);
         }
     }
 
@@ -468,6 +516,49 @@ async fn apply_platform_steps(platform: &SagaPlatform, ctx: &Context) -> Result<
     Ok(Action::requeue(if autoscaling { ctx.settings.scale_interval } else { ctx.settings.resync }))
 }
 
+/// Why a reconcile cannot reach the broker: a condition reason and a message
+/// (never a credential).
+#[derive(Debug, Clone)]
+struct TargetProblem {
+    reason: &'static str,
+    message: String,
+}
+
+/// The broker URL (from its Secret) and, with `broker.tls`, the CA (from its
+/// Secret) that verifies it. `Err` of the outer result: the API failed.
+async fn broker_target(ctx: &Context, platform: &SagaPlatform) -> Result<Result<Target, TargetProblem>, Error> {
+    let namespace = platform.namespace().unwrap_or_default();
+    let broker = &platform.spec.broker;
+    let problem = |reason, message| Ok(Err(TargetProblem { reason, message }));
+    let url = match read::secret_value(&ctx.client, &namespace, &broker.url_secret).await {
+        Ok(url) => url,
+        Err(Error::Secret { name, key, reason }) => {
+            return problem("BrokerSecretInvalid", format!("Secret {name} key {key}: {reason}"));
+        }
+        Err(error) => return Err(error),
+    };
+    if let Err(message) = validate::broker_url(&url, broker.tls.is_some()) {
+        return problem("BrokerSecretInvalid", message);
+    }
+    let Some(tls) = &broker.tls else {
+        return Ok(Ok(Target::new(url)));
+    };
+    let ca = &tls.ca_secret;
+    let pem = match read::secret_value(&ctx.client, &namespace, ca).await {
+        Ok(pem) => pem,
+        Err(Error::Secret { name, key, reason }) => {
+            return problem("BrokerCaInvalid", format!("broker.tls.caSecret: Secret {name} key {key}: {reason}"));
+        }
+        Err(error) => return Err(error),
+    };
+    match TlsClient::from_ca_pem(&pem) {
+        Ok(client) => Ok(Ok(Target::with_ca(url, client))),
+        Err(error) => {
+            problem("BrokerCaInvalid", format!("broker.tls.caSecret: Secret {} key {}: {error}", ca.name, ca.key))
+        }
+    }
+}
+
 fn previous_service(status: &SagaPlatformStatus, component: Component) -> &ServiceStatus {
     match component.destination {
         Destination::Order => &status.order,
@@ -553,13 +644,18 @@ async fn cleanup(platform: &SagaPlatform, ctx: &Context) -> Result<Action, Error
         return Ok(Action::await_change());
     }
     let topology = Topology::new(build::topology_spec(platform));
-    let namespace = platform.namespace().unwrap_or_default();
-    let result = match read::secret_value(&ctx.client, &namespace, &platform.spec.broker.url_secret).await {
+    let result = match broker_target(ctx, platform).await {
         // Only what this resource owns: never another resource's queues.
-        Ok(url) => match ctx.brokers.claim(&url, &platform_name, &owner(platform)).await {
-            Ok(()) => ctx.brokers.delete_topology(&url, &topology).await.map_err(Error::Cleanup),
+        Ok(Ok(target)) => match ctx.brokers.claim(&target, &platform_name, &owner(platform)).await {
+            Ok(()) => ctx.brokers.delete_topology(&target, &topology).await.map_err(Error::Cleanup),
             Err(error) => Err(Error::Cleanup(error)),
         },
+        // The Secret (or the CA's) is gone or unusable: nothing to connect with.
+        Ok(Err(problem)) => {
+            let note = format!("cannot delete the topology of platform {platform_name}: {}", problem.message);
+            ctx.event(&reference, EventType::Warning, "CleanupSkipped", "Cleanup", note).await;
+            return Ok(Action::await_change());
+        }
         Err(error) => Err(error),
     };
     match result {
@@ -571,12 +667,6 @@ async fn cleanup(platform: &SagaPlatform, ctx: &Context) -> Result<Action, Error
         Ok(()) => {
             let note = format!("deleted the topology of platform {platform_name}");
             ctx.event(&reference, EventType::Normal, "TopologyDeleted", "Cleanup", note).await;
-            Ok(Action::await_change())
-        }
-        // The Secret is gone (often deleted with the namespace): nothing to connect with.
-        Err(Error::Secret { reason, .. }) => {
-            let note = format!("cannot delete the topology of platform {platform_name}: broker Secret {reason}");
-            ctx.event(&reference, EventType::Warning, "CleanupSkipped", "Cleanup", note).await;
             Ok(Action::await_change())
         }
         Err(error) if deleting_for(platform) >= ctx.settings.cleanup_timeout => {

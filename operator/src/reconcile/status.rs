@@ -8,6 +8,9 @@ pub const TOPOLOGY_READY: &str = "TopologyReady";
 pub const SERVICES_AVAILABLE: &str = "ServicesAvailable";
 /// False while the autoscaler holds replica counts because queue depth cannot be read.
 pub const AUTOSCALING_ACTIVE: &str = "AutoscalingActive";
+/// Present when `broker.managementUrl` is set: whether the queue depth came
+/// from it, else why not (credentials withheld, TLS refused, unreachable).
+pub const MANAGEMENT_API_AVAILABLE: &str = "ManagementApiAvailable";
 
 /// One condition as this reconcile sees it.
 #[derive(Debug, Clone, PartialEq)]
