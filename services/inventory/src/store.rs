@@ -200,15 +200,19 @@ macro_rules! reservation_columns {
     };
 }
 
-/// The reservation of an order, locked until the end of the transaction so
-/// that commands for the same order are applied one after the other.
-pub async fn lock_reservation(conn: &mut PgConnection, order_id: Uuid) -> sqlx::Result<Option<Reservation>> {
-    let row: Option<ReservationRow> =
-        sqlx::query_as(concat!("SELECT ", reservation_columns!(), " FROM reservations WHERE order_id = $1 FOR UPDATE"))
-            .bind(order_id)
-            .fetch_optional(conn)
-            .await?;
-    row.map(Reservation::try_from).transpose()
+/// The reservations of these orders, locked in order-id order until the end
+/// of the transaction, so that commands for one order apply one after the
+/// other and concurrent batches wait instead of deadlocking.
+pub async fn lock_reservations(conn: &mut PgConnection, order_ids: &[Uuid]) -> sqlx::Result<Vec<Reservation>> {
+    let rows: Vec<ReservationRow> = sqlx::query_as(concat!(
+        "SELECT ",
+        reservation_columns!(),
+        " FROM reservations WHERE order_id = ANY($1) ORDER BY order_id FOR UPDATE"
+    ))
+    .bind(order_ids)
+    .fetch_all(conn)
+    .await?;
+    rows.into_iter().map(Reservation::try_from).collect()
 }
 
 pub async fn get_reservation(pool: &PgPool, order_id: Uuid) -> sqlx::Result<Option<Reservation>> {
@@ -220,40 +224,45 @@ pub async fn get_reservation(pool: &PgPool, order_id: Uuid) -> sqlx::Result<Opti
     row.map(Reservation::try_from).transpose()
 }
 
-/// Inserts the reservation row. A plain INSERT on purpose: if another command
-/// for the same order created the row meanwhile, this fails (unique
+/// Inserts new reservation rows. A plain INSERT on purpose: if another
+/// command for the same order created the row meanwhile, this fails (unique
 /// violation), the transaction is undone and the command retried, and the
 /// retry sees the row.
-pub async fn insert_reservation(
-    conn: &mut PgConnection,
-    order_id: Uuid,
-    status: ReservationStatus,
-    lines: &[PricedLine],
-    rejection: Option<(RejectReason, &str)>,
-) -> sqlx::Result<()> {
+pub async fn insert_reservations(conn: &mut PgConnection, reservations: &[&Reservation]) -> sqlx::Result<()> {
+    if reservations.is_empty() {
+        return Ok(());
+    }
+    let lines: Vec<Json<&[PricedLine]>> = reservations.iter().map(|r| Json(r.lines.as_slice())).collect();
     sqlx::query(
         "INSERT INTO reservations (order_id, status, lines, reject_reason, reject_sku)
-         VALUES ($1, $2, $3, $4, $5)",
+         SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::jsonb[], $4::text[], $5::text[])",
     )
-    .bind(order_id)
-    .bind(status.as_str())
-    .bind(Json(lines))
-    .bind(rejection.map(|(reason, _)| reject_reason_str(reason)))
-    .bind(rejection.map(|(_, sku)| sku))
+    .bind(reservations.iter().map(|r| r.order_id).collect::<Vec<_>>())
+    .bind(reservations.iter().map(|r| r.status.as_str()).collect::<Vec<_>>())
+    .bind(lines)
+    .bind(
+        reservations
+            .iter()
+            .map(|r| r.rejection.as_ref().map(|(reason, _)| reject_reason_str(*reason)))
+            .collect::<Vec<_>>(),
+    )
+    .bind(reservations.iter().map(|r| r.rejection.as_ref().map(|(_, sku)| sku.as_str())).collect::<Vec<_>>())
     .execute(conn)
     .await?;
     Ok(())
 }
 
-pub async fn set_reservation_status(
-    conn: &mut PgConnection,
-    order_id: Uuid,
-    status: ReservationStatus,
-) -> sqlx::Result<()> {
-    sqlx::query("UPDATE reservations SET status = $2, updated_at = now() WHERE order_id = $1")
-        .bind(order_id)
-        .bind(status.as_str())
-        .execute(conn)
-        .await?;
+pub async fn set_reservation_statuses(conn: &mut PgConnection, reservations: &[&Reservation]) -> sqlx::Result<()> {
+    if reservations.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "UPDATE reservations r SET status = u.status, updated_at = now()
+         FROM UNNEST($1::uuid[], $2::text[]) AS u(order_id, status) WHERE r.order_id = u.order_id",
+    )
+    .bind(reservations.iter().map(|r| r.order_id).collect::<Vec<_>>())
+    .bind(reservations.iter().map(|r| r.status.as_str()).collect::<Vec<_>>())
+    .execute(conn)
+    .await?;
     Ok(())
 }

@@ -1,6 +1,8 @@
 //! The payment database: accounts and payments. Runtime-checked queries only,
 //! so the build never needs a database.
 
+use std::collections::HashMap;
+
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
@@ -37,45 +39,6 @@ pub async fn upsert_account(pool: &PgPool, customer_id: &str, balance_cents: i64
     .fetch_one(pool)
     .await?;
     Ok((row.account, row.created))
-}
-
-/// The balance, locked until the end of the transaction; `None` if there is
-/// no such account.
-pub async fn lock_balance(conn: &mut PgConnection, customer_id: &str) -> sqlx::Result<Option<i64>> {
-    sqlx::query_scalar("SELECT balance_cents FROM accounts WHERE customer_id = $1 FOR UPDATE")
-        .bind(customer_id)
-        .fetch_optional(conn)
-        .await
-}
-
-/// Takes `amount_cents` from a balance locked with `lock_balance` (which
-/// checked it is enough; the CHECK constraint is the last line of defence).
-pub async fn debit(conn: &mut PgConnection, customer_id: &str, amount_cents: i64) -> sqlx::Result<()> {
-    sqlx::query(
-        "UPDATE accounts SET balance_cents = balance_cents - $2, updated_at = now()
-         WHERE customer_id = $1",
-    )
-    .bind(customer_id)
-    .bind(amount_cents)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
-/// Gives `amount_cents` back. Cannot fail for a missing account: a refund
-/// must always succeed, so the account is recreated if it is gone.
-pub async fn credit(conn: &mut PgConnection, customer_id: &str, amount_cents: i64) -> sqlx::Result<()> {
-    sqlx::query(
-        "INSERT INTO accounts (customer_id, balance_cents) VALUES ($1, $2)
-         ON CONFLICT (customer_id) DO UPDATE
-            SET balance_cents = accounts.balance_cents + EXCLUDED.balance_cents,
-                updated_at = now()",
-    )
-    .bind(customer_id)
-    .bind(amount_cents)
-    .execute(conn)
-    .await?;
-    Ok(())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,19 +109,6 @@ impl TryFrom<PaymentRow> for Payment {
     }
 }
 
-/// The payment of an order, locked until the end of the transaction so that
-/// commands for the same order are applied one after the other.
-pub async fn lock_payment(conn: &mut PgConnection, order_id: Uuid) -> sqlx::Result<Option<Payment>> {
-    let row: Option<PaymentRow> = sqlx::query_as(
-        "SELECT order_id, customer_id, amount_cents, status, reason
-         FROM payments WHERE order_id = $1 FOR UPDATE",
-    )
-    .bind(order_id)
-    .fetch_optional(conn)
-    .await?;
-    row.map(Payment::try_from).transpose()
-}
-
 pub async fn get_payment(pool: &PgPool, order_id: Uuid) -> sqlx::Result<Option<Payment>> {
     let row: Option<PaymentRow> = sqlx::query_as(
         "SELECT order_id, customer_id, amount_cents, status, reason
@@ -170,36 +120,101 @@ pub async fn get_payment(pool: &PgPool, order_id: Uuid) -> sqlx::Result<Option<P
     row.map(Payment::try_from).transpose()
 }
 
-/// Inserts the payment row. A plain INSERT on purpose: if another command for
-/// the same order created the row meanwhile, this fails (unique violation),
-/// the transaction is undone and the command retried, and the retry sees it.
-pub async fn insert_payment(
+/// The payments of these orders, locked in order-id order until the end of
+/// the transaction, so that commands for one order apply one after the other
+/// and concurrent batches wait instead of deadlocking.
+pub async fn lock_payments(conn: &mut PgConnection, order_ids: &[Uuid]) -> sqlx::Result<Vec<Payment>> {
+    let rows: Vec<PaymentRow> = sqlx::query_as(
+        "SELECT order_id, customer_id, amount_cents, status, reason
+         FROM payments WHERE order_id = ANY($1) ORDER BY order_id FOR UPDATE",
+    )
+    .bind(order_ids)
+    .fetch_all(conn)
+    .await?;
+    rows.into_iter().map(Payment::try_from).collect()
+}
+
+/// The balances of these customers, locked in id order; `None` for a
+/// customer without an account.
+pub async fn lock_balances(
     conn: &mut PgConnection,
-    order_id: Uuid,
-    customer_id: Option<&str>,
-    amount_cents: i64,
-    status: PaymentStatus,
-    reason: Option<&str>,
-) -> sqlx::Result<()> {
+    customers: &[String],
+) -> sqlx::Result<HashMap<String, Option<i64>>> {
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT customer_id, balance_cents FROM accounts WHERE customer_id = ANY($1) ORDER BY customer_id FOR UPDATE",
+    )
+    .bind(customers)
+    .fetch_all(conn)
+    .await?;
+    let mut balances: HashMap<String, Option<i64>> = customers.iter().map(|c| (c.clone(), None)).collect();
+    balances.extend(rows.into_iter().map(|(customer, balance)| (customer, Some(balance))));
+    Ok(balances)
+}
+
+/// Inserts new payment rows. A plain INSERT on purpose: if another command
+/// for the same order created the row meanwhile, this fails (unique
+/// violation), the transaction is undone and the command retried, and the
+/// retry sees it.
+pub async fn insert_payments(conn: &mut PgConnection, payments: &[&Payment]) -> sqlx::Result<()> {
+    if payments.is_empty() {
+        return Ok(());
+    }
     sqlx::query(
         "INSERT INTO payments (order_id, customer_id, amount_cents, status, reason)
-         VALUES ($1, $2, $3, $4, $5)",
+         SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::int8[], $4::text[], $5::text[])",
     )
-    .bind(order_id)
-    .bind(customer_id)
-    .bind(amount_cents)
-    .bind(status.as_str())
-    .bind(reason)
+    .bind(payments.iter().map(|p| p.order_id).collect::<Vec<_>>())
+    .bind(payments.iter().map(|p| p.customer_id.as_deref()).collect::<Vec<_>>())
+    .bind(payments.iter().map(|p| p.amount_cents).collect::<Vec<_>>())
+    .bind(payments.iter().map(|p| p.status.as_str()).collect::<Vec<_>>())
+    .bind(payments.iter().map(|p| p.reason.as_deref()).collect::<Vec<_>>())
     .execute(conn)
     .await?;
     Ok(())
 }
 
-pub async fn set_payment_status(conn: &mut PgConnection, order_id: Uuid, status: PaymentStatus) -> sqlx::Result<()> {
-    sqlx::query("UPDATE payments SET status = $2, updated_at = now() WHERE order_id = $1")
-        .bind(order_id)
-        .bind(status.as_str())
+pub async fn set_refunded(conn: &mut PgConnection, order_ids: &[Uuid]) -> sqlx::Result<()> {
+    if order_ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query("UPDATE payments SET status = 'REFUNDED', updated_at = now() WHERE order_id = ANY($1)")
+        .bind(order_ids)
         .execute(conn)
         .await?;
+    Ok(())
+}
+
+/// Adds each delta to a balance locked with `lock_balances` (debits were
+/// checked against it; the CHECK constraint is the last line of defence).
+pub async fn add_to_balances(conn: &mut PgConnection, deltas: &[(String, i64)]) -> sqlx::Result<()> {
+    if deltas.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "UPDATE accounts a SET balance_cents = a.balance_cents + d.delta, updated_at = now()
+         FROM UNNEST($1::text[], $2::int8[]) AS d(customer_id, delta) WHERE a.customer_id = d.customer_id",
+    )
+    .bind(deltas.iter().map(|(c, _)| c.as_str()).collect::<Vec<_>>())
+    .bind(deltas.iter().map(|(_, d)| *d).collect::<Vec<_>>())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Gives money back to customers whose account is gone: a refund must always
+/// succeed, so the account is recreated (or, if created meanwhile, credited).
+pub async fn credit_new_accounts(conn: &mut PgConnection, credits: &[(String, i64)]) -> sqlx::Result<()> {
+    if credits.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO accounts (customer_id, balance_cents) SELECT * FROM UNNEST($1::text[], $2::int8[])
+         ON CONFLICT (customer_id) DO UPDATE
+            SET balance_cents = accounts.balance_cents + EXCLUDED.balance_cents, updated_at = now()",
+    )
+    .bind(credits.iter().map(|(c, _)| c.as_str()).collect::<Vec<_>>())
+    .bind(credits.iter().map(|(_, d)| *d).collect::<Vec<_>>())
+    .execute(conn)
+    .await?;
     Ok(())
 }
