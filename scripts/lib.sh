@@ -102,6 +102,14 @@ configure_postgres() {
 ' "# Written by saga-platform scripts/lib.sh (local development and tests)"             "max_connections = 500" "listen_addresses = 'localhost'" >"$conf"
         changed=0
     fi
+    # Statement counts for the benchmark's per-saga costs (part of the
+    # postgresql package; loaded at start).
+    local stats_conf="$dir/conf.d/saga-platform-stats.conf"
+    if [[ ! -f $stats_conf && -f /usr/lib/postgresql/$version/lib/pg_stat_statements.so ]]; then
+        printf '%s\n' "# Written by saga-platform scripts/lib.sh: statement counts for sagactl bench" \
+            "shared_preload_libraries = 'pg_stat_statements'" >"$stats_conf"
+        changed=0
+    fi
     local tls_conf="$dir/conf.d/saga-platform-tls.conf"
     if [[ ! -f $tls_conf ]]; then
         tls_copy_for postgres

@@ -9,6 +9,7 @@
 //! `--raw` also measures the broker's and the database's ceilings in the same
 //! run, so the result can be read against the machine's limits.
 
+mod costs;
 mod load;
 mod raw;
 mod stats;
@@ -62,6 +63,13 @@ pub struct BenchArgs {
     /// created if missing and only a scratch table is written.
     #[arg(long, env = "BENCH_DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/saga_bench")]
     database_url: String,
+    /// PostgreSQL server of the platform, read for the per-saga costs
+    /// (`pg_stat_database`, `pg_stat_statements`).
+    #[arg(long, env = "BENCH_STATS_DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+    stats_database_url: String,
+    /// The platform's databases are `<prefix>_order` etc. (as `sagactl up`).
+    #[arg(long, env = "DATABASE_PREFIX", default_value = "saga")]
+    database_prefix: String,
 }
 
 fn positive_seconds(value: &str) -> Result<f64, String> {
@@ -115,13 +123,26 @@ pub async fn run(global: &GlobalArgs, args: &BenchArgs) -> Result<i32> {
     };
     note(args, &format!("Load: {mode}; warm-up {} s, measured {} s", args.warmup, args.duration));
 
+    let stats = sqlx::PgPool::connect(&args.stats_database_url).await?;
+    // Loaded by the server when configured (scripts/lib.sh); else no statement counts.
+    let _ = sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements").execute(&stats).await;
+    let prefix = args.database_prefix.clone();
+    let counters = tokio::spawn(async move {
+        tokio::time::sleep_until(measure_from.into()).await;
+        let before = costs::snapshot(&stats, &prefix).await;
+        tokio::time::sleep_until(measure_until.into()).await;
+        (before, costs::snapshot(&stats, &prefix).await)
+    });
+
     let progress = Arc::new(Progress::default());
     let (bar, ticker) = progress_bar(schedule, progress.clone());
     let recorder = load::drive(workload, load, schedule, progress).await;
     ticker.abort();
     bar.finish_and_clear();
 
-    let report = Report::new(mode, measure_until - measure_from, &recorder, raw);
+    let (before, after) = counters.await?;
+    let mut report = Report::new(mode, measure_until - measure_from, &recorder, raw);
+    report.per_saga = costs::per_saga(&before, &after, report.completed);
     if recorder.clock_skew > 0 {
         eprintln!(
             "warning: {} orders carry server timestamps that contradict this machine's clock; \

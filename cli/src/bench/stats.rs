@@ -90,6 +90,9 @@ pub struct Report {
     /// completed_per_s as a share of the lower infrastructure ceiling.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ratio_to_ceiling: Option<f64>,
+    /// What each completed saga cost the machine in the window.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub per_saga: Option<super::costs::Costs>,
 }
 
 fn ms(histogram: &Histogram<u64>, quantile: f64) -> f64 {
@@ -123,6 +126,7 @@ impl Report {
             unfinished: recorder.unfinished,
             raw,
             ratio_to_ceiling,
+            per_saga: None,
         }
     }
 
@@ -179,6 +183,18 @@ impl Report {
         }
         if let Some(ratio) = self.ratio_to_ceiling {
             table.add_row(vec!["completed / saga ceiling".to_owned(), format!("{:.0} %", ratio * 100.0)]);
+        }
+        if let Some(costs) = &self.per_saga {
+            let statements = costs.statements.map(|s| format!(" · {s:.1} statements")).unwrap_or_default();
+            table.add_row(vec![
+                "per saga, databases".to_owned(),
+                format!("{:.2} commits{statements} · {:.1} rows written", costs.commits, costs.rows_written),
+            ]);
+            let by: Vec<String> = costs.cpu_ms_by_process.iter().map(|(g, ms)| format!("{g} {ms:.2}")).collect();
+            table.add_row(vec![
+                "per saga, CPU (every process)".to_owned(),
+                format!("{:.2} ms ({}) · machine {:.0} % busy", costs.cpu_ms, by.join(" · "), costs.cpu_busy * 100.0),
+            ]);
         }
         say!("{table}");
     }
