@@ -190,9 +190,17 @@ ensure_rabbitmq() {
     if [[ -w /etc/rabbitmq ]] && ! grep -qF "$marker" "$env_conf" 2>/dev/null; then
         printf '%s\n%s\n' "$marker" 'ulimit -n "$(ulimit -Hn)" 2>/dev/null || true' >>"$env_conf"
     fi
+    # The broker shares two cores with PostgreSQL, the services and the load
+    # generator: Erlang's schedulers must not busy-wait for work (they do by
+    # default, burning CPU the others need). Read when the node starts.
+    local sbwt_marker="# saga-platform: no scheduler busy-waiting" restart=false
+    if [[ -w /etc/rabbitmq ]] && ! grep -qF "$sbwt_marker" "$env_conf" 2>/dev/null; then
+        printf '%s\n%s\n' "$sbwt_marker" 'SERVER_ADDITIONAL_ERL_ARGS="+sbwt none +sbwtdcpu none +sbwtdio none"' >>"$env_conf"
+        restart=true
+    fi
     # TLS listeners beside the plain ones: amqps on 5671, the management API
     # over https on 15671 (read when the node starts).
-    local tls_conf=/etc/rabbitmq/conf.d/20-saga-platform-tls.conf restart=false
+    local tls_conf=/etc/rabbitmq/conf.d/20-saga-platform-tls.conf
     if [[ -w /etc/rabbitmq && ! -f $tls_conf ]]; then
         ensure_tls_material
         tls_copy_for rabbitmq
@@ -208,7 +216,7 @@ ensure_rabbitmq() {
         restart=true
     fi
     if port_open 5672 && $restart; then
-        echo "Restarting RabbitMQ to open its TLS listeners"
+        echo "Restarting RabbitMQ to apply the local settings"
         rmqctl stop >/dev/null || true
         wait_until 60 bash -c '! (exec 3<>/dev/tcp/127.0.0.1/5672)' || die "RabbitMQ did not stop"
     fi
