@@ -265,7 +265,13 @@ async fn bad_requests_are_refused_with_problem_json_and_change_nothing() {
     let failed = platform.wait_final(&control_id, Duration::from_secs(30)).await;
     assert_eq!(failed["status"], "FAILED", "{failed}");
     assert_eq!(failed["failure_reason"], "unknown_sku", "{failed}");
-    let control_events = platform.events(&control_id).await.len() as i64;
+    // Timeline rows (one per saga step; the API expands them into entries).
+    let control_events: i64 = sqlx::query_scalar("SELECT count(*) FROM saga_events WHERE order_id = $1")
+        .bind(uuid::Uuid::parse_str(&control_id).unwrap())
+        .fetch_one(platform.pool(Svc::Order))
+        .await
+        .unwrap();
+    assert!(platform.events(&control_id).await.len() as i64 > control_events, "entries are expanded from steps");
 
     let before = settled_row_counts(&platform).await;
     let mut expected = before_setup.clone();

@@ -232,7 +232,8 @@ impl<H: Handler> Consumer<H> {
             }
         }
         self.metrics.consumer_batch(first.len());
-        match self.handler.handle_batch(&mut tx, &first).await {
+        let (handled, outgoing) = crate::outbox::collecting(self.handler.handle_batch(&mut tx, &first)).await;
+        match handled {
             Ok(()) => {}
             Err(HandlerError::Unavailable(reason)) => return Err(reason),
             Err(error) => {
@@ -243,7 +244,7 @@ impl<H: Handler> Consumer<H> {
         if let Err(error) = tx.commit().await {
             return unavailable_or_none(error);
         }
-        self.signal.notify();
+        self.signal.committed(outgoing);
         Ok(Some(verdicts))
     }
 
@@ -251,6 +252,7 @@ impl<H: Handler> Consumer<H> {
     async fn handle_batch_one_by_one(&self, batch: &[Received]) -> Result<Vec<Verdict>, String> {
         let mut tx = self.pool.begin().await.map_err(|e| e.to_string())?;
         let mut verdicts = Vec::with_capacity(batch.len());
+        let mut outgoing = Vec::new();
         for received in batch {
             let envelope = match &received.decoded {
                 Ok(envelope) => envelope,
@@ -262,8 +264,11 @@ impl<H: Handler> Consumer<H> {
             let span = message_span(envelope);
             let outcome = self.handle_one(&mut tx, envelope).instrument(span.clone()).await;
             let verdict = match outcome {
-                Ok(true) => Verdict::Done,
-                Ok(false) => Verdict::Duplicate,
+                Ok(Some(written)) => {
+                    outgoing.extend(written);
+                    Verdict::Done
+                }
+                Ok(None) => Verdict::Duplicate,
                 Err(HandlerError::Rejected(reason)) => Verdict::DeadLetter(reason),
                 Err(HandlerError::Transient(reason) | HandlerError::Conflict(reason)) => Verdict::Retry(reason),
                 Err(HandlerError::Unavailable(reason)) => return Err(reason),
@@ -272,14 +277,20 @@ impl<H: Handler> Consumer<H> {
             verdicts.push(verdict);
         }
         tx.commit().await.map_err(|e| e.to_string())?;
-        self.signal.notify();
+        self.signal.committed(outgoing);
         Ok(verdicts)
     }
 
-    /// `Ok(false)`: a duplicate, already handled. A deadlock or serialization
-    /// failure only undoes this message's savepoint; it is tried again at once,
-    /// without spending one of its delivery attempts.
-    async fn handle_one(&self, tx: &mut PgConnection, envelope: &Envelope) -> Result<bool, HandlerError> {
+    /// `Ok(None)`: a duplicate, already handled; otherwise the messages the
+    /// handler enqueued (only those of the savepoint that was kept). A
+    /// deadlock or serialization failure only undoes this message's
+    /// savepoint; it is tried again at once, without spending one of its
+    /// delivery attempts.
+    async fn handle_one(
+        &self,
+        tx: &mut PgConnection,
+        envelope: &Envelope,
+    ) -> Result<Option<Vec<Envelope>>, HandlerError> {
         const CONFLICT_RETRIES: usize = 5;
         let mut conflicts = 0;
         loop {
@@ -294,16 +305,21 @@ impl<H: Handler> Consumer<H> {
         }
     }
 
-    async fn try_once(&self, tx: &mut PgConnection, envelope: &Envelope) -> Result<bool, HandlerError> {
+    async fn try_once(
+        &self,
+        tx: &mut PgConnection,
+        envelope: &Envelope,
+    ) -> Result<Option<Vec<Envelope>>, HandlerError> {
         let mut savepoint = tx.begin().await?;
         if !inbox::first_delivery(&mut savepoint, envelope.message_id, envelope.message.type_name()).await? {
             savepoint.commit().await?;
-            return Ok(false);
+            return Ok(None);
         }
-        match self.handler.handle(&mut savepoint, envelope).await {
+        let (handled, written) = crate::outbox::collecting(self.handler.handle(&mut savepoint, envelope)).await;
+        match handled {
             Ok(()) => {
                 savepoint.commit().await?;
-                Ok(true)
+                Ok(Some(written))
             }
             Err(error) => {
                 savepoint.rollback().await?;

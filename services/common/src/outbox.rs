@@ -1,11 +1,18 @@
 //! Transactional outbox. A state change writes its messages with `enqueue`
-//! in the same transaction; after commit the caller pokes the relay, which
-//! publishes (with confirms) and deletes what it published. A crash between
-//! commit and publish leaves rows behind that the relay's periodic sweep
-//! picks up, in this replica or another.
+//! in the same transaction, inside `collecting`, which keeps a copy of each;
+//! after the commit the caller hands the copies to the relay
+//! (`OutboxSignal::committed`), which publishes them at once, without reading
+//! them back (pipelined confirms), and deletes their rows afterwards, in one
+//! statement per round. A crash or a broker failure between commit and
+//! publish leaves rows behind that the relay's periodic sweep publishes once
+//! they are older than `FRESH_GRACE`, in this replica or another; a crash
+//! between publish and delete publishes again with the same message id,
+//! which the receiver's inbox drops.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::cell::RefCell;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use sqlx::{PgConnection, PgPool, Row};
 use tokio::sync::Notify;
@@ -16,11 +23,34 @@ use crate::metrics::Metrics;
 use crate::runtime::Shutdown;
 use crate::topology::{Destination, Topology};
 
+/// Rows younger than this are left to the relay of the transaction that
+/// wrote them (published from memory); the sweep takes older ones.
+pub const FRESH_GRACE: Duration = Duration::from_secs(3);
+
+tokio::task_local! {
+    /// Copies of the messages enqueued by the current unit of work.
+    static COLLECTED: RefCell<Vec<Envelope>>;
+}
+
+/// Runs `work`, keeping a copy of every message it enqueues. Hand the copies
+/// to `OutboxSignal::committed` once the transaction that wrote them has
+/// committed; drop them if it did not.
+pub async fn collecting<F: Future>(work: F) -> (F::Output, Vec<Envelope>) {
+    COLLECTED
+        .scope(RefCell::new(Vec::new()), async {
+            let output = work.await;
+            (output, COLLECTED.with(RefCell::take))
+        })
+        .await
+}
+
 /// Writes messages to the outbox inside the caller's transaction.
 pub async fn enqueue(conn: &mut PgConnection, envelopes: &[Envelope]) -> sqlx::Result<()> {
     if envelopes.is_empty() {
         return Ok(());
     }
+    // Outside `collecting` the rows are still published, by the sweep.
+    let _ = COLLECTED.try_with(|collected| collected.borrow_mut().extend(envelopes.iter().cloned()));
     let mut ids = Vec::with_capacity(envelopes.len());
     let mut types = Vec::with_capacity(envelopes.len());
     let mut keys = Vec::with_capacity(envelopes.len());
@@ -50,13 +80,28 @@ pub async fn enqueue(conn: &mut PgConnection, envelopes: &[Envelope]) -> sqlx::R
     Ok(())
 }
 
-/// Wakes the relay after a commit that wrote outbox rows.
+/// Hands the relay the messages of committed transactions.
 #[derive(Clone, Default)]
-pub struct OutboxSignal(Arc<Notify>);
+pub struct OutboxSignal(Arc<Fresh>);
+
+#[derive(Default)]
+struct Fresh {
+    wake: Notify,
+    messages: Mutex<Vec<Envelope>>,
+}
 
 impl OutboxSignal {
-    pub fn notify(&self) {
-        self.0.notify_one();
+    /// After a commit: the copies `collecting` kept of the rows it wrote.
+    pub fn committed(&self, messages: Vec<Envelope>) {
+        if messages.is_empty() {
+            return;
+        }
+        self.0.messages.lock().expect("outbox signal poisoned").extend(messages);
+        self.0.wake.notify_one();
+    }
+
+    fn take(&self) -> Vec<Envelope> {
+        std::mem::take(&mut *self.0.messages.lock().expect("outbox signal poisoned"))
     }
 }
 
@@ -75,47 +120,87 @@ impl OutboxRelay {
     pub async fn run(self: Arc<Self>, mut shutdown: Shutdown) {
         let mut channel = None;
         let mut backoff = Backoff::new();
+        // A fresh relay sweeps first: rows a crashed process left behind.
+        let mut last_sweep: Option<Instant> = None;
         loop {
-            tokio::select! {
-                _ = self.signal.0.notified() => {}
-                _ = tokio::time::sleep(self.sweep_interval) => {}
-                _ = shutdown.wait() => return,
+            if last_sweep.is_some() {
+                tokio::select! {
+                    _ = self.signal.0.wake.notified() => {}
+                    _ = tokio::time::sleep(self.sweep_interval) => {}
+                    _ = shutdown.wait() => return,
+                }
             }
-            loop {
-                let open = match channel.take() {
-                    Some(open) => open,
-                    None => match tokio::select! {
-                        opened = self.broker.confirming_channel() => opened,
-                        _ = shutdown.wait() => return,
-                    } {
-                        Ok(open) => open,
-                        Err(error) => {
-                            tracing::warn!(%error, "outbox relay cannot open a channel");
-                            backoff.wait().await;
-                            break;
-                        }
-                    },
-                };
-                match self.relay_batch(&open).await {
-                    Ok(published) => {
-                        backoff = Backoff::new();
-                        channel = Some(open);
-                        if published < self.batch_size as usize {
-                            break;
-                        }
-                    }
+            let open = match channel.take() {
+                Some(open) => open,
+                None => match tokio::select! {
+                    opened = self.broker.confirming_channel() => opened,
+                    _ = shutdown.wait() => return,
+                } {
+                    Ok(open) => open,
                     Err(error) => {
-                        tracing::warn!(%error, "outbox relay failed; will retry");
+                        tracing::warn!(%error, "outbox relay cannot open a channel");
                         backoff.wait().await;
-                        break;
+                        continue;
                     }
+                },
+            };
+            match self.round(&open, &mut last_sweep).await {
+                Ok(()) => {
+                    backoff = Backoff::new();
+                    channel = Some(open);
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "outbox relay failed; the sweep will publish what is left");
+                    backoff.wait().await;
                 }
             }
         }
     }
 
-    /// Claims and deletes up to one batch in one statement (rows another
-    /// replica holds are skipped), publishes it, and commits the delete only
+    /// Publishes what committed transactions handed over, until none is
+    /// waiting; sweeps when a sweep is due.
+    async fn round(&self, channel: &lapin::Channel, last_sweep: &mut Option<Instant>) -> Result<(), RelayError> {
+        loop {
+            let fresh = self.signal.take();
+            if !fresh.is_empty() {
+                self.publish_fresh(channel, fresh).await?;
+            }
+            if last_sweep.is_none_or(|at| at.elapsed() >= self.sweep_interval) {
+                while self.relay_batch(channel).await? == self.batch_size as usize {}
+                *last_sweep = Some(Instant::now());
+            }
+            if self.signal.0.messages.lock().expect("outbox signal poisoned").is_empty() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Publishes committed messages from memory (their rows stay until
+    /// confirmed), then deletes their rows in one statement. A row that can
+    /// never be published is left to the sweep, which sets it aside.
+    async fn publish_fresh(&self, channel: &lapin::Channel, fresh: Vec<Envelope>) -> Result<(), RelayError> {
+        let messages: Vec<OutgoingMessage> = fresh
+            .iter()
+            .map(|envelope| OutgoingMessage::from_envelope(&self.topology, envelope))
+            .filter(|message| unpublishable(message).is_none())
+            .collect();
+        for chunk in messages.chunks(self.batch_size as usize) {
+            publish_batch(channel, chunk).await?;
+            self.metrics.messages_published.inc_by(chunk.len() as u64);
+        }
+        let ids: Vec<uuid::Uuid> = fresh.iter().map(|envelope| envelope.message_id).collect();
+        if let Err(error) =
+            sqlx::query("DELETE FROM outbox WHERE message_id = ANY($1)").bind(ids).execute(&self.pool).await
+        {
+            // Published already: the sweep publishes them again later (the
+            // receivers' inboxes drop the copies) and deletes them.
+            tracing::warn!(%error, "cannot delete published outbox rows yet");
+        }
+        Ok(())
+    }
+
+    /// Claims and deletes up to one batch of rows older than `FRESH_GRACE`
+    /// in one statement (rows another replica holds are skipped), publishes it, and commits the delete only
     /// once the broker has confirmed every message; any failure rolls the
     /// rows back for the next attempt. A row that can never be published
     /// (it cannot be framed, or names no destination) is moved to
@@ -124,10 +209,13 @@ impl OutboxRelay {
     async fn relay_batch(&self, channel: &lapin::Channel) -> Result<usize, RelayError> {
         let mut tx = self.pool.begin().await?;
         let mut rows = sqlx::query(
-            "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED)
+            "DELETE FROM outbox WHERE seq IN (
+                 SELECT seq FROM outbox WHERE created_at < now() - make_interval(secs => $2)
+                 ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED)
              RETURNING seq, message_id, message_type, routing_key, correlation_id, traceparent, payload, created_at",
         )
         .bind(self.batch_size)
+        .bind(FRESH_GRACE.as_secs_f64())
         .fetch_all(&mut *tx)
         .await?;
         if rows.is_empty() {

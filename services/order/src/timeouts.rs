@@ -73,6 +73,14 @@ impl TimeoutWorker {
     }
 
     async fn expire_batch(&self) -> Result<usize, sqlx::Error> {
+        let (expired, outgoing) = saga_common::outbox::collecting(self.expire_and_commit()).await;
+        if expired.is_ok() {
+            self.signal.committed(outgoing);
+        }
+        expired
+    }
+
+    async fn expire_and_commit(&self) -> Result<usize, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
         let overdue = store::lock_overdue(&mut tx, BATCH).await?;
         let expired = overdue.len();
@@ -86,7 +94,6 @@ impl TimeoutWorker {
         let events: Vec<_> = overdue.iter().map(|order| (order.id, Event::StepTimedOut, None)).collect();
         self.orchestrator.advance_all(&mut tx, overdue, &events).await?;
         tx.commit().await?;
-        self.signal.notify();
         Ok(expired)
     }
 }

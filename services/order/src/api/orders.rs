@@ -58,70 +58,80 @@ pub async fn place_order(
     };
     let request_hash = Sha256::digest(serde_json::to_vec(&request).expect("request serializes")).to_vec();
 
-    let mut tx = state.pool.begin().await?;
-    if let Some(key) = &key {
-        if !store::try_lock_idempotency_key(&mut tx, &caller.customer_id, key).await? {
-            return Err(Problem::conflict(
-                "idempotency-key-in-use",
-                "another request with this Idempotency-Key is in progress; retry",
-            ));
-        }
-        if let Some(stored) = store::find_idempotent_response(&mut tx, &caller.customer_id, key).await? {
-            if stored.request_hash != request_hash {
-                return Err(Problem::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "idempotency-key-reused",
-                    "this Idempotency-Key was used with a different request body",
+    // The order, its first command (outbox) and the idempotency record in
+    // one transaction; the command is published from memory once committed.
+    let (placed, outgoing) = outbox::collecting(async {
+        let mut tx = state.pool.begin().await?;
+        if let Some(key) = &key {
+            if !store::try_lock_idempotency_key(&mut tx, &caller.customer_id, key).await? {
+                return Err(Problem::conflict(
+                    "idempotency-key-in-use",
+                    "another request with this Idempotency-Key is in progress; retry",
                 ));
             }
-            let view: OrderView = serde_json::from_value(stored.response).map_err(Problem::internal)?;
-            return Ok(accepted(&view));
+            if let Some(stored) = store::find_idempotent_response(&mut tx, &caller.customer_id, key).await? {
+                if stored.request_hash != request_hash {
+                    return Err(Problem::new(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "idempotency-key-reused",
+                        "this Idempotency-Key was used with a different request body",
+                    ));
+                }
+                let view: OrderView = serde_json::from_value(stored.response).map_err(Problem::internal)?;
+                return Ok(accepted(&view));
+            }
         }
-    }
 
-    let now = Utc::now();
-    let mut order = OrderRow {
-        id: Uuid::now_v7(),
-        customer_id: caller.customer_id.to_string(),
-        status: String::new(),
-        saga: SqlJson(saga::SagaState::Reserving),
-        items: SqlJson(
-            request
-                .items
-                .iter()
-                .map(|l| Item { sku: l.sku.clone(), quantity: l.quantity as i32, unit_price_cents: None })
-                .collect(),
-        ),
-        total_cents: None,
-        failure_reason: None,
-        correlation_id: context.correlation_id.clone(),
-        traceparent: context.traceparent.clone(),
-        created_at: now,
-        updated_at: now,
-    };
-    let (first_state, commands) = saga::begin(&crate::orchestrator::saga_order(&order));
-    order.status = first_state.status().as_str().to_owned();
-    order.saga = SqlJson(first_state);
-    let envelopes: Vec<Envelope> = commands
-        .into_iter()
-        .map(|command| Envelope::new(command, &context.correlation_id, &context.traceparent))
-        .collect();
+        let now = Utc::now();
+        let mut order = OrderRow {
+            id: Uuid::now_v7(),
+            customer_id: caller.customer_id.to_string(),
+            status: String::new(),
+            saga: SqlJson(saga::SagaState::Reserving),
+            items: SqlJson(
+                request
+                    .items
+                    .iter()
+                    .map(|l| Item { sku: l.sku.clone(), quantity: l.quantity as i32, unit_price_cents: None })
+                    .collect(),
+            ),
+            total_cents: None,
+            failure_reason: None,
+            correlation_id: context.correlation_id.clone(),
+            traceparent: context.traceparent.clone(),
+            created_at: now,
+            updated_at: now,
+        };
+        let (first_state, commands) = saga::begin(&crate::orchestrator::saga_order(&order));
+        order.status = first_state.status().as_str().to_owned();
+        order.saga = SqlJson(first_state);
+        let envelopes: Vec<Envelope> = commands
+            .into_iter()
+            .map(|command| Envelope::new(command, &context.correlation_id, &context.traceparent))
+            .collect();
 
-    store::insert(&mut tx, &order, state.orchestrator.step_timeout.as_secs_f64()).await?;
-    let mut timeline = vec![("order.placed", json!({"lines": order.items.len(), "customer_id": order.customer_id}))];
-    timeline.extend(envelopes.iter().map(crate::orchestrator::sent));
-    store::record_steps(&mut tx, &[(order.id, timeline)]).await?;
-    outbox::enqueue(&mut tx, &envelopes).await?;
-    let view = OrderView::from(&order);
-    if let Some(key) = &key {
-        let response = serde_json::to_value(&view).expect("order view serializes");
-        store::store_idempotent_response(&mut tx, &caller.customer_id, key, &request_hash, order.id, &response).await?;
+        store::insert(&mut tx, &order, state.orchestrator.step_timeout.as_secs_f64()).await?;
+        let mut timeline =
+            vec![("order.placed", json!({"lines": order.items.len(), "customer_id": order.customer_id}))];
+        timeline.extend(envelopes.iter().map(crate::orchestrator::sent));
+        store::record_steps(&mut tx, &[(order.id, timeline)]).await?;
+        outbox::enqueue(&mut tx, &envelopes).await?;
+        let view = OrderView::from(&order);
+        if let Some(key) = &key {
+            let response = serde_json::to_value(&view).expect("order view serializes");
+            store::store_idempotent_response(&mut tx, &caller.customer_id, key, &request_hash, order.id, &response)
+                .await?;
+        }
+        tx.commit().await?;
+        admitted.committed();
+        tracing::info!(order_id = %order.id, lines = order.items.len(), "order placed");
+        Ok(accepted(&view))
+    })
+    .await;
+    if placed.is_ok() {
+        state.signal.committed(outgoing);
     }
-    tx.commit().await?;
-    admitted.committed();
-    state.signal.notify();
-    tracing::info!(order_id = %order.id, lines = order.items.len(), "order placed");
-    Ok(accepted(&view))
+    placed
 }
 
 fn accepted(view: &OrderView) -> Response {
@@ -239,16 +249,22 @@ pub async fn cancel_order(
     caller: Caller,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<Response, Problem> {
-    let mut tx = state.pool.begin().await?;
-    let order = visible_order(store::lock(&mut tx, id).await?, &caller, id)?;
-    let transition = state.orchestrator.advance(&mut tx, &order, Event::CancelRequested, None).await?;
-    if let Effect::Refused(why) = transition.effect {
-        return Err(Problem::conflict("cannot-cancel", why));
+    let (cancelled, outgoing) = outbox::collecting(async {
+        let mut tx = state.pool.begin().await?;
+        let order = visible_order(store::lock(&mut tx, id).await?, &caller, id)?;
+        let transition = state.orchestrator.advance(&mut tx, &order, Event::CancelRequested, None).await?;
+        if let Effect::Refused(why) = transition.effect {
+            return Err(Problem::conflict("cannot-cancel", why));
+        }
+        let order = store::find(&mut *tx, id).await?.ok_or_else(|| Problem::not_found(format!("no order {id}")))?;
+        tx.commit().await?;
+        Ok((StatusCode::ACCEPTED, Json(OrderView::from(&order))).into_response())
+    })
+    .await;
+    if cancelled.is_ok() {
+        state.signal.committed(outgoing);
     }
-    let order = store::find(&mut *tx, id).await?.ok_or_else(|| Problem::not_found(format!("no order {id}")))?;
-    tx.commit().await?;
-    state.signal.notify();
-    Ok((StatusCode::ACCEPTED, Json(OrderView::from(&order))).into_response())
+    cancelled
 }
 
 /// The saga timeline: every step, command, reply and compensation.
