@@ -109,10 +109,13 @@ enum Verdict {
     DeadLetter(String),
 }
 
-struct Received {
-    delivery: Delivery,
-    attempt: u32,
-    decoded: Result<Envelope, String>,
+/// A delivery as [`decode`] read it. Public for the fuzz targets (fuzz/).
+pub struct Received {
+    pub delivery: Delivery,
+    /// The attempt it claims, clamped to the retry ladder.
+    pub attempt: u32,
+    /// Its envelope, or why it is malformed (it is then dead-lettered).
+    pub decoded: Result<Envelope, String>,
 }
 
 impl<H: Handler> Consumer<H> {
@@ -423,7 +426,7 @@ fn truncate(text: &str, max: usize) -> &str {
 /// (an invalid one starts a new trace, as W3C Trace Context asks) and the
 /// attempt counter (clamped to the retry ladder). Reasons never quote the
 /// offending value, which may be huge or hold control characters.
-fn decode(delivery: Delivery, max_body: usize, max_attempts: u32) -> Received {
+pub fn decode(delivery: Delivery, max_body: usize, max_attempts: u32) -> Received {
     let headers = delivery.properties.headers().clone().unwrap_or_default();
     let attempt = attempt(headers.inner().get(headers::ATTEMPT), max_attempts);
     let decoded = (|| {
