@@ -47,6 +47,14 @@ cargo fmt --all --check
 begin "cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 
+# Supply chain and fuzzing (docs/reliability.md): install cargo-deny and
+# cargo-fuzz when missing, then run offline.
+begin "cargo deny check (scripts/supply-chain.sh deny)"
+scripts/supply-chain.sh deny
+
+begin "fuzz targets, ${FUZZ_SECONDS:-30} s each (scripts/supply-chain.sh fuzz)"
+scripts/supply-chain.sh fuzz
+
 begin "cargo build --workspace --bins"
 cargo build --workspace --bins
 

@@ -129,10 +129,13 @@ enum Verdict {
     DeadLetter(String),
 }
 
-struct Received {
-    delivery: Delivery,
-    attempt: u32,
-    decoded: Result<Envelope, String>,
+/// A delivery as [`decode`] read it. Public for the fuzz targets (fuzz/).
+pub struct Received {
+    pub delivery: Delivery,
+    /// The attempt it claims, clamped to the retry ladder.
+    pub attempt: u32,
+    /// Its envelope, or why it is malformed (it is then dead-lettered).
+    pub decoded: Result<Envelope, String>,
 }
 
 impl<H: Handler> Consumer<H> {
@@ -465,7 +468,7 @@ fn truncate(text: &str, max: usize) -> &str {
 /// (an invalid one starts a new trace, as W3C Trace Context asks) and the
 /// attempt counter (clamped to the retry ladder). Reasons never quote the
 /// offending value, which may be huge or hold control characters.
-fn decode(delivery: Delivery, max_body: usize, max_attempts: u32) -> Received {
+pub fn decode(delivery: Delivery, max_body: usize, max_attempts: u32) -> Received {
     let headers = delivery.properties.headers().clone().unwrap_or_default();
     let attempt = attempt(headers.inner().get(headers::ATTEMPT), max_attempts);
     let decoded = (|| {
@@ -475,14 +478,10 @@ fn decode(delivery: Delivery, max_body: usize, max_attempts: u32) -> Received {
                 delivery.data.len()
             ));
         }
-        let message_id = delivery
-            .properties
-            .message_id()
-            .as_ref()
-            .ok_or("no message_id property")?
-            .as_str()
-            .parse::<Uuid>()
-            .map_err(|e| format!("message_id is not a UUID: {e}"))?;
+        let message_id = delivery.properties.message_id().as_ref().ok_or("no message_id property")?.as_str();
+        // Not `{e}`: the parser's error quotes the character it stopped at.
+        let message_id =
+            message_id.parse::<Uuid>().map_err(|_| format!("message_id ({} bytes) is not a UUID", message_id.len()))?;
         let message: Message = serde_json::from_slice(&delivery.data).map_err(|e| format!("invalid body: {e}"))?;
         if let Some(kind) = delivery.properties.kind()
             && kind.as_str() != message.type_name()
@@ -591,5 +590,25 @@ mod tests {
         assert_eq!(at(AMQPValue::Timestamp(3)), 1);
         assert_eq!(at(AMQPValue::Boolean(true)), 1);
         assert_eq!(attempt(Some(&AMQPValue::LongUInt(7)), 0), 1);
+    }
+
+    fn delivery(message_id: &str, body: &str) -> Delivery {
+        let mut delivery = Delivery::mock(1, "".into(), "q".into(), false, body.as_bytes().to_vec());
+        delivery.properties = BasicProperties::default().with_message_id(message_id.into());
+        delivery
+    }
+
+    /// Found by fuzz/fuzz_targets/message_decode.rs: the reason quoted the
+    /// character the UUID parser stopped at (a control character here).
+    #[test]
+    fn a_bad_message_id_is_not_quoted_in_the_reason() {
+        let body = r#"{"type":"inventory.confirm","order_id":"0196b9a4-3c1e-7000-8000-00000000002a"}"#;
+        let good = decode(delivery("0196b9a4-3c1e-7000-8000-000000000001", body), 1 << 20, 5);
+        assert!(good.decoded.is_ok());
+        for bad in ["0196b9a4-3c1e-7000-8000-00000000000\u{1}", "\u{1b}[31m", "x", ""] {
+            let reason = decode(delivery(bad, body), 1 << 20, 5).decoded.unwrap_err();
+            assert!(reason.starts_with("message_id (") && reason.ends_with(" is not a UUID"), "{reason}");
+            assert!(reason.bytes().all(|b| b == b' ' || b.is_ascii_graphic()), "{reason:?}");
+        }
     }
 }

@@ -1,14 +1,6 @@
 //! order-service: the public order API, the saga orchestrator and the
 //! step-timeout worker, in one process.
 
-mod admission;
-mod api;
-mod finished;
-mod orchestrator;
-mod saga;
-mod store;
-mod timeouts;
-
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,10 +12,11 @@ use saga_common::service::Service;
 use saga_common::topology::Destination;
 use sqlx::migrate::Migrator;
 
-use crate::admission::{Admission, Refusals, Waiters};
-use crate::finished::StatusChanges;
-use crate::orchestrator::Orchestrator;
-use crate::timeouts::TimeoutWorker;
+use order_service::admission::{Admission, Refusals, Waiters};
+use order_service::api;
+use order_service::finished::StatusChanges;
+use order_service::orchestrator::Orchestrator;
+use order_service::timeouts::TimeoutWorker;
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 

@@ -1,6 +1,6 @@
 //! The public order API.
 
-mod model;
+pub mod model;
 mod orders;
 
 use std::sync::Arc;
