@@ -174,7 +174,18 @@ impl DepthSource {
 #[derive(Debug)]
 pub struct QueueDepth {
     pub depth: Result<(u64, DepthSource), BrokerError>,
+    /// Publish and deliver rates, from the management API only.
+    pub rates: Option<MessageRates>,
     pub management_error: Option<BrokerError>,
+}
+
+/// A queue's message rates (messages/s) as the management API reports them
+/// (`message_stats.publish_details.rate`, `deliver_get_details.rate`); 0
+/// when the queue has seen no traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct MessageRates {
+    pub publish: f64,
+    pub deliver: f64,
 }
 
 /// One AMQP connection per broker (URL and trust anchors), shared by every reconcile.
@@ -298,7 +309,13 @@ impl Brokers {
         let mut management_error = None;
         if let Some(management_url) = management_url {
             match self.management_depth(target, management_url, queue).await {
-                Ok(depth) => return QueueDepth { depth: Ok((depth, DepthSource::ManagementApi)), management_error },
+                Ok((depth, rates)) => {
+                    return QueueDepth {
+                        depth: Ok((depth, DepthSource::ManagementApi)),
+                        rates: Some(rates),
+                        management_error,
+                    };
+                }
                 Err(error) => {
                     tracing::warn!(%error, queue, "management API unavailable, reading depth over AMQP");
                     management_error = Some(error);
@@ -306,7 +323,7 @@ impl Brokers {
             }
         }
         let depth = self.passive_depth(target, queue).await.map(|depth| (depth, DepthSource::Amqp));
-        QueueDepth { depth, management_error }
+        QueueDepth { depth, rates: None, management_error }
     }
 
     /// The HTTP client for `management_url`: plain for http://, verifying with
@@ -329,13 +346,32 @@ impl Brokers {
         Ok(client)
     }
 
-    async fn management_depth(&self, target: &Target, management_url: &str, queue: &str) -> Result<u64, BrokerError> {
+    async fn management_depth(
+        &self,
+        target: &Target,
+        management_url: &str,
+        queue: &str,
+    ) -> Result<(u64, MessageRates), BrokerError> {
+        #[derive(Deserialize, Default)]
+        struct Rate {
+            #[serde(default)]
+            rate: f64,
+        }
+        #[derive(Deserialize, Default)]
+        struct Stats {
+            #[serde(default)]
+            publish_details: Rate,
+            #[serde(default)]
+            deliver_get_details: Rate,
+        }
         #[derive(Deserialize)]
         struct QueueInfo {
             #[serde(default)]
             messages_ready: u64,
             #[serde(default)]
             messages_unacknowledged: u64,
+            #[serde(default)]
+            message_stats: Stats,
         }
         let uri: AMQPUri = target
             .url
@@ -364,7 +400,11 @@ impl Brokers {
         }
         let info: QueueInfo =
             response.json().await.map_err(|e| BrokerError::Management(e.without_url().to_string()))?;
-        Ok(info.messages_ready + info.messages_unacknowledged)
+        let rates = MessageRates {
+            publish: info.message_stats.publish_details.rate,
+            deliver: info.message_stats.deliver_get_details.rate,
+        };
+        Ok((info.messages_ready + info.messages_unacknowledged, rates))
     }
 
     async fn passive_depth(&self, target: &Target, queue: &str) -> Result<u64, BrokerError> {

@@ -27,13 +27,15 @@ use saga_common::topology::{Destination, Topology};
 use serde_json::json;
 use tracing::Instrument;
 
-use crate::broker::{self as broker_side, BrokerError, Brokers, DepthSource, Target, TopologyOutcome};
-use crate::crd::{DeletionPolicy, SagaPlatform, SagaPlatformStatus, ServiceStatus};
+use crate::broker::{self as broker_side, BrokerError, Brokers, DepthSource, MessageRates, Target, TopologyOutcome};
+use crate::crd::{AutoscalerStatus, DeletionPolicy, SagaPlatform, SagaPlatformStatus, ScalingMetric, ServiceStatus};
 use crate::metrics::Metrics;
 use crate::scaling;
 use crate::tls::TlsClient;
 use build::Component;
-use status::{AUTOSCALING_ACTIVE, MANAGEMENT_API_AVAILABLE, Observation, SERVICES_AVAILABLE, TOPOLOGY_READY};
+use status::{
+    AUTOSCALING_ACTIVE, MANAGEMENT_API_AVAILABLE, Observation, SCALING_LIMITED, SERVICES_AVAILABLE, TOPOLOGY_READY,
+};
 
 pub const FINALIZER: &str = "saga.dev/topology";
 
@@ -309,6 +311,7 @@ async fn apply_platform_steps(platform: &SagaPlatform, ctx: &Context) -> Result<
     let topology = Topology::new(build::topology_spec(platform));
     let mut observed = Vec::new();
     let mut depths: HashMap<&'static str, u64> = HashMap::new();
+    let mut rates: HashMap<&'static str, MessageRates> = HashMap::new();
     let mut depth_source = None;
     let mut depth_error = None;
     match &target {
@@ -400,6 +403,9 @@ async fn apply_platform_steps(platform: &SagaPlatform, ctx: &Context) -> Result<
                     let message = format!("queue depth read over AMQP (ready messages only): {error}");
                     management_observation = Some(Observation::new(MANAGEMENT_API_AVAILABLE, false, reason, message));
                 }
+                if let Some(rate) = read.rates {
+                    rates.insert(component.name(), rate);
+                }
                 match read.depth {
                     Ok((depth, source)) => {
                         depths.insert(component.name(), depth);
@@ -426,44 +432,71 @@ async fn apply_platform_steps(platform: &SagaPlatform, ctx: &Context) -> Result<
     let mut services = Vec::new();
     let mut not_ready = Vec::new();
     let mut autoscaling = false;
+    let mut limited = Vec::new();
+    let mut rate_unknown = Vec::new();
     for component in Component::ALL {
         let spec = component.spec(platform);
         let before = previous_service(&previous, component);
         let depth = depths.get(component.name()).copied();
-        let (replicas, recommendations, scale_events) = match &spec.autoscaling {
-            None => (spec.replicas, Vec::new(), Vec::new()),
+        let (replicas, recommendations, scale_events, autoscaler) = match &spec.autoscaling {
+            None => (spec.replicas, Vec::new(), Vec::new(), None),
             Some(scaling_spec) => {
                 autoscaling = true;
                 let policy = scaling::Policy::from(scaling_spec);
                 let current = if before.desired_replicas > 0 { before.desired_replicas } else { policy.min };
-                match depth {
-                    Some(depth) => {
+                let value = match scaling_spec.metric {
+                    ScalingMetric::QueueLength => depth.map(|d| d as f64),
+                    ScalingMetric::MessageRate => rates.get(component.name()).map(|r| r.publish),
+                };
+                match value {
+                    Some(value) => {
                         let decision = scaling::decide(
                             &policy,
                             current,
-                            depth,
+                            value,
                             now,
                             &before.recommendations,
                             &before.scale_events,
                         );
+                        let message = decision.message(&policy, current);
                         if decision.replicas != current {
                             let direction = if decision.replicas > current { "up" } else { "down" };
                             ctx.metrics.scaled(&platform_name, component.name(), direction);
                             let note = format!(
-                                "{}: {current} -> {} replicas (queue depth {depth})",
+                                "{}: {current} -> {} replicas ({:?} {value:.2}; {message})",
                                 component.name(),
-                                decision.replicas
+                                decision.replicas,
+                                scaling_spec.metric,
                             );
                             ctx.event(&reference, EventType::Normal, "Scaled", "Autoscale", note).await;
                         }
-                        (decision.replicas, decision.recommendations, decision.events)
+                        if decision.limit.limited() {
+                            limited.push((decision.limit.as_str(), format!("{}: {message}", component.name())));
+                        }
+                        let autoscaler = AutoscalerStatus {
+                            metric: format!("{:?}", scaling_spec.metric),
+                            value: format!("{value:.2}"),
+                            target: format!("{}", policy.target_per_replica),
+                            recommended_replicas: decision.recommended,
+                            stabilized_replicas: decision.stabilized,
+                            replicas: decision.replicas,
+                            reason: decision.limit.as_str().into(),
+                            message,
+                        };
+                        (decision.replicas, decision.recommendations, decision.events, Some(autoscaler))
                     }
-                    // Broker unreadable: hold the current count.
-                    None => (
-                        current.clamp(policy.min, policy.max),
-                        before.recommendations.clone(),
-                        before.scale_events.clone(),
-                    ),
+                    // Metric unreadable: hold the current count.
+                    None => {
+                        if scaling_spec.metric == ScalingMetric::MessageRate && depth.is_some() {
+                            rate_unknown.push(component.name());
+                        }
+                        (
+                            current.clamp(policy.min, policy.max),
+                            before.recommendations.clone(),
+                            before.scale_events.clone(),
+                            before.autoscaler.clone(),
+                        )
+                    }
                 }
             }
         };
@@ -480,6 +513,7 @@ async fn apply_platform_steps(platform: &SagaPlatform, ctx: &Context) -> Result<
             queue_depth: depth,
             recommendations,
             scale_events,
+            autoscaler,
         });
     }
 
@@ -491,13 +525,33 @@ async fn apply_platform_steps(platform: &SagaPlatform, ctx: &Context) -> Result<
     });
     if autoscaling {
         observed.push(match &depth_error {
-            None => Observation::new(AUTOSCALING_ACTIVE, true, "QueueDepthRead", "scaling on queue depth"),
             Some(error) => Observation::new(
                 AUTOSCALING_ACTIVE,
                 false,
                 "QueueDepthUnknown",
                 format!("holding replica counts: {error}"),
             ),
+            None if !rate_unknown.is_empty() => Observation::new(
+                AUTOSCALING_ACTIVE,
+                false,
+                "MessageRateUnknown",
+                format!(
+                    "holding replica counts of {}: metric MessageRate needs the management API (broker.managementUrl)",
+                    rate_unknown.join(", ")
+                ),
+            ),
+            None => Observation::new(AUTOSCALING_ACTIVE, true, "MetricRead", "scaling on the queue metrics"),
+        });
+        observed.push(if limited.is_empty() {
+            Observation::new(
+                SCALING_LIMITED,
+                false,
+                "DesiredWithinRange",
+                "the desired counts are within the policies and bounds",
+            )
+        } else {
+            let message: Vec<&str> = limited.iter().map(|(_, m)| m.as_str()).collect();
+            Observation::new(SCALING_LIMITED, true, limited[0].0, message.join("; "))
         });
     }
     let queue_depth = (!depths.is_empty()).then(|| depths.values().sum());

@@ -8,6 +8,10 @@ pub const TOPOLOGY_READY: &str = "TopologyReady";
 pub const SERVICES_AVAILABLE: &str = "ServicesAvailable";
 /// False while the autoscaler holds replica counts because queue depth cannot be read.
 pub const AUTOSCALING_ACTIVE: &str = "AutoscalingActive";
+/// Present when a service autoscales: True (with HPA's reason) when a policy,
+/// minReplicas or maxReplicas bound a desired count. Informational: it does
+/// not count for `Ready`.
+pub const SCALING_LIMITED: &str = "ScalingLimited";
 /// Present when `broker.managementUrl` is set: whether the queue depth came
 /// from it, else why not (credentials withheld, TLS refused, unreachable).
 pub const MANAGEMENT_API_AVAILABLE: &str = "ManagementApiAvailable";
@@ -55,9 +59,10 @@ pub fn conditions(
         .collect()
 }
 
-/// `Ready` summarises the others: true only when all of them are.
+/// `Ready` summarises the others: true only when all of them are
+/// (`ScalingLimited` aside: it informs, True or False).
 pub fn ready(observed: &[Observation]) -> Observation {
-    match observed.iter().find(|o| !o.status) {
+    match observed.iter().filter(|o| o.type_ != SCALING_LIMITED).find(|o| !o.status) {
         None => Observation::new(READY, true, "Available", "topology declared and every service available"),
         Some(failing) => Observation::new(READY, false, failing.reason.clone(), failing.message.clone()),
     }
