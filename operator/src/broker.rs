@@ -10,13 +10,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use lapin::ExchangeKind;
-use lapin::options::{ExchangeDeclareOptions, ExchangeDeleteOptions, QueueDeclareOptions};
+use lapin::options::{ExchangeDeclareOptions, ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions};
 use lapin::tcp::{AsyncTcpStream, RustlsConnector};
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::uri::{AMQPScheme, AMQPUri};
 use lapin::{Connection, ConnectionProperties};
 use saga_common::amqp::redact;
-use saga_common::topology::{Topology, TopologyError, reply_code};
+use saga_common::topology::{Destination, QueueType, Topology, TopologyError, reply_code, retry_queue_name};
 use serde::Deserialize;
 
 use crate::tls::{TlsClient, TlsError, tls_failure};
@@ -148,6 +148,17 @@ pub enum TopologyOutcome {
     Unchanged,
     /// Something was missing (named) and has been declared.
     Declared { missing: String },
+}
+
+/// The highest `retry.maxAttempts` the CRD allows: retry tiers go up to `maxAttempts - 1`.
+pub const MAX_RETRY_TIERS: u32 = 19;
+
+/// What pruning surplus retry queues did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RetryPrune {
+    pub removed: Vec<String>,
+    /// Not empty yet (name and message count): left for a later reconcile.
+    pub kept: Vec<String>,
 }
 
 /// Where a queue depth came from.
@@ -298,6 +309,67 @@ impl Brokers {
         };
         self.bounded_on(target, marker).await??;
         Ok(())
+    }
+
+    /// Removes the retry queues `retry.{n}` of every service queue for `n` from
+    /// `from` up (the tiers a lowered `retry.maxAttempts` no longer uses),
+    /// through `to` when given, else until the first tier that does not
+    /// exist. A tier still holding messages is kept (its messages go back to
+    /// the service queue when their TTL ends) and named in `kept`; the next
+    /// reconcile tries again. Call only for names this resource has claimed.
+    pub async fn prune_retry_queues(
+        &self,
+        target: &Target,
+        topology: &Topology,
+        from: u32,
+        to: Option<u32>,
+    ) -> Result<RetryPrune, BrokerError> {
+        let connection = self.connection(target).await?;
+        let platform = topology.spec.platform.clone();
+        let classic = topology.spec.queue_type == QueueType::Classic;
+        let prune = async move {
+            let mut outcome = RetryPrune::default();
+            for destination in Destination::ALL {
+                let mut attempt = from.max(1);
+                while to.is_none_or(|to| attempt <= to) && attempt <= MAX_RETRY_TIERS {
+                    let name = retry_queue_name(&platform, destination, attempt);
+                    attempt += 1;
+                    // A passive declare answers 404 (closing the channel) when it is not there.
+                    let channel = connection.create_channel().await?;
+                    let options = QueueDeclareOptions { passive: true, ..QueueDeclareOptions::default() };
+                    let found = channel.queue_declare(name.as_str().into(), options, FieldTable::default()).await;
+                    let count = match found {
+                        Ok(queue) => queue.message_count(),
+                        Err(error) if reply_code(&error) == Some(404) => {
+                            if to.is_none() {
+                                break;
+                            }
+                            continue;
+                        }
+                        Err(error) => return Err(error),
+                    };
+                    if count > 0 {
+                        outcome.kept.push(format!("{name} ({count} messages)"));
+                    } else {
+                        // Classic queues re-check emptiness on delete; quorum queues
+                        // refuse `if-empty` (540, closing the connection), so for them the
+                        // count just read is the check.
+                        let options = QueueDeleteOptions { if_empty: classic, ..QueueDeleteOptions::default() };
+                        match channel.queue_delete(name.as_str().into(), options).await {
+                            Ok(_) => outcome.removed.push(name),
+                            // A message arrived in between: kept for now.
+                            Err(error) if reply_code(&error) == Some(406) => outcome.kept.push(name),
+                            Err(error) => return Err(error),
+                        }
+                    }
+                    if channel.status().connected() {
+                        let _ = channel.close(200, "retry tiers pruned".into()).await;
+                    }
+                }
+            }
+            Ok::<RetryPrune, lapin::Error>(outcome)
+        };
+        Ok(self.bounded_on(target, prune).await??)
     }
 
     /// Messages waiting in `queue`: ready + unacknowledged from the management

@@ -262,6 +262,12 @@ pub struct ServiceSpec {
     pub database_url_secret: SecretKeyRef,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<Resources>,
+    /// Seconds a rollout may make no progress before the Deployment reports
+    /// `ProgressDeadlineExceeded` (and `ServicesAvailable` turns False with
+    /// that reason). Kubernetes' default (600) when not set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 1").message("progressDeadlineSeconds must be at least 1"))]
+    pub progress_deadline_seconds: Option<i32>,
     /// Scale on the depth of the service's queue; owns the replica count when set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub autoscaling: Option<AutoscalingSpec>,
@@ -439,6 +445,10 @@ pub struct SagaPlatformStatus {
     /// Where the queue depth came from: `management-api` or `amqp` (ready messages only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue_depth_source: Option<String>,
+    /// `retry.maxAttempts` the broker's retry queues were last reconciled to;
+    /// when the spec lowers it, the surplus retry queues are removed (once empty).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topology_max_attempts: Option<u32>,
     #[serde(default)]
     pub order: ServiceStatus,
     #[serde(default)]

@@ -639,3 +639,165 @@ async fn amqps_with_the_ca_becomes_ready_and_a_wrong_ca_is_named() {
         kubectl(&["delete", "sp", name, "-n", &ns.name, "--wait", "--timeout=60s"]);
     }
 }
+
+/// A SagaPlatform's condition `type_` once `probe` accepts it.
+async fn wait_condition(namespace: &str, name: &str, type_: &str, probe: impl Fn(&Value) -> bool) -> Value {
+    eventually(&format!("{name}: condition {type_} as expected"), WAIT, || async {
+        let sp = get(namespace, "sagaplatform", name)?;
+        let found = condition(&sp, type_)?;
+        probe(found).then_some(sp)
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_rollout_that_cannot_complete_turns_services_available_false() {
+    let ns = Namespace::create("rollout").await;
+    let (_release, _operator) = chart_and_operator(&ns.name, &[]);
+    kubectl_apply(&ns.name, &local_secrets()).unwrap();
+    let mut sp = platform("stuck", "Delete");
+    sp["spec"]["order"]["progressDeadlineSeconds"] = json!(5);
+    kubectl_apply(&ns.name, std::slice::from_ref(&sp)).unwrap();
+    wait_ready(&ns.name, "stuck").await;
+    assert_eq!(get(&ns.name, "deployment", "stuck-order").unwrap()["spec"]["progressDeadlineSeconds"], 5);
+
+    // A new image whose pods need more CPU than the node has: they stay
+    // Pending, the old pod stays ready (maxUnavailable 0), and the Deployment
+    // controller gives up after the deadline. Ready counts alone look fine.
+    let patch =
+        r#"{"spec":{"order":{"image":"saga-platform/order-service:0.2.0","resources":{"requests":{"cpu":"100"}}}}}"#;
+    kubectl(&["patch", "sp", "stuck", "-n", &ns.name, "--type=merge", "-p", patch]);
+    let stuck = wait_condition(&ns.name, "stuck", "ServicesAvailable", |c| {
+        c["status"] == "False" && c["reason"] == "ProgressDeadlineExceeded"
+    })
+    .await;
+    let available = condition(&stuck, "ServicesAvailable").unwrap();
+    assert!(available["message"].as_str().unwrap().starts_with("order: rollout stuck"), "{available}");
+    assert_eq!(condition(&stuck, "Ready").unwrap()["reason"], "ProgressDeadlineExceeded", "{stuck}");
+    assert_eq!(stuck["status"]["observedGeneration"], stuck["metadata"]["generation"]);
+    let deployment = get(&ns.name, "deployment", "stuck-order").unwrap();
+    assert_eq!(deployment["status"]["readyReplicas"], 1, "the old pod is ready all along: {}", deployment["status"]);
+    assert_eq!(stuck["status"]["order"]["replicas"], "1/1", "ready/desired alone would say available");
+
+    // A fix that can be scheduled: the rollout completes and the condition follows.
+    let patch = r#"{"spec":{"order":{"resources":{"requests":{"cpu":"100m"}}}}}"#;
+    kubectl(&["patch", "sp", "stuck", "-n", &ns.name, "--type=merge", "-p", patch]);
+    wait_ready(&ns.name, "stuck").await;
+    kubectl(&["delete", "sp", "stuck", "-n", &ns.name, "--wait", "--timeout=60s"]);
+}
+
+/// The retry queues (`….retry.{n}`) of a platform on the broker.
+async fn retry_queues(platform: &str) -> Vec<String> {
+    queues(platform).await.into_iter().filter(|q| q.contains(".retry.")).collect()
+}
+
+#[tokio::test]
+async fn lowering_max_attempts_removes_the_surplus_retry_queues() {
+    let ns = Namespace::create("retries").await;
+    let (_release, _operator) = chart_and_operator(&ns.name, &[]);
+    kubectl_apply(&ns.name, &local_secrets()).unwrap();
+    let sp = platform("retries", "Delete");
+    let names = platform_name(&sp);
+    kubectl_apply(&ns.name, std::slice::from_ref(&sp)).unwrap();
+    wait_ready(&ns.name, "retries").await;
+    assert_eq!(retry_queues(&names).await.len(), 3 * 4, "maxAttempts 5: tiers 1-4 per service queue");
+
+    // One message waits in a tier that is about to become surplus (expiring in 4 s).
+    let tier = format!("{names}.payment.commands.retry.4");
+    assert!(retry_queues(&names).await.contains(&tier), "{tier}");
+    let body = json!({"properties": {"delivery_mode": 2, "expiration": "4000"}, "routing_key": tier,
+                      "payload": "waiting for a retry", "payload_encoding": "string"});
+    let answer: Value = reqwest::Client::new()
+        .post(format!("{MANAGEMENT_URL}/api/exchanges/%2f/amq.default/publish"))
+        .basic_auth("guest", Some("guest"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer["routed"], true);
+
+    kubectl(&[
+        "patch",
+        "sp",
+        "retries",
+        "-n",
+        &ns.name,
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"retry":{"maxAttempts":2}}}"#,
+    ]);
+    // The empty surplus tiers go at once; the one holding a message stays until it is empty.
+    let left = eventually("the empty surplus tiers removed", WAIT, || async {
+        let left = retry_queues(&names).await;
+        (left.len() == 4).then_some(left)
+    })
+    .await;
+    assert!(left.contains(&tier), "the tier with a waiting message is kept: {left:?}");
+    let expected: Vec<String> = ["inventory.commands", "order.replies", "payment.commands"]
+        .iter()
+        .map(|q| format!("{names}.{q}.retry.1"))
+        .collect();
+    eventually("the last surplus tier removed once its message left", WAIT, || async {
+        let left = retry_queues(&names).await;
+        let sp = get(&ns.name, "sagaplatform", "retries")?;
+        (left == expected && sp["status"]["topologyMaxAttempts"] == 2).then_some(())
+    })
+    .await;
+    // The message was not lost: its TTL sent it back to the service queue.
+    let main = format!("{names}.payment.commands");
+    let depth = eventually("the message back in the service queue", WAIT, || async {
+        let response = reqwest::Client::new()
+            .get(format!("{MANAGEMENT_URL}/api/queues/%2f/{main}"))
+            .basic_auth("guest", Some("guest"))
+            .send()
+            .await
+            .ok()?;
+        let info: Value = response.json().await.ok()?;
+        info["messages"].as_u64().filter(|m| *m > 0)
+    })
+    .await;
+    assert_eq!(depth, 1);
+    let sp = wait_ready(&ns.name, "retries").await;
+    assert_eq!(sp["status"]["topologyMaxAttempts"], 2);
+    kubectl(&["delete", "sp", "retries", "-n", &ns.name, "--wait", "--timeout=60s"]);
+    assert!(queues(&names).await.is_empty(), "deletionPolicy Delete removes the rest");
+}
+
+#[tokio::test]
+async fn a_paused_resource_is_left_alone_and_says_so() {
+    let ns = Namespace::create("paused").await;
+    let (_release, _operator) = chart_and_operator(&ns.name, &[]);
+    kubectl_apply(&ns.name, &local_secrets()).unwrap();
+    kubectl_apply(&ns.name, &[platform("held", "Delete")]).unwrap();
+    let before = wait_ready(&ns.name, "held").await;
+
+    kubectl(&["annotate", "sp", "held", "-n", &ns.name, "saga.dev/paused=true"]);
+    let paused = wait_condition(&ns.name, "held", "Paused", |c| c["status"] == "True").await;
+    let ready = condition(&paused, "Ready").unwrap();
+    assert_eq!((ready["status"].as_str(), ready["reason"].as_str()), (Some("False"), Some("Paused")), "{ready}");
+
+    // Neither a spec change nor drift is acted on while paused.
+    kubectl(&["patch", "sp", "held", "-n", &ns.name, "--type=merge", "-p", r#"{"spec":{"order":{"replicas":3}}}"#]);
+    kubectl(&["scale", "deployment/held-payment", "--replicas=2", "-n", &ns.name]);
+    // Nothing to await: the claim is that nothing happens over three resyncs (2 s here).
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(get(&ns.name, "deployment", "held-order").unwrap()["spec"]["replicas"], 1, "spec change applied");
+    assert_eq!(get(&ns.name, "deployment", "held-payment").unwrap()["spec"]["replicas"], 2, "drift repaired");
+    let sp = get(&ns.name, "sagaplatform", "held").unwrap();
+    assert_eq!(
+        sp["status"]["observedGeneration"], before["status"]["observedGeneration"],
+        "the last applied generation"
+    );
+    assert_eq!(condition(&sp, "Paused").unwrap()["status"], "True");
+
+    // Resumed: everything catches up, and the Paused condition goes.
+    kubectl(&["annotate", "sp", "held", "-n", &ns.name, "saga.dev/paused-"]);
+    let resumed = wait_ready(&ns.name, "held").await;
+    assert!(condition(&resumed, "Paused").is_none(), "{}", resumed["status"]);
+    assert_eq!(get(&ns.name, "deployment", "held-order").unwrap()["spec"]["replicas"], 3);
+    assert_eq!(get(&ns.name, "deployment", "held-payment").unwrap()["spec"]["replicas"], 1);
+    kubectl(&["delete", "sp", "held", "-n", &ns.name, "--wait", "--timeout=60s"]);
+}

@@ -252,6 +252,7 @@ pub fn deployment(platform: &SagaPlatform, component: Component, replicas: i32, 
         metadata: metadata(platform, component),
         spec: Some(DeploymentSpec {
             replicas: Some(replicas),
+            progress_deadline_seconds: spec.progress_deadline_seconds,
             selector: LabelSelector {
                 match_labels: Some(selector_labels(platform, component)),
                 match_expressions: None,

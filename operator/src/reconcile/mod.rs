@@ -33,11 +33,17 @@ use crate::metrics::Metrics;
 use crate::scaling;
 use crate::tls::TlsClient;
 use build::Component;
-use status::{
-    AUTOSCALING_ACTIVE, MANAGEMENT_API_AVAILABLE, Observation, SCALING_LIMITED, SERVICES_AVAILABLE, TOPOLOGY_READY,
-};
+use status::{AUTOSCALING_ACTIVE, MANAGEMENT_API_AVAILABLE, Observation, SCALING_LIMITED, TOPOLOGY_READY};
 
 pub const FINALIZER: &str = "saga.dev/topology";
+/// `saga.dev/paused: "true"` stops reconciles from changing anything (children,
+/// broker topology, replica counts) until it is removed; deletion still works.
+pub const PAUSED_ANNOTATION: &str = "saga.dev/paused";
+
+/// True when the resource carries `saga.dev/paused: "true"`.
+pub fn paused(platform: &SagaPlatform) -> bool {
+    platform.annotations().get(PAUSED_ANNOTATION).is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -286,6 +292,28 @@ async fn apply_platform_steps(platform: &SagaPlatform, ctx: &Context) -> Result<
     let previous = platform.status.clone().unwrap_or_default();
     let platform_name = platform.platform_name();
 
+    // paused: say so, change nothing else
+    if paused(platform) {
+        let message = format!(
+            "annotation {PAUSED_ANNOTATION}: \"true\": changes are not applied (children, broker topology, replica counts); remove it to resume"
+        );
+        let was_paused = previous.conditions.iter().any(|c| c.type_ == status::PAUSED && c.status == "True");
+        if !was_paused {
+            ctx.event(&reference, EventType::Normal, "Paused", "Reconcile", message.clone()).await;
+        }
+        let observed = [
+            Observation::new(status::READY, false, "Paused", message.clone()),
+            Observation::new(status::PAUSED, true, "Paused", message),
+        ];
+        let mut conditions = status_conditions(platform, &observed);
+        // What the last pass before the pause observed stays, for the other conditions.
+        conditions.extend(
+            previous.conditions.iter().filter(|c| c.type_ != status::READY && c.type_ != status::PAUSED).cloned(),
+        );
+        write_status(ctx, platform, SagaPlatformStatus { conditions, ..previous }).await?;
+        return Ok(Action::requeue(ctx.settings.resync));
+    }
+
     // validate
     if let Err(problems) = validate::validate(platform) {
         let message = problems.join("; ");
@@ -314,6 +342,8 @@ async fn apply_platform_steps(platform: &SagaPlatform, ctx: &Context) -> Result<
     let mut rates: HashMap<&'static str, MessageRates> = HashMap::new();
     let mut depth_source = None;
     let mut depth_error = None;
+    let mut topology_ok = false;
+    let mut topology_max_attempts = previous.topology_max_attempts;
     match &target {
         Err(problem) => {
             let message = problem.message.clone();
@@ -334,6 +364,7 @@ async fn apply_platform_steps(platform: &SagaPlatform, ctx: &Context) -> Result<
                     observed.push(Observation::new(TOPOLOGY_READY, false, "Conflict", message));
                 }
                 Ok(TopologyOutcome::Unchanged) => {
+                    topology_ok = true;
                     observed.push(Observation::new(
                         TOPOLOGY_READY,
                         true,
@@ -344,6 +375,7 @@ async fn apply_platform_steps(platform: &SagaPlatform, ctx: &Context) -> Result<
                 Ok(TopologyOutcome::Declared { missing }) => {
                     let note = format!("declared the topology of platform {platform_name} ({missing} was missing)");
                     ctx.event(&reference, EventType::Normal, "TopologyDeclared", "DeclareTopology", note).await;
+                    topology_ok = true;
                     observed.push(Observation::new(
                         TOPOLOGY_READY,
                         true,
@@ -360,6 +392,43 @@ async fn apply_platform_steps(platform: &SagaPlatform, ctx: &Context) -> Result<
                     };
                     ctx.event(&reference, EventType::Warning, reason, "DeclareTopology", message.clone()).await;
                     observed.push(Observation::new(TOPOLOGY_READY, false, reason, message));
+                }
+            }
+            if topology_ok {
+                // Claimed by this resource: its surplus retry tiers may go.
+                let max_attempts = platform.spec.retry.max_attempts;
+                match previous.topology_max_attempts {
+                    Some(old) if old <= max_attempts => topology_max_attempts = Some(max_attempts),
+                    old => {
+                        let to = old.map(|old| old.saturating_sub(1));
+                        match ctx.brokers.prune_retry_queues(target, &topology, max_attempts, to).await {
+                            Ok(pruned) => {
+                                if !pruned.removed.is_empty() {
+                                    let note = format!(
+                                        "retry.maxAttempts {max_attempts}: removed the surplus retry queues {}",
+                                        pruned.removed.join(", ")
+                                    );
+                                    ctx.event(
+                                        &reference,
+                                        EventType::Normal,
+                                        "RetryQueuesRemoved",
+                                        "PruneTopology",
+                                        note,
+                                    )
+                                    .await;
+                                }
+                                if pruned.kept.is_empty() {
+                                    topology_max_attempts = Some(max_attempts);
+                                } else if let Some(last) = observed.last_mut() {
+                                    last.message = format!(
+                                        "topology matches the definition; surplus retry queues kept until empty: {}",
+                                        pruned.kept.join(", ")
+                                    );
+                                }
+                            }
+                            Err(error) => tracing::warn!(%error, "cannot prune the surplus retry queues"),
+                        }
+                    }
                 }
             }
             // The management API gets the broker credentials only on the
@@ -502,9 +571,7 @@ async fn apply_platform_steps(platform: &SagaPlatform, ctx: &Context) -> Result<
         };
         let deployment = apply_children(ctx, platform, component, replicas, &secret_hashes, &reference).await?;
         let ready = deployment.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0);
-        if ready < replicas {
-            not_ready.push(format!("{}: {ready}/{replicas} ready", component.name()));
-        }
+        not_ready.extend(status::rollout(component.name(), replicas, &deployment));
         ctx.metrics.service(&platform_name, component.name(), depth, replicas, ready);
         services.push(ServiceStatus {
             desired_replicas: replicas,
@@ -518,11 +585,7 @@ async fn apply_platform_steps(platform: &SagaPlatform, ctx: &Context) -> Result<
     }
 
     // status
-    observed.push(if not_ready.is_empty() {
-        Observation::new(SERVICES_AVAILABLE, true, "ReplicasReady", "every service has its replicas ready")
-    } else {
-        Observation::new(SERVICES_AVAILABLE, false, "ReplicasNotReady", not_ready.join(", "))
-    });
+    observed.push(status::services_available(&not_ready));
     if autoscaling {
         observed.push(match &depth_error {
             Some(error) => Observation::new(
@@ -561,6 +624,7 @@ async fn apply_platform_steps(platform: &SagaPlatform, ctx: &Context) -> Result<
         conditions: status_conditions(platform, &observed),
         queue_depth,
         queue_depth_source: depth_source.map(|s: DepthSource| s.as_str().to_owned()),
+        topology_max_attempts,
         order,
         payment,
         inventory,

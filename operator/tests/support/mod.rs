@@ -102,7 +102,9 @@ impl Operator {
     pub fn make_ready(&self, deployment: &Value) {
         let replicas = deployment["spec"]["replicas"].as_i64().unwrap_or(1);
         let key = Key::new("deployments", NS, deployment["metadata"]["name"].as_str().unwrap());
-        let status = json!({"replicas": replicas, "readyReplicas": replicas, "availableReplicas": replicas});
+        let generation = deployment["metadata"]["generation"].as_i64().unwrap_or(1);
+        let status = json!({"observedGeneration": generation, "replicas": replicas, "updatedReplicas": replicas,
+                            "readyReplicas": replicas, "availableReplicas": replicas});
         self.fake.set_status(&key, status);
     }
 
