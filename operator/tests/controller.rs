@@ -36,11 +36,11 @@ async fn create_applies_children_and_reports_ready_once_deployments_are() {
         assert!(operator.fake.get(&Key::new("configmaps", NS, child)).is_some());
         assert!(operator.fake.get(&Key::new("services", NS, child)).is_some());
     }
-    // Topology declared, pods not ready yet.
+    // Topology declared, pods not ready yet (no Deployment controller here: not even observed).
     let object = operator.wait_condition("demo", "TopologyReady", "True").await;
     let ready = condition(&object, "Ready").unwrap();
     assert_eq!(ready["status"], "False");
-    assert_eq!(ready["reason"], "ReplicasNotReady");
+    assert_eq!(ready["reason"], "RolloutPending");
     assert_eq!(object["metadata"]["finalizers"][0], "saga.dev/topology");
     assert!(queue_exists(&format!("{platform}.payment.commands")).await);
 

@@ -84,6 +84,10 @@ pub fn ready(observed: &[Observation]) -> Observation {
 /// (`RolloutInProgress`); fewer are ready than desired (`ReplicasNotReady`).
 pub fn rollout(service: &str, desired: i32, deployment: &Deployment) -> Option<(&'static str, String)> {
     let status = deployment.status.clone().unwrap_or_default();
+    if desired == 0 && status.replicas.unwrap_or(0) == 0 {
+        // Nothing to run and nothing running.
+        return None;
+    }
     let progressing = status.conditions.iter().flatten().find(|c| c.type_ == "Progressing");
     if let Some(c) =
         progressing.filter(|c| c.status == "False" && c.reason.as_deref() == Some("ProgressDeadlineExceeded"))
@@ -164,6 +168,7 @@ mod tests {
             Some(("ReplicasNotReady", "order: 1/2 ready".to_owned()))
         );
         assert_eq!(rollout("order", 1, &deployment(1, json!({}))).unwrap().0, "RolloutPending", "no status yet");
+        assert_eq!(rollout("order", 0, &deployment(1, json!({}))), None, "nothing to run, nothing running");
     }
 
     #[test]
