@@ -268,9 +268,49 @@ pub struct ServiceSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self >= 1").message("progressDeadlineSeconds must be at least 1"))]
     pub progress_deadline_seconds: Option<i32>,
+    /// A PodDisruptionBudget for the service's pods (removed again when unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disruption_budget: Option<DisruptionBudgetSpec>,
+    /// A NetworkPolicy for the service's pods: ingress only to the HTTP port,
+    /// only from the listed peers (removed again when unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_policy: Option<NetworkPolicySpec>,
     /// Scale on the depth of the service's queue; owns the replica count when set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub autoscaling: Option<AutoscalingSpec>,
+}
+
+/// Exactly one of `minAvailable` and `maxUnavailable` (pods).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.minAvailable) != has(self.maxUnavailable)").message("disruptionBudget needs exactly one of minAvailable and maxUnavailable"))]
+pub struct DisruptionBudgetSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 0").message("disruptionBudget.minAvailable must not be negative"))]
+    pub min_available: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 0").message("disruptionBudget.maxUnavailable must not be negative"))]
+    pub max_unavailable: Option<i32>,
+}
+
+/// Who may reach the service's HTTP port. An empty list admits nobody.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkPolicySpec {
+    #[serde(default)]
+    #[schemars(length(max = 20))]
+    pub allow_from: Vec<NetworkPeerSpec>,
+}
+
+/// Pods with `podLabels` (all pods when empty) in this namespace, or, with
+/// `namespaceLabels`, in the namespaces carrying those labels.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkPeerSpec {
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pod_labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace_labels: Option<BTreeMap<String, String>>,
 }
 
 fn default_replicas() -> i32 {

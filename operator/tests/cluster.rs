@@ -109,6 +109,10 @@ async fn helm_installs_upgrades_and_uninstalls_the_chart() {
         ("create", "services"),
         ("get", "secrets"),
         ("create", "events.events.k8s.io"),
+        ("patch", "poddisruptionbudgets.policy"),
+        ("delete", "poddisruptionbudgets.policy"),
+        ("patch", "networkpolicies.networking.k8s.io"),
+        ("delete", "networkpolicies.networking.k8s.io"),
     ] {
         assert!(can(verb, resource, &ns.name), "the operator cannot {verb} {resource}");
     }
@@ -118,6 +122,7 @@ async fn helm_installs_upgrades_and_uninstalls_the_chart() {
         ("create", "pods", &ns.name),
         ("delete", "sagaplatforms.saga.dev", &ns.name),
         ("get", "secrets", "kube-system"),
+        ("delete", "poddisruptionbudgets.policy", "kube-system"),
         ("watch", "sagaplatforms.saga.dev", "default"),
     ] {
         assert!(
@@ -800,4 +805,62 @@ async fn a_paused_resource_is_left_alone_and_says_so() {
     assert_eq!(get(&ns.name, "deployment", "held-order").unwrap()["spec"]["replicas"], 3);
     assert_eq!(get(&ns.name, "deployment", "held-payment").unwrap()["spec"]["replicas"], 1);
     kubectl(&["delete", "sp", "held", "-n", &ns.name, "--wait", "--timeout=60s"]);
+}
+
+#[tokio::test]
+async fn disruption_budgets_and_network_policies_follow_the_spec() {
+    let ns = Namespace::create("policies").await;
+    let (_release, operator) = chart_and_operator(&ns.name, &[]);
+    kubectl_apply(&ns.name, &local_secrets()).unwrap();
+    let mut sp = platform("guarded", "Delete");
+    sp["spec"]["order"]["disruptionBudget"] = json!({"minAvailable": 1});
+    sp["spec"]["order"]["networkPolicy"] = json!({"allowFrom": [
+        {"podLabels": {"app": "gateway"}},
+        {"namespaceLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+    ]});
+    sp["spec"]["payment"]["disruptionBudget"] = json!({"maxUnavailable": 1});
+    kubectl_apply(&ns.name, std::slice::from_ref(&sp)).unwrap();
+    let ready = wait_ready(&ns.name, "guarded").await;
+
+    let budget = get(&ns.name, "poddisruptionbudget", "guarded-order").expect("the order PodDisruptionBudget");
+    assert_eq!(budget["spec"]["minAvailable"], 1);
+    assert_eq!(budget["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"], "order-service");
+    assert_eq!(budget["metadata"]["ownerReferences"][0]["uid"], ready["metadata"]["uid"]);
+    assert_eq!(get(&ns.name, "poddisruptionbudget", "guarded-payment").unwrap()["spec"]["maxUnavailable"], 1);
+    assert!(get(&ns.name, "poddisruptionbudget", "guarded-inventory").is_none(), "not asked for");
+    let policy = get(&ns.name, "networkpolicy", "guarded-order").expect("the order NetworkPolicy");
+    assert_eq!(policy["spec"]["policyTypes"], json!(["Ingress"]));
+    assert_eq!(policy["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/name"], "order-service");
+    let rule = &policy["spec"]["ingress"][0];
+    assert_eq!(rule["ports"], json!([{"port": 8080, "protocol": "TCP"}]), "{rule}");
+    assert_eq!(rule["from"][0]["podSelector"]["matchLabels"]["app"], "gateway", "{rule}");
+    assert_eq!(rule["from"][1]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"], "monitoring");
+
+    // A PodDisruptionBudget of someone else with the name the payment's would get is never touched.
+    let foreign = json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+        "metadata": {"name": "guarded-inventory", "labels": {"app.kubernetes.io/managed-by": "saga-operator",
+                                                              "app.kubernetes.io/instance": "guarded"}},
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {"app": "other"}}}});
+    kubectl_apply(&ns.name, &[foreign]).unwrap();
+
+    // Taken out of the spec: removed (and only ours).
+    let patch =
+        r#"{"spec":{"order":{"disruptionBudget":null,"networkPolicy":null},"payment":{"disruptionBudget":null}}}"#;
+    kubectl(&["patch", "sp", "guarded", "-n", &ns.name, "--type=merge", "-p", patch]);
+    eventually("the budgets and the policy removed", WAIT, || async {
+        let gone = ["guarded-order", "guarded-payment"]
+            .iter()
+            .all(|name| get(&ns.name, "poddisruptionbudget", name).is_none())
+            && get(&ns.name, "networkpolicy", "guarded-order").is_none();
+        gone.then_some(())
+    })
+    .await;
+    wait_ready(&ns.name, "guarded").await;
+    assert!(get(&ns.name, "poddisruptionbudget", "guarded-inventory").is_some(), "another owner's object stays");
+    assert!(
+        !operator.log_text().to_lowercase().contains("forbidden"),
+        "the chart's Role was not enough:\n{}",
+        operator.log_text()
+    );
+    kubectl(&["delete", "sp", "guarded", "-n", &ns.name, "--wait", "--timeout=60s"]);
 }

@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Service};
-use kube::api::{Patch, PatchParams};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
@@ -145,7 +147,8 @@ impl Context {
             .iter()
             .flat_map(|c| {
                 let child = format!("{namespace}/{name}-{}", c.name());
-                ["ConfigMap", "Service", "Deployment"].map(|kind| format!("{kind}/{child}"))
+                ["ConfigMap", "Service", "Deployment", "PodDisruptionBudget", "NetworkPolicy"]
+                    .map(|kind| format!("{kind}/{child}"))
             })
             .collect();
         self.versions.lock().expect("versions lock poisoned").retain(|k, _| !children.contains(k));
@@ -584,6 +587,8 @@ async fn apply_platform_steps(platform: &SagaPlatform, ctx: &Context) -> Result<
         });
     }
 
+    apply_policies(ctx, platform, &reference).await?;
+
     // status
     observed.push(status::services_available(&not_ready));
     if autoscaling {
@@ -732,6 +737,67 @@ async fn apply_children(
         }
     }
     Ok(deployment)
+}
+
+/// The optional PodDisruptionBudgets and NetworkPolicies: applied where the
+/// spec asks for them, deleted where it no longer does (only objects this
+/// resource controls, by owner reference).
+async fn apply_policies(ctx: &Context, platform: &SagaPlatform, reference: &ObjectReference) -> Result<(), Error> {
+    let namespace = platform.namespace().unwrap_or_default();
+    let budgets: Api<PodDisruptionBudget> = Api::namespaced(ctx.client.clone(), &namespace);
+    let policies: Api<NetworkPolicy> = Api::namespaced(ctx.client.clone(), &namespace);
+    let mut kept_budgets = Vec::new();
+    for budget in Component::ALL.iter().filter_map(|c| build::disruption_budget(platform, *c)) {
+        let applied = apply::apply(&budgets, &budget).await?;
+        kept_budgets.push(applied.name_any());
+        if ctx.changed(format!("PodDisruptionBudget/{namespace}/{}", applied.name_any()), apply::version(&applied)) {
+            let note = format!("applied PodDisruptionBudget {}", applied.name_any());
+            ctx.event(reference, EventType::Normal, "Applied", "Apply", note).await;
+        }
+    }
+    let mut kept_policies = Vec::new();
+    for policy in Component::ALL.iter().filter_map(|c| build::network_policy(platform, *c)) {
+        let applied = apply::apply(&policies, &policy).await?;
+        kept_policies.push(applied.name_any());
+        if ctx.changed(format!("NetworkPolicy/{namespace}/{}", applied.name_any()), apply::version(&applied)) {
+            let note = format!("applied NetworkPolicy {}", applied.name_any());
+            ctx.event(reference, EventType::Normal, "Applied", "Apply", note).await;
+        }
+    }
+    prune(ctx, &budgets, platform, &kept_budgets, reference).await?;
+    prune(ctx, &policies, platform, &kept_policies, reference).await?;
+    Ok(())
+}
+
+/// Deletes the objects of `api` this resource controls that are not in `keep`.
+async fn prune<K>(
+    ctx: &Context,
+    api: &Api<K>,
+    platform: &SagaPlatform,
+    keep: &[String],
+    reference: &ObjectReference,
+) -> Result<(), Error>
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let Some(uid) = platform.metadata.uid.as_deref() else { return Ok(()) };
+    let selector =
+        format!("app.kubernetes.io/managed-by={},app.kubernetes.io/instance={}", build::MANAGER, platform.name_any());
+    for object in api.list(&ListParams::default().labels(&selector)).await? {
+        let ours = object.owner_references().iter().any(|o| o.controller == Some(true) && o.uid == uid);
+        let name = object.name_any();
+        if !ours || keep.contains(&name) {
+            continue;
+        }
+        match api.delete(&name, &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(error) => return Err(error.into()),
+        }
+        let note = format!("deleted {} {name}: no longer in the spec", K::kind(&()));
+        ctx.event(reference, EventType::Normal, "Pruned", "Apply", note).await;
+    }
+    Ok(())
 }
 
 async fn write_status(ctx: &Context, platform: &SagaPlatform, status: SagaPlatformStatus) -> Result<(), Error> {
