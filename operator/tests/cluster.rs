@@ -864,3 +864,49 @@ async fn disruption_budgets_and_network_policies_follow_the_spec() {
     );
     kubectl(&["delete", "sp", "guarded", "-n", &ns.name, "--wait", "--timeout=60s"]);
 }
+
+#[tokio::test]
+async fn message_rate_autoscaling_reports_a_limited_decision() {
+    let ns = Namespace::create("rate").await;
+    let (_release, _operator) = chart_and_operator(&ns.name, &[]);
+    kubectl_apply(&ns.name, &local_secrets()).unwrap();
+    let mut sp = platform("rate", "Delete");
+    // 0.5 messages/s per replica, at most 3; scale-up by one pod per half hour.
+    sp["spec"]["payment"]["autoscaling"] = json!({
+        "minReplicas": 1, "maxReplicas": 3, "metric": "MessageRate", "targetMessageRatePerReplica": 0.5,
+        "behavior": {"scaleUp": {"policies": [{"type": "Pods", "value": 1, "periodSeconds": 1800}]}},
+    });
+    kubectl_apply(&ns.name, std::slice::from_ref(&sp)).unwrap();
+    let ready = wait_ready(&ns.name, "rate").await;
+    // Idle: 0 recommended, held at minReplicas (as the HPA reports it).
+    assert_eq!(condition(&ready, "ScalingLimited").unwrap()["reason"], "TooFewReplicas", "{}", ready["status"]);
+    assert_eq!(ready["status"]["payment"]["autoscaler"]["metric"], "MessageRate");
+
+    // About 10 messages/s into the payment queue (no consumer: pods are simulated)
+    // until the management API's rate shows it and the autoscaler acts.
+    let queue = format!("{}.payment.commands", platform_name(&sp));
+    let publishing = tokio::spawn(async move {
+        loop {
+            publish(&queue, 5).await;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    });
+    // Limited, and Ready all the same once the second pod runs.
+    let limited = eventually("ScalingLimited reason ScaleUpLimit with Ready=True", WAIT, || async {
+        let sp = get(&ns.name, "sagaplatform", "rate")?;
+        let limited = condition(&sp, "ScalingLimited")?["reason"] == "ScaleUpLimit";
+        let ready = condition(&sp, "Ready")?["status"] == "True";
+        (limited && ready).then_some(sp)
+    })
+    .await;
+    publishing.abort();
+    let scaling = condition(&limited, "ScalingLimited").unwrap();
+    let autoscaler = &limited["status"]["payment"]["autoscaler"];
+    assert_eq!(autoscaler["replicas"], 2, "one pod per period: {autoscaler}");
+    assert!(autoscaler["recommendedReplicas"].as_i64().unwrap() > 2, "{autoscaler}");
+    assert!(autoscaler["value"].as_str().unwrap().parse::<f64>().unwrap() > 1.0, "a publish rate: {autoscaler}");
+    assert_eq!(scaling["reason"], "ScaleUpLimit", "{scaling}");
+    assert!(scaling["message"].as_str().unwrap().starts_with("payment: "), "{scaling}");
+    assert_eq!(get(&ns.name, "deployment", "rate-payment").unwrap()["spec"]["replicas"], 2);
+    kubectl(&["delete", "sp", "rate", "-n", &ns.name, "--wait", "--timeout=60s"]);
+}
