@@ -64,6 +64,57 @@ pub fn conditions(
         .collect()
 }
 
+/// The condition list to store: `Ready` first (what `kubectl get` shows),
+/// then the observations; `now` is the caller's clock.
+pub fn with_ready(
+    previous: &[Condition],
+    observed: &[Observation],
+    now: &str,
+    generation: Option<i64>,
+) -> Vec<Condition> {
+    let mut all = vec![ready(observed)];
+    all.extend(observed.iter().filter(|o| o.type_ != READY).cloned());
+    conditions(previous, &all, now, generation)
+}
+
+/// `AutoscalingActive` and `ScalingLimited` when a service autoscales: why
+/// counts are held (the depth, or a rate without the management API), and
+/// which services a policy or bound held back (`limited`: reason, message).
+pub fn autoscaling_observations(
+    depth_error: Option<&str>,
+    rate_unknown: &[&str],
+    limited: &[(&'static str, String)],
+) -> Vec<Observation> {
+    let active = match depth_error {
+        Some(error) => {
+            Observation::new(AUTOSCALING_ACTIVE, false, "QueueDepthUnknown", format!("holding replica counts: {error}"))
+        }
+        None if !rate_unknown.is_empty() => Observation::new(
+            AUTOSCALING_ACTIVE,
+            false,
+            "MessageRateUnknown",
+            format!(
+                "holding replica counts of {}: metric MessageRate needs the management API (broker.managementUrl)",
+                rate_unknown.join(", ")
+            ),
+        ),
+        None => Observation::new(AUTOSCALING_ACTIVE, true, "MetricRead", "scaling on the queue metrics"),
+    };
+    let limited = match limited.first() {
+        None => Observation::new(
+            SCALING_LIMITED,
+            false,
+            "DesiredWithinRange",
+            "the desired counts are within the policies and bounds",
+        ),
+        Some((reason, _)) => {
+            let messages: Vec<&str> = limited.iter().map(|(_, m)| m.as_str()).collect();
+            Observation::new(SCALING_LIMITED, true, *reason, messages.join("; "))
+        }
+    };
+    vec![active, limited]
+}
+
 /// `Ready` summarises the others: true only when all of them are
 /// (`ScalingLimited` aside: it informs, True or False).
 pub fn ready(observed: &[Observation]) -> Observation {
@@ -169,6 +220,21 @@ mod tests {
         );
         assert_eq!(rollout("order", 1, &deployment(1, json!({}))).unwrap().0, "RolloutPending", "no status yet");
         assert_eq!(rollout("order", 0, &deployment(1, json!({}))), None, "nothing to run, nothing running");
+    }
+
+    #[test]
+    fn ready_comes_first_and_scaling_limited_does_not_count() {
+        let limited = autoscaling_observations(None, &[], &[("ScaleUpLimit", "payment: held".to_owned())]);
+        let all = with_ready(&[], &limited, "t1", Some(3));
+        assert_eq!(
+            all.iter().map(|c| c.type_.as_str()).collect::<Vec<_>>(),
+            [READY, AUTOSCALING_ACTIVE, SCALING_LIMITED]
+        );
+        assert_eq!((all[0].status.as_str(), all[2].status.as_str()), ("True", "True"));
+        assert_eq!((all[0].last_transition_time.as_str(), all[0].observed_generation), ("t1", Some(3)));
+        let held = autoscaling_observations(None, &["payment"], &[]);
+        assert_eq!((held[0].reason.as_str(), held[1].reason.as_str()), ("MessageRateUnknown", "DesiredWithinRange"));
+        assert!(!ready(&held).status);
     }
 
     #[test]
