@@ -77,6 +77,8 @@ NAMESPACE = "saga"
 #   reconcile/apply.rs: server-side apply of ConfigMap, Service,
 #     Deployment; an apply that creates is authorized as create too  -> create, patch
 #   build.rs controller owner reference (blockOwnerDeletion)         -> sagaplatforms/finalizers update
+#   reconcile/mod.rs: PodDisruptionBudget, NetworkPolicy apply, list, delete (pruning)
+#                                                                    -> create, patch, list, delete
 #   reconcile/read.rs: Secret get_opt                                -> secrets get
 #   kube-runtime Recorder (events.k8s.io/v1): create, patch series   -> events create, patch
 #   lease.rs: get_opt, create, replace of Lease "saga-operator"      -> leases create; get, update by name
@@ -89,6 +91,8 @@ EXPECTED_OPERATOR_RULES: dict[tuple[str, str, tuple[str, ...]], set[str]] = {
     ("", "configmaps", ()): {"create", "patch"},
     ("", "secrets", ()): {"get"},
     ("events.k8s.io", "events", ()): {"create", "patch"},
+    ("policy", "poddisruptionbudgets", ()): {"list", "create", "patch", "delete"},
+    ("networking.k8s.io", "networkpolicies", ()): {"list", "create", "patch", "delete"},
 }
 # Leader election: a Role in the release namespace.
 EXPECTED_LEADER_RULES: dict[tuple[str, str, tuple[str, ...]], set[str]] = {
@@ -618,6 +622,8 @@ API_TYPES = {
     "ConfigMap": ("", "configmaps"),
     "Service": ("", "services"),
     "Secret": ("", "secrets"),
+    "PodDisruptionBudget": ("policy", "poddisruptionbudgets"),
+    "NetworkPolicy": ("networking.k8s.io", "networkpolicies"),
     "LeaseObject": ("coordination.k8s.io", "leases"),
     "Lease": ("coordination.k8s.io", "leases"),
 }

@@ -10,13 +10,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use lapin::ExchangeKind;
-use lapin::options::{ExchangeDeclareOptions, ExchangeDeleteOptions, QueueDeclareOptions};
+use lapin::options::{ExchangeDeclareOptions, ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions};
 use lapin::tcp::{AsyncTcpStream, RustlsConnector};
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::uri::{AMQPScheme, AMQPUri};
 use lapin::{Connection, ConnectionProperties};
 use saga_common::amqp::redact;
-use saga_common::topology::{Topology, TopologyError, reply_code};
+use saga_common::topology::{Destination, QueueType, Topology, TopologyError, reply_code, retry_queue_name};
 use serde::Deserialize;
 
 use crate::tls::{TlsClient, TlsError, tls_failure};
@@ -150,6 +150,17 @@ pub enum TopologyOutcome {
     Declared { missing: String },
 }
 
+/// The highest `retry.maxAttempts` the CRD allows: retry tiers go up to `maxAttempts - 1`.
+pub const MAX_RETRY_TIERS: u32 = 19;
+
+/// What pruning surplus retry queues did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RetryPrune {
+    pub removed: Vec<String>,
+    /// Not empty yet (name and message count): left for a later reconcile.
+    pub kept: Vec<String>,
+}
+
 /// Where a queue depth came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DepthSource {
@@ -174,7 +185,18 @@ impl DepthSource {
 #[derive(Debug)]
 pub struct QueueDepth {
     pub depth: Result<(u64, DepthSource), BrokerError>,
+    /// Publish and deliver rates, from the management API only.
+    pub rates: Option<MessageRates>,
     pub management_error: Option<BrokerError>,
+}
+
+/// A queue's message rates (messages/s) as the management API reports them
+/// (`message_stats.publish_details.rate`, `deliver_get_details.rate`); 0
+/// when the queue has seen no traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct MessageRates {
+    pub publish: f64,
+    pub deliver: f64,
 }
 
 /// One AMQP connection per broker (URL and trust anchors), shared by every reconcile.
@@ -289,6 +311,67 @@ impl Brokers {
         Ok(())
     }
 
+    /// Removes the retry queues `retry.{n}` of every service queue for `n` from
+    /// `from` up (the tiers a lowered `retry.maxAttempts` no longer uses),
+    /// through `to` when given, else until the first tier that does not
+    /// exist. A tier still holding messages is kept (its messages go back to
+    /// the service queue when their TTL ends) and named in `kept`; the next
+    /// reconcile tries again. Call only for names this resource has claimed.
+    pub async fn prune_retry_queues(
+        &self,
+        target: &Target,
+        topology: &Topology,
+        from: u32,
+        to: Option<u32>,
+    ) -> Result<RetryPrune, BrokerError> {
+        let connection = self.connection(target).await?;
+        let platform = topology.spec.platform.clone();
+        let classic = topology.spec.queue_type == QueueType::Classic;
+        let prune = async move {
+            let mut outcome = RetryPrune::default();
+            for destination in Destination::ALL {
+                let mut attempt = from.max(1);
+                while to.is_none_or(|to| attempt <= to) && attempt <= MAX_RETRY_TIERS {
+                    let name = retry_queue_name(&platform, destination, attempt);
+                    attempt += 1;
+                    // A passive declare answers 404 (closing the channel) when it is not there.
+                    let channel = connection.create_channel().await?;
+                    let options = QueueDeclareOptions { passive: true, ..QueueDeclareOptions::default() };
+                    let found = channel.queue_declare(name.as_str().into(), options, FieldTable::default()).await;
+                    let count = match found {
+                        Ok(queue) => queue.message_count(),
+                        Err(error) if reply_code(&error) == Some(404) => {
+                            if to.is_none() {
+                                break;
+                            }
+                            continue;
+                        }
+                        Err(error) => return Err(error),
+                    };
+                    if count > 0 {
+                        outcome.kept.push(format!("{name} ({count} messages)"));
+                    } else {
+                        // Classic queues re-check emptiness on delete; quorum queues
+                        // refuse `if-empty` (540, closing the connection), so for them the
+                        // count just read is the check.
+                        let options = QueueDeleteOptions { if_empty: classic, ..QueueDeleteOptions::default() };
+                        match channel.queue_delete(name.as_str().into(), options).await {
+                            Ok(_) => outcome.removed.push(name),
+                            // A message arrived in between: kept for now.
+                            Err(error) if reply_code(&error) == Some(406) => outcome.kept.push(name),
+                            Err(error) => return Err(error),
+                        }
+                    }
+                    if channel.status().connected() {
+                        let _ = channel.close(200, "retry tiers pruned".into()).await;
+                    }
+                }
+            }
+            Ok::<RetryPrune, lapin::Error>(outcome)
+        };
+        Ok(self.bounded_on(target, prune).await??)
+    }
+
     /// Messages waiting in `queue`: ready + unacknowledged from the management
     /// API when `management_url` is set and answers, else ready messages from
     /// an AMQP passive declare. The caller decides whether the management API
@@ -298,7 +381,13 @@ impl Brokers {
         let mut management_error = None;
         if let Some(management_url) = management_url {
             match self.management_depth(target, management_url, queue).await {
-                Ok(depth) => return QueueDepth { depth: Ok((depth, DepthSource::ManagementApi)), management_error },
+                Ok((depth, rates)) => {
+                    return QueueDepth {
+                        depth: Ok((depth, DepthSource::ManagementApi)),
+                        rates: Some(rates),
+                        management_error,
+                    };
+                }
                 Err(error) => {
                     tracing::warn!(%error, queue, "management API unavailable, reading depth over AMQP");
                     management_error = Some(error);
@@ -306,7 +395,7 @@ impl Brokers {
             }
         }
         let depth = self.passive_depth(target, queue).await.map(|depth| (depth, DepthSource::Amqp));
-        QueueDepth { depth, management_error }
+        QueueDepth { depth, rates: None, management_error }
     }
 
     /// The HTTP client for `management_url`: plain for http://, verifying with
@@ -329,13 +418,32 @@ impl Brokers {
         Ok(client)
     }
 
-    async fn management_depth(&self, target: &Target, management_url: &str, queue: &str) -> Result<u64, BrokerError> {
+    async fn management_depth(
+        &self,
+        target: &Target,
+        management_url: &str,
+        queue: &str,
+    ) -> Result<(u64, MessageRates), BrokerError> {
+        #[derive(Deserialize, Default)]
+        struct Rate {
+            #[serde(default)]
+            rate: f64,
+        }
+        #[derive(Deserialize, Default)]
+        struct Stats {
+            #[serde(default)]
+            publish_details: Rate,
+            #[serde(default)]
+            deliver_get_details: Rate,
+        }
         #[derive(Deserialize)]
         struct QueueInfo {
             #[serde(default)]
             messages_ready: u64,
             #[serde(default)]
             messages_unacknowledged: u64,
+            #[serde(default)]
+            message_stats: Stats,
         }
         let uri: AMQPUri = target
             .url
@@ -364,7 +472,11 @@ impl Brokers {
         }
         let info: QueueInfo =
             response.json().await.map_err(|e| BrokerError::Management(e.without_url().to_string()))?;
-        Ok(info.messages_ready + info.messages_unacknowledged)
+        let rates = MessageRates {
+            publish: info.message_stats.publish_details.rate,
+            deliver: info.message_stats.deliver_get_details.rate,
+        };
+        Ok((info.messages_ready + info.messages_unacknowledged, rates))
     }
 
     async fn passive_depth(&self, target: &Target, queue: &str) -> Result<u64, BrokerError> {

@@ -77,10 +77,12 @@ pub async fn run(
     tracing::info!("controller stopped");
 }
 
-/// Changes when the spec (generation), the finalizers or the deletion request do.
+/// Changes when the spec (generation), the finalizers, the deletion request
+/// or the pause annotation do.
 fn spec_or_lifecycle(platform: &DeserializeGuard<SagaPlatform>) -> Option<u64> {
     let mut hasher = DefaultHasher::new();
     platform.meta().generation.hash(&mut hasher);
+    platform.annotations().get(reconcile::PAUSED_ANNOTATION).hash(&mut hasher);
     platform.finalizers().hash(&mut hasher);
     platform.meta().deletion_timestamp.is_some().hash(&mut hasher);
     Some(hasher.finish())

@@ -262,9 +262,55 @@ pub struct ServiceSpec {
     pub database_url_secret: SecretKeyRef,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<Resources>,
+    /// Seconds a rollout may make no progress before the Deployment reports
+    /// `ProgressDeadlineExceeded` (and `ServicesAvailable` turns False with
+    /// that reason). Kubernetes' default (600) when not set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 1").message("progressDeadlineSeconds must be at least 1"))]
+    pub progress_deadline_seconds: Option<i32>,
+    /// A PodDisruptionBudget for the service's pods (removed again when unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disruption_budget: Option<DisruptionBudgetSpec>,
+    /// A NetworkPolicy for the service's pods: ingress only to the HTTP port,
+    /// only from the listed peers (removed again when unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_policy: Option<NetworkPolicySpec>,
     /// Scale on the depth of the service's queue; owns the replica count when set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub autoscaling: Option<AutoscalingSpec>,
+}
+
+/// Exactly one of `minAvailable` and `maxUnavailable` (pods).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.minAvailable) != has(self.maxUnavailable)").message("disruptionBudget needs exactly one of minAvailable and maxUnavailable"))]
+pub struct DisruptionBudgetSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 0").message("disruptionBudget.minAvailable must not be negative"))]
+    pub min_available: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 0").message("disruptionBudget.maxUnavailable must not be negative"))]
+    pub max_unavailable: Option<i32>,
+}
+
+/// Who may reach the service's HTTP port. An empty list admits nobody.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkPolicySpec {
+    #[serde(default)]
+    #[schemars(length(max = 20))]
+    pub allow_from: Vec<NetworkPeerSpec>,
+}
+
+/// Pods with `podLabels` (all pods when empty) in this namespace, or, with
+/// `namespaceLabels`, in the namespaces carrying those labels.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkPeerSpec {
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pod_labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace_labels: Option<BTreeMap<String, String>>,
 }
 
 fn default_replicas() -> i32 {
@@ -280,41 +326,132 @@ pub struct Resources {
     pub limits: BTreeMap<String, String>,
 }
 
-/// desired = clamp(ceil(backlog / targetQueueDepthPerReplica), min, max),
-/// where backlog counts ready and unacknowledged messages of the service queue.
+/// Autoscaling as the Horizontal Pod Autoscaler v2 does it, on a RabbitMQ
+/// metric of the service queue: desired = ceil(value / target), stabilized
+/// per direction, limited by the scaling policies, then bounded by
+/// [minReplicas, maxReplicas].
+///
+/// `metric: QueueLength` (default): value = ready + unacknowledged messages,
+/// target `targetQueueDepthPerReplica`. `metric: MessageRate`: value = the
+/// queue's publish rate (messages/s, management API `message_stats`), target
+/// `targetMessageRatePerReplica`.
+///
+/// `behavior.scaleUp` / `behavior.scaleDown` are HPA's scaling rules. Without
+/// them the older fields apply: scale-up at most `maxScaleUpStep` pods per
+/// `stepPeriodSeconds` (no window), scale-down at most `maxScaleDownStep`
+/// pods per `stepPeriodSeconds` after `stabilizationWindowSeconds`.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("self.minReplicas <= self.maxReplicas").message("autoscaling.minReplicas must be less than or equal to autoscaling.maxReplicas"))]
+#[x_kube(validation = Rule::new("(has(self.metric) && self.metric == 'MessageRate') || has(self.targetQueueDepthPerReplica)").message("autoscaling.targetQueueDepthPerReplica is required with metric QueueLength"))]
+#[x_kube(validation = Rule::new("!has(self.metric) || self.metric != 'MessageRate' || has(self.targetMessageRatePerReplica)").message("autoscaling.targetMessageRatePerReplica is required with metric MessageRate"))]
 pub struct AutoscalingSpec {
     #[x_kube(validation = Rule::new("self >= 1").message("autoscaling.minReplicas must be at least 1"))]
     pub min_replicas: i32,
     #[x_kube(validation = Rule::new("self <= 100").message("autoscaling.maxReplicas must be at most 100"))]
     pub max_replicas: i32,
-    /// Messages one replica is expected to keep up with.
+    /// What to scale on: `QueueLength` (default) or `MessageRate`.
+    #[serde(default)]
+    pub metric: ScalingMetric,
+    /// Messages one replica is expected to keep up with (metric `QueueLength`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self > 0").message("autoscaling.targetQueueDepthPerReplica must be greater than 0"))]
-    pub target_queue_depth_per_replica: u64,
+    pub target_queue_depth_per_replica: Option<u64>,
+    /// Messages per second one replica is expected to handle (metric
+    /// `MessageRate`; the queue's publish rate from the management API).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self > 0.0").message("autoscaling.targetMessageRatePerReplica must be greater than 0"))]
+    pub target_message_rate_per_replica: Option<f64>,
     /// Relative deviation from the target that causes no change (0.1 = ±10 %).
     #[serde(default = "default_tolerance")]
     #[x_kube(validation = Rule::new("self >= 0.0 && self < 1.0").message("autoscaling.tolerance must be at least 0 and below 1"))]
     pub tolerance: f64,
-    /// Scale-down waits until the highest recommendation of this window allows it.
+    /// Scale-down waits until the highest recommendation of this window allows
+    /// it (used when `behavior.scaleDown` is not set).
     #[serde(default = "default_stabilization")]
     #[x_kube(validation = Rule::new("self >= 0 && self <= 3600").message("autoscaling.stabilizationWindowSeconds must be between 0 and 3600"))]
     pub stabilization_window_seconds: u32,
-    /// Most replicas added in one step.
+    /// Most replicas added per `stepPeriodSeconds` (used when `behavior.scaleUp` is not set).
     #[serde(default = "default_scale_up_step")]
     #[x_kube(validation = Rule::new("self >= 1").message("autoscaling.maxScaleUpStep must be at least 1"))]
     pub max_scale_up_step: i32,
-    /// Most replicas removed in one step.
+    /// Most replicas removed per `stepPeriodSeconds` (used when `behavior.scaleDown` is not set).
     #[serde(default = "default_scale_down_step")]
     #[x_kube(validation = Rule::new("self >= 1").message("autoscaling.maxScaleDownStep must be at least 1"))]
     pub max_scale_down_step: i32,
-    /// The period the step limits apply to: at most `maxScaleUpStep` replicas
-    /// added (and `maxScaleDownStep` removed) per period, however often the
-    /// operator reconciles.
+    /// The period of `maxScaleUpStep` and `maxScaleDownStep`.
     #[serde(default = "default_step_period")]
     #[x_kube(validation = Rule::new("self >= 1 && self <= 3600").message("autoscaling.stepPeriodSeconds must be between 1 and 3600"))]
     pub step_period_seconds: u32,
+    /// HPA v2 scaling rules per direction; each replaces the older fields of its direction.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub behavior: Option<ScalingBehavior>,
+}
+
+/// The metric autoscaling follows.
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ScalingMetric {
+    /// Ready + unacknowledged messages of the service queue.
+    #[default]
+    QueueLength,
+    /// Messages published to the service queue per second (management API).
+    MessageRate,
+}
+
+/// Scaling rules for both directions, as `HorizontalPodAutoscalerBehavior`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ScalingBehavior {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_up: Option<ScalingRules>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_down: Option<ScalingRules>,
+}
+
+/// One direction's rules, as `HPAScalingRules`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("(has(self.selectPolicy) && self.selectPolicy == 'Disabled') || size(self.policies) > 0").message("autoscaling.behavior: a direction needs at least one policy unless selectPolicy is Disabled"))]
+pub struct ScalingRules {
+    /// Recommendations of this many seconds count: scale-up goes only to the
+    /// lowest of them, scale-down only to the highest.
+    #[serde(default)]
+    #[x_kube(validation = Rule::new("self >= 0 && self <= 3600").message("autoscaling.behavior stabilizationWindowSeconds must be between 0 and 3600"))]
+    pub stabilization_window_seconds: u32,
+    /// Which policy wins when there are several: `Max` (the largest change,
+    /// default), `Min` (the smallest), or `Disabled` (no change in this direction).
+    #[serde(default)]
+    pub select_policy: SelectPolicy,
+    #[serde(default)]
+    #[schemars(length(max = 10))]
+    pub policies: Vec<ScalingPolicy>,
+}
+
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum SelectPolicy {
+    #[default]
+    Max,
+    Min,
+    Disabled,
+}
+
+/// At most `value` pods (`Pods`) or `value` percent of the count at the start
+/// of the period (`Percent`) changed per `periodSeconds`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ScalingPolicy {
+    #[serde(rename = "type")]
+    pub type_: PolicyType,
+    #[x_kube(validation = Rule::new("self >= 1").message("autoscaling.behavior policy value must be at least 1"))]
+    pub value: i32,
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 1800").message("autoscaling.behavior policy periodSeconds must be between 1 and 1800"))]
+    pub period_seconds: u32,
+}
+
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PolicyType {
+    Pods,
+    Percent,
 }
 
 fn default_step_period() -> u32 {
@@ -348,6 +485,10 @@ pub struct SagaPlatformStatus {
     /// Where the queue depth came from: `management-api` or `amqp` (ready messages only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue_depth_source: Option<String>,
+    /// `retry.maxAttempts` the broker's retry queues were last reconciled to;
+    /// when the spec lowers it, the surplus retry queues are removed (once empty).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topology_max_attempts: Option<u32>,
     #[serde(default)]
     pub order: ServiceStatus,
     #[serde(default)]
@@ -369,9 +510,34 @@ pub struct ServiceStatus {
     /// so a restarted operator does not scale down early.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub recommendations: Vec<Recommendation>,
-    /// Scale events of the current step period (the step limits count them).
+    /// Scale events of the longest policy period (the policies count them).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub scale_events: Vec<ScaleEvent>,
+    /// The autoscaler's last decision and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaler: Option<AutoscalerStatus>,
+}
+
+/// What the autoscaler saw and decided, as an HPA reports it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AutoscalerStatus {
+    /// `QueueLength` or `MessageRate`.
+    pub metric: String,
+    /// The metric's value (messages, or messages/s), as read.
+    pub value: String,
+    /// The target per replica.
+    pub target: String,
+    /// Replicas the metric alone asks for.
+    pub recommended_replicas: i32,
+    /// After the stabilization windows.
+    pub stabilized_replicas: i32,
+    /// After the policies and min/max: what the Deployment gets.
+    pub replicas: i32,
+    /// `DesiredWithinRange`, `ScaleUpLimit`, `ScaleDownLimit`,
+    /// `TooManyReplicas` or `TooFewReplicas` (HPA's `ScalingLimited` reasons).
+    pub reason: String,
+    pub message: String,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]

@@ -53,6 +53,15 @@ fn workloads_match_golden_files() {
         yaml.push_str(&serde_yaml::to_string(&build::service(&platform, component)).unwrap());
         yaml.push_str("---\n");
         yaml.push_str(&serde_yaml::to_string(&build::deployment(&platform, component, 3, "0123456789abcdef")).unwrap());
+        // The optional PodDisruptionBudget and NetworkPolicy, where the example asks for them.
+        if let Some(budget) = build::disruption_budget(&platform, component) {
+            yaml.push_str("---\n");
+            yaml.push_str(&serde_yaml::to_string(&budget).unwrap());
+        }
+        if let Some(policy) = build::network_policy(&platform, component) {
+            yaml.push_str("---\n");
+            yaml.push_str(&serde_yaml::to_string(&policy).unwrap());
+        }
         check_golden(&format!("{}.yaml", component.name()), &yaml);
     }
 }

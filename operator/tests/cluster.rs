@@ -109,6 +109,10 @@ async fn helm_installs_upgrades_and_uninstalls_the_chart() {
         ("create", "services"),
         ("get", "secrets"),
         ("create", "events.events.k8s.io"),
+        ("patch", "poddisruptionbudgets.policy"),
+        ("delete", "poddisruptionbudgets.policy"),
+        ("patch", "networkpolicies.networking.k8s.io"),
+        ("delete", "networkpolicies.networking.k8s.io"),
     ] {
         assert!(can(verb, resource, &ns.name), "the operator cannot {verb} {resource}");
     }
@@ -118,6 +122,7 @@ async fn helm_installs_upgrades_and_uninstalls_the_chart() {
         ("create", "pods", &ns.name),
         ("delete", "sagaplatforms.saga.dev", &ns.name),
         ("get", "secrets", "kube-system"),
+        ("delete", "poddisruptionbudgets.policy", "kube-system"),
         ("watch", "sagaplatforms.saga.dev", "default"),
     ] {
         assert!(
@@ -638,4 +643,270 @@ async fn amqps_with_the_ca_becomes_ready_and_a_wrong_ca_is_named() {
         let name = sp["metadata"]["name"].as_str().unwrap();
         kubectl(&["delete", "sp", name, "-n", &ns.name, "--wait", "--timeout=60s"]);
     }
+}
+
+/// A SagaPlatform's condition `type_` once `probe` accepts it.
+async fn wait_condition(namespace: &str, name: &str, type_: &str, probe: impl Fn(&Value) -> bool) -> Value {
+    eventually(&format!("{name}: condition {type_} as expected"), WAIT, || async {
+        let sp = get(namespace, "sagaplatform", name)?;
+        let found = condition(&sp, type_)?;
+        probe(found).then_some(sp)
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_rollout_that_cannot_complete_turns_services_available_false() {
+    let ns = Namespace::create("rollout").await;
+    let (_release, _operator) = chart_and_operator(&ns.name, &[]);
+    kubectl_apply(&ns.name, &local_secrets()).unwrap();
+    let mut sp = platform("stuck", "Delete");
+    sp["spec"]["order"]["progressDeadlineSeconds"] = json!(5);
+    kubectl_apply(&ns.name, std::slice::from_ref(&sp)).unwrap();
+    wait_ready(&ns.name, "stuck").await;
+    assert_eq!(get(&ns.name, "deployment", "stuck-order").unwrap()["spec"]["progressDeadlineSeconds"], 5);
+
+    // A new image whose pods need more CPU than the node has: they stay
+    // Pending, the old pod stays ready (maxUnavailable 0), and the Deployment
+    // controller gives up after the deadline. Ready counts alone look fine.
+    let patch =
+        r#"{"spec":{"order":{"image":"saga-platform/order-service:0.2.0","resources":{"requests":{"cpu":"100"}}}}}"#;
+    kubectl(&["patch", "sp", "stuck", "-n", &ns.name, "--type=merge", "-p", patch]);
+    let stuck = wait_condition(&ns.name, "stuck", "ServicesAvailable", |c| {
+        c["status"] == "False" && c["reason"] == "ProgressDeadlineExceeded"
+    })
+    .await;
+    let available = condition(&stuck, "ServicesAvailable").unwrap();
+    assert!(available["message"].as_str().unwrap().starts_with("order: rollout stuck"), "{available}");
+    assert_eq!(condition(&stuck, "Ready").unwrap()["reason"], "ProgressDeadlineExceeded", "{stuck}");
+    assert_eq!(stuck["status"]["observedGeneration"], stuck["metadata"]["generation"]);
+    let deployment = get(&ns.name, "deployment", "stuck-order").unwrap();
+    assert_eq!(deployment["status"]["readyReplicas"], 1, "the old pod is ready all along: {}", deployment["status"]);
+    assert_eq!(stuck["status"]["order"]["replicas"], "1/1", "ready/desired alone would say available");
+
+    // A fix that can be scheduled: the rollout completes and the condition follows.
+    let patch = r#"{"spec":{"order":{"resources":{"requests":{"cpu":"100m"}}}}}"#;
+    kubectl(&["patch", "sp", "stuck", "-n", &ns.name, "--type=merge", "-p", patch]);
+    wait_ready(&ns.name, "stuck").await;
+    kubectl(&["delete", "sp", "stuck", "-n", &ns.name, "--wait", "--timeout=60s"]);
+}
+
+/// The retry queues (`….retry.{n}`) of a platform on the broker.
+async fn retry_queues(platform: &str) -> Vec<String> {
+    queues(platform).await.into_iter().filter(|q| q.contains(".retry.")).collect()
+}
+
+#[tokio::test]
+async fn lowering_max_attempts_removes_the_surplus_retry_queues() {
+    let ns = Namespace::create("retries").await;
+    let (_release, _operator) = chart_and_operator(&ns.name, &[]);
+    kubectl_apply(&ns.name, &local_secrets()).unwrap();
+    let sp = platform("retries", "Delete");
+    let names = platform_name(&sp);
+    kubectl_apply(&ns.name, std::slice::from_ref(&sp)).unwrap();
+    wait_ready(&ns.name, "retries").await;
+    assert_eq!(retry_queues(&names).await.len(), 3 * 4, "maxAttempts 5: tiers 1-4 per service queue");
+
+    // One message waits in a tier that is about to become surplus (expiring in 4 s).
+    let tier = format!("{names}.payment.commands.retry.4");
+    assert!(retry_queues(&names).await.contains(&tier), "{tier}");
+    let body = json!({"properties": {"delivery_mode": 2, "expiration": "4000"}, "routing_key": tier,
+                      "payload": "waiting for a retry", "payload_encoding": "string"});
+    let answer: Value = reqwest::Client::new()
+        .post(format!("{MANAGEMENT_URL}/api/exchanges/%2f/amq.default/publish"))
+        .basic_auth("guest", Some("guest"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer["routed"], true);
+
+    kubectl(&[
+        "patch",
+        "sp",
+        "retries",
+        "-n",
+        &ns.name,
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"retry":{"maxAttempts":2}}}"#,
+    ]);
+    // The empty surplus tiers go at once; the one holding a message stays until it is empty.
+    let left = eventually("the empty surplus tiers removed", WAIT, || async {
+        let left = retry_queues(&names).await;
+        (left.len() == 4).then_some(left)
+    })
+    .await;
+    assert!(left.contains(&tier), "the tier with a waiting message is kept: {left:?}");
+    let expected: Vec<String> = ["inventory.commands", "order.replies", "payment.commands"]
+        .iter()
+        .map(|q| format!("{names}.{q}.retry.1"))
+        .collect();
+    eventually("the last surplus tier removed once its message left", WAIT, || async {
+        let left = retry_queues(&names).await;
+        let sp = get(&ns.name, "sagaplatform", "retries")?;
+        (left == expected && sp["status"]["topologyMaxAttempts"] == 2).then_some(())
+    })
+    .await;
+    // The message was not lost: its TTL sent it back to the service queue.
+    let main = format!("{names}.payment.commands");
+    let depth = eventually("the message back in the service queue", WAIT, || async {
+        let response = reqwest::Client::new()
+            .get(format!("{MANAGEMENT_URL}/api/queues/%2f/{main}"))
+            .basic_auth("guest", Some("guest"))
+            .send()
+            .await
+            .ok()?;
+        let info: Value = response.json().await.ok()?;
+        info["messages"].as_u64().filter(|m| *m > 0)
+    })
+    .await;
+    assert_eq!(depth, 1);
+    let sp = wait_ready(&ns.name, "retries").await;
+    assert_eq!(sp["status"]["topologyMaxAttempts"], 2);
+    kubectl(&["delete", "sp", "retries", "-n", &ns.name, "--wait", "--timeout=60s"]);
+    assert!(queues(&names).await.is_empty(), "deletionPolicy Delete removes the rest");
+}
+
+#[tokio::test]
+async fn a_paused_resource_is_left_alone_and_says_so() {
+    let ns = Namespace::create("paused").await;
+    let (_release, _operator) = chart_and_operator(&ns.name, &[]);
+    kubectl_apply(&ns.name, &local_secrets()).unwrap();
+    kubectl_apply(&ns.name, &[platform("held", "Delete")]).unwrap();
+    let before = wait_ready(&ns.name, "held").await;
+
+    kubectl(&["annotate", "sp", "held", "-n", &ns.name, "saga.dev/paused=true"]);
+    let paused = wait_condition(&ns.name, "held", "Paused", |c| c["status"] == "True").await;
+    let ready = condition(&paused, "Ready").unwrap();
+    assert_eq!((ready["status"].as_str(), ready["reason"].as_str()), (Some("False"), Some("Paused")), "{ready}");
+
+    // Neither a spec change nor drift is acted on while paused.
+    kubectl(&["patch", "sp", "held", "-n", &ns.name, "--type=merge", "-p", r#"{"spec":{"order":{"replicas":3}}}"#]);
+    kubectl(&["scale", "deployment/held-payment", "--replicas=2", "-n", &ns.name]);
+    // Nothing to await: the claim is that nothing happens over three resyncs (2 s here).
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(get(&ns.name, "deployment", "held-order").unwrap()["spec"]["replicas"], 1, "spec change applied");
+    assert_eq!(get(&ns.name, "deployment", "held-payment").unwrap()["spec"]["replicas"], 2, "drift repaired");
+    let sp = get(&ns.name, "sagaplatform", "held").unwrap();
+    assert_eq!(
+        sp["status"]["observedGeneration"], before["status"]["observedGeneration"],
+        "the last applied generation"
+    );
+    assert_eq!(condition(&sp, "Paused").unwrap()["status"], "True");
+
+    // Resumed: everything catches up, and the Paused condition goes.
+    kubectl(&["annotate", "sp", "held", "-n", &ns.name, "saga.dev/paused-"]);
+    let resumed = wait_ready(&ns.name, "held").await;
+    assert!(condition(&resumed, "Paused").is_none(), "{}", resumed["status"]);
+    assert_eq!(get(&ns.name, "deployment", "held-order").unwrap()["spec"]["replicas"], 3);
+    assert_eq!(get(&ns.name, "deployment", "held-payment").unwrap()["spec"]["replicas"], 1);
+    kubectl(&["delete", "sp", "held", "-n", &ns.name, "--wait", "--timeout=60s"]);
+}
+
+#[tokio::test]
+async fn disruption_budgets_and_network_policies_follow_the_spec() {
+    let ns = Namespace::create("policies").await;
+    let (_release, operator) = chart_and_operator(&ns.name, &[]);
+    kubectl_apply(&ns.name, &local_secrets()).unwrap();
+    let mut sp = platform("guarded", "Delete");
+    sp["spec"]["order"]["disruptionBudget"] = json!({"minAvailable": 1});
+    sp["spec"]["order"]["networkPolicy"] = json!({"allowFrom": [
+        {"podLabels": {"app": "gateway"}},
+        {"namespaceLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+    ]});
+    sp["spec"]["payment"]["disruptionBudget"] = json!({"maxUnavailable": 1});
+    kubectl_apply(&ns.name, std::slice::from_ref(&sp)).unwrap();
+    let ready = wait_ready(&ns.name, "guarded").await;
+
+    let budget = get(&ns.name, "poddisruptionbudget", "guarded-order").expect("the order PodDisruptionBudget");
+    assert_eq!(budget["spec"]["minAvailable"], 1);
+    assert_eq!(budget["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"], "order-service");
+    assert_eq!(budget["metadata"]["ownerReferences"][0]["uid"], ready["metadata"]["uid"]);
+    assert_eq!(get(&ns.name, "poddisruptionbudget", "guarded-payment").unwrap()["spec"]["maxUnavailable"], 1);
+    assert!(get(&ns.name, "poddisruptionbudget", "guarded-inventory").is_none(), "not asked for");
+    let policy = get(&ns.name, "networkpolicy", "guarded-order").expect("the order NetworkPolicy");
+    assert_eq!(policy["spec"]["policyTypes"], json!(["Ingress"]));
+    assert_eq!(policy["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/name"], "order-service");
+    let rule = &policy["spec"]["ingress"][0];
+    assert_eq!(rule["ports"], json!([{"port": 8080, "protocol": "TCP"}]), "{rule}");
+    assert_eq!(rule["from"][0]["podSelector"]["matchLabels"]["app"], "gateway", "{rule}");
+    assert_eq!(rule["from"][1]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"], "monitoring");
+
+    // A PodDisruptionBudget of someone else with the name the payment's would get is never touched.
+    let foreign = json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+        "metadata": {"name": "guarded-inventory", "labels": {"app.kubernetes.io/managed-by": "saga-operator",
+                                                              "app.kubernetes.io/instance": "guarded"}},
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {"app": "other"}}}});
+    kubectl_apply(&ns.name, &[foreign]).unwrap();
+
+    // Taken out of the spec: removed (and only ours).
+    let patch =
+        r#"{"spec":{"order":{"disruptionBudget":null,"networkPolicy":null},"payment":{"disruptionBudget":null}}}"#;
+    kubectl(&["patch", "sp", "guarded", "-n", &ns.name, "--type=merge", "-p", patch]);
+    eventually("the budgets and the policy removed", WAIT, || async {
+        let gone = ["guarded-order", "guarded-payment"]
+            .iter()
+            .all(|name| get(&ns.name, "poddisruptionbudget", name).is_none())
+            && get(&ns.name, "networkpolicy", "guarded-order").is_none();
+        gone.then_some(())
+    })
+    .await;
+    wait_ready(&ns.name, "guarded").await;
+    assert!(get(&ns.name, "poddisruptionbudget", "guarded-inventory").is_some(), "another owner's object stays");
+    assert!(
+        !operator.log_text().to_lowercase().contains("forbidden"),
+        "the chart's Role was not enough:\n{}",
+        operator.log_text()
+    );
+    kubectl(&["delete", "sp", "guarded", "-n", &ns.name, "--wait", "--timeout=60s"]);
+}
+
+#[tokio::test]
+async fn message_rate_autoscaling_reports_a_limited_decision() {
+    let ns = Namespace::create("rate").await;
+    let (_release, _operator) = chart_and_operator(&ns.name, &[]);
+    kubectl_apply(&ns.name, &local_secrets()).unwrap();
+    let mut sp = platform("rate", "Delete");
+    // 0.5 messages/s per replica, at most 3; scale-up by one pod per half hour.
+    sp["spec"]["payment"]["autoscaling"] = json!({
+        "minReplicas": 1, "maxReplicas": 3, "metric": "MessageRate", "targetMessageRatePerReplica": 0.5,
+        "behavior": {"scaleUp": {"policies": [{"type": "Pods", "value": 1, "periodSeconds": 1800}]}},
+    });
+    kubectl_apply(&ns.name, std::slice::from_ref(&sp)).unwrap();
+    let ready = wait_ready(&ns.name, "rate").await;
+    // Idle: 0 recommended, held at minReplicas (as the HPA reports it).
+    assert_eq!(condition(&ready, "ScalingLimited").unwrap()["reason"], "TooFewReplicas", "{}", ready["status"]);
+    assert_eq!(ready["status"]["payment"]["autoscaler"]["metric"], "MessageRate");
+
+    // About 10 messages/s into the payment queue (no consumer: pods are simulated)
+    // until the management API's rate shows it and the autoscaler acts.
+    let queue = format!("{}.payment.commands", platform_name(&sp));
+    let publishing = tokio::spawn(async move {
+        loop {
+            publish(&queue, 5).await;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    });
+    // Limited, and Ready all the same once the second pod runs.
+    let limited = eventually("ScalingLimited reason ScaleUpLimit with Ready=True", WAIT, || async {
+        let sp = get(&ns.name, "sagaplatform", "rate")?;
+        let limited = condition(&sp, "ScalingLimited")?["reason"] == "ScaleUpLimit";
+        let ready = condition(&sp, "Ready")?["status"] == "True";
+        (limited && ready).then_some(sp)
+    })
+    .await;
+    publishing.abort();
+    let scaling = condition(&limited, "ScalingLimited").unwrap();
+    let autoscaler = &limited["status"]["payment"]["autoscaler"];
+    assert_eq!(autoscaler["replicas"], 2, "one pod per period: {autoscaler}");
+    assert!(autoscaler["recommendedReplicas"].as_i64().unwrap() > 2, "{autoscaler}");
+    assert!(autoscaler["value"].as_str().unwrap().parse::<f64>().unwrap() > 1.0, "a publish rate: {autoscaler}");
+    assert_eq!(scaling["reason"], "ScaleUpLimit", "{scaling}");
+    assert!(scaling["message"].as_str().unwrap().starts_with("payment: "), "{scaling}");
+    assert_eq!(get(&ns.name, "deployment", "rate-payment").unwrap()["spec"]["replicas"], 2);
+    kubectl(&["delete", "sp", "rate", "-n", &ns.name, "--wait", "--timeout=60s"]);
 }

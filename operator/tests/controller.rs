@@ -36,11 +36,11 @@ async fn create_applies_children_and_reports_ready_once_deployments_are() {
         assert!(operator.fake.get(&Key::new("configmaps", NS, child)).is_some());
         assert!(operator.fake.get(&Key::new("services", NS, child)).is_some());
     }
-    // Topology declared, pods not ready yet.
+    // Topology declared, pods not ready yet (no Deployment controller here: not even observed).
     let object = operator.wait_condition("demo", "TopologyReady", "True").await;
     let ready = condition(&object, "Ready").unwrap();
     assert_eq!(ready["status"], "False");
-    assert_eq!(ready["reason"], "ReplicasNotReady");
+    assert_eq!(ready["reason"], "RolloutPending");
     assert_eq!(object["metadata"]["finalizers"][0], "saga.dev/topology");
     assert!(queue_exists(&format!("{platform}.payment.commands")).await);
 
@@ -61,7 +61,9 @@ async fn create_applies_children_and_reports_ready_once_deployments_are() {
     let topology_since = condition(&object, "TopologyReady").unwrap()["lastTransitionTime"].clone();
     tokio::time::sleep(Duration::from_millis(1100)).await; // RFC 3339 seconds must be able to differ
     let key = Key::new("deployments", NS, "demo-order");
-    operator.fake.set_status(&key, json!({"replicas": 2, "readyReplicas": 1}));
+    let generation = operator.fake.get(&key).unwrap()["metadata"]["generation"].clone();
+    let status = json!({"observedGeneration": generation, "replicas": 2, "updatedReplicas": 2, "readyReplicas": 1});
+    operator.fake.set_status(&key, status);
     let object = operator.wait_condition("demo", "Ready", "False").await;
     assert_eq!(condition(&object, "Ready").unwrap()["message"], "order: 1/2 ready");
     assert_ne!(condition(&object, "Ready").unwrap()["lastTransitionTime"], ready_since);

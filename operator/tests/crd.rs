@@ -38,7 +38,7 @@ fn zero_timeouts_and_targets_are_rejected() {
     let mut platform = example();
     platform.spec.saga.step_timeout_seconds = 0;
     platform.spec.retry.initial_delay_ms = 0;
-    platform.spec.payment.autoscaling.as_mut().unwrap().target_queue_depth_per_replica = 0;
+    platform.spec.payment.autoscaling.as_mut().unwrap().target_queue_depth_per_replica = Some(0);
     let mut found = messages(platform.validate_cel());
     found.sort();
     assert_eq!(
@@ -127,4 +127,38 @@ fn crd_file_is_generated_from_the_types() {
         serde_yaml::to_string(&SagaPlatform::crd()).unwrap(),
         "run: saga-operator crd > crds/sagaplatform.yaml"
     );
+}
+
+#[test]
+fn autoscaling_metric_targets_and_behavior_are_checked() {
+    use saga_operator::crd::{ScalingBehavior, ScalingMetric, ScalingRules, SelectPolicy};
+    let mut platform = example();
+    let scaling = platform.spec.payment.autoscaling.as_mut().unwrap();
+    scaling.metric = ScalingMetric::MessageRate;
+    scaling.target_message_rate_per_replica = None;
+    assert_eq!(
+        messages(platform.validate_cel()),
+        ["autoscaling.targetMessageRatePerReplica is required with metric MessageRate"]
+    );
+    let scaling = platform.spec.payment.autoscaling.as_mut().unwrap();
+    scaling.target_message_rate_per_replica = Some(25.0);
+    assert_eq!(messages(platform.validate_cel()), Vec::<String>::new());
+    let scaling = platform.spec.payment.autoscaling.as_mut().unwrap();
+    scaling.metric = ScalingMetric::QueueLength;
+    scaling.target_queue_depth_per_replica = None;
+    assert_eq!(
+        messages(platform.validate_cel()),
+        ["autoscaling.targetQueueDepthPerReplica is required with metric QueueLength"]
+    );
+    let scaling = platform.spec.payment.autoscaling.as_mut().unwrap();
+    scaling.target_queue_depth_per_replica = Some(10);
+    let rules = |select_policy| ScalingRules { stabilization_window_seconds: 0, select_policy, policies: vec![] };
+    scaling.behavior = Some(ScalingBehavior { scale_up: Some(rules(SelectPolicy::Max)), scale_down: None });
+    assert_eq!(
+        messages(platform.validate_cel()),
+        ["autoscaling.behavior: a direction needs at least one policy unless selectPolicy is Disabled"]
+    );
+    let scaling = platform.spec.payment.autoscaling.as_mut().unwrap();
+    scaling.behavior = Some(ScalingBehavior { scale_up: Some(rules(SelectPolicy::Disabled)), scale_down: None });
+    assert_eq!(messages(platform.validate_cel()), Vec::<String>::new(), "Disabled needs no policy");
 }

@@ -12,6 +12,11 @@ use k8s_openapi::api::core::v1::{
     ResourceRequirements, SeccompProfile, SecretKeySelector, SecretProjection, SecurityContext, Service, ServicePort,
     ServiceSpec as K8sServiceSpec, Volume, VolumeMount, VolumeProjection,
 };
+use k8s_openapi::api::networking::v1::{
+    NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort,
+    NetworkPolicySpec as K8sNetworkPolicySpec,
+};
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -252,6 +257,7 @@ pub fn deployment(platform: &SagaPlatform, component: Component, replicas: i32, 
         metadata: metadata(platform, component),
         spec: Some(DeploymentSpec {
             replicas: Some(replicas),
+            progress_deadline_seconds: spec.progress_deadline_seconds,
             selector: LabelSelector {
                 match_labels: Some(selector_labels(platform, component)),
                 match_expressions: None,
@@ -291,6 +297,65 @@ pub fn deployment(platform: &SagaPlatform, component: Component, replicas: i32, 
         }),
         ..Deployment::default()
     }
+}
+
+/// The service's PodDisruptionBudget, when the spec asks for one.
+pub fn disruption_budget(platform: &SagaPlatform, component: Component) -> Option<PodDisruptionBudget> {
+    let budget = component.spec(platform).disruption_budget.as_ref()?;
+    Some(PodDisruptionBudget {
+        metadata: metadata(platform, component),
+        spec: Some(PodDisruptionBudgetSpec {
+            selector: Some(LabelSelector {
+                match_labels: Some(selector_labels(platform, component)),
+                match_expressions: None,
+            }),
+            min_available: budget.min_available.map(IntOrString::Int),
+            max_unavailable: budget.max_unavailable.map(IntOrString::Int),
+            ..PodDisruptionBudgetSpec::default()
+        }),
+        ..PodDisruptionBudget::default()
+    })
+}
+
+/// The service's NetworkPolicy, when the spec asks for one: ingress to the
+/// HTTP port from the listed peers only (egress is not restricted).
+pub fn network_policy(platform: &SagaPlatform, component: Component) -> Option<NetworkPolicy> {
+    let policy = component.spec(platform).network_policy.as_ref()?;
+    let selector = |labels: &BTreeMap<String, String>| LabelSelector {
+        match_labels: (!labels.is_empty()).then(|| labels.clone()),
+        match_expressions: None,
+    };
+    let from: Vec<NetworkPolicyPeer> = policy
+        .allow_from
+        .iter()
+        .map(|peer| NetworkPolicyPeer {
+            pod_selector: Some(selector(&peer.pod_labels)),
+            namespace_selector: peer.namespace_labels.as_ref().map(selector),
+            ip_block: None,
+        })
+        .collect();
+    let ingress = (!from.is_empty()).then(|| {
+        vec![NetworkPolicyIngressRule {
+            from: Some(from),
+            ports: Some(vec![NetworkPolicyPort {
+                port: Some(IntOrString::Int(component.port())),
+                protocol: Some("TCP".into()),
+                end_port: None,
+            }]),
+        }]
+    });
+    Some(NetworkPolicy {
+        metadata: metadata(platform, component),
+        spec: Some(K8sNetworkPolicySpec {
+            pod_selector: Some(LabelSelector {
+                match_labels: Some(selector_labels(platform, component)),
+                match_expressions: None,
+            }),
+            policy_types: Some(vec!["Ingress".into()]),
+            ingress,
+            egress: None,
+        }),
+    })
 }
 
 fn database_tls(platform: &SagaPlatform) -> Option<&DatabaseTlsSpec> {

@@ -1,4 +1,8 @@
-//! One reconcile of a `SagaPlatform`: read → validate → build → apply → status.
+//! One reconcile of a `SagaPlatform`, a pipeline with a file per step:
+//! validate (`validate.rs`) → observe (`observe.rs`: Secrets, the broker side)
+//! → plan (`plan.rs`: replica counts, pure) → build (`build.rs`, pure) → apply
+//! (`apply.rs`) → status (`status.rs`, pure, the clock passed in); deletion in
+//! `cleanup.rs`.
 //!
 //! Deletion goes through a finalizer so `deletionPolicy: Delete` can remove the
 //! broker topology first; that cleanup is bounded by `cleanup_timeout`
@@ -7,6 +11,9 @@
 
 pub mod apply;
 pub mod build;
+mod cleanup;
+mod observe;
+pub mod plan;
 pub mod read;
 pub mod status;
 pub mod validate;
@@ -15,27 +22,32 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Service};
+use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::{Patch, PatchParams};
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{self, Event as Finalizer};
 use kube::{Api, Client, Resource, ResourceExt};
-use saga_common::topology::{Destination, Topology};
+use saga_common::topology::Destination;
 use serde_json::json;
 use tracing::Instrument;
 
-use crate::broker::{self as broker_side, BrokerError, Brokers, DepthSource, Target, TopologyOutcome};
-use crate::crd::{DeletionPolicy, SagaPlatform, SagaPlatformStatus, ServiceStatus};
+use crate::broker::{BrokerError, Brokers, DepthSource};
+use crate::crd::{SagaPlatform, SagaPlatformStatus, ServiceStatus};
 use crate::metrics::Metrics;
-use crate::scaling;
-use crate::tls::TlsClient;
 use build::Component;
-use status::{AUTOSCALING_ACTIVE, MANAGEMENT_API_AVAILABLE, Observation, SERVICES_AVAILABLE, TOPOLOGY_READY};
+use status::Observation;
 
 pub const FINALIZER: &str = "saga.dev/topology";
+/// `saga.dev/paused: "true"` stops reconciles from changing anything (children,
+/// broker topology, replica counts) until it is removed; deletion still works.
+pub const PAUSED_ANNOTATION: &str = "saga.dev/paused";
+
+/// True when the resource carries `saga.dev/paused: "true"`.
+pub fn paused(platform: &SagaPlatform) -> bool {
+    platform.annotations().get(PAUSED_ANNOTATION).is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -137,7 +149,8 @@ impl Context {
             .iter()
             .flat_map(|c| {
                 let child = format!("{namespace}/{name}-{}", c.name());
-                ["ConfigMap", "Service", "Deployment"].map(|kind| format!("{kind}/{child}"))
+                ["ConfigMap", "Service", "Deployment", "PodDisruptionBudget", "NetworkPolicy"]
+                    .map(|kind| format!("{kind}/{child}"))
             })
             .collect();
         self.versions.lock().expect("versions lock poisoned").retain(|k, _| !children.contains(k));
@@ -201,7 +214,7 @@ async fn reconcile_valid(platform: Arc<SagaPlatform>, ctx: &Context) -> Result<A
     finalizer::finalizer(&api, FINALIZER, platform, |event| async move {
         match event {
             Finalizer::Apply(platform) => apply_platform(&platform, ctx).await,
-            Finalizer::Cleanup(platform) => cleanup(&platform, ctx).await,
+            Finalizer::Cleanup(platform) => cleanup::cleanup(&platform, ctx).await,
         }
     })
     .await
@@ -274,7 +287,7 @@ async fn report_failure(ctx: &Context, platform: &SagaPlatform, error: &Error) {
     // Keep what the last successful pass observed for the other conditions.
     conditions.extend(previous.conditions.iter().filter(|c| c.type_ != status::READY).cloned());
     let status = SagaPlatformStatus { observed_generation: platform.metadata.generation, conditions, ..previous };
-    if let Err(write_error) = write_status(ctx, platform, status).await {
+    if let Err(write_error) = apply::write_status(ctx, platform, status).await {
         tracing::warn!(%write_error, "cannot write the failure to the status");
     }
 }
@@ -284,12 +297,34 @@ async fn apply_platform_steps(platform: &SagaPlatform, ctx: &Context) -> Result<
     let previous = platform.status.clone().unwrap_or_default();
     let platform_name = platform.platform_name();
 
+    // paused: say so, change nothing else
+    if paused(platform) {
+        let message = format!(
+            "annotation {PAUSED_ANNOTATION}: \"true\": changes are not applied (children, broker topology, replica counts); remove it to resume"
+        );
+        let was_paused = previous.conditions.iter().any(|c| c.type_ == status::PAUSED && c.status == "True");
+        if !was_paused {
+            ctx.event(&reference, EventType::Normal, "Paused", "Reconcile", message.clone()).await;
+        }
+        let observed = [
+            Observation::new(status::READY, false, "Paused", message.clone()),
+            Observation::new(status::PAUSED, true, "Paused", message),
+        ];
+        let mut conditions = status_conditions(platform, &observed);
+        // What the last pass before the pause observed stays, for the other conditions.
+        conditions.extend(
+            previous.conditions.iter().filter(|c| c.type_ != status::READY && c.type_ != status::PAUSED).cloned(),
+        );
+        apply::write_status(ctx, platform, SagaPlatformStatus { conditions, ..previous }).await?;
+        return Ok(Action::requeue(ctx.settings.resync));
+    }
+
     // validate
     if let Err(problems) = validate::validate(platform) {
         let message = problems.join("; ");
         ctx.event(&reference, EventType::Warning, "InvalidSpec", "Validate", message.clone()).await;
         let observed = [Observation::new(status::READY, false, "InvalidSpec", message)];
-        write_status(
+        apply::write_status(
             ctx,
             platform,
             SagaPlatformStatus {
@@ -303,202 +338,58 @@ async fn apply_platform_steps(platform: &SagaPlatform, ctx: &Context) -> Result<
     }
 
     // read: the broker URL and its CA
-    let target = broker_target(ctx, platform).await?;
+    let target = observe::broker_target(ctx, platform).await?;
 
     // broker side: topology, then queue depth
-    let topology = Topology::new(build::topology_spec(platform));
-    let mut observed = Vec::new();
-    let mut depths: HashMap<&'static str, u64> = HashMap::new();
-    let mut depth_source = None;
-    let mut depth_error = None;
-    match &target {
-        Err(problem) => {
-            let message = problem.message.clone();
-            ctx.event(&reference, EventType::Warning, problem.reason, "ReadSecret", message.clone()).await;
-            observed.push(Observation::new(TOPOLOGY_READY, false, problem.reason, message.clone()));
-            depth_error = Some(message);
-        }
-        Ok(target) => {
-            let claimed = ctx.brokers.claim(target, &platform_name, &owner(platform)).await;
-            let ensured = match claimed {
-                Ok(()) => ctx.brokers.ensure_topology(target, &topology).await,
-                Err(error) => Err(error),
-            };
-            match ensured {
-                Err(error @ BrokerError::Claimed { .. }) => {
-                    let message = error.to_string();
-                    ctx.event(&reference, EventType::Warning, "Conflict", "ClaimBrokerNames", message.clone()).await;
-                    observed.push(Observation::new(TOPOLOGY_READY, false, "Conflict", message));
-                }
-                Ok(TopologyOutcome::Unchanged) => {
-                    observed.push(Observation::new(
-                        TOPOLOGY_READY,
-                        true,
-                        "Declared",
-                        "topology matches the definition",
-                    ));
-                }
-                Ok(TopologyOutcome::Declared { missing }) => {
-                    let note = format!("declared the topology of platform {platform_name} ({missing} was missing)");
-                    ctx.event(&reference, EventType::Normal, "TopologyDeclared", "DeclareTopology", note).await;
-                    observed.push(Observation::new(
-                        TOPOLOGY_READY,
-                        true,
-                        "Declared",
-                        "topology matches the definition",
-                    ));
-                }
-                Err(error) => {
-                    let message = error.to_string();
-                    let reason = match error.tls_reason() {
-                        Some("CaInvalid") => "BrokerCaInvalid",
-                        Some(_) => "BrokerTlsHandshakeFailed",
-                        None => "TopologyFailed",
-                    };
-                    ctx.event(&reference, EventType::Warning, reason, "DeclareTopology", message.clone()).await;
-                    observed.push(Observation::new(TOPOLOGY_READY, false, reason, message));
-                }
-            }
-            // The management API gets the broker credentials only on the
-            // broker's host or the one host the resource allows.
-            let broker = &platform.spec.broker;
-            let mut management_observation = None;
-            let management_url = match broker.management_url.as_deref() {
-                None => None,
-                Some(management_url) => match broker_side::management_credentials_allowed(
-                    target.url(),
-                    management_url,
-                    broker.allow_credentials_to_management_host.as_deref(),
-                ) {
-                    Ok(()) => Some(management_url),
-                    Err(message) => {
-                        ctx.event(
-                            &reference,
-                            EventType::Warning,
-                            "CredentialsWithheld",
-                            "ReadQueueDepth",
-                            message.clone(),
-                        )
-                        .await;
-                        management_observation =
-                            Some(Observation::new(MANAGEMENT_API_AVAILABLE, false, "CredentialsWithheld", message));
-                        None
-                    }
-                },
-            };
-            for component in Component::ALL {
-                let queue = topology.queue_name(component.destination);
-                let read = ctx.brokers.queue_depth(target, management_url, &queue).await;
-                if let Some(error) = read.management_error
-                    && management_observation.is_none()
-                {
-                    let reason = match error.tls_reason() {
-                        Some("CaInvalid") => "CaInvalid",
-                        Some(_) => "TlsHandshakeFailed",
-                        None => "Unavailable",
-                    };
-                    let message = format!("queue depth read over AMQP (ready messages only): {error}");
-                    management_observation = Some(Observation::new(MANAGEMENT_API_AVAILABLE, false, reason, message));
-                }
-                match read.depth {
-                    Ok((depth, source)) => {
-                        depths.insert(component.name(), depth);
-                        depth_source = Some(source);
-                    }
-                    Err(error) => depth_error = Some(format!("queue {queue}: {error}")),
-                }
-            }
-            if let Some(management_url) = management_url
-                && management_observation.is_none()
-                && depth_source == Some(DepthSource::ManagementApi)
-            {
-                let message = format!("queue depth read from {}", management_url.trim_end_matches('/'));
-                management_observation =
-                    Some(Observation::new(MANAGEMENT_API_AVAILABLE, true, "QueueDepthRead", message));
-            }
-            observed.extend(management_observation);
-        }
-    }
+    let observe::BrokerObservation { mut observed, depths, rates, depth_source, depth_error, topology_max_attempts } =
+        observe::broker(ctx, platform, &reference, &target, previous.topology_max_attempts).await;
 
     // build + apply, per service (the Secrets the pods read, each read once)
-    let secret_hashes = secret_hashes(ctx, platform).await?;
+    let secret_hashes = observe::secret_hashes(ctx, platform).await?;
     let now = chrono::Utc::now().timestamp();
     let mut services = Vec::new();
     let mut not_ready = Vec::new();
     let mut autoscaling = false;
+    let mut limited = Vec::new();
+    let mut rate_unknown = Vec::new();
     for component in Component::ALL {
         let spec = component.spec(platform);
         let before = previous_service(&previous, component);
         let depth = depths.get(component.name()).copied();
-        let (replicas, recommendations, scale_events) = match &spec.autoscaling {
-            None => (spec.replicas, Vec::new(), Vec::new()),
-            Some(scaling_spec) => {
-                autoscaling = true;
-                let policy = scaling::Policy::from(scaling_spec);
-                let current = if before.desired_replicas > 0 { before.desired_replicas } else { policy.min };
-                match depth {
-                    Some(depth) => {
-                        let decision = scaling::decide(
-                            &policy,
-                            current,
-                            depth,
-                            now,
-                            &before.recommendations,
-                            &before.scale_events,
-                        );
-                        if decision.replicas != current {
-                            let direction = if decision.replicas > current { "up" } else { "down" };
-                            ctx.metrics.scaled(&platform_name, component.name(), direction);
-                            let note = format!(
-                                "{}: {current} -> {} replicas (queue depth {depth})",
-                                component.name(),
-                                decision.replicas
-                            );
-                            ctx.event(&reference, EventType::Normal, "Scaled", "Autoscale", note).await;
-                        }
-                        (decision.replicas, decision.recommendations, decision.events)
-                    }
-                    // Broker unreadable: hold the current count.
-                    None => (
-                        current.clamp(policy.min, policy.max),
-                        before.recommendations.clone(),
-                        before.scale_events.clone(),
-                    ),
-                }
-            }
-        };
-        let deployment = apply_children(ctx, platform, component, replicas, &secret_hashes, &reference).await?;
-        let ready = deployment.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0);
-        if ready < replicas {
-            not_ready.push(format!("{}: {ready}/{replicas} ready", component.name()));
+        let plan = plan::plan(spec, before, depth, rates.get(component.name()).map(|r| r.publish), now);
+        autoscaling |= plan.autoscaling;
+        rate_unknown.extend(plan.rate_unknown.then_some(component.name()));
+        if let Some((reason, message)) = plan.limited {
+            limited.push((reason, format!("{}: {message}", component.name())));
         }
+        if let Some((current, note)) = &plan.scaled {
+            let direction = if plan.replicas > *current { "up" } else { "down" };
+            ctx.metrics.scaled(&platform_name, component.name(), direction);
+            let note = format!("{}: {note}", component.name());
+            ctx.event(&reference, EventType::Normal, "Scaled", "Autoscale", note).await;
+        }
+        let replicas = plan.replicas;
+        let deployment = apply::apply_children(ctx, platform, component, replicas, &secret_hashes, &reference).await?;
+        let ready = deployment.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0);
+        not_ready.extend(status::rollout(component.name(), replicas, &deployment));
         ctx.metrics.service(&platform_name, component.name(), depth, replicas, ready);
         services.push(ServiceStatus {
             desired_replicas: replicas,
             ready_replicas: ready,
             replicas: format!("{ready}/{replicas}"),
             queue_depth: depth,
-            recommendations,
-            scale_events,
+            recommendations: plan.recommendations,
+            scale_events: plan.scale_events,
+            autoscaler: plan.autoscaler,
         });
     }
 
+    apply::apply_policies(ctx, platform, &reference).await?;
+
     // status
-    observed.push(if not_ready.is_empty() {
-        Observation::new(SERVICES_AVAILABLE, true, "ReplicasReady", "every service has its replicas ready")
-    } else {
-        Observation::new(SERVICES_AVAILABLE, false, "ReplicasNotReady", not_ready.join(", "))
-    });
+    observed.push(status::services_available(&not_ready));
     if autoscaling {
-        observed.push(match &depth_error {
-            None => Observation::new(AUTOSCALING_ACTIVE, true, "QueueDepthRead", "scaling on queue depth"),
-            Some(error) => Observation::new(
-                AUTOSCALING_ACTIVE,
-                false,
-                "QueueDepthUnknown",
-                format!("holding replica counts: {error}"),
-            ),
-        });
+        observed.extend(status::autoscaling_observations(depth_error.as_deref(), &rate_unknown, &limited));
     }
     let queue_depth = (!depths.is_empty()).then(|| depths.values().sum());
     let [order, payment, inventory]: [ServiceStatus; 3] = services.try_into().expect("three services");
@@ -507,56 +398,20 @@ async fn apply_platform_steps(platform: &SagaPlatform, ctx: &Context) -> Result<
         conditions: status_conditions(platform, &observed),
         queue_depth,
         queue_depth_source: depth_source.map(|s: DepthSource| s.as_str().to_owned()),
+        topology_max_attempts,
         order,
         payment,
         inventory,
     };
-    write_status(ctx, platform, status).await?;
+    apply::write_status(ctx, platform, status).await?;
     tracing::info!(generation = ?platform.metadata.generation, "reconciled");
     Ok(Action::requeue(if autoscaling { ctx.settings.scale_interval } else { ctx.settings.resync }))
 }
 
-/// Why a reconcile cannot reach the broker: a condition reason and a message
-/// (never a credential).
-#[derive(Debug, Clone)]
-struct TargetProblem {
-    reason: &'static str,
-    message: String,
-}
-
-/// The broker URL (from its Secret) and, with `broker.tls`, the CA (from its
-/// Secret) that verifies it. `Err` of the outer result: the API failed.
-async fn broker_target(ctx: &Context, platform: &SagaPlatform) -> Result<Result<Target, TargetProblem>, Error> {
-    let namespace = platform.namespace().unwrap_or_default();
-    let broker = &platform.spec.broker;
-    let problem = |reason, message| Ok(Err(TargetProblem { reason, message }));
-    let url = match read::secret_value(&ctx.client, &namespace, &broker.url_secret).await {
-        Ok(url) => url,
-        Err(Error::Secret { name, key, reason }) => {
-            return problem("BrokerSecretInvalid", format!("Secret {name} key {key}: {reason}"));
-        }
-        Err(error) => return Err(error),
-    };
-    if let Err(message) = validate::broker_url(&url, broker.tls.is_some()) {
-        return problem("BrokerSecretInvalid", message);
-    }
-    let Some(tls) = &broker.tls else {
-        return Ok(Ok(Target::new(url)));
-    };
-    let ca = &tls.ca_secret;
-    let pem = match read::secret_value(&ctx.client, &namespace, ca).await {
-        Ok(pem) => pem,
-        Err(Error::Secret { name, key, reason }) => {
-            return problem("BrokerCaInvalid", format!("broker.tls.caSecret: Secret {name} key {key}: {reason}"));
-        }
-        Err(error) => return Err(error),
-    };
-    match TlsClient::from_ca_pem(&pem) {
-        Ok(client) => Ok(Ok(Target::with_ca(url, client))),
-        Err(error) => {
-            problem("BrokerCaInvalid", format!("broker.tls.caSecret: Secret {} key {}: {error}", ca.name, ca.key))
-        }
-    }
+/// The conditions to store, at the wall clock's time.
+fn status_conditions(platform: &SagaPlatform, observed: &[Observation]) -> Vec<crate::crd::Condition> {
+    let previous = platform.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
+    status::with_ready(previous, observed, &now_rfc3339(), platform.metadata.generation)
 }
 
 fn previous_service(status: &SagaPlatformStatus, component: Component) -> &ServiceStatus {
@@ -564,124 +419,6 @@ fn previous_service(status: &SagaPlatformStatus, component: Component) -> &Servi
         Destination::Order => &status.order,
         Destination::Payment => &status.payment,
         Destination::Inventory => &status.inventory,
-    }
-}
-
-/// `Ready` first (what `kubectl get` shows), then the observations.
-fn status_conditions(platform: &SagaPlatform, observed: &[Observation]) -> Vec<crate::crd::Condition> {
-    let previous = platform.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
-    let mut all = vec![status::ready(observed)];
-    all.extend(observed.iter().filter(|o| o.type_ != status::READY).cloned());
-    status::conditions(previous, &all, &now_rfc3339(), platform.metadata.generation)
-}
-
-/// Per service, the hash of the Secret values its pods read; each Secret is read once.
-async fn secret_hashes(ctx: &Context, platform: &SagaPlatform) -> Result<HashMap<&'static str, String>, Error> {
-    let refs: Vec<_> = Component::ALL.iter().flat_map(|c| build::secret_refs(platform, *c)).collect();
-    let values = read::secret_values(&ctx.client, &platform.namespace().unwrap_or_default(), &refs).await?;
-    Ok(Component::ALL
-        .iter()
-        .zip(values.chunks(refs.len() / Component::ALL.len()))
-        .map(|(c, v)| (c.name(), build::secrets_hash(v)))
-        .collect())
-}
-
-async fn apply_children(
-    ctx: &Context,
-    platform: &SagaPlatform,
-    component: Component,
-    replicas: i32,
-    secret_hashes: &HashMap<&'static str, String>,
-    reference: &ObjectReference,
-) -> Result<Deployment, Error> {
-    let namespace = platform.namespace().unwrap_or_default();
-    let config_maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &namespace);
-    let services: Api<Service> = Api::namespaced(ctx.client.clone(), &namespace);
-    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &namespace);
-    let config_map = apply::apply(&config_maps, &build::config_map(platform, component)).await?;
-    let service = apply::apply(&services, &build::service(platform, component)).await?;
-    let secrets_hash = &secret_hashes[component.name()];
-    let deployment =
-        apply::apply(&deployments, &build::deployment(platform, component, replicas, secrets_hash)).await?;
-    for (kind, name, version) in [
-        ("ConfigMap", config_map.name_any(), apply::version(&config_map)),
-        ("Service", service.name_any(), apply::version(&service)),
-        ("Deployment", deployment.name_any(), apply::version(&deployment)),
-    ] {
-        if ctx.changed(format!("{kind}/{namespace}/{name}"), version) {
-            let note = format!("applied {kind} {name}");
-            ctx.event(reference, EventType::Normal, "Applied", "Apply", note).await;
-        }
-    }
-    Ok(deployment)
-}
-
-async fn write_status(ctx: &Context, platform: &SagaPlatform, status: SagaPlatformStatus) -> Result<(), Error> {
-    if platform.status.as_ref() == Some(&status) {
-        return Ok(());
-    }
-    let api: Api<SagaPlatform> = Api::namespaced(ctx.client.clone(), &platform.namespace().unwrap_or_default());
-    let patch = json!({
-        "apiVersion": SagaPlatform::api_version(&()),
-        "kind": SagaPlatform::kind(&()),
-        "status": status,
-    });
-    api.patch_status(&platform.name_any(), &apply::params(), &Patch::Apply(patch)).await?;
-    Ok(())
-}
-
-/// The deletion path: what happens to the topology follows `deletionPolicy`.
-async fn cleanup(platform: &SagaPlatform, ctx: &Context) -> Result<Action, Error> {
-    let reference = platform.object_ref(&());
-    let platform_name = platform.platform_name();
-    // The finalizer goes once this returns Ok, and the object with it: forget
-    // it now (a failed finalizer removal runs this again).
-    let key = format!("{}/{}", platform.namespace().unwrap_or_default(), platform.name_any());
-    ctx.forget(&key, Some(&platform_name), &platform.name_any());
-    if platform.spec.deletion_policy == DeletionPolicy::Retain {
-        let note = format!("deletionPolicy Retain: left the topology of platform {platform_name} on the broker");
-        ctx.event(&reference, EventType::Normal, "TopologyRetained", "Cleanup", note).await;
-        return Ok(Action::await_change());
-    }
-    let topology = Topology::new(build::topology_spec(platform));
-    let result = match broker_target(ctx, platform).await {
-        // Only what this resource owns: never another resource's queues.
-        Ok(Ok(target)) => match ctx.brokers.claim(&target, &platform_name, &owner(platform)).await {
-            Ok(()) => ctx.brokers.delete_topology(&target, &topology).await.map_err(Error::Cleanup),
-            Err(error) => Err(Error::Cleanup(error)),
-        },
-        // The Secret (or the CA's) is gone or unusable: nothing to connect with.
-        Ok(Err(problem)) => {
-            let note = format!("cannot delete the topology of platform {platform_name}: {}", problem.message);
-            ctx.event(&reference, EventType::Warning, "CleanupSkipped", "Cleanup", note).await;
-            return Ok(Action::await_change());
-        }
-        Err(error) => Err(error),
-    };
-    match result {
-        Err(Error::Cleanup(error @ BrokerError::Claimed { .. })) => {
-            let note = format!("left the topology of platform {platform_name} alone: {error}");
-            ctx.event(&reference, EventType::Warning, "CleanupSkipped", "Cleanup", note).await;
-            Ok(Action::await_change())
-        }
-        Ok(()) => {
-            let note = format!("deleted the topology of platform {platform_name}");
-            ctx.event(&reference, EventType::Normal, "TopologyDeleted", "Cleanup", note).await;
-            Ok(Action::await_change())
-        }
-        Err(error) if deleting_for(platform) >= ctx.settings.cleanup_timeout => {
-            let note = format!(
-                "gave up deleting the topology of platform {platform_name} after {:?}: {error}",
-                ctx.settings.cleanup_timeout
-            );
-            ctx.event(&reference, EventType::Warning, "CleanupAbandoned", "Cleanup", note).await;
-            Ok(Action::await_change())
-        }
-        Err(error) => {
-            let note = format!("deleting the topology of platform {platform_name} failed, retrying: {error}");
-            ctx.event(&reference, EventType::Warning, "CleanupFailed", "Cleanup", note).await;
-            Err(error)
-        }
     }
 }
 
@@ -694,10 +431,4 @@ fn owner(platform: &SagaPlatform) -> String {
         meta.name.as_deref().unwrap_or_default(),
         meta.uid.as_deref().unwrap_or_default()
     )
-}
-
-/// Time since deletion was requested.
-fn deleting_for(platform: &SagaPlatform) -> Duration {
-    let requested = platform.metadata.deletion_timestamp.as_ref().map(|t| t.0.as_second()).unwrap_or(i64::MAX);
-    Duration::from_secs(chrono::Utc::now().timestamp().saturating_sub(requested).max(0) as u64)
 }

@@ -4,7 +4,7 @@
 use lapin::uri::{AMQPScheme, AMQPUri};
 
 use super::build::Component;
-use crate::crd::SagaPlatform;
+use crate::crd::{SagaPlatform, ScalingMetric, SelectPolicy};
 
 /// Every problem of the spec, in one list.
 pub fn validate(platform: &SagaPlatform) -> Result<(), Vec<String>> {
@@ -59,8 +59,30 @@ pub fn validate(platform: &SagaPlatform) -> Result<(), Vec<String>> {
                     scaling.min_replicas, scaling.max_replicas
                 ));
             }
-            if scaling.target_queue_depth_per_replica == 0 {
-                problems.push(format!("{service}.autoscaling.targetQueueDepthPerReplica must be greater than 0"));
+            match scaling.metric {
+                ScalingMetric::QueueLength if scaling.target_queue_depth_per_replica.unwrap_or(0) == 0 => {
+                    problems.push(format!("{service}.autoscaling.targetQueueDepthPerReplica must be greater than 0"));
+                }
+                ScalingMetric::MessageRate
+                    if !scaling.target_message_rate_per_replica.is_some_and(|t| t.is_finite() && t > 0.0) =>
+                {
+                    problems.push(format!("{service}.autoscaling.targetMessageRatePerReplica must be greater than 0"));
+                }
+                _ => {}
+            }
+            let behavior = scaling.behavior.clone().unwrap_or_default();
+            for (direction, rules) in [("scaleUp", &behavior.scale_up), ("scaleDown", &behavior.scale_down)] {
+                let Some(rules) = rules else { continue };
+                if rules.select_policy != SelectPolicy::Disabled && rules.policies.is_empty() {
+                    problems.push(format!(
+                        "{service}.autoscaling.behavior.{direction} needs at least one policy unless selectPolicy is Disabled"
+                    ));
+                }
+                if rules.policies.iter().any(|p| p.value < 1 || p.period_seconds < 1) {
+                    problems.push(format!(
+                        "{service}.autoscaling.behavior.{direction}: every policy needs value and periodSeconds of at least 1"
+                    ));
+                }
             }
         }
     }
@@ -102,7 +124,7 @@ pub fn broker_url(url: &str, tls: bool) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::AutoscalingSpec;
+    use crate::crd::{AutoscalingSpec, ScalingMetric};
 
     fn example() -> SagaPlatform {
         let text = include_str!("../../../examples/sagaplatform.yaml");
@@ -124,7 +146,10 @@ mod tests {
         platform.spec.payment.autoscaling = Some(AutoscalingSpec {
             min_replicas: 3,
             max_replicas: 2,
-            target_queue_depth_per_replica: 0,
+            metric: ScalingMetric::QueueLength,
+            target_queue_depth_per_replica: Some(0),
+            target_message_rate_per_replica: None,
+            behavior: None,
             tolerance: 0.1,
             stabilization_window_seconds: 300,
             max_scale_up_step: 4,

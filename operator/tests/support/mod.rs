@@ -102,7 +102,12 @@ impl Operator {
     pub fn make_ready(&self, deployment: &Value) {
         let replicas = deployment["spec"]["replicas"].as_i64().unwrap_or(1);
         let key = Key::new("deployments", NS, deployment["metadata"]["name"].as_str().unwrap());
-        let status = json!({"replicas": replicas, "readyReplicas": replicas, "availableReplicas": replicas});
+        // The generation stored now (a later apply may have bumped it), as the
+        // Deployment controller observes it.
+        let stored = self.fake.get(&key).unwrap_or_else(|| deployment.clone());
+        let generation = stored["metadata"]["generation"].as_i64().unwrap_or(1);
+        let status = json!({"observedGeneration": generation, "replicas": replicas, "updatedReplicas": replicas,
+                            "readyReplicas": replicas, "availableReplicas": replicas});
         self.fake.set_status(&key, status);
     }
 
