@@ -381,6 +381,57 @@ async fn deletion_keeps_or_removes_the_topology_and_the_garbage_collector_remove
 }
 
 #[tokio::test]
+async fn deletion_waits_until_the_service_queues_are_drained() {
+    let ns = Namespace::create("drain").await;
+    let release = unique("sp");
+    install_chart(&release, &ns.name, &[]);
+    let kubeconfig = service_account_kubeconfig(&ns.name, &service_account(&ns.name, &release));
+    // Long enough that only the drain, not the timeout, lets the deletion go on.
+    let env = [("CLEANUP_TIMEOUT", "120s")];
+    let _operator = Operator::start(&format!("{}-operator", ns.name), &kubeconfig, &ns.name, &env);
+    kubectl_apply(&ns.name, &local_secrets()).unwrap();
+    let sp = platform("drained", "Delete");
+    kubectl_apply(&ns.name, &[sp.clone()]).unwrap();
+    wait_ready(&ns.name, "drained").await;
+    let names = platform_name(&sp);
+    let backlog = format!("{names}.payment.commands");
+    publish(&backlog, 3).await;
+
+    kubectl(&["delete", "sp", "drained", "-n", &ns.name, "--wait=false"]);
+    // kwok's pods consume nothing: the resource waits, and says why.
+    let message = eventually("Ready=False Draining", WAIT, || async {
+        let sp = get(&ns.name, "sagaplatform", "drained")?;
+        let ready = condition(&sp, "Ready").filter(|c| c["reason"] == "Draining")?;
+        Some(ready["message"].as_str().unwrap().to_owned())
+    })
+    .await;
+    assert!(message.contains(&format!("{backlog} 3")), "the remaining count is named: {message}");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(get(&ns.name, "sagaplatform", "drained").is_some(), "held while messages wait");
+    assert!(queues(&names).await.contains(&backlog), "the backlog's queue is still there");
+    // The edge is closed (the order API's Service selects no pods), the consumers still run.
+    let order = get(&ns.name, "service", "drained-order").unwrap();
+    assert!(order["spec"]["selector"].is_null(), "order Service still selects pods: {}", order["spec"]);
+    for service in ["order", "payment", "inventory"] {
+        let deployment = get(&ns.name, "deployment", &format!("drained-{service}")).unwrap();
+        assert_eq!(deployment["spec"]["replicas"], 1, "{service} still runs while draining");
+    }
+
+    // Consumed: the services go to zero, then deletionPolicy Delete applies.
+    purge_queue(&backlog).await;
+    eventually("the drained resource gone", WAIT, || async {
+        get(&ns.name, "sagaplatform", "drained").is_none().then_some(())
+    })
+    .await;
+    assert!(queues(&names).await.is_empty(), "deletionPolicy Delete removed the topology");
+    let reasons = event_reasons(&ns.name, "drained");
+    for expected in ["Draining", "Drained", "TopologyDeleted"] {
+        assert!(reasons.iter().any(|r| r == expected), "{expected} in {reasons:?}");
+    }
+    assert!(!reasons.iter().any(|r| r == "CleanupAbandoned"), "not the timeout: {reasons:?}");
+}
+
+#[tokio::test]
 async fn one_leader_reconciles_and_the_other_takes_over_when_it_dies() {
     let ns = Namespace::create("lease").await;
     let release = unique("sp");

@@ -325,6 +325,25 @@ pub async fn delete_queue(name: &str) {
     assert!(response.status().is_success(), "delete queue {name}: {}", response.status());
 }
 
+/// Empties `queue` (management API), as consumers would.
+pub async fn purge_queue(name: &str) {
+    let response = reqwest::Client::new()
+        .delete(format!("{MANAGEMENT_URL}/api/queues/%2f/{}/contents", name.replace('/', "%2F")))
+        .basic_auth("guest", Some("guest"))
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "purge queue {name}: {}", response.status());
+}
+
+/// The reasons of the events about object `name` in `namespace`.
+pub fn event_reasons(namespace: &str, name: &str) -> Vec<String> {
+    let selector = format!("involvedObject.name={name}");
+    let out = kubectl(&["get", "events", "-n", namespace, "--field-selector", &selector, "-o", "json"]);
+    let events: Value = serde_json::from_str(&out).unwrap();
+    events["items"].as_array().unwrap().iter().filter_map(|e| e["reason"].as_str().map(str::to_owned)).collect()
+}
+
 /// Publishes `count` persistent messages to `queue` through the default exchange (management API).
 pub async fn publish(queue: &str, count: usize) {
     let client = reqwest::Client::new();
