@@ -58,7 +58,8 @@ struct RunArgs {
     /// Queue-depth polling period of platforms that autoscale.
     #[arg(long, env = "SCALE_INTERVAL", default_value = "15s", value_parser = parse_duration)]
     scale_interval: Duration,
-    /// How long deletionPolicy Delete keeps trying to remove the topology before giving up.
+    /// How long a deletion waits for the queues to drain and deletionPolicy Delete keeps trying
+    /// to remove the topology before giving up (from the deletion request).
     #[arg(long, env = "CLEANUP_TIMEOUT", default_value = "2m", value_parser = parse_duration)]
     cleanup_timeout: Duration,
     /// Bound on every broker connection, declaration and depth read.

@@ -257,7 +257,8 @@ async fn deletion_is_not_blocked_by_a_dead_broker() {
     let key = Operator::platform_key("demo");
     operator.fake.wait_for("resource gone", WAIT, |fake| fake.get(&key).is_none().then_some(())).await;
     let reasons = operator.event_reasons();
-    assert!(reasons.contains(&"CleanupFailed".to_owned()), "{reasons:?}");
+    // The queues cannot be counted: the drain waits out the timeout, then gives up.
+    assert!(reasons.contains(&"Draining".to_owned()), "{reasons:?}");
     assert!(reasons.contains(&"CleanupAbandoned".to_owned()), "{reasons:?}");
     operator.stop().await;
 }

@@ -4,8 +4,10 @@
 //! (`apply.rs`) → status (`status.rs`, pure, the clock passed in); deletion in
 //! `cleanup.rs`.
 //!
-//! Deletion goes through a finalizer so `deletionPolicy: Delete` can remove the
-//! broker topology first; that cleanup is bounded by `cleanup_timeout`
+//! Deletion goes through a finalizer: the services drain their queues first
+//! (the order API closed, then every Deployment at zero), then
+//! `deletionPolicy: Delete` removes the broker topology; all of it is bounded
+//! by `cleanup_timeout`
 //! (counted from the deletion request), after which the finalizer is released
 //! anyway, so a dead broker or a deleted Secret never blocks a deletion.
 
@@ -85,7 +87,7 @@ pub struct Settings {
     pub resync: Duration,
     /// Re-reconcile period while a service autoscales (queue depth polling).
     pub scale_interval: Duration,
-    /// How long `deletionPolicy: Delete` keeps trying before releasing the finalizer.
+    /// How long a deletion drains and `deletionPolicy: Delete` keeps trying before releasing the finalizer.
     pub cleanup_timeout: Duration,
     /// First retry delay after a failed reconcile; doubles up to `max_backoff`.
     pub error_backoff: Duration,
@@ -211,6 +213,14 @@ pub fn error_policy(object: Arc<DeserializeGuard<SagaPlatform>>, error: &Error, 
 async fn reconcile_valid(platform: Arc<SagaPlatform>, ctx: &Context) -> Result<Action, Error> {
     let namespace = platform.namespace().unwrap_or_default();
     let api: Api<SagaPlatform> = Api::namespaced(ctx.client.clone(), &namespace);
+    // Being deleted: drain first; the finalizer helper drops the finalizer as
+    // soon as its cleanup returns, so the waiting happens out here.
+    if platform.metadata.deletion_timestamp.is_some()
+        && platform.finalizers().iter().any(|f| f == FINALIZER)
+        && let Some(action) = cleanup::drain(&platform, ctx).await?
+    {
+        return Ok(action);
+    }
     finalizer::finalizer(&api, FINALIZER, platform, |event| async move {
         match event {
             Finalizer::Apply(platform) => apply_platform(&platform, ctx).await,
