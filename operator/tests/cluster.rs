@@ -391,7 +391,7 @@ async fn deletion_waits_until_the_service_queues_are_drained() {
     let _operator = Operator::start(&format!("{}-operator", ns.name), &kubeconfig, &ns.name, &env);
     kubectl_apply(&ns.name, &local_secrets()).unwrap();
     let sp = platform("drained", "Delete");
-    kubectl_apply(&ns.name, &[sp.clone()]).unwrap();
+    kubectl_apply(&ns.name, std::slice::from_ref(&sp)).unwrap();
     wait_ready(&ns.name, "drained").await;
     let names = platform_name(&sp);
     let backlog = format!("{names}.payment.commands");

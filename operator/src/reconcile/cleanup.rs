@@ -104,10 +104,13 @@ pub(super) async fn drain(platform: &SagaPlatform, ctx: &Context) -> Result<Opti
     }
 }
 
+/// A service queue and its message count (or why it could not be read).
+type QueueCount = (String, Result<u64, String>);
+
 /// Per service queue, its message count or why it could not be read: ready +
 /// unacknowledged from the management API when configured (and allowed the
 /// credentials), at least the ready messages of an AMQP passive declare.
-async fn queue_counts(ctx: &Context, platform: &SagaPlatform, target: &Target) -> Vec<(String, Result<u64, String>)> {
+async fn queue_counts(ctx: &Context, platform: &SagaPlatform, target: &Target) -> Vec<QueueCount> {
     let topology = Topology::new(build::topology_spec(platform));
     let broker = &platform.spec.broker;
     let management_url = broker.management_url.as_deref().filter(|url| {
@@ -136,7 +139,7 @@ async fn queue_counts(ctx: &Context, platform: &SagaPlatform, target: &Target) -
 }
 
 /// `queue N, queue N` (or why they could not be counted).
-fn describe(counts: &Result<Vec<(String, Result<u64, String>)>, String>) -> String {
+fn describe(counts: &Result<Vec<QueueCount>, String>) -> String {
     match counts {
         Err(error) => format!("message counts unknown: {error}"),
         Ok(counts) => counts
