@@ -64,11 +64,14 @@ pub(super) async fn drain(platform: &SagaPlatform, ctx: &Context) -> Result<Opti
         // No broker to read: nothing to wait for (cleanup says CleanupSkipped).
         Err(_) => return stop_services(ctx, platform).await.map(|()| None),
     };
-    let counts = match ctx.brokers.claim(&target, &platform_name, &owner(platform)).await {
+    // Bounded by what is left of the timeout: a hanging broker or management
+    // API never stretches one pass past the deadline.
+    let budget = ctx.settings.cleanup_timeout.saturating_sub(deleting_for(platform));
+    let counts = match tokio::time::timeout(budget, counts_if_owned(ctx, platform, &target)).await {
         // The queues are another resource's: not this deletion's to wait for.
-        Err(BrokerError::Claimed { .. }) => return stop_services(ctx, platform).await.map(|()| None),
-        Err(error) => Err(error.to_string()),
-        Ok(()) => Ok(queue_counts(ctx, platform, &target).await),
+        Ok(None) => return stop_services(ctx, platform).await.map(|()| None),
+        Ok(Some(counts)) => counts,
+        Err(_) => Err("not counted before the cleanup timeout".to_owned()),
     };
     let live = live_deployments(ctx, platform).await?;
     close_edge(ctx, platform, &live).await?;
@@ -101,6 +104,20 @@ pub(super) async fn drain(platform: &SagaPlatform, ctx: &Context) -> Result<Opti
             ctx.event(&reference, EventType::Warning, "CleanupAbandoned", "Cleanup", note).await;
             Ok(None)
         }
+    }
+}
+
+/// The service queues' counts once this resource holds the broker names
+/// (`Err`: the claim failed); `None` when another resource holds them.
+async fn counts_if_owned(
+    ctx: &Context,
+    platform: &SagaPlatform,
+    target: &Target,
+) -> Option<Result<Vec<QueueCount>, String>> {
+    match ctx.brokers.claim(target, &platform.platform_name(), &owner(platform)).await {
+        Err(BrokerError::Claimed { .. }) => None,
+        Err(error) => Some(Err(error.to_string())),
+        Ok(()) => Some(Ok(queue_counts(ctx, platform, target).await)),
     }
 }
 
