@@ -66,18 +66,11 @@ pub(super) async fn broker(
                     ctx.event(reference, EventType::Warning, "Conflict", "ClaimBrokerNames", message.clone()).await;
                     observed.push(Observation::new(TOPOLOGY_READY, false, "Conflict", message));
                 }
-                Ok(TopologyOutcome::Unchanged) => {
-                    topology_ok = true;
-                    observed.push(Observation::new(
-                        TOPOLOGY_READY,
-                        true,
-                        "Declared",
-                        "topology matches the definition",
-                    ));
-                }
-                Ok(TopologyOutcome::Declared { missing }) => {
-                    let note = format!("declared the topology of platform {platform_name} ({missing} was missing)");
-                    ctx.event(reference, EventType::Normal, "TopologyDeclared", "DeclareTopology", note).await;
+                Ok(outcome) => {
+                    if let TopologyOutcome::Declared { missing } = outcome {
+                        let note = format!("declared the topology of platform {platform_name} ({missing} was missing)");
+                        ctx.event(reference, EventType::Normal, "TopologyDeclared", "DeclareTopology", note).await;
+                    }
                     topology_ok = true;
                     observed.push(Observation::new(
                         TOPOLOGY_READY,
