@@ -238,6 +238,31 @@ async fn two_replicas_of_each_service_share_the_work() {
     platform.shutdown().await;
 }
 
+/// Orders placed at the same moment are written in shared transactions
+/// (group commit), and each still completes exactly once.
+#[tokio::test]
+async fn concurrent_orders_are_written_in_batches() {
+    const ORDERS: i64 = 64;
+    let platform = Platform::start(Options::default()).await;
+    platform.put_product("BOLT", 10, 1000).await;
+    platform.put_account("fay", 1_000_000).await;
+    let ids = futures_util::future::join_all((0..ORDERS).map(|_| platform.place_order("fay", &[("BOLT", 2)]))).await;
+    for id in &ids {
+        let order = platform.wait_final(id, WAIT).await;
+        assert_eq!(order["status"], "COMPLETED", "{order}");
+    }
+    assert_eq!(platform.product("BOLT").await["on_hand"], 1000 - 2 * ORDERS);
+    assert_eq!(platform.balance("fay").await, 1_000_000 - 20 * ORDERS);
+    let metrics = platform.http.get(platform.url(Svc::Order, "/metrics")).send().await.unwrap().text().await.unwrap();
+    let value = |name: &str| -> f64 {
+        metrics.lines().find_map(|l| l.strip_prefix(name)?.trim().parse().ok()).unwrap_or_else(|| panic!("no {name}"))
+    };
+    assert_eq!(value("saga_order_write_batch_size_sum"), ORDERS as f64, "every order written once");
+    let transactions = value("saga_order_write_batch_size_count");
+    assert!(transactions < ORDERS as f64, "{ORDERS} orders took {transactions} transactions: none shared one");
+    platform.shutdown().await;
+}
+
 #[tokio::test]
 async fn over_the_running_saga_limit_new_orders_are_refused_at_the_edge() {
     let env = vec![("MAX_RUNNING_SAGAS", "2".to_owned())];

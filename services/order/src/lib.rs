@@ -6,6 +6,7 @@ pub mod admission;
 pub mod api;
 pub mod finished;
 pub mod orchestrator;
+pub mod placement;
 pub mod saga;
 pub mod store;
 pub mod timeouts;

@@ -16,6 +16,7 @@ use order_service::admission::{Admission, Refusals, Waiters};
 use order_service::api;
 use order_service::finished::StatusChanges;
 use order_service::orchestrator::Orchestrator;
+use order_service::placement::Placements;
 use order_service::timeouts::TimeoutWorker;
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
@@ -42,6 +43,10 @@ struct Args {
     /// Long polls one customer may hold open; one more is answered 429.
     #[arg(long, env = "LONG_POLL_MAX_WAITERS_PER_CUSTOMER", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..))]
     long_poll_max_waiters_per_customer: u32,
+    /// New orders (without an Idempotency-Key) written in one transaction at
+    /// most; under load they are written in batches of up to this many.
+    #[arg(long, env = "PLACEMENT_BATCH", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    placement_batch: u32,
 }
 
 #[tokio::main]
@@ -68,8 +73,17 @@ async fn main() {
     service.spawn(admission.clone().refresh(service.pool.clone(), service.shutdown.clone()));
     let status_changes = StatusChanges::default();
     service.spawn(status_changes.clone().listen(service.pool.clone(), service.shutdown.clone()));
+    let (placements, writer) = Placements::new(
+        service.pool.clone(),
+        service.signal.clone(),
+        args.step_timeout,
+        args.placement_batch as usize,
+        &service.metrics,
+    );
+    service.spawn(writer.run(service.shutdown.clone()));
     let state = api::AppState {
         pool: service.pool.clone(),
+        placements,
         auth: service.auth.clone(),
         signal: service.signal.clone(),
         orchestrator,

@@ -46,20 +46,36 @@ macro_rules! select_orders {
     };
 }
 
-pub async fn insert(conn: &mut PgConnection, order: &OrderRow, step_timeout_secs: f64) -> sqlx::Result<()> {
+/// Inserts new orders in one statement; each one's first step awaits a
+/// reply within `step_timeout_secs`.
+pub async fn insert_all(conn: &mut PgConnection, orders: &[&OrderRow], step_timeout_secs: f64) -> sqlx::Result<()> {
+    if orders.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = orders.iter().map(|o| o.id).collect();
+    let customers: Vec<&str> = orders.iter().map(|o| o.customer_id.as_str()).collect();
+    let statuses: Vec<&str> = orders.iter().map(|o| o.status.as_str()).collect();
+    let sagas: Vec<Value> = orders.iter().map(|o| serde_json::to_value(&o.saga.0).expect("saga serializes")).collect();
+    let items: Vec<Value> = orders.iter().map(|o| serde_json::to_value(&o.items.0).expect("items serialize")).collect();
+    let correlations: Vec<&str> = orders.iter().map(|o| o.correlation_id.as_str()).collect();
+    let traces: Vec<&str> = orders.iter().map(|o| o.traceparent.as_str()).collect();
+    let created: Vec<DateTime<Utc>> = orders.iter().map(|o| o.created_at).collect();
     sqlx::query(
         "INSERT INTO orders (id, customer_id, status, saga, items, correlation_id, traceparent, deadline, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, now() + make_interval(secs => $8), $9, $9)",
+         SELECT id, customer_id, status, saga, items, correlation_id, traceparent,
+                now() + make_interval(secs => $9), created_at, created_at
+         FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $5::jsonb[], $6::text[], $7::text[], $8::timestamptz[])
+              AS o(id, customer_id, status, saga, items, correlation_id, traceparent, created_at)",
     )
-    .bind(order.id)
-    .bind(&order.customer_id)
-    .bind(&order.status)
-    .bind(&order.saga)
-    .bind(&order.items)
-    .bind(&order.correlation_id)
-    .bind(&order.traceparent)
+    .bind(ids)
+    .bind(customers)
+    .bind(statuses)
+    .bind(sagas)
+    .bind(items)
+    .bind(correlations)
+    .bind(traces)
+    .bind(created)
     .bind(step_timeout_secs)
-    .bind(order.created_at)
     .execute(conn)
     .await?;
     Ok(())

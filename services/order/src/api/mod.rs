@@ -17,12 +17,14 @@ use utoipa_axum::routes;
 use crate::admission::{Admission, Waiters};
 use crate::finished::StatusChanges;
 use crate::orchestrator::Orchestrator;
+use crate::placement::Placements;
 
 #[derive(Clone)]
 pub struct AppState {
     pub pool: PgPool,
     pub auth: Auth,
     pub signal: OutboxSignal,
+    pub placements: Placements,
     pub orchestrator: Arc<Orchestrator>,
     pub status_changes: StatusChanges,
     pub admission: Admission,

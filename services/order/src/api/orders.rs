@@ -17,6 +17,7 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::model::*;
+use crate::placement::{self, NewOrder, PlaceError};
 use crate::saga::{self, Effect, Event};
 use crate::store::{self, Item, ListFilter, OrderRow};
 
@@ -58,74 +59,96 @@ pub async fn place_order(
     };
     let request_hash = Sha256::digest(serde_json::to_vec(&request).expect("request serializes")).to_vec();
 
-    // The order, its first command (outbox) and the idempotency record in
-    // one transaction; the command is published from memory once committed.
+    let order = new_order(&caller, &context, &request);
+    let view = OrderView::from(&order.row);
+    match key {
+        // Without a key, the order joins the next batch of the order writer.
+        None => state.placements.place(order).await.map_err(|error| match error {
+            PlaceError::Db(error) => Problem::from(error),
+            PlaceError::Stopped => Problem::unavailable("the service is shutting down"),
+        })?,
+        Some(key) => {
+            if let Some(stored) = place_once(&state, &caller, &key, &request_hash, &order, &view).await? {
+                return Ok(stored);
+            }
+        }
+    }
+    admitted.committed();
+    tracing::info!(order_id = %view.id, lines = view.items.len(), "order placed");
+    Ok(accepted(&view))
+}
+
+/// The order as it is stored, with its first timeline step and the commands
+/// that start its saga.
+fn new_order(caller: &Caller, context: &RequestContext, request: &PlaceOrder) -> NewOrder {
+    let now = Utc::now();
+    let mut row = OrderRow {
+        id: Uuid::now_v7(),
+        customer_id: caller.customer_id.to_string(),
+        status: String::new(),
+        saga: SqlJson(saga::SagaState::Reserving),
+        items: SqlJson(
+            request
+                .items
+                .iter()
+                .map(|l| Item { sku: l.sku.clone(), quantity: l.quantity as i32, unit_price_cents: None })
+                .collect(),
+        ),
+        total_cents: None,
+        failure_reason: None,
+        correlation_id: context.correlation_id.clone(),
+        traceparent: context.traceparent.clone(),
+        created_at: now,
+        updated_at: now,
+    };
+    let (first_state, commands) = saga::begin(&crate::orchestrator::saga_order(&row));
+    row.status = first_state.status().as_str().to_owned();
+    row.saga = SqlJson(first_state);
+    let commands: Vec<Envelope> = commands
+        .into_iter()
+        .map(|command| Envelope::new(command, &context.correlation_id, &context.traceparent))
+        .collect();
+    let mut timeline = vec![("order.placed", json!({"lines": row.items.len(), "customer_id": row.customer_id}))];
+    timeline.extend(commands.iter().map(crate::orchestrator::sent));
+    NewOrder { row, timeline, commands }
+}
+
+/// With an `Idempotency-Key`: the order, its commands and the stored response
+/// in one transaction that holds the key's lock. `Some`: the key was used
+/// before, and this is the first response (nothing new is written).
+async fn place_once(
+    state: &AppState,
+    caller: &Caller,
+    key: &str,
+    request_hash: &[u8],
+    order: &NewOrder,
+    view: &OrderView,
+) -> Result<Option<Response>, Problem> {
     let (placed, outgoing) = outbox::collecting(async {
         let mut tx = state.pool.begin().await?;
-        if let Some(key) = &key {
-            if !store::try_lock_idempotency_key(&mut tx, &caller.customer_id, key).await? {
-                return Err(Problem::conflict(
-                    "idempotency-key-in-use",
-                    "another request with this Idempotency-Key is in progress; retry",
+        if !store::try_lock_idempotency_key(&mut tx, &caller.customer_id, key).await? {
+            return Err(Problem::conflict(
+                "idempotency-key-in-use",
+                "another request with this Idempotency-Key is in progress; retry",
+            ));
+        }
+        if let Some(stored) = store::find_idempotent_response(&mut tx, &caller.customer_id, key).await? {
+            if stored.request_hash != request_hash {
+                return Err(Problem::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "idempotency-key-reused",
+                    "this Idempotency-Key was used with a different request body",
                 ));
             }
-            if let Some(stored) = store::find_idempotent_response(&mut tx, &caller.customer_id, key).await? {
-                if stored.request_hash != request_hash {
-                    return Err(Problem::new(
-                        StatusCode::UNPROCESSABLE_ENTITY,
-                        "idempotency-key-reused",
-                        "this Idempotency-Key was used with a different request body",
-                    ));
-                }
-                let view: OrderView = serde_json::from_value(stored.response).map_err(Problem::internal)?;
-                return Ok(accepted(&view));
-            }
+            let view: OrderView = serde_json::from_value(stored.response).map_err(Problem::internal)?;
+            return Ok(Some(accepted(&view)));
         }
-
-        let now = Utc::now();
-        let mut order = OrderRow {
-            id: Uuid::now_v7(),
-            customer_id: caller.customer_id.to_string(),
-            status: String::new(),
-            saga: SqlJson(saga::SagaState::Reserving),
-            items: SqlJson(
-                request
-                    .items
-                    .iter()
-                    .map(|l| Item { sku: l.sku.clone(), quantity: l.quantity as i32, unit_price_cents: None })
-                    .collect(),
-            ),
-            total_cents: None,
-            failure_reason: None,
-            correlation_id: context.correlation_id.clone(),
-            traceparent: context.traceparent.clone(),
-            created_at: now,
-            updated_at: now,
-        };
-        let (first_state, commands) = saga::begin(&crate::orchestrator::saga_order(&order));
-        order.status = first_state.status().as_str().to_owned();
-        order.saga = SqlJson(first_state);
-        let envelopes: Vec<Envelope> = commands
-            .into_iter()
-            .map(|command| Envelope::new(command, &context.correlation_id, &context.traceparent))
-            .collect();
-
-        store::insert(&mut tx, &order, state.orchestrator.step_timeout.as_secs_f64()).await?;
-        let mut timeline =
-            vec![("order.placed", json!({"lines": order.items.len(), "customer_id": order.customer_id}))];
-        timeline.extend(envelopes.iter().map(crate::orchestrator::sent));
-        store::record_steps(&mut tx, &[(order.id, timeline)]).await?;
-        outbox::enqueue(&mut tx, &envelopes).await?;
-        let view = OrderView::from(&order);
-        if let Some(key) = &key {
-            let response = serde_json::to_value(&view).expect("order view serializes");
-            store::store_idempotent_response(&mut tx, &caller.customer_id, key, &request_hash, order.id, &response)
-                .await?;
-        }
+        placement::stage(&mut tx, &[order], state.orchestrator.step_timeout).await?;
+        let response = serde_json::to_value(view).expect("order view serializes");
+        store::store_idempotent_response(&mut tx, &caller.customer_id, key, request_hash, order.row.id, &response)
+            .await?;
         tx.commit().await?;
-        admitted.committed();
-        tracing::info!(order_id = %order.id, lines = order.items.len(), "order placed");
-        Ok(accepted(&view))
+        Ok(None)
     })
     .await;
     if placed.is_ok() {
