@@ -410,12 +410,16 @@ async fn deletion_waits_until_the_service_queues_are_drained() {
     let env = [("CLEANUP_TIMEOUT", "120s")];
     let _operator = Operator::start(&format!("{}-operator", ns.name), &kubeconfig, &ns.name, &env);
     kubectl_apply(&ns.name, &local_secrets()).unwrap();
-    let sp = platform("drained", "Delete");
+    let mut sp = platform("drained", "Delete");
+    // A minute in the first retry tier: a retry still waits there when the service queue is empty.
+    sp["spec"]["retry"] = json!({"initialDelayMs": 60000});
     kubectl_apply(&ns.name, std::slice::from_ref(&sp)).unwrap();
     wait_ready(&ns.name, "drained").await;
     let names = platform_name(&sp);
     let backlog = format!("{names}.payment.commands");
+    let retrying = format!("{backlog}.retry.1");
     publish(&backlog, 3).await;
+    publish(&retrying, 2).await;
 
     kubectl(&["delete", "sp", "drained", "-n", &ns.name, "--wait=false"]);
     // kwok's pods consume nothing: the resource waits, and says why.
@@ -426,6 +430,7 @@ async fn deletion_waits_until_the_service_queues_are_drained() {
     })
     .await;
     assert!(message.contains(&format!("{backlog} 3")), "the remaining count is named: {message}");
+    assert!(message.contains(&format!("retry queues: {retrying} 2")), "the retry queue's count is named: {message}");
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert!(get(&ns.name, "sagaplatform", "drained").is_some(), "held while messages wait");
     assert!(queues(&names).await.contains(&backlog), "the backlog's queue is still there");
@@ -437,8 +442,25 @@ async fn deletion_waits_until_the_service_queues_are_drained() {
         assert_eq!(deployment["spec"]["replicas"], 1, "{service} still runs while draining");
     }
 
-    // Consumed: the services go to zero, then deletionPolicy Delete applies.
+    // The service queue consumed, a retry still waiting: it comes back to the
+    // service queue when its TTL ends, so the services keep running.
     purge_queue(&backlog).await;
+    let message = eventually("Draining on the retry queue alone", WAIT, || async {
+        let sp = get(&ns.name, "sagaplatform", "drained")?;
+        let message = condition(&sp, "Ready").filter(|c| c["reason"] == "Draining")?["message"].as_str()?.to_owned();
+        message.contains(&format!("{backlog} 0")).then_some(message)
+    })
+    .await;
+    assert!(message.contains(&format!("retry queues: {retrying} 2")), "{message}");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(get(&ns.name, "sagaplatform", "drained").is_some(), "held while a retry waits");
+    for service in ["order", "payment", "inventory"] {
+        let deployment = get(&ns.name, "deployment", &format!("drained-{service}")).unwrap();
+        assert_eq!(deployment["spec"]["replicas"], 1, "{service} still runs while a retry waits");
+    }
+
+    // Consumed: the services go to zero, then deletionPolicy Delete applies.
+    purge_queue(&retrying).await;
     eventually("the drained resource gone", WAIT, || async {
         get(&ns.name, "sagaplatform", "drained").is_none().then_some(())
     })
