@@ -247,7 +247,11 @@ async fn deletion_with_delete_removes_the_topology() {
 #[tokio::test]
 async fn deletion_is_not_blocked_by_a_dead_broker() {
     let mut short = settings();
-    short.cleanup_timeout = Duration::from_secs(1);
+    // deletionTimestamp has whole seconds: with 1 s, a first drain pass just
+    // after a second boundary already counted 1 s and timed out before any
+    // Draining (seen once in a full parallel run); with 2 s a first pass
+    // within a second of the deletion always waits (Draining) first.
+    short.cleanup_timeout = Duration::from_secs(2);
     let operator = Operator::start(short);
     put_secrets(&operator.fake, DEAD_AMQP_URL);
     operator.fake.put("sagaplatforms", support::platform("demo", "op-dead", 0, "Delete"));
