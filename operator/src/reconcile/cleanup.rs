@@ -85,7 +85,6 @@ pub(super) async fn drain(platform: &SagaPlatform, ctx: &Context) -> Result<Opti
     close_edge(ctx, platform, &live).await?;
     let queued = counts.as_ref().ok().and_then(|c| total(&c.service));
     let retrying = counts.as_ref().ok().and_then(|c| total(&c.retry));
-    let remaining = queued.zip(retrying).map(|(q, r)| q + r);
     let stopped = services_stopped(&live);
     let elapsed = deleting_for(platform);
     let step = drain_step(queued, retrying, stopped, elapsed, ctx.settings.cleanup_timeout);
@@ -97,7 +96,8 @@ pub(super) async fn drain(platform: &SagaPlatform, ctx: &Context) -> Result<Opti
                 stop_services(ctx, platform).await?;
             }
             let message = draining_message(step, &described, elapsed, ctx.settings.cleanup_timeout);
-            write_draining(ctx, platform, &reference, message, remaining).await?;
+            // status.queueDepth stays what the CRD says: the service queues.
+            write_draining(ctx, platform, &reference, message, queued).await?;
             Ok(Some(Action::requeue(DRAIN_INTERVAL)))
         }
         DrainStep::Drained => {
