@@ -80,6 +80,7 @@ NAMESPACE = "saga"
 #   reconcile/mod.rs: PodDisruptionBudget, NetworkPolicy apply, list, delete (pruning)
 #                                                                    -> create, patch, list, delete
 #   reconcile/read.rs: Secret get_opt                                -> secrets get
+#   controller.rs: metadata watch of Secrets (rbac.watchSecrets)     -> secrets list, watch
 #   kube-runtime Recorder (events.k8s.io/v1): create, patch series   -> events create, patch
 #   lease.rs: get_opt, create, replace of Lease "saga-operator"      -> leases create; get, update by name
 EXPECTED_OPERATOR_RULES: dict[tuple[str, str, tuple[str, ...]], set[str]] = {
@@ -555,6 +556,10 @@ def check_operator(objects: list[dict[str, Any]], values: dict[str, Any]) -> Non
     env = {e["name"]: e for e in c.get("env") or []}
     if env.get("LEADER_ELECTION", {}).get("value") != str(leader).lower():
         p.append(f"operator LEADER_ELECTION env is {env.get('LEADER_ELECTION')}, values say {leader}")
+    watch_secrets = (values.get("rbac") or {}).get("watchSecrets", True)
+    # The operator watches Secrets only where the Role lets it.
+    if env.get("WATCH_SECRETS", {}).get("value") != str(watch_secrets).lower():
+        p.append(f"operator WATCH_SECRETS env is {env.get('WATCH_SECRETS')}, rbac.watchSecrets says {watch_secrets}")
     if leader and "fieldRef" not in (env.get("POD_NAME", {}).get("valueFrom") or {}):
         p.append("leader election needs POD_NAME from the downward API (the Lease holder identity)")
     if c.get("args") != ["run"]:
@@ -640,7 +645,7 @@ def check_rbac_covers_code() -> None:
     p: list[str] = []
     for path in sorted((ROOT / "operator" / "src").rglob("*.rs")):
         text = path.read_text()
-        for t in re.findall(r"\bApi(?:::)?<\s*(?:DeserializeGuard<\s*)?([A-Za-z_]+)", text):
+        for t in re.findall(r"\bApi(?:::)?<\s*(?:DeserializeGuard<\s*|PartialObjectMeta<\s*)?([A-Za-z_]+)", text):
             if t == "K":  # generic helper (reconcile/apply.rs), typed at its call sites
                 continue
             if t not in API_TYPES:
@@ -707,6 +712,14 @@ def diff_rules(where: str, granted: Rules, expected: Rules) -> list[str]:
     return p
 
 
+def expected_operator_rules(values: dict[str, Any]) -> dict[tuple[str, str, tuple[str, ...]], set[str]]:
+    """EXPECTED_OPERATOR_RULES, plus list and watch on Secrets with rbac.watchSecrets (default true)."""
+    rules = {key: set(verbs) for key, verbs in EXPECTED_OPERATOR_RULES.items()}
+    if (values.get("rbac") or {}).get("watchSecrets", True):
+        rules[("", "secrets", ())] |= {"list", "watch"}
+    return rules
+
+
 def check_rbac(objects: list[dict[str, Any]], values: dict[str, Any]) -> None:
     p: list[str] = []
     op = values.get("operator") or {}
@@ -727,7 +740,7 @@ def check_rbac(objects: list[dict[str, Any]], values: dict[str, Any]) -> None:
     else:
         require(role["kind"] == "ClusterRole", f"all namespaces watched: expected a ClusterRole, got {ident(role)}")
     granted, problems = rules_of(role)
-    p += problems + diff_rules(ident(role), granted, EXPECTED_OPERATOR_RULES)
+    p += problems + diff_rules(ident(role), granted, expected_operator_rules(values))
     if (op.get("leaderElection") or {}).get("enabled", False):
         require(len(leader_roles) == 1, f"expected one leader-election Role, found {len(leader_roles)}")
         granted, problems = rules_of(leader_roles[0])

@@ -57,7 +57,21 @@ M = [
         "seccompProfile.type must be RuntimeDefault",
     ),
     ("runAsNonRoot removed (all)", C + "templates/_helpers.tpl", "runAsNonRoot: true", "runAsNonRoot: false", "runAsNonRoot must be true"),
-    ("wildcard verb", C + "templates/rbac.yaml", 'verbs: ["get"]', 'verbs: ["*"]', "wildcard in verbs"),
+    ("wildcard verb", C + "templates/rbac.yaml", '["get", "list", "watch"]', '["*"]', "wildcard in verbs"),
+    (
+        "Secret watch granted without rbac.watchSecrets",
+        C + "templates/rbac.yaml",
+        '{{ else }}["get"]{{ end }}',
+        '{{ else }}["get", "list", "watch"]{{ end }}',
+        "grants ['list', 'watch']",
+    ),
+    (
+        "WATCH_SECRETS not wired to rbac.watchSecrets",
+        C + "templates/operator-deployment.yaml",
+        "value: {{ .Values.rbac.watchSecrets | quote }}",
+        'value: "true"',
+        "WATCH_SECRETS env is",
+    ),
     ("wildcard resource", C + "templates/rbac.yaml", 'resources: ["secrets"]', 'resources: ["*"]', "wildcard in resources"),
     (
         "extra verb delete on deployments",
@@ -231,7 +245,8 @@ def copy_tree(dst: Path) -> None:
     for d in ("charts", "examples", "crds", "scripts", "services", "operator/src"):
         if (ROOT / d).exists():
             shutil.copytree(ROOT / d, dst / d, ignore=shutil.ignore_patterns("__pycache__", "target"))
-    for f in ("kind-config.yaml", "Dockerfile", ".dockerignore"):
+    for f in ("kind-config.yaml", "Dockerfile", ".dockerignore", "operator/tests/refused-sagaplatforms.yaml"):
+        (dst / f).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / f, dst / f)
     if OPERATOR_BIN.exists():
         (dst / "target" / "debug").mkdir(parents=True)

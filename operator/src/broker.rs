@@ -55,6 +55,11 @@ impl BrokerError {
             _ => None,
         }
     }
+
+    /// True when the broker answered that the queue does not exist (404).
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, BrokerError::Amqp(error) if reply_code(error) == Some(404))
+    }
 }
 
 /// Where and how to reach one broker: its AMQP URL and, for `amqps://` and an

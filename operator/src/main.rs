@@ -65,6 +65,10 @@ struct RunArgs {
     /// Bound on every broker connection, declaration and depth read.
     #[arg(long, env = "BROKER_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     broker_timeout: Duration,
+    /// Watch (metadata only) the Secrets the resources refer to, so a rotation reconciles at once;
+    /// needs list and watch on Secrets. false, or refused by the API: re-read every resync.
+    #[arg(long, env = "WATCH_SECRETS", default_value_t = true, action = clap::ArgAction::Set, default_missing_value = "true", num_args = 0..=1)]
+    watch_secrets: bool,
     /// Act only while holding a coordination.k8s.io Lease, so several replicas never both act.
     #[arg(long, env = "LEADER_ELECTION", default_value_t = false, action = clap::ArgAction::Set, default_missing_value = "true", num_args = 0..=1)]
     leader_election: bool,
@@ -147,10 +151,10 @@ async fn run(args: RunArgs) {
         // Only the holder reconciles.
         if lease.acquire(shutdown()).await {
             let lost = lease.hold(shutdown());
-            controller::run(client, args.namespace.as_deref(), context, synced, lost).await;
+            controller::run(client, args.namespace.as_deref(), args.watch_secrets, context, synced, lost).await;
         }
     } else {
-        controller::run(client, args.namespace.as_deref(), context, synced, shutdown()).await;
+        controller::run(client, args.namespace.as_deref(), args.watch_secrets, context, synced, shutdown()).await;
     }
     let requested = *stopped.borrow();
     let _ = stop.send(true);

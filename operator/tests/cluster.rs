@@ -31,10 +31,15 @@ fn service_account(namespace: &str, release: &str) -> String {
 
 /// Installs the chart into `namespace` and starts one operator as its ServiceAccount.
 fn chart_and_operator(namespace: &str, set: &[&str]) -> (String, Operator) {
+    chart_and_operator_with(namespace, set, &[])
+}
+
+/// The same, with extra environment for the operator.
+fn chart_and_operator_with(namespace: &str, set: &[&str], env: &[(&str, &str)]) -> (String, Operator) {
     let release = unique("sp");
     install_chart(&release, namespace, set);
     let kubeconfig = service_account_kubeconfig(namespace, &service_account(namespace, &release));
-    let operator = Operator::start(&format!("{namespace}-operator"), &kubeconfig, namespace, &[]);
+    let operator = Operator::start(&format!("{namespace}-operator"), &kubeconfig, namespace, env);
     (release, operator)
 }
 
@@ -108,6 +113,9 @@ async fn helm_installs_upgrades_and_uninstalls_the_chart() {
         ("patch", "deployments.apps"),
         ("create", "services"),
         ("get", "secrets"),
+        // rbac.watchSecrets (default true): Secret rotations reconcile at once.
+        ("list", "secrets"),
+        ("watch", "secrets"),
         ("create", "events.events.k8s.io"),
         ("patch", "poddisruptionbudgets.policy"),
         ("delete", "poddisruptionbudgets.policy"),
@@ -117,11 +125,12 @@ async fn helm_installs_upgrades_and_uninstalls_the_chart() {
         assert!(can(verb, resource, &ns.name), "the operator cannot {verb} {resource}");
     }
     for (verb, resource, namespace) in [
-        ("list", "secrets", ns.name.as_str()),
-        ("delete", "deployments.apps", &ns.name),
+        ("delete", "deployments.apps", ns.name.as_str()),
         ("create", "pods", &ns.name),
         ("delete", "sagaplatforms.saga.dev", &ns.name),
         ("get", "secrets", "kube-system"),
+        ("list", "secrets", "kube-system"),
+        ("update", "secrets", &ns.name),
         ("delete", "poddisruptionbudgets.policy", "kube-system"),
         ("watch", "sagaplatforms.saga.dev", "default"),
     ] {
@@ -153,6 +162,8 @@ async fn helm_installs_upgrades_and_uninstalls_the_chart() {
         "operator.replicas=2",
         "--set",
         "operator.leaderElection.enabled=true",
+        "--set",
+        "rbac.watchSecrets=false",
         "--wait",
         "--timeout",
         "120s",
@@ -162,6 +173,15 @@ async fn helm_installs_upgrades_and_uninstalls_the_chart() {
     assert!(
         env.as_array().unwrap().iter().any(|e| e["name"] == "LEADER_ELECTION" && e["value"] == "true"),
         "leader election not wired: {env}"
+    );
+    // rbac.watchSecrets=false: the Secrets' values by name only, and the operator told so.
+    assert!(can("get", "secrets", &ns.name), "get on Secrets stays");
+    for verb in ["list", "watch"] {
+        assert!(!can(verb, "secrets", &ns.name), "rbac.watchSecrets=false still grants {verb} on Secrets");
+    }
+    assert!(
+        env.as_array().unwrap().iter().any(|e| e["name"] == "WATCH_SECRETS" && e["value"] == "false"),
+        "WATCH_SECRETS not wired to rbac.watchSecrets: {env}"
     );
     let roles = objects("roles");
     assert_eq!(roles.lines().count(), 2, "the leader-election Role joins the operator's Role:\n{roles}");
@@ -390,12 +410,16 @@ async fn deletion_waits_until_the_service_queues_are_drained() {
     let env = [("CLEANUP_TIMEOUT", "120s")];
     let _operator = Operator::start(&format!("{}-operator", ns.name), &kubeconfig, &ns.name, &env);
     kubectl_apply(&ns.name, &local_secrets()).unwrap();
-    let sp = platform("drained", "Delete");
+    let mut sp = platform("drained", "Delete");
+    // A minute in the first retry tier: a retry still waits there when the service queue is empty.
+    sp["spec"]["retry"] = json!({"initialDelayMs": 60000});
     kubectl_apply(&ns.name, std::slice::from_ref(&sp)).unwrap();
     wait_ready(&ns.name, "drained").await;
     let names = platform_name(&sp);
     let backlog = format!("{names}.payment.commands");
+    let retrying = format!("{backlog}.retry.1");
     publish(&backlog, 3).await;
+    publish(&retrying, 2).await;
 
     kubectl(&["delete", "sp", "drained", "-n", &ns.name, "--wait=false"]);
     // kwok's pods consume nothing: the resource waits, and says why.
@@ -406,6 +430,7 @@ async fn deletion_waits_until_the_service_queues_are_drained() {
     })
     .await;
     assert!(message.contains(&format!("{backlog} 3")), "the remaining count is named: {message}");
+    assert!(message.contains(&format!("retry queues: {retrying} 2")), "the retry queue's count is named: {message}");
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert!(get(&ns.name, "sagaplatform", "drained").is_some(), "held while messages wait");
     assert!(queues(&names).await.contains(&backlog), "the backlog's queue is still there");
@@ -417,8 +442,25 @@ async fn deletion_waits_until_the_service_queues_are_drained() {
         assert_eq!(deployment["spec"]["replicas"], 1, "{service} still runs while draining");
     }
 
-    // Consumed: the services go to zero, then deletionPolicy Delete applies.
+    // The service queue consumed, a retry still waiting: it comes back to the
+    // service queue when its TTL ends, so the services keep running.
     purge_queue(&backlog).await;
+    let message = eventually("Draining on the retry queue alone", WAIT, || async {
+        let sp = get(&ns.name, "sagaplatform", "drained")?;
+        let message = condition(&sp, "Ready").filter(|c| c["reason"] == "Draining")?["message"].as_str()?.to_owned();
+        message.contains(&format!("{backlog} 0")).then_some(message)
+    })
+    .await;
+    assert!(message.contains(&format!("retry queues: {retrying} 2")), "{message}");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(get(&ns.name, "sagaplatform", "drained").is_some(), "held while a retry waits");
+    for service in ["order", "payment", "inventory"] {
+        let deployment = get(&ns.name, "deployment", &format!("drained-{service}")).unwrap();
+        assert_eq!(deployment["spec"]["replicas"], 1, "{service} still runs while a retry waits");
+    }
+
+    // Consumed: the services go to zero, then deletionPolicy Delete applies.
+    purge_queue(&retrying).await;
     eventually("the drained resource gone", WAIT, || async {
         get(&ns.name, "sagaplatform", "drained").is_none().then_some(())
     })
@@ -509,27 +551,79 @@ async fn two_resources_cannot_share_broker_names() {
     assert!(queues(&broker_names).await.is_empty(), "the owner's Delete removes its topology");
 }
 
+/// The secrets hash in the pod template of `name`'s Deployment of `service`.
+fn secrets_hash(namespace: &str, name: &str, service: &str) -> Option<String> {
+    let d = get(namespace, "deployment", &format!("{name}-{service}"))?;
+    d["spec"]["template"]["metadata"]["annotations"]["saga.dev/secrets-hash"].as_str().map(str::to_owned)
+}
+
+/// Patches the order key of the database Secret (a rotation of the order
+/// service's database URL).
+fn rotate_order_database_url(namespace: &str, suffix: &str) {
+    let patch = json!({"stringData": {"order": format!("{PG_BASE}/cluster_order_{suffix}")}}).to_string();
+    kubectl(&["patch", "secret", "saga-db", "-n", namespace, "-p", &patch]);
+}
+
 #[tokio::test]
-async fn a_rotated_secret_rolls_the_pods_that_read_it() {
+async fn a_rotated_secret_rolls_the_pods_that_read_it_at_once() {
     let ns = Namespace::create("rotate").await;
-    let (_release, _operator) = chart_and_operator(&ns.name, &[]);
+    // No resync within the test: only the Secret watch can notice the rotation.
+    let (_release, operator) = chart_and_operator_with(&ns.name, &[], &[("RESYNC_INTERVAL", "600s")]);
     kubectl_apply(&ns.name, &local_secrets()).unwrap();
     let sp = platform("rotate", "Delete");
     kubectl_apply(&ns.name, std::slice::from_ref(&sp)).unwrap();
     wait_ready(&ns.name, "rotate").await;
-    let hash = |service: &str| {
-        let d = get(&ns.name, "deployment", &format!("rotate-{service}")).unwrap();
-        d["spec"]["template"]["metadata"]["annotations"]["saga.dev/secrets-hash"].as_str().map(str::to_owned)
-    };
+    let hash = |service: &str| secrets_hash(&ns.name, "rotate", service);
     let (order, payment) = (hash("order").expect("a secrets hash"), hash("payment").expect("a secrets hash"));
+    // Let the Deployment events of the first rollout settle.
+    tokio::time::sleep(Duration::from_secs(2)).await;
 
+    // A Secret no resource refers to changes nothing.
+    let other =
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "unrelated"}, "stringData": {"k": "v"}});
+    kubectl_apply(&ns.name, &[other]).unwrap();
     // Rotate the order service's database URL only.
-    let patch = json!({"stringData": {"order": format!("{PG_BASE}/cluster_order_rotated")}}).to_string();
-    kubectl(&["patch", "secret", "saga-db", "-n", &ns.name, "-p", &patch]);
-    eventually("the order pods rolled", WAIT, || async { (hash("order")? != order).then_some(()) }).await;
+    rotate_order_database_url(&ns.name, "rotated");
+    eventually("the order pods rolled within seconds", Duration::from_secs(10), || async {
+        (hash("order")? != order).then_some(())
+    })
+    .await;
     assert_eq!(hash("payment").unwrap(), payment, "a key the payment pods do not read leaves them alone");
     wait_ready(&ns.name, "rotate").await;
+    let log = operator.log_text();
+    assert!(!log.contains("cannot watch Secrets"), "the chart grants the Secret watch:\n{log}");
     kubectl(&["delete", "sp", "rotate", "-n", &ns.name, "--wait", "--timeout=60s"]);
+}
+
+#[tokio::test]
+async fn without_the_secret_watch_a_rotation_rolls_the_pods_at_the_resync() {
+    let ns = Namespace::create("rotate-resync").await;
+    // The chart withholds list/watch on Secrets; the operator is not told
+    // (WATCH_SECRETS unset): it must find out, say so once, and fall back.
+    let (_release, operator) =
+        chart_and_operator_with(&ns.name, &["rbac.watchSecrets=false"], &[("RESYNC_INTERVAL", "3s")]);
+    kubectl_apply(&ns.name, &local_secrets()).unwrap();
+    let sp = platform("resync", "Delete");
+    kubectl_apply(&ns.name, std::slice::from_ref(&sp)).unwrap();
+    wait_ready(&ns.name, "resync").await;
+    let order = secrets_hash(&ns.name, "resync", "order").expect("a secrets hash");
+
+    rotate_order_database_url(&ns.name, "resynced");
+    eventually("the order pods rolled at a resync", WAIT, || async {
+        (secrets_hash(&ns.name, "resync", "order")? != order).then_some(())
+    })
+    .await;
+    wait_ready(&ns.name, "resync").await;
+    // Several resyncs later: one warning, and no request repeated against the refusal.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let log = operator.log_text();
+    let warnings: Vec<&str> = log.lines().filter(|l| l.contains("cannot watch Secrets")).collect();
+    assert_eq!(warnings.len(), 1, "one warning about the refused Secret watch:\n{log}");
+    assert!(warnings[0].contains("WARN") && warnings[0].contains("403"), "at warn, with the refusal: {}", warnings[0]);
+    // kube's watcher logs each refused request once more, in its own words.
+    let refusals = log.lines().filter(|l| l.contains("secrets is forbidden") && !l.contains("cannot watch Secrets"));
+    assert_eq!(refusals.count(), 1, "the refused Secret list is not retried:\n{log}");
+    kubectl(&["delete", "sp", "resync", "-n", &ns.name, "--wait", "--timeout=60s"]);
 }
 
 #[tokio::test]

@@ -247,7 +247,11 @@ async fn deletion_with_delete_removes_the_topology() {
 #[tokio::test]
 async fn deletion_is_not_blocked_by_a_dead_broker() {
     let mut short = settings();
-    short.cleanup_timeout = Duration::from_secs(1);
+    // deletionTimestamp has whole seconds: with 1 s, a first drain pass just
+    // after a second boundary already counted 1 s and timed out before any
+    // Draining (seen once in a full parallel run); with 2 s a first pass
+    // within a second of the deletion always waits (Draining) first.
+    short.cleanup_timeout = Duration::from_secs(2);
     let operator = Operator::start(short);
     put_secrets(&operator.fake, DEAD_AMQP_URL);
     operator.fake.put("sagaplatforms", support::platform("demo", "op-dead", 0, "Delete"));
@@ -558,4 +562,38 @@ async fn expiry_is_judged_by_local_time_not_the_holders_clock() {
     let took_over = tokio::time::timeout(Duration::from_secs(5), b.acquire(std::future::pending())).await;
     assert_eq!(took_over, Ok(true), "the record did not change for a lease duration: expired");
     assert_eq!(holder(&fake).as_deref(), Some("b"));
+}
+
+#[tokio::test]
+async fn a_secret_change_reconciles_at_once_without_a_resync() {
+    // No resync within the test: only the Secret watch can notice a change.
+    let mut settings = settings();
+    settings.resync = Duration::from_secs(600);
+    let operator = Operator::start(settings);
+    let platform = unique_platform("op-secret");
+    put_secrets(&operator.fake, AMQP_URL);
+    operator.fake.put("secrets", secret("db", &[("order", "postgres://db/order"), ("payment", "postgres://db/pay")]));
+    operator.fake.put("sagaplatforms", support::platform("demo", &platform, 0, "Retain"));
+    operator.wait_condition("demo", "Ready", "True").await;
+    let key = |service: &str| Key::new("deployments", NS, &format!("demo-{service}"));
+    let hash = |fake: &FakeApi, service: &str| {
+        let deployment = fake.get(&key(service))?;
+        deployment["spec"]["template"]["metadata"]["annotations"]["saga.dev/secrets-hash"].as_str().map(str::to_owned)
+    };
+    let (order, payment) = (hash(&operator.fake, "order").unwrap(), hash(&operator.fake, "payment").unwrap());
+    // Let the Deployment events of the first apply settle.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    operator.fake.put("secrets", secret("unrelated", &[("k", "v")]));
+    operator.fake.put("secrets", secret("db", &[("order", "postgres://db/order2"), ("payment", "postgres://db/pay")]));
+    let changed = operator
+        .fake
+        .wait_for("the order secrets hash changed", Duration::from_secs(5), |fake| {
+            hash(fake, "order").filter(|h| *h != order)
+        })
+        .await;
+    assert_ne!(changed, order);
+    assert_eq!(hash(&operator.fake, "payment").unwrap(), payment, "the payment pods read no changed key");
+    operator.stop().await;
+    delete_topology(&platform).await;
 }

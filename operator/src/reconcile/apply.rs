@@ -84,27 +84,36 @@ pub(super) async fn apply_policies(
     let namespace = platform.namespace().unwrap_or_default();
     let budgets: Api<PodDisruptionBudget> = Api::namespaced(ctx.client.clone(), &namespace);
     let policies: Api<NetworkPolicy> = Api::namespaced(ctx.client.clone(), &namespace);
-    let mut kept_budgets = Vec::new();
-    for budget in Component::ALL.iter().filter_map(|c| build::disruption_budget(platform, *c)) {
-        let applied = apply(&budgets, &budget).await?;
-        kept_budgets.push(applied.name_any());
-        if ctx.changed(format!("PodDisruptionBudget/{namespace}/{}", applied.name_any()), version(&applied)) {
-            let note = format!("applied PodDisruptionBudget {}", applied.name_any());
-            ctx.event(reference, EventType::Normal, "Applied", "Apply", note).await;
-        }
-    }
-    let mut kept_policies = Vec::new();
-    for policy in Component::ALL.iter().filter_map(|c| build::network_policy(platform, *c)) {
-        let applied = apply(&policies, &policy).await?;
-        kept_policies.push(applied.name_any());
-        if ctx.changed(format!("NetworkPolicy/{namespace}/{}", applied.name_any()), version(&applied)) {
-            let note = format!("applied NetworkPolicy {}", applied.name_any());
-            ctx.event(reference, EventType::Normal, "Applied", "Apply", note).await;
-        }
-    }
-    prune(ctx, &budgets, platform, &kept_budgets, reference).await?;
-    prune(ctx, &policies, platform, &kept_policies, reference).await?;
+    apply_optional(ctx, &budgets, build::disruption_budget, platform, reference).await?;
+    apply_optional(ctx, &policies, build::network_policy, platform, reference).await?;
     Ok(())
+}
+
+/// Applies what `build` returns for each service (an `Applied` event for each
+/// real change), then prunes the objects of that kind this resource controls
+/// that are not among them.
+async fn apply_optional<K>(
+    ctx: &Context,
+    api: &Api<K>,
+    build: fn(&SagaPlatform, Component) -> Option<K>,
+    platform: &SagaPlatform,
+    reference: &ObjectReference,
+) -> Result<(), Error>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Serialize + Debug,
+{
+    let namespace = platform.namespace().unwrap_or_default();
+    let mut kept = Vec::new();
+    for object in Component::ALL.iter().filter_map(|c| build(platform, *c)) {
+        let applied = apply(api, &object).await?;
+        let (kind, name) = (K::kind(&()), applied.name_any());
+        if ctx.changed(format!("{kind}/{namespace}/{name}"), version(&applied)) {
+            let note = format!("applied {kind} {name}");
+            ctx.event(reference, EventType::Normal, "Applied", "Apply", note).await;
+        }
+        kept.push(name);
+    }
+    prune(ctx, api, platform, &kept, reference).await
 }
 
 /// Deletes the objects of `api` this resource controls that are not in `keep`.

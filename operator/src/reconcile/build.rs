@@ -438,6 +438,13 @@ pub fn secret_refs(platform: &SagaPlatform, component: Component) -> Vec<&Secret
     refs
 }
 
+/// The names of every Secret the resource refers to (broker URL and CA, the
+/// databases' URLs and CA, the JWT secret): a change to one of them is a
+/// change to the desired state.
+pub fn referenced_secret_names(platform: &SagaPlatform) -> std::collections::BTreeSet<&str> {
+    Component::ALL.iter().flat_map(|c| secret_refs(platform, *c)).map(|r| r.name.as_str()).collect()
+}
+
 /// First 16 hex digits of the SHA-256 of those keys' values (`None`: unreadable).
 /// Only a hash reaches the Deployment, never a value.
 pub fn secrets_hash(values: &[Option<String>]) -> String {

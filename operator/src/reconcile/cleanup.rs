@@ -1,8 +1,8 @@
 //! *cleanup*: the deletion path, behind the finalizer. First the drain
 //! ([`drain`], before kube's finalizer helper, which drops the finalizer as
 //! soon as its cleanup returns): the order API's Service stops selecting pods
-//! (no new sagas), the services keep consuming until their queues are empty,
-//! then every Deployment goes to zero replicas; only then does `deletionPolicy`
+//! (no new sagas), the services keep consuming until their queues and this
+//! resource's retry queues are empty, then every Deployment goes to zero replicas; only then does `deletionPolicy`
 //! decide what happens to the broker topology ([`cleanup`]). The whole is
 //! bounded by `CLEANUP_TIMEOUT`, counted from the deletion request.
 
@@ -14,7 +14,7 @@ use kube::api::{Api, ListParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
-use saga_common::topology::Topology;
+use saga_common::topology::{Destination, Topology, retry_queue_name};
 use tracing::instrument;
 
 use super::build::{self, Component, SECRETS_HASH_ANNOTATION};
@@ -32,7 +32,7 @@ pub const DRAIN_INTERVAL: Duration = Duration::from_secs(2);
 pub enum DrainStep {
     /// Messages wait (or the count is unknown): the services keep consuming.
     Wait,
-    /// The queues are empty: scale every service to zero, then look again.
+    /// The service and retry queues are empty: scale every service to zero, then look again.
     StopServices,
     /// Empty, and no service runs: apply the deletion policy.
     Drained,
@@ -40,14 +40,22 @@ pub enum DrainStep {
     TimedOut,
 }
 
-/// The drain's decision. `remaining`: messages (ready + unacknowledged) in
-/// the service queues, `None` when they cannot be counted; `stopped`: no
-/// service has a replica; `elapsed`: since the deletion request.
-pub fn drain_step(remaining: Option<u64>, stopped: bool, elapsed: Duration, timeout: Duration) -> DrainStep {
-    match remaining {
+/// The drain's decision. `queued`: messages (ready + unacknowledged) in the
+/// service queues; `retrying`: messages in this resource's retry queues, which
+/// come back to the service queues when their TTL ends, so the services must
+/// still run then (`None`: cannot be counted); `stopped`: no service has a
+/// replica; `elapsed`: since the deletion request.
+pub fn drain_step(
+    queued: Option<u64>,
+    retrying: Option<u64>,
+    stopped: bool,
+    elapsed: Duration,
+    timeout: Duration,
+) -> DrainStep {
+    match (queued, retrying) {
         _ if elapsed >= timeout => DrainStep::TimedOut,
-        Some(0) if stopped => DrainStep::Drained,
-        Some(0) => DrainStep::StopServices,
+        (Some(0), Some(0)) if stopped => DrainStep::Drained,
+        (Some(0), Some(0)) => DrainStep::StopServices,
         _ => DrainStep::Wait,
     }
 }
@@ -75,11 +83,12 @@ pub(super) async fn drain(platform: &SagaPlatform, ctx: &Context) -> Result<Opti
     };
     let live = live_deployments(ctx, platform).await?;
     close_edge(ctx, platform, &live).await?;
-    let remaining = counts.as_ref().ok().and_then(|c| c.iter().map(|(_, n)| n.as_ref().ok().copied()).sum());
+    let queued = counts.as_ref().ok().and_then(|c| total(&c.service));
+    let retrying = counts.as_ref().ok().and_then(|c| total(&c.retry));
     let stopped = services_stopped(&live);
     let elapsed = deleting_for(platform);
-    let step = drain_step(remaining, stopped, elapsed, ctx.settings.cleanup_timeout);
-    tracing::info!(?step, ?remaining, stopped, ?elapsed, "draining");
+    let step = drain_step(queued, retrying, stopped, elapsed, ctx.settings.cleanup_timeout);
+    tracing::info!(?step, ?queued, ?retrying, stopped, ?elapsed, "draining");
     let described = describe(&counts);
     match step {
         DrainStep::Wait | DrainStep::StopServices => {
@@ -87,18 +96,20 @@ pub(super) async fn drain(platform: &SagaPlatform, ctx: &Context) -> Result<Opti
                 stop_services(ctx, platform).await?;
             }
             let message = draining_message(step, &described, elapsed, ctx.settings.cleanup_timeout);
-            write_draining(ctx, platform, &reference, message, remaining).await?;
+            // status.queueDepth stays what the CRD says: the service queues.
+            write_draining(ctx, platform, &reference, message, queued).await?;
             Ok(Some(Action::requeue(DRAIN_INTERVAL)))
         }
         DrainStep::Drained => {
-            let note = format!("the service queues of platform {platform_name} are empty and the services stopped");
+            let note =
+                format!("the service and retry queues of platform {platform_name} are empty and the services stopped");
             ctx.event(&reference, EventType::Normal, "Drained", "Cleanup", note).await;
             Ok(None)
         }
         DrainStep::TimedOut => {
             stop_services(ctx, platform).await?;
             let note = format!(
-                "gave up waiting for the service queues of platform {platform_name} to drain after {:?} ({described}); applying deletionPolicy {:?}",
+                "gave up waiting for the service and retry queues of platform {platform_name} to drain after {:?} ({described}); applying deletionPolicy {:?}",
                 ctx.settings.cleanup_timeout, platform.spec.deletion_policy
             );
             ctx.event(&reference, EventType::Warning, "CleanupAbandoned", "Cleanup", note).await;
@@ -107,22 +118,60 @@ pub(super) async fn drain(platform: &SagaPlatform, ctx: &Context) -> Result<Opti
     }
 }
 
-/// The service queues' counts once this resource holds the broker names
-/// (`Err`: the claim failed); `None` when another resource holds them.
-async fn counts_if_owned(
-    ctx: &Context,
-    platform: &SagaPlatform,
-    target: &Target,
-) -> Option<Result<Vec<QueueCount>, String>> {
+/// The service and retry queues' counts once this resource holds the broker
+/// names (`Err`: the claim failed); `None` when another resource holds them.
+async fn counts_if_owned(ctx: &Context, platform: &SagaPlatform, target: &Target) -> Option<Result<Counts, String>> {
     match ctx.brokers.claim(target, &platform.platform_name(), &owner(platform)).await {
         Err(BrokerError::Claimed { .. }) => None,
         Err(error) => Some(Err(error.to_string())),
-        Ok(()) => Some(Ok(queue_counts(ctx, platform, target).await)),
+        Ok(()) => {
+            let service = queue_counts(ctx, platform, target).await;
+            let retry = retry_counts(ctx, platform, target).await;
+            Some(Ok(Counts { service, retry }))
+        }
     }
 }
 
-/// A service queue and its message count (or why it could not be read).
+/// A queue and its message count (or why it could not be read).
 type QueueCount = (String, Result<u64, String>);
+
+/// What a drain pass counted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Counts {
+    /// The three service queues.
+    pub service: Vec<QueueCount>,
+    /// This resource's retry queues (every tier of every service queue).
+    pub retry: Vec<QueueCount>,
+}
+
+/// The sum, `None` when any count is unknown.
+fn total(counts: &[QueueCount]) -> Option<u64> {
+    counts.iter().map(|(_, n)| n.as_ref().ok().copied()).sum()
+}
+
+/// Per retry queue of this resource, its ready messages (an AMQP passive
+/// declare: nothing consumes a retry queue, so ready is all, and the count is
+/// current where the management API's lags). The tiers of `retry.maxAttempts`,
+/// and the surplus tiers of a lowered `maxAttempts` not yet removed (already
+/// removed ones count 0).
+async fn retry_counts(ctx: &Context, platform: &SagaPlatform, target: &Target) -> Vec<QueueCount> {
+    let name = platform.platform_name();
+    let spec_tiers = platform.spec.retry.max_attempts.saturating_sub(1);
+    let declared_tiers = platform.status.as_ref().and_then(|s| s.topology_max_attempts).unwrap_or(0).saturating_sub(1);
+    let mut counts = Vec::new();
+    for destination in Destination::ALL {
+        for attempt in 1..=spec_tiers.max(declared_tiers) {
+            let queue = retry_queue_name(&name, destination, attempt);
+            let count = match ctx.brokers.queue_depth(target, None, &queue).await.depth {
+                Ok((ready, _)) => Ok(ready),
+                Err(error) if attempt > spec_tiers && error.is_not_found() => Ok(0),
+                Err(error) => Err(error.to_string()),
+            };
+            counts.push((queue, count));
+        }
+    }
+    counts
+}
 
 /// Per service queue, its message count or why it could not be read: ready +
 /// unacknowledged from the management API when configured (and allowed the
@@ -155,25 +204,34 @@ async fn queue_counts(ctx: &Context, platform: &SagaPlatform, target: &Target) -
     counts
 }
 
-/// `queue N, queue N` (or why they could not be counted).
-fn describe(counts: &Result<Vec<QueueCount>, String>) -> String {
+/// `queue N, queue N; retry queues: queue N` (or why they could not be
+/// counted): every service queue, and the retry queues that hold messages or
+/// could not be read (else how many, all empty).
+fn describe(counts: &Result<Counts, String>) -> String {
+    let one = |(queue, count): &QueueCount| match count {
+        Ok(count) => format!("{queue} {count}"),
+        Err(error) => format!("{queue} unknown ({error})"),
+    };
     match counts {
         Err(error) => format!("message counts unknown: {error}"),
-        Ok(counts) => counts
-            .iter()
-            .map(|(queue, count)| match count {
-                Ok(count) => format!("{queue} {count}"),
-                Err(error) => format!("{queue} unknown ({error})"),
-            })
-            .collect::<Vec<_>>()
-            .join(", "),
+        Ok(Counts { service, retry }) => {
+            let service = service.iter().map(one).collect::<Vec<_>>().join(", ");
+            let waiting: Vec<String> = retry.iter().filter(|(_, count)| count != &Ok(0)).map(one).collect();
+            if waiting.is_empty() {
+                format!("{service}; retry queues empty ({})", retry.len())
+            } else {
+                format!("{service}; retry queues: {}", waiting.join(", "))
+            }
+        }
     }
 }
 
 fn draining_message(step: DrainStep, described: &str, elapsed: Duration, timeout: Duration) -> String {
     let doing = match step {
-        DrainStep::StopServices => "service queues empty; scaling the services to zero",
-        _ => "waiting for the service queues to drain (the order API takes no new sagas, the services still consume)",
+        DrainStep::StopServices => "service and retry queues empty; scaling the services to zero",
+        _ => {
+            "waiting for the service and retry queues to drain (the order API takes no new sagas, the services still consume)"
+        }
     };
     format!("deletion requested: {doing}: {described}; {}s of {}s", elapsed.as_secs(), timeout.as_secs())
 }
@@ -324,33 +382,59 @@ mod tests {
     fn drains_while_the_services_run_then_stops_them_then_applies_the_policy() {
         let early = Duration::from_secs(5);
         // Messages wait, or cannot be counted: the consumers keep running.
-        assert_eq!(drain_step(Some(3), false, early, TIMEOUT), DrainStep::Wait);
-        assert_eq!(drain_step(None, false, early, TIMEOUT), DrainStep::Wait);
+        assert_eq!(drain_step(Some(3), Some(0), false, early, TIMEOUT), DrainStep::Wait);
+        assert_eq!(drain_step(None, Some(0), false, early, TIMEOUT), DrainStep::Wait);
         // Empty: only now do the services go to zero.
-        assert_eq!(drain_step(Some(0), false, early, TIMEOUT), DrainStep::StopServices);
+        assert_eq!(drain_step(Some(0), Some(0), false, early, TIMEOUT), DrainStep::StopServices);
         // Empty and stopped: the policy applies.
-        assert_eq!(drain_step(Some(0), true, early, TIMEOUT), DrainStep::Drained);
+        assert_eq!(drain_step(Some(0), Some(0), true, early, TIMEOUT), DrainStep::Drained);
         // Messages came back after the stop (nothing consumes now): wait for the timeout.
-        assert_eq!(drain_step(Some(1), true, early, TIMEOUT), DrainStep::Wait);
+        assert_eq!(drain_step(Some(1), Some(0), true, early, TIMEOUT), DrainStep::Wait);
+    }
+
+    #[test]
+    fn messages_in_retry_queues_keep_the_services_running() {
+        let early = Duration::from_secs(5);
+        // The service queues are empty, but retries come back to them when
+        // their TTL ends: the consumers must still be there.
+        assert_eq!(drain_step(Some(0), Some(2), false, early, TIMEOUT), DrainStep::Wait);
+        assert_eq!(drain_step(Some(0), None, false, early, TIMEOUT), DrainStep::Wait);
+        assert_eq!(drain_step(Some(0), Some(2), true, early, TIMEOUT), DrainStep::Wait);
+        assert_eq!(drain_step(Some(0), Some(2), false, TIMEOUT, TIMEOUT), DrainStep::TimedOut);
     }
 
     #[test]
     fn the_timeout_counted_from_the_deletion_request_ends_any_wait() {
-        for (remaining, stopped) in [(Some(3), false), (None, false), (Some(0), false), (Some(2), true)] {
-            assert_eq!(drain_step(remaining, stopped, TIMEOUT, TIMEOUT), DrainStep::TimedOut, "{remaining:?}");
+        for (queued, retrying, stopped) in
+            [(Some(3), Some(0), false), (None, Some(0), false), (Some(0), Some(0), false), (Some(2), None, true)]
+        {
+            assert_eq!(drain_step(queued, retrying, stopped, TIMEOUT, TIMEOUT), DrainStep::TimedOut, "{queued:?}");
             let later = TIMEOUT + Duration::from_secs(1);
-            assert_eq!(drain_step(remaining, stopped, later, TIMEOUT), DrainStep::TimedOut);
+            assert_eq!(drain_step(queued, retrying, stopped, later, TIMEOUT), DrainStep::TimedOut);
         }
         let just_before = TIMEOUT - Duration::from_secs(1);
-        assert_eq!(drain_step(Some(3), false, just_before, TIMEOUT), DrainStep::Wait);
+        assert_eq!(drain_step(Some(3), Some(0), false, just_before, TIMEOUT), DrainStep::Wait);
     }
 
     #[test]
     fn the_status_names_every_queue_and_its_count() {
-        let counts = Ok(vec![("p.order.replies".to_owned(), Ok(0)), ("p.payment.commands".to_owned(), Ok(3))]);
-        assert_eq!(describe(&counts), "p.order.replies 0, p.payment.commands 3");
-        let unknown = Ok(vec![("p.order.replies".to_owned(), Err("timeout".to_owned()))]);
-        assert_eq!(describe(&unknown), "p.order.replies unknown (timeout)");
+        let service = vec![("p.order.replies".to_owned(), Ok(0)), ("p.payment.commands".to_owned(), Ok(3))];
+        let empty =
+            vec![("p.order.replies.retry.1".to_owned(), Ok(0)), ("p.payment.commands.retry.1".to_owned(), Ok(0))];
+        let counts = Ok(Counts { service: service.clone(), retry: empty });
+        assert_eq!(describe(&counts), "p.order.replies 0, p.payment.commands 3; retry queues empty (2)");
+        let retrying = vec![
+            ("p.order.replies.retry.1".to_owned(), Ok(0)),
+            ("p.payment.commands.retry.1".to_owned(), Ok(2)),
+            ("p.payment.commands.retry.2".to_owned(), Err("timeout".to_owned())),
+        ];
+        let counts = Ok(Counts { service, retry: retrying });
+        assert_eq!(
+            describe(&counts),
+            "p.order.replies 0, p.payment.commands 3; retry queues: p.payment.commands.retry.1 2, p.payment.commands.retry.2 unknown (timeout)"
+        );
+        assert_eq!(total(&counts.as_ref().unwrap().service), Some(3));
+        assert_eq!(total(&counts.as_ref().unwrap().retry), None, "one unknown count makes the sum unknown");
         let message = draining_message(DrainStep::Wait, "p.payment.commands 3", Duration::from_secs(7), TIMEOUT);
         assert!(message.contains("p.payment.commands 3; 7s of 120s"), "{message}");
     }

@@ -61,7 +61,7 @@ impl Operator {
         };
         let synced = Arc::new(AtomicBool::new(false));
         let task =
-            tokio::spawn(saga_operator::controller::run(client, None, context.clone(), synced.clone(), shutdown));
+            tokio::spawn(saga_operator::controller::run(client, None, true, context.clone(), synced.clone(), shutdown));
         Operator { fake, context, synced, stop, task }
     }
 
