@@ -235,7 +235,7 @@ impl<H: Handler> Consumer<H> {
             }
         }
         self.metrics.consumer_batch(first.len());
-        let (handled, outgoing) = crate::outbox::collecting(self.handler.handle_batch(&mut tx, &first)).await;
+        let (handled, outgoing) = self.signal.collecting(self.handler.handle_batch(&mut tx, &first)).await;
         match handled {
             Ok(()) => {}
             Err(HandlerError::Unavailable(reason)) => return Err(reason),
@@ -247,7 +247,7 @@ impl<H: Handler> Consumer<H> {
         if let Err(error) = tx.commit().await {
             return unavailable_or_none(error);
         }
-        self.signal.committed(outgoing);
+        outgoing.committed();
         Ok(Some(verdicts))
     }
 

@@ -1,11 +1,14 @@
 //! Transactional outbox. A state change writes its messages with `enqueue`
-//! in the same transaction, inside `collecting`, which keeps a copy of each;
-//! after the commit the caller hands the copies to the relay
-//! (`OutboxSignal::committed`), which publishes them at once, without reading
-//! them back (pipelined confirms), and deletes their rows afterwards, in one
-//! statement per round. A crash or a broker failure between commit and
-//! publish leaves rows behind that the relay's periodic sweep publishes once
-//! they are older than `FRESH_GRACE`, in this replica or another; a crash
+//! in the same transaction, inside `OutboxSignal::transaction` (or
+//! `collecting`), which keeps a copy of each; once the transaction has
+//! committed the copies go to the relay, which publishes them at once,
+//! without reading them back (pipelined confirms). Their rows are deleted
+//! later, by the next transaction of this service that writes to the
+//! outbox (its `enqueue` statement deletes them too: no statement or commit
+//! of its own), or by the relay when no such transaction comes within
+//! `DELETE_AFTER`. A crash or a broker failure between commit and publish
+//! leaves rows behind that the relay's periodic sweep publishes once they
+//! are older than `FRESH_GRACE`, in this replica or another; a crash
 //! between publish and delete publishes again with the same message id,
 //! which the receiver's inbox drops.
 
@@ -16,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use sqlx::{PgConnection, PgPool, Row};
 use tokio::sync::Notify;
+use uuid::Uuid;
 
 use crate::amqp::{Backoff, Broker, OutgoingMessage, publish_batch};
 use crate::envelope::{Envelope, valid_correlation_id};
@@ -27,30 +31,53 @@ use crate::topology::{Destination, Topology};
 /// wrote them (published from memory); the sweep takes older ones.
 pub const FRESH_GRACE: Duration = Duration::from_secs(3);
 
+/// Published rows no transaction has deleted within this time are deleted
+/// by the relay (well before `FRESH_GRACE`, so the sweep never sees them).
+pub const DELETE_AFTER: Duration = Duration::from_millis(200);
+
 tokio::task_local! {
-    /// Copies of the messages enqueued by the current unit of work.
-    static COLLECTED: RefCell<Vec<Envelope>>;
+    /// What the current unit of work enqueued, and the published rows it deletes.
+    static COLLECTED: RefCell<Collected>;
 }
 
-/// Runs `work`, keeping a copy of every message it enqueues. Hand the copies
-/// to `OutboxSignal::committed` once the transaction that wrote them has
-/// committed; drop them if it did not.
+#[derive(Default)]
+struct Collected {
+    envelopes: Vec<Envelope>,
+    /// Published rows the first `enqueue` of this unit of work deletes.
+    published: Vec<Uuid>,
+    /// Those it did delete: done once the work commits, back to the relay if not.
+    deleting: Vec<Uuid>,
+}
+
+/// Runs `work`, keeping a copy of every message it enqueues (for a savepoint
+/// inside a larger transaction; it deletes no published rows). Hand the
+/// copies on once the transaction that wrote them has committed; drop them
+/// if it did not.
 pub async fn collecting<F: Future>(work: F) -> (F::Output, Vec<Envelope>) {
     COLLECTED
-        .scope(RefCell::new(Vec::new()), async {
+        .scope(RefCell::new(Collected::default()), async {
             let output = work.await;
-            (output, COLLECTED.with(RefCell::take))
+            (output, COLLECTED.with(RefCell::take).envelopes)
         })
         .await
 }
 
-/// Writes messages to the outbox inside the caller's transaction.
+/// Writes messages to the outbox inside the caller's transaction; the same
+/// statement deletes the rows published since the unit of work began.
 pub async fn enqueue(conn: &mut PgConnection, envelopes: &[Envelope]) -> sqlx::Result<()> {
     if envelopes.is_empty() {
         return Ok(());
     }
     // Outside `collecting` the rows are still published, by the sweep.
-    let _ = COLLECTED.try_with(|collected| collected.borrow_mut().extend(envelopes.iter().cloned()));
+    let published = COLLECTED
+        .try_with(|collected| {
+            let mut collected = collected.borrow_mut();
+            collected.envelopes.extend(envelopes.iter().cloned());
+            let published = std::mem::take(&mut collected.published);
+            collected.deleting.extend(published.iter().copied());
+            published
+        })
+        .unwrap_or_default();
     let mut ids = Vec::with_capacity(envelopes.len());
     let mut types = Vec::with_capacity(envelopes.len());
     let mut keys = Vec::with_capacity(envelopes.len());
@@ -66,7 +93,8 @@ pub async fn enqueue(conn: &mut PgConnection, envelopes: &[Envelope]) -> sqlx::R
         payloads.push(serde_json::to_vec(&envelope.message).expect("messages always serialize"));
     }
     sqlx::query(
-        "INSERT INTO outbox (message_id, message_type, routing_key, correlation_id, traceparent, payload)
+        "WITH published AS (DELETE FROM outbox WHERE message_id = ANY($7::uuid[]))
+         INSERT INTO outbox (message_id, message_type, routing_key, correlation_id, traceparent, payload)
          SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bytea[])",
     )
     .bind(ids)
@@ -75,12 +103,14 @@ pub async fn enqueue(conn: &mut PgConnection, envelopes: &[Envelope]) -> sqlx::R
     .bind(correlations)
     .bind(traces)
     .bind(payloads)
+    .bind(published)
     .execute(conn)
     .await?;
     Ok(())
 }
 
-/// Hands the relay the messages of committed transactions.
+/// Hands the relay the messages of committed transactions, and the relay's
+/// published rows to the next transaction that writes to the outbox.
 #[derive(Clone, Default)]
 pub struct OutboxSignal(Arc<Fresh>);
 
@@ -88,9 +118,70 @@ pub struct OutboxSignal(Arc<Fresh>);
 struct Fresh {
     wake: Notify,
     messages: Mutex<Vec<Envelope>>,
+    published: Mutex<Published>,
+}
+
+/// Rows published and not deleted yet.
+#[derive(Default)]
+struct Published {
+    ids: Vec<Uuid>,
+    /// When the oldest of them was handed over.
+    since: Option<Instant>,
+}
+
+/// The messages a unit of work enqueued and the published rows it deleted:
+/// `committed` hands both on; dropped instead (the transaction did not
+/// commit), the rows go back to the relay to be deleted again.
+#[must_use = "call committed() once the transaction has committed"]
+pub struct Outgoing {
+    signal: OutboxSignal,
+    envelopes: Vec<Envelope>,
+    deleting: Vec<Uuid>,
+}
+
+impl Outgoing {
+    pub fn committed(mut self) {
+        self.deleting.clear();
+        self.signal.committed(std::mem::take(&mut self.envelopes));
+    }
+}
+
+impl Drop for Outgoing {
+    fn drop(&mut self) {
+        self.signal.give_back(std::mem::take(&mut self.deleting));
+    }
 }
 
 impl OutboxSignal {
+    /// Runs `work` (which begins and commits its own transaction) and, if it
+    /// succeeds, hands what it enqueued to the relay.
+    pub async fn transaction<T, E>(&self, work: impl Future<Output = Result<T, E>>) -> Result<T, E> {
+        let (result, outgoing) = self.collecting(work).await;
+        if result.is_ok() {
+            outgoing.committed();
+        }
+        result
+    }
+
+    /// Runs `work`, keeping a copy of every message it enqueues; its first
+    /// `enqueue` also deletes the rows published so far. Call
+    /// `Outgoing::committed` once the transaction has committed.
+    pub async fn collecting<F: Future>(&self, work: F) -> (F::Output, Outgoing) {
+        let published = std::mem::take(&mut *self.0.published.lock().expect("outbox signal poisoned")).ids;
+        COLLECTED
+            .scope(RefCell::new(Collected { published, ..Collected::default() }), async {
+                let output = work.await;
+                let collected = COLLECTED.with(RefCell::take);
+                // Nothing was enqueued: the rows were not deleted.
+                self.give_back(collected.published);
+                (
+                    output,
+                    Outgoing { signal: self.clone(), envelopes: collected.envelopes, deleting: collected.deleting },
+                )
+            })
+            .await
+    }
+
     /// After a commit: the copies `collecting` kept of the rows it wrote.
     pub fn committed(&self, messages: Vec<Envelope>) {
         if messages.is_empty() {
@@ -102,6 +193,26 @@ impl OutboxSignal {
 
     fn take(&self) -> Vec<Envelope> {
         std::mem::take(&mut *self.0.messages.lock().expect("outbox signal poisoned"))
+    }
+
+    /// Rows published (or not deleted after all) that are still to be deleted.
+    fn give_back(&self, ids: Vec<Uuid>) {
+        if ids.is_empty() {
+            return;
+        }
+        let mut published = self.0.published.lock().expect("outbox signal poisoned");
+        published.ids.extend(ids);
+        published.since.get_or_insert_with(Instant::now);
+    }
+
+    /// How long until the relay deletes the published rows itself (`None`: none wait).
+    fn delete_due_in(&self) -> Option<Duration> {
+        let published = self.0.published.lock().expect("outbox signal poisoned");
+        published.since.map(|since| DELETE_AFTER.saturating_sub(since.elapsed()))
+    }
+
+    fn take_published(&self) -> Vec<Uuid> {
+        std::mem::take(&mut *self.0.published.lock().expect("outbox signal poisoned")).ids
     }
 }
 
@@ -124,10 +235,18 @@ impl OutboxRelay {
         let mut last_sweep: Option<Instant> = None;
         loop {
             if last_sweep.is_some() {
+                let delete_due = self.signal.delete_due_in();
                 tokio::select! {
                     _ = self.signal.0.wake.notified() => {}
                     _ = tokio::time::sleep(self.sweep_interval) => {}
-                    _ = shutdown.wait() => return,
+                    _ = tokio::time::sleep(delete_due.unwrap_or_default()), if delete_due.is_some() => {
+                        self.delete_published().await;
+                        continue;
+                    }
+                    _ = shutdown.wait() => {
+                        self.delete_published().await;
+                        return;
+                    }
                 }
             }
             let open = match channel.take() {
@@ -176,8 +295,9 @@ impl OutboxRelay {
     }
 
     /// Publishes committed messages from memory (their rows stay until
-    /// confirmed), then deletes their rows in one statement. A row that can
-    /// never be published is left to the sweep, which sets it aside.
+    /// confirmed), then hands their rows over to be deleted by the next
+    /// transaction that writes to the outbox. A row that can never be
+    /// published is left to the sweep, which sets it aside.
     async fn publish_fresh(&self, channel: &lapin::Channel, fresh: Vec<Envelope>) -> Result<(), RelayError> {
         let messages: Vec<OutgoingMessage> = fresh
             .iter()
@@ -188,15 +308,25 @@ impl OutboxRelay {
             publish_batch(channel, chunk).await?;
             self.metrics.messages_published.inc_by(chunk.len() as u64);
         }
-        let ids: Vec<uuid::Uuid> = fresh.iter().map(|envelope| envelope.message_id).collect();
-        if let Err(error) =
-            sqlx::query("DELETE FROM outbox WHERE message_id = ANY($1)").bind(ids).execute(&self.pool).await
-        {
-            // Published already: the sweep publishes them again later (the
-            // receivers' inboxes drop the copies) and deletes them.
-            tracing::warn!(%error, "cannot delete published outbox rows yet");
-        }
+        self.signal.give_back(fresh.iter().map(|envelope| envelope.message_id).collect());
         Ok(())
+    }
+
+    /// Deletes the published rows no transaction took along, in one statement.
+    async fn delete_published(&self) {
+        let ids = self.signal.take_published();
+        if ids.is_empty() {
+            return;
+        }
+        if let Err(error) =
+            sqlx::query("DELETE FROM outbox WHERE message_id = ANY($1)").bind(&ids).execute(&self.pool).await
+        {
+            // Tried again after `DELETE_AFTER`; if they outlive `FRESH_GRACE`
+            // the sweep publishes them again (the receivers' inboxes drop the
+            // copies) and deletes them.
+            tracing::warn!(%error, "cannot delete published outbox rows yet");
+            self.signal.give_back(ids);
+        }
     }
 
     /// Claims and deletes up to one batch of rows older than `FRESH_GRACE`

@@ -70,18 +70,20 @@ impl Running {
     }
 }
 
-/// A saga admitted by `Admission::admit`: call `committed` once its order is
-/// stored; dropped without that, the admission is taken back.
+/// A saga admitted by `Admission::admit`: call `committed` with the moment
+/// its order's transaction committed (taken right after the commit, not when
+/// the request hears of it, or a refresh in between counts it twice);
+/// dropped without that, the admission is taken back.
 pub struct Admitted {
     running: Option<(Arc<Mutex<Running>>, u64)>,
 }
 
 impl Admitted {
-    pub fn committed(mut self) {
+    pub fn committed(mut self, at: Instant) {
         if let Some((running, id)) = self.running.take()
             && let Some(entry) = running.lock().expect("admission lock poisoned").local.get_mut(&id)
         {
-            entry.1 = Some(Instant::now());
+            entry.1 = Some(at);
         }
     }
 }
@@ -303,11 +305,11 @@ mod tests {
         let a = customer("a");
         let before = Instant::now();
         let stored = admission.admit(&a).unwrap();
-        stored.committed();
+        stored.committed(Instant::now());
         let storing = admission.admit(&a).unwrap();
         let started = Instant::now();
         let late = admission.admit(&a).unwrap();
-        late.committed();
+        late.committed(Instant::now());
         // The query saw the first order only (committed before it started).
         admission.running.lock().unwrap().refreshed(vec![("a".into(), 1)], started);
         assert_eq!(admission.running.lock().unwrap().total, 3);

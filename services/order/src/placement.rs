@@ -12,7 +12,7 @@
 //! fail the others. A request with an `Idempotency-Key` writes in its own
 //! transaction, which holds the key's lock (`stage` is the same code).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use saga_common::envelope::Envelope;
@@ -52,7 +52,8 @@ pub enum PlaceError {
     Stopped,
 }
 
-type Pending = (NewOrder, oneshot::Sender<Result<(), PlaceError>>);
+/// An order waiting for the writer, and where to send the moment its transaction committed.
+type Pending = (NewOrder, oneshot::Sender<Result<Instant, PlaceError>>);
 
 /// The handle requests use to have their order written by the batch writer.
 #[derive(Clone)]
@@ -93,8 +94,9 @@ impl Placements {
     }
 
     /// Writes the order (with others that arrive meanwhile) and returns once
-    /// it is committed; its commands are then published from memory.
-    pub async fn place(&self, order: NewOrder) -> Result<(), PlaceError> {
+    /// it is committed, with the moment it was; its commands are then
+    /// published from memory.
+    pub async fn place(&self, order: NewOrder) -> Result<Instant, PlaceError> {
         let (done, written) = oneshot::channel();
         self.queue.send((order, done)).await.map_err(|_| PlaceError::Stopped)?;
         written.await.unwrap_or(Err(PlaceError::Stopped))
@@ -128,9 +130,9 @@ impl Writer {
         let orders: Vec<&NewOrder> = batch.iter().map(|(order, _)| order).collect();
         let result = self.write(&orders).await;
         match result {
-            Ok(()) => {
+            Ok(at) => {
                 for (_, done) in batch {
-                    let _ = done.send(Ok(()));
+                    let _ = done.send(Ok(at));
                 }
             }
             Err(error) if batch.len() == 1 => {
@@ -147,16 +149,15 @@ impl Writer {
     }
 
     /// One transaction; the commands are handed to the relay once committed.
-    async fn write(&self, orders: &[&NewOrder]) -> sqlx::Result<()> {
-        let (written, outgoing) = outbox::collecting(async {
-            let mut tx = self.pool.begin().await?;
-            stage(&mut tx, orders, self.step_timeout).await?;
-            tx.commit().await
-        })
-        .await;
-        if written.is_ok() {
-            self.signal.committed(outgoing);
-        }
-        written
+    /// Returns the moment of the commit.
+    async fn write(&self, orders: &[&NewOrder]) -> sqlx::Result<Instant> {
+        self.signal
+            .transaction(async {
+                let mut tx = self.pool.begin().await?;
+                stage(&mut tx, orders, self.step_timeout).await?;
+                tx.commit().await?;
+                Ok(Instant::now())
+            })
+            .await
     }
 }

@@ -73,11 +73,7 @@ impl TimeoutWorker {
     }
 
     async fn expire_batch(&self) -> Result<usize, sqlx::Error> {
-        let (expired, outgoing) = saga_common::outbox::collecting(self.expire_and_commit()).await;
-        if expired.is_ok() {
-            self.signal.committed(outgoing);
-        }
-        expired
+        self.signal.transaction(self.expire_and_commit()).await
     }
 
     async fn expire_and_commit(&self) -> Result<usize, sqlx::Error> {

@@ -1,4 +1,4 @@
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::extract::{Extension, State};
@@ -8,7 +8,6 @@ use chrono::Utc;
 use saga_common::auth::Caller;
 use saga_common::envelope::Envelope;
 use saga_common::http::RequestContext;
-use saga_common::outbox;
 use saga_common::problem::{ApiJson, ApiPath, ApiQuery, Problem};
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -61,19 +60,18 @@ pub async fn place_order(
 
     let order = new_order(&caller, &context, &request);
     let view = OrderView::from(&order.row);
-    match key {
+    let committed_at = match key {
         // Without a key, the order joins the next batch of the order writer.
         None => state.placements.place(order).await.map_err(|error| match error {
             PlaceError::Db(error) => Problem::from(error),
             PlaceError::Stopped => Problem::unavailable("the service is shutting down"),
         })?,
-        Some(key) => {
-            if let Some(stored) = place_once(&state, &caller, &key, &request_hash, &order, &view).await? {
-                return Ok(stored);
-            }
-        }
-    }
-    admitted.committed();
+        Some(key) => match place_once(&state, &caller, &key, &request_hash, &order, &view).await? {
+            Placed::New(at) => at,
+            Placed::Before(first_response) => return Ok(first_response),
+        },
+    };
+    admitted.committed(committed_at);
     tracing::info!(order_id = %view.id, lines = view.items.len(), "order placed");
     Ok(accepted(&view))
 }
@@ -113,9 +111,15 @@ fn new_order(caller: &Caller, context: &RequestContext, request: &PlaceOrder) ->
     NewOrder { row, timeline, commands }
 }
 
+enum Placed {
+    /// Stored; its transaction committed then.
+    New(Instant),
+    /// The key was used before: the first response (nothing new is written).
+    Before(Response),
+}
+
 /// With an `Idempotency-Key`: the order, its commands and the stored response
-/// in one transaction that holds the key's lock. `Some`: the key was used
-/// before, and this is the first response (nothing new is written).
+/// in one transaction that holds the key's lock.
 async fn place_once(
     state: &AppState,
     caller: &Caller,
@@ -123,8 +127,8 @@ async fn place_once(
     request_hash: &[u8],
     order: &NewOrder,
     view: &OrderView,
-) -> Result<Option<Response>, Problem> {
-    let (placed, outgoing) = outbox::collecting(async {
+) -> Result<Placed, Problem> {
+    let placed = state.signal.transaction(async {
         let mut tx = state.pool.begin().await?;
         if !store::try_lock_idempotency_key(&mut tx, &caller.customer_id, key).await? {
             return Err(Problem::conflict(
@@ -141,20 +145,16 @@ async fn place_once(
                 ));
             }
             let view: OrderView = serde_json::from_value(stored.response).map_err(Problem::internal)?;
-            return Ok(Some(accepted(&view)));
+            return Ok(Placed::Before(accepted(&view)));
         }
         placement::stage(&mut tx, &[order], state.orchestrator.step_timeout).await?;
         let response = serde_json::to_value(view).expect("order view serializes");
         store::store_idempotent_response(&mut tx, &caller.customer_id, key, request_hash, order.row.id, &response)
             .await?;
         tx.commit().await?;
-        Ok(None)
-    })
-    .await;
-    if placed.is_ok() {
-        state.signal.committed(outgoing);
-    }
-    placed
+        Ok(Placed::New(Instant::now()))
+    });
+    placed.await
 }
 
 fn accepted(view: &OrderView) -> Response {
@@ -272,7 +272,7 @@ pub async fn cancel_order(
     caller: Caller,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<Response, Problem> {
-    let (cancelled, outgoing) = outbox::collecting(async {
+    let cancelled = state.signal.transaction(async {
         let mut tx = state.pool.begin().await?;
         let order = visible_order(store::lock(&mut tx, id).await?, &caller, id)?;
         let transition = state.orchestrator.advance(&mut tx, &order, Event::CancelRequested, None).await?;
@@ -282,12 +282,8 @@ pub async fn cancel_order(
         let order = store::find(&mut *tx, id).await?.ok_or_else(|| Problem::not_found(format!("no order {id}")))?;
         tx.commit().await?;
         Ok((StatusCode::ACCEPTED, Json(OrderView::from(&order))).into_response())
-    })
-    .await;
-    if cancelled.is_ok() {
-        state.signal.committed(outgoing);
-    }
-    cancelled
+    });
+    cancelled.await
 }
 
 /// The saga timeline: every step, command, reply and compensation.
