@@ -260,10 +260,16 @@ async fn get_product(
     request_body = PutProduct,
     responses(
         (status = 200, description = "Replaced", body = ProductView,
-            links(("GetProduct" = (operation_id = "get_product", parameters(("sku" = "$response.body#/sku")))))),
+            links(
+                ("GetProduct" = (operation_id = "get_product", parameters(("sku" = "$response.body#/sku")))),
+                ("ReplaceProduct" = (operation_id = "put_product", parameters(("sku" = "$response.body#/sku")))),
+            )),
         (status = 201, description = "Created", body = ProductView,
             headers(("Location" = String, description = "/api/v1/products/{sku}")),
-            links(("GetProduct" = (operation_id = "get_product", parameters(("sku" = "$response.body#/sku")))))),
+            links(
+                ("GetProduct" = (operation_id = "get_product", parameters(("sku" = "$response.body#/sku")))),
+                ("ReplaceProduct" = (operation_id = "put_product", parameters(("sku" = "$response.body#/sku")))),
+            )),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
@@ -370,6 +376,13 @@ mod tests {
 
     fn body(name: &str, price: i64, on_hand: i64) -> PutProduct {
         PutProduct { name: name.into(), unit_price_cents: price, on_hand }
+    }
+
+    #[test]
+    fn whole_numbers_written_with_a_fraction_part_are_integers() {
+        let put: PutProduct = serde_json::from_str(r#"{"name":"W","unit_price_cents":250.0,"on_hand":1e3}"#).unwrap();
+        assert_eq!((put.unit_price_cents, put.on_hand), (250, 1000));
+        assert!(serde_json::from_str::<PutProduct>(r#"{"name":"W","unit_price_cents":1,"on_hand":0.5}"#).is_err());
     }
 
     #[test]

@@ -244,6 +244,12 @@ mod tests {
     }
 
     #[test]
+    fn a_balance_written_as_a_whole_number_is_an_integer() {
+        assert_eq!(serde_json::from_str::<PutAccount>(r#"{"balance_cents":500.0}"#).unwrap().balance_cents, 500);
+        assert!(serde_json::from_str::<PutAccount>(r#"{"balance_cents":500.5}"#).is_err());
+    }
+
+    #[test]
     fn balance_bounds() {
         let put = |balance_cents| PutAccount { balance_cents };
         assert!(put(0).validate("alice").is_ok());

@@ -276,6 +276,23 @@ mod tests {
         PlaceOrder { items: (0..lines).map(|_| LineRequest { sku: sku.into(), quantity }).collect() }
     }
 
+    /// The document says `type: integer`; JSON Schema counts 2.0 as one
+    /// (schemathesis sent it and got 422): accepted, as 2. 2.5 is not.
+    #[test]
+    fn a_quantity_written_as_a_whole_number_is_accepted() {
+        let parse = |quantity: &str| {
+            serde_json::from_str::<PlaceOrder>(&format!(r#"{{"items":[{{"sku":"SKU-1","quantity":{quantity}}}]}}"#))
+        };
+        let order = parse("2.0").unwrap();
+        assert_eq!(order.items[0].quantity, 2);
+        assert!(order.validate().is_ok());
+        // The idempotency hash sees the same request either way.
+        assert_eq!(serde_json::to_vec(&order).unwrap(), serde_json::to_vec(&parse("2").unwrap()).unwrap());
+        for bad in ["2.5", "\"2\"", "1e19", "null"] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+    }
+
     #[test]
     fn validation_limits() {
         assert!(order(1, "SKU-1", 1).validate().is_ok());
