@@ -14,18 +14,20 @@
 # missing. Needs the debug build (`cargo build --workspace --bins`) and the
 # local PostgreSQL and RabbitMQ (started here if needed, as scripts/test.sh
 # does). Environment: SCHEMATHESIS_EXAMPLES (examples per operation, default
-# 40), SCHEMATHESIS_SEED (default 20260715), SCHEMATHESIS_PORT_BASE (the three
-# services listen on BASE, BASE+1 and BASE+2; default 18480).
+# 100), SCHEMATHESIS_SEED (default 20260715), SCHEMATHESIS_PORT_BASE (the three
+# services listen on BASE, BASE+1 and BASE+2; default 18480),
+# SCHEMATHESIS_PLATFORM (platform name and database prefix; default
+# schemathesis; its databases are dropped and made afresh on every run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
 SCHEMATHESIS_VERSION=4.32.5
 VENV=.tools/schemathesis
-EXAMPLES=${SCHEMATHESIS_EXAMPLES:-40}
+EXAMPLES=${SCHEMATHESIS_EXAMPLES:-100}
 SEED=${SCHEMATHESIS_SEED:-20260715}
 PORT_BASE=${SCHEMATHESIS_PORT_BASE:-18480}
-PLATFORM=schemathesis
+PLATFORM=${SCHEMATHESIS_PLATFORM:-schemathesis}
 SECRET=schemathesis-check-secret-0123456789abcdef
 BIN=target/debug
 WORK=target/schemathesis
@@ -36,11 +38,13 @@ services=("$@")
 # --- schemathesis, pinned, in a virtualenv inside the clone -----------------
 if [[ ! -x $VENV/bin/schemathesis ]] || [[ $("$VENV/bin/schemathesis" --version 2>/dev/null) != *" $SCHEMATHESIS_VERSION" ]]; then
     echo "Installing schemathesis $SCHEMATHESIS_VERSION from PyPI into $VENV"
-    if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' 2>/dev/null; then
-        apt_install python3-venv
-    fi
     rm -rf "$VENV"
-    python3 -m venv "$VENV"
+    if ! python3 -m venv "$VENV" >/dev/null 2>&1; then
+        # Debian's python3 needs python3-venv (ensurepip) to make one.
+        rm -rf "$VENV"
+        apt_install python3-venv
+        python3 -m venv "$VENV"
+    fi
     "$VENV/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
 fi
 "$VENV/bin/schemathesis" --version
@@ -92,39 +96,67 @@ echo "platform '$PLATFORM' up: order $order_url, payment $payment_url, inventory
 admin=$("$sagactl" token --sub schemathesis-admin --admin --ttl 1h)
 customer=$("$sagactl" token --sub alice --ttl 1h)
 
+# One order placed and settled before the runs, so that the admin reads of a
+# payment and a reservation have something to find besides drawn ids.
+order_id=$(ORDER=$order_url TOKEN=$customer python3 - <<'PY'
+import json, os, urllib.request
+base, token = os.environ["ORDER"], os.environ["TOKEN"]
+headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+body = json.dumps({"items": [{"sku": "SKU-1", "quantity": 1}]}).encode()
+placed = json.load(urllib.request.urlopen(urllib.request.Request(f"{base}/api/v1/orders", body, headers)))
+order = json.load(urllib.request.urlopen(urllib.request.Request(f"{base}/api/v1/orders/{placed['id']}?wait=20", headers=headers)))
+assert order["status"] == "COMPLETED", order
+print(order["id"])
+PY
+)
+# Half of the drawn order ids are that order's.
+cat >"$WORK/schemathesis.toml" <<TOML
+[dictionaries.orders]
+values = ["$order_id"]
+
+[parameters]
+"path.order_id" = { dictionary = "orders", probability = 0.5 }
+TOML
+
 # --- the runs -----------------------------------------------------------------
+# Each service as an admin and as a customer: orders are placed by customers
+# (an admin sees every order), the catalogue and the accounts are written by
+# admins (a customer gets 403 there, or 404 for another's account).
 failed=()
 for service in "${services[@]}"; do
     case $service in
-    # Orders are placed by customers; the catalogue and the accounts are
-    # written by admins (a customer gets 403 there, which each document says).
-    order) url=$order_url token=$customer ;;
-    payment) url=$payment_url token=$admin ;;
-    inventory) url=$inventory_url token=$admin ;;
+    order) url=$order_url ;;
+    payment) url=$payment_url ;;
+    inventory) url=$inventory_url ;;
     *) die "unknown service '$service' (order, payment or inventory)" ;;
     esac
-    section "schemathesis: $service-service ($url/api/openapi.json)"
-    started=$SECONDS
-    if SCHEMATHESIS_HOOKS=scripts/schemathesis_hooks.py "$VENV/bin/schemathesis" run "$url/api/openapi.json" \
-        --checks all \
-        --phases examples,coverage,fuzzing,stateful \
-        --seed "$SEED" \
-        --max-examples "$EXAMPLES" \
-        --workers 1 \
-        --request-timeout 40 \
-        --generation-database none \
-        --header "Authorization: Bearer $token" \
-        --report junit --report-dir "$WORK/reports/$service" \
-        --no-color; then
-        echo "$service-service: no failure ($((SECONDS - started)) s)"
-    else
-        echo "$service-service: FAILED ($((SECONDS - started)) s)"
-        failed+=("$service")
-    fi
+    for role in customer admin; do
+        token=$customer
+        [[ $role == admin ]] && token=$admin
+        section "schemathesis: $service-service as $role ($url/api/openapi.json)"
+        started=$SECONDS
+        if SCHEMATHESIS_HOOKS=scripts/schemathesis_hooks.py "$VENV/bin/schemathesis" \
+            --config-file "$WORK/schemathesis.toml" run "$url/api/openapi.json" \
+            --checks all \
+            --phases examples,coverage,fuzzing,stateful \
+            --seed "$SEED" \
+            --max-examples "$EXAMPLES" \
+            --workers 1 \
+            --request-timeout 40 \
+            --generation-database none \
+            --header "Authorization: Bearer $token" \
+            --report junit --report-dir "$WORK/reports/$service-$role" \
+            --no-color; then
+            echo "$service-service as $role: no failure ($((SECONDS - started)) s)"
+        else
+            echo "$service-service as $role: FAILED ($((SECONDS - started)) s)"
+            failed+=("$service as $role")
+        fi
+    done
 done
 
 if [[ ${#failed[@]} -gt 0 ]]; then
     echo "service logs: $WORK/.sagactl/logs/" >&2
-    die "schemathesis found failures in: ${failed[*]}"
+    die "schemathesis found failures: ${failed[*]}"
 fi
 echo "schemathesis: no failure in ${services[*]}"
