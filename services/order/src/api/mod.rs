@@ -90,6 +90,10 @@ mod tests {
         let get = &doc["paths"]["/api/v1/orders/{id}"]["get"]["parameters"];
         let wait = get.as_array().unwrap().iter().find(|p| p["name"] == "wait").unwrap();
         assert_eq!(wait["schema"]["maximum"], MAX_WAIT_SECONDS);
+        // Always present (null until known), as the contract lists them.
+        for field in ["total_cents", "failure_reason"] {
+            assert!(schemas["OrderView"]["required"].as_array().unwrap().contains(&field.into()), "{field}");
+        }
         let placed = &doc["paths"]["/api/v1/orders"]["post"]["responses"]["202"];
         for link in ["GetOrder", "OrderEvents", "CancelOrder"] {
             assert_eq!(placed["links"][link]["parameters"]["id"], "$response.body#/id", "{link}");

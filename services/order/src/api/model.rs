@@ -122,9 +122,10 @@ pub struct OrderView {
     pub status: String,
     pub items: Vec<ItemView>,
     /// Known once inventory has priced the order.
+    #[schema(required = true)]
     pub total_cents: Option<i64>,
     /// out_of_stock, unknown_sku, insufficient_funds or timeout when FAILED.
-    #[schema(schema_with = failure_reason_schema)]
+    #[schema(schema_with = failure_reason_schema, required = true)]
     pub failure_reason: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -137,6 +138,7 @@ pub struct ItemView {
     #[schema(schema_with = quantity_schema)]
     pub quantity: i32,
     /// Known once inventory has priced the order.
+    #[schema(required = true)]
     pub unit_price_cents: Option<i64>,
 }
 
@@ -164,7 +166,7 @@ impl From<&OrderRow> for OrderView {
 pub struct OrderPage {
     pub items: Vec<OrderView>,
     /// Pass as `cursor` to get the next (older) page; null on the last page.
-    #[schema(value_type = Option<Uuid>)]
+    #[schema(value_type = Option<Uuid>, required = true)]
     pub next_cursor: Option<String>,
 }
 
