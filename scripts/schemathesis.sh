@@ -83,14 +83,15 @@ sagactl=$PWD/$BIN/sagactl
 (cd "$WORK" && exec "$sagactl" up --platform "$PLATFORM" --database-prefix "$PLATFORM" --bin-dir "$OLDPWD/$BIN") \
     >"$WORK/up.log" 2>&1 &
 up_pid=$!
-ready() {
-    kill -0 "$up_pid" 2>/dev/null || { cat "$WORK/up.log"; die "sagactl up exited"; }
-    grep -q "Seeded demo data" "$WORK/up.log"
-}
-if ! wait_until 90 ready; then
-    cat "$WORK/up.log"
-    die "the platform was not ready within 90 s"
-fi
+# `sagactl up` prints this once every /readyz answered 200 and the demo data is in.
+deadline=$((SECONDS + 90))
+until grep -q "Seeded demo data" "$WORK/up.log"; do
+    if ! kill -0 "$up_pid" 2>/dev/null || ((SECONDS >= deadline)); then
+        cat "$WORK/up.log"
+        die "the platform did not come up (sagactl up, log above)"
+    fi
+    sleep 1
+done
 echo "platform '$PLATFORM' up: order $order_url, payment $payment_url, inventory $inventory_url (logs: $WORK/.sagactl/logs)"
 
 admin=$("$sagactl" token --sub schemathesis-admin --admin --ttl 1h)
