@@ -58,6 +58,11 @@ scripts/supply-chain.sh fuzz
 begin "cargo build --workspace --bins"
 cargo build --workspace --bins
 
+# The OpenAPI documents against the running services (docs/usage.md): a
+# platform of its own, every service as a customer and as an admin.
+begin "schemathesis against every service's /api/openapi.json (scripts/schemathesis.sh)"
+scripts/schemathesis.sh
+
 begin "CRD drift: crds/sagaplatform.yaml matches saga-operator crd"
 target/debug/saga-operator crd | diff -u crds/sagaplatform.yaml -
 

@@ -491,6 +491,19 @@ async fn bad_requests_are_refused_with_problem_json_and_change_nothing() {
             .bearer(&admin)
             .json(json!({"name": "new", "unit_price_cents": 1, "on_hand": 1, "reserved": 5}))
             .expect(422, "invalid-body"),
+        // Integers may be written 2.0 (JSON Schema counts them so), never 2.5.
+        Case::inventory("PUT product, fractional stock", Method::PUT, NEW_PRODUCT)
+            .bearer(&admin)
+            .json(json!({"name": "new", "unit_price_cents": 1, "on_hand": 2.5}))
+            .expect(422, "invalid-body"),
+        Case::inventory("PUT product, negative price written -1.0", Method::PUT, NEW_PRODUCT)
+            .bearer(&admin)
+            .json(json!({"name": "new", "unit_price_cents": -1.0, "on_hand": 1}))
+            .expect(422, "validation-failed"),
+        Case::inventory("PUT product, name with a control character", Method::PUT, NEW_PRODUCT)
+            .bearer(&admin)
+            .json(json!({"name": "new\u{7}", "unit_price_cents": 1, "on_hand": 1}))
+            .expect(422, "validation-failed"),
         // --- payment admin routes ---
         Case::payment("PUT account as non-admin", Method::PUT, "/api/v1/accounts/alice")
             .bearer(&alice)
@@ -511,6 +524,10 @@ async fn bad_requests_are_refused_with_problem_json_and_change_nothing() {
         Case::payment("PUT account, balance as string", Method::PUT, BOB_ACCOUNT)
             .bearer(&admin)
             .json(json!({"balance_cents": "100"}))
+            .expect(422, "invalid-body"),
+        Case::payment("PUT account, fractional balance", Method::PUT, BOB_ACCOUNT)
+            .bearer(&admin)
+            .json(json!({"balance_cents": 100.5}))
             .expect(422, "invalid-body"),
         Case::payment("PUT account, wrong content type", Method::PUT, BOB_ACCOUNT)
             .bearer(&admin)

@@ -3,11 +3,19 @@
 //! so everything behind it holds a value that fits every column, log line,
 //! header and terminal.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::ops::Deref;
 
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+
 /// The longest customer id accepted, in bytes.
 pub const MAX_CUSTOMER_ID_LEN: usize = 255;
+
+/// The rule as an ECMA-262 (and Python `re`) pattern: `!` to `~` are the
+/// printable ASCII characters but the space (`u8::is_ascii_graphic`).
+pub const CUSTOMER_ID_PATTERN: &str = "^[!-~]{1,255}$";
 
 /// 1-255 printable ASCII characters: no spaces, no control characters (NUL
 /// included), nothing outside ASCII. Covers the usual `sub` shapes (user
@@ -27,6 +35,25 @@ impl CustomerId {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+}
+
+impl utoipa::PartialSchema for CustomerId {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .min_length(Some(1))
+            .max_length(Some(MAX_CUSTOMER_ID_LEN))
+            .pattern(Some(CUSTOMER_ID_PATTERN))
+            .description(Some("1-255 printable ASCII characters without spaces (a token's `sub`)"))
+            .examples(["alice"])
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for CustomerId {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("CustomerId")
     }
 }
 
@@ -70,5 +97,15 @@ mod tests {
             assert_eq!(CustomerId::parse(bad), Err(InvalidCustomerId), "{bad:?}");
         }
         assert!(CustomerId::parse(&"x".repeat(MAX_CUSTOMER_ID_LEN + 1)).is_err());
+    }
+
+    #[test]
+    fn the_pattern_states_the_rule() {
+        assert_eq!(CUSTOMER_ID_PATTERN, format!("^[!-~]{{1,{MAX_CUSTOMER_ID_LEN}}}$"));
+        for b in 0u8..=255 {
+            let in_class = (b'!'..=b'~').contains(&b);
+            let one = String::from_utf8_lossy(&[b]).into_owned();
+            assert_eq!(CustomerId::parse(&one).is_ok(), in_class, "{b}");
+        }
     }
 }

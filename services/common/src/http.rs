@@ -17,7 +17,6 @@ use hyper_util::service::TowerToHyperService;
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 use utoipa::openapi::OpenApi;
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::auth::Auth;
@@ -121,11 +120,7 @@ pub fn finish(
     metrics: Metrics,
     request_timeout: Duration,
 ) -> Router {
-    let components = openapi.components.get_or_insert_with(Default::default);
-    components.add_security_scheme(
-        "bearer",
-        SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
-    );
+    crate::openapi::complete(&mut openapi);
     let metrics_for_route = metrics.clone();
     let ops = Router::new()
         .route("/healthz", get(|| async { Json(serde_json::json!({"status": "alive"})) }))

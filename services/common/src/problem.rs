@@ -11,13 +11,25 @@ use serde::de::DeserializeOwned;
 
 pub const CONTENT_TYPE: &str = "application/problem+json";
 
+/// An RFC 9457 problem details object.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(example = json!({
+    "type": "https://saga.dev/problems/not-found",
+    "title": "Not Found",
+    "status": 404,
+    "detail": "no order 0190b8f1-3c1e-7000-8000-000000000000"
+}))]
 pub struct Problem {
-    /// Stable identifier of the kind of problem.
+    /// Stable identifier of the kind of problem: `https://saga.dev/problems/{kind}`.
     #[serde(rename = "type")]
+    #[schema(example = "https://saga.dev/problems/not-found")]
     pub kind: String,
+    /// The HTTP reason phrase of `status`.
     pub title: String,
+    /// The HTTP status code, repeated.
+    #[schema(minimum = 400, maximum = 599)]
     pub status: u16,
+    /// What went wrong with this request, for a person.
     pub detail: String,
 }
 

@@ -6,8 +6,14 @@ use axum::extract::State;
 use axum::response::Response;
 use saga_common::auth::{Admin, Caller};
 use saga_common::http::{ApiState, created_or_replaced};
+use saga_common::openapi::{
+    BadRequest, Forbidden, NotFound, PayloadTooLarge, Unauthorized, Unavailable, Unprocessable, UnsupportedMediaType,
+    integer,
+};
 use saga_common::problem::{ApiJson, ApiPath, Problem};
+use saga_common::sku::Sku;
 use serde::{Deserialize, Serialize};
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::{OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -26,31 +32,68 @@ use crate::store::{self, Reservation};
 )]
 struct ApiDoc;
 
-pub fn router(state: ApiState) -> (axum::Router, utoipa::openapi::OpenApi) {
+fn routes() -> OpenApiRouter<ApiState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(list_products))
         .routes(routes!(get_product, put_product))
         .routes(routes!(get_reservation))
-        .with_state(state)
-        .split_for_parts()
 }
 
-pub const MAX_SKU_LEN: usize = 64;
+pub fn router(state: ApiState) -> (axum::Router, utoipa::openapi::OpenApi) {
+    routes().with_state(state).split_for_parts()
+}
+
 pub const MAX_NAME_LEN: usize = 200;
+/// A product name as `PutProduct::validate` checks it: no control character
+/// (`char::is_control`: U+0000-U+001F, U+007F-U+009F) and at least one that
+/// is not white space (`char::is_whitespace`); its length (in characters)
+/// is the schema's `minLength`/`maxLength`.
+pub const NAME_PATTERN: &str = "^[^\\x00-\\x1f\\x7f-\\x9f]*\
+    [^\\x00-\\x20\\x7f-\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]\
+    [^\\x00-\\x1f\\x7f-\\x9f]*$";
 pub const MAX_PRICE_CENTS: i64 = 1_000_000_000;
 pub const MAX_ON_HAND: i64 = 1_000_000_000;
 
 /// A product and its stock.
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"sku": "SKU-1", "name": "Widget", "unit_price_cents": 1500, "on_hand": 100, "reserved": 0}))]
 pub struct ProductView {
-    #[schema(example = "SKU-1")]
+    #[schema(value_type = Sku)]
     pub sku: String,
     pub name: String,
+    #[schema(schema_with = price_schema)]
     pub unit_price_cents: i64,
     /// Units free to sell.
+    #[schema(minimum = 0)]
     pub on_hand: i64,
     /// Units held by running sagas.
+    #[schema(minimum = 0)]
     pub reserved: i64,
+}
+
+fn price_schema() -> Schema {
+    integer(0, MAX_PRICE_CENTS)
+}
+
+fn on_hand_schema() -> Schema {
+    integer(0, MAX_ON_HAND)
+}
+
+fn name_schema() -> Schema {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(Some(1))
+        .max_length(Some(MAX_NAME_LEN))
+        .pattern(Some(NAME_PATTERN))
+        .examples(["Widget"])
+        .into()
+}
+
+fn reservation_status_schema() -> Schema {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some(store::ReservationStatus::ALL.map(store::ReservationStatus::as_str)))
+        .into()
 }
 
 impl From<store::Product> for ProductView {
@@ -75,12 +118,18 @@ pub struct ProductList {
 /// held by running sagas.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"name": "Widget", "unit_price_cents": 1500, "on_hand": 100}))]
 pub struct PutProduct {
-    /// 1-200 characters.
+    /// 1-200 characters, not blank, no control characters.
+    #[schema(schema_with = name_schema)]
     pub name: String,
     /// 0..=1 000 000 000.
+    #[serde(deserialize_with = "saga_common::openapi::deserialize_integer")]
+    #[schema(schema_with = price_schema)]
     pub unit_price_cents: i64,
     /// Units free to sell, 0..=1 000 000 000.
+    #[serde(deserialize_with = "saga_common::openapi::deserialize_integer")]
+    #[schema(schema_with = on_hand_schema)]
     pub on_hand: i64,
 }
 
@@ -107,20 +156,15 @@ impl PutProduct {
     }
 }
 
-/// A SKU is 1-64 characters of `A-Z a-z 0-9 . _ -`.
+/// A SKU is 1-64 characters of `A-Z a-z 0-9 . _ -` (`saga_common::sku`).
 pub fn validate_sku(sku: &str) -> Result<(), String> {
-    let valid = (1..=MAX_SKU_LEN).contains(&sku.len())
-        && sku.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    if valid {
-        Ok(())
-    } else {
-        Err(format!("sku must be 1-{MAX_SKU_LEN} characters of A-Z, a-z, 0-9, '.', '_' or '-'"))
-    }
+    Sku::parse(sku).map(|_| ()).map_err(|e| e.to_string())
 }
 
 /// One priced line of a reservation.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ReservationLine {
+    #[schema(value_type = Sku)]
     pub sku: String,
     pub quantity: i32,
     /// The catalogue price when the stock was reserved.
@@ -132,7 +176,7 @@ pub struct ReservationLine {
 pub struct ReservationView {
     pub order_id: Uuid,
     /// `RESERVED`, `CONFIRMED`, `RELEASED` or `REJECTED`.
-    #[schema(example = "RESERVED")]
+    #[schema(schema_with = reservation_status_schema)]
     pub status: String,
     pub lines: Vec<ReservationLine>,
     /// Why it was rejected (`out_of_stock`, `unknown_sku`), if it was.
@@ -168,9 +212,11 @@ impl From<Reservation> for ReservationView {
     get,
     path = "/api/v1/products",
     tag = "products",
+    security(("bearer" = [])),
     responses(
         (status = 200, description = "Every product, ordered by SKU", body = ProductList),
-        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 401, response = Unauthorized),
+        (status = 503, response = Unavailable),
     )
 )]
 async fn list_products(_caller: Caller, State(state): State<ApiState>) -> Result<Json<ProductList>, Problem> {
@@ -183,11 +229,14 @@ async fn list_products(_caller: Caller, State(state): State<ApiState>) -> Result
     get,
     path = "/api/v1/products/{sku}",
     tag = "products",
-    params(("sku" = String, Path, description = "Product SKU")),
+    security(("bearer" = [])),
+    params(("sku" = Sku, Path, description = "Product SKU")),
     responses(
         (status = 200, description = "The product", body = ProductView),
-        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such product", body = Problem, content_type = "application/problem+json"),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 503, response = Unavailable),
     )
 )]
 async fn get_product(
@@ -206,15 +255,29 @@ async fn get_product(
     put,
     path = "/api/v1/products/{sku}",
     tag = "products",
-    params(("sku" = String, Path, description = "Product SKU: 1-64 of A-Z a-z 0-9 . _ -")),
+    security(("bearer" = [])),
+    params(("sku" = Sku, Path, description = "Product SKU")),
     request_body = PutProduct,
     responses(
-        (status = 200, description = "Replaced", body = ProductView),
-        (status = 201, description = "Created", body = ProductView),
-        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid product", body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "Replaced", body = ProductView,
+            links(
+                ("GetProduct" = (operation_id = "get_product", parameters(("sku" = "$response.body#/sku")))),
+                ("ReplaceProduct" = (operation_id = "put_product", parameters(("sku" = "$response.body#/sku")))),
+            )),
+        (status = 201, description = "Created", body = ProductView,
+            headers(("Location" = String, description = "/api/v1/products/{sku}")),
+            links(
+                ("GetProduct" = (operation_id = "get_product", parameters(("sku" = "$response.body#/sku")))),
+                ("ReplaceProduct" = (operation_id = "put_product", parameters(("sku" = "$response.body#/sku")))),
+            )),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 422, response = Unprocessable),
+        (status = 503, response = Unavailable),
     )
 )]
 async fn put_product(
@@ -244,13 +307,15 @@ async fn put_product(
     get,
     path = "/api/v1/reservations/{order_id}",
     tag = "reservations",
+    security(("bearer" = [])),
     params(("order_id" = Uuid, Path, description = "Order id")),
     responses(
         (status = 200, description = "The reservation", body = ReservationView),
-        (status = 400, description = "Not a UUID", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No reservation for this order", body = Problem, content_type = "application/problem+json"),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 503, response = Unavailable),
     )
 )]
 async fn get_reservation(
@@ -268,8 +333,56 @@ async fn get_reservation(
 mod tests {
     use super::*;
 
+    fn document() -> utoipa::openapi::OpenApi {
+        let mut openapi = routes().into_openapi();
+        saga_common::openapi::complete(&mut openapi);
+        openapi
+    }
+
+    #[test]
+    fn the_document_follows_the_shared_rules_and_states_the_limits() {
+        let openapi = document();
+        let errors = saga_common::openapi::check(&openapi);
+        assert!(errors.is_empty(), "{errors:#?}");
+        let doc = serde_json::to_value(openapi).unwrap();
+        let put = &doc["components"]["schemas"]["PutProduct"]["properties"];
+        assert_eq!(put["unit_price_cents"]["maximum"], MAX_PRICE_CENTS);
+        assert_eq!(put["on_hand"]["maximum"], MAX_ON_HAND);
+        assert_eq!(
+            (put["name"]["maxLength"].clone(), put["name"]["pattern"].clone()),
+            (MAX_NAME_LEN.into(), NAME_PATTERN.into())
+        );
+        let path = &doc["paths"]["/api/v1/products/{sku}"]["put"]["parameters"][0]["schema"]["$ref"];
+        assert_eq!(path, "#/components/schemas/Sku");
+    }
+
+    /// The name pattern, read as a set of characters, agrees with `validate`.
+    #[test]
+    fn the_name_pattern_states_the_rule() {
+        let control = |c: char| matches!(c, '\u{0}'..='\u{1f}' | '\u{7f}'..='\u{9f}');
+        let space = |c: char| {
+            matches!(c, '\u{0}'..='\u{20}' | '\u{7f}'..='\u{a0}' | '\u{1680}' | '\u{2000}'..='\u{200a}')
+                || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202f}' | '\u{205f}' | '\u{3000}')
+        };
+        for c in (0..=0x3100u32).filter_map(char::from_u32) {
+            assert_eq!(c.is_control(), control(c), "{c:?}");
+            assert_eq!(c.is_whitespace() || c.is_control(), space(c), "{c:?}");
+        }
+        assert!(NAME_PATTERN.contains("\\x00-\\x1f\\x7f-\\x9f"));
+        assert!(
+            NAME_PATTERN.contains("\\x00-\\x20\\x7f-\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000")
+        );
+    }
+
     fn body(name: &str, price: i64, on_hand: i64) -> PutProduct {
         PutProduct { name: name.into(), unit_price_cents: price, on_hand }
+    }
+
+    #[test]
+    fn whole_numbers_written_with_a_fraction_part_are_integers() {
+        let put: PutProduct = serde_json::from_str(r#"{"name":"W","unit_price_cents":250.0,"on_hand":1e3}"#).unwrap();
+        assert_eq!((put.unit_price_cents, put.on_hand), (250, 1000));
+        assert!(serde_json::from_str::<PutProduct>(r#"{"name":"W","unit_price_cents":1,"on_hand":0.5}"#).is_err());
     }
 
     #[test]

@@ -123,6 +123,13 @@ pub enum ReservationStatus {
 }
 
 impl ReservationStatus {
+    pub const ALL: [ReservationStatus; 4] = [
+        ReservationStatus::Reserved,
+        ReservationStatus::Confirmed,
+        ReservationStatus::Released,
+        ReservationStatus::Rejected,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             ReservationStatus::Reserved => "RESERVED",

@@ -7,8 +7,13 @@ use axum::response::Response;
 use saga_common::auth::{Admin, Caller};
 use saga_common::customer::CustomerId;
 use saga_common::http::{ApiState, created_or_replaced};
+use saga_common::openapi::{
+    BadRequest, Forbidden, NotFound, PayloadTooLarge, Unauthorized, Unavailable, Unprocessable, UnsupportedMediaType,
+    integer,
+};
 use saga_common::problem::{ApiJson, ApiPath, Problem};
 use serde::{Deserialize, Serialize};
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::{OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -27,21 +32,26 @@ use crate::store;
 )]
 struct ApiDoc;
 
-pub fn router(state: ApiState) -> (axum::Router, utoipa::openapi::OpenApi) {
+fn routes() -> OpenApiRouter<ApiState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(get_account, put_account))
         .routes(routes!(get_payment))
-        .with_state(state)
-        .split_for_parts()
+}
+
+pub fn router(state: ApiState) -> (axum::Router, utoipa::openapi::OpenApi) {
+    routes().with_state(state).split_for_parts()
 }
 
 pub const MAX_BALANCE_CENTS: i64 = 1_000_000_000_000;
 
 /// A customer's balance.
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"customer_id": "alice", "balance_cents": 1000000}))]
 pub struct AccountView {
-    #[schema(example = "alice")]
+    #[schema(value_type = CustomerId)]
     pub customer_id: String,
+    /// Never below zero: a charge that would overdraw it is declined.
+    #[schema(minimum = 0)]
     pub balance_cents: i64,
 }
 
@@ -54,9 +64,23 @@ impl From<store::Account> for AccountView {
 /// Creates an account or sets its balance.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"balance_cents": 1000000}))]
 pub struct PutAccount {
     /// 0..=1 000 000 000 000.
+    #[serde(deserialize_with = "saga_common::openapi::deserialize_integer")]
+    #[schema(schema_with = balance_schema)]
     pub balance_cents: i64,
+}
+
+fn balance_schema() -> Schema {
+    integer(0, MAX_BALANCE_CENTS)
+}
+
+fn payment_status_schema() -> Schema {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some(store::PaymentStatus::ALL.map(store::PaymentStatus::as_str)))
+        .into()
 }
 
 impl PutAccount {
@@ -79,7 +103,7 @@ pub struct PaymentView {
     pub amount_cents: i64,
     /// `CAPTURED`, `REFUNDED`, `DECLINED`, or `VOIDED` (refunded before
     /// the charge arrived: nothing was or will be charged).
-    #[schema(example = "CAPTURED")]
+    #[schema(schema_with = payment_status_schema)]
     pub status: String,
 }
 
@@ -88,11 +112,14 @@ pub struct PaymentView {
     get,
     path = "/api/v1/accounts/{customer_id}",
     tag = "accounts",
-    params(("customer_id" = String, Path, description = "Customer id (a token's sub)")),
+    security(("bearer" = [])),
+    params(("customer_id" = CustomerId, Path, description = "Customer id (a token's sub)")),
     responses(
         (status = 200, description = "The account", body = AccountView),
-        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such account (or not yours)", body = Problem, content_type = "application/problem+json"),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 503, response = Unavailable),
     )
 )]
 async fn get_account(
@@ -114,15 +141,33 @@ async fn get_account(
     put,
     path = "/api/v1/accounts/{customer_id}",
     tag = "accounts",
-    params(("customer_id" = String, Path, description = "Customer id (a token's sub)")),
+    security(("bearer" = [])),
+    params(("customer_id" = CustomerId, Path, description = "Customer id (a token's sub)")),
     request_body = PutAccount,
     responses(
-        (status = 200, description = "Balance set", body = AccountView),
-        (status = 201, description = "Created", body = AccountView),
-        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid account", body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "Balance set", body = AccountView,
+            links(
+                ("GetAccount" = (operation_id = "get_account",
+                    parameters(("customer_id" = "$response.body#/customer_id")))),
+                ("SetBalance" = (operation_id = "put_account",
+                    parameters(("customer_id" = "$response.body#/customer_id")))),
+            )),
+        (status = 201, description = "Created", body = AccountView,
+            headers(("Location" = String, description = "/api/v1/accounts/{customer_id}")),
+            links(
+                ("GetAccount" = (operation_id = "get_account",
+                    parameters(("customer_id" = "$response.body#/customer_id")))),
+                ("SetBalance" = (operation_id = "put_account",
+                    parameters(("customer_id" = "$response.body#/customer_id")))),
+            )),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 422, response = Unprocessable),
+        (status = 503, response = Unavailable),
     )
 )]
 async fn put_account(
@@ -148,13 +193,15 @@ async fn put_account(
     get,
     path = "/api/v1/payments/{order_id}",
     tag = "payments",
+    security(("bearer" = [])),
     params(("order_id" = Uuid, Path, description = "Order id")),
     responses(
         (status = 200, description = "The payment", body = PaymentView),
-        (status = 400, description = "Not a UUID", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No payment for this order", body = Problem, content_type = "application/problem+json"),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 503, response = Unavailable),
     )
 )]
 async fn get_payment(
@@ -177,6 +224,30 @@ async fn get_payment(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn document() -> utoipa::openapi::OpenApi {
+        let mut openapi = routes().into_openapi();
+        saga_common::openapi::complete(&mut openapi);
+        openapi
+    }
+
+    #[test]
+    fn the_document_follows_the_shared_rules_and_states_the_limits() {
+        let openapi = document();
+        let errors = saga_common::openapi::check(&openapi);
+        assert!(errors.is_empty(), "{errors:#?}");
+        let doc = serde_json::to_value(openapi).unwrap();
+        let balance = &doc["components"]["schemas"]["PutAccount"]["properties"]["balance_cents"];
+        assert_eq!((balance["minimum"].clone(), balance["maximum"].clone()), (0.into(), MAX_BALANCE_CENTS.into()));
+        let path = &doc["paths"]["/api/v1/accounts/{customer_id}"]["get"]["parameters"][0]["schema"]["$ref"];
+        assert_eq!(path, "#/components/schemas/CustomerId");
+    }
+
+    #[test]
+    fn a_balance_written_as_a_whole_number_is_an_integer() {
+        assert_eq!(serde_json::from_str::<PutAccount>(r#"{"balance_cents":500.0}"#).unwrap().balance_cents, 500);
+        assert!(serde_json::from_str::<PutAccount>(r#"{"balance_cents":500.5}"#).is_err());
+    }
 
     #[test]
     fn balance_bounds() {

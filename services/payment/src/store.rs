@@ -51,6 +51,9 @@ pub enum PaymentStatus {
 }
 
 impl PaymentStatus {
+    pub const ALL: [PaymentStatus; 4] =
+        [PaymentStatus::Captured, PaymentStatus::Refunded, PaymentStatus::Declined, PaymentStatus::Voided];
+
     pub fn as_str(self) -> &'static str {
         match self {
             PaymentStatus::Captured => "CAPTURED",

@@ -40,16 +40,69 @@ impl FromRef<AppState> for Auth {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Saga Platform — order service", description = "Place orders and follow their saga."),
-    security(("bearer" = []))
+    security(("bearer" = [])),
+    // Referred to from schemas built by hand (model::lines_schema).
+    components(schemas(model::LineRequest))
 )]
 struct ApiDoc;
 
-pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
+fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(orders::place_order, orders::list_orders))
         .routes(routes!(orders::get_order))
         .routes(routes!(orders::cancel_order))
         .routes(routes!(orders::order_events))
-        .with_state(state)
-        .split_for_parts()
+}
+
+pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
+    routes().with_state(state).split_for_parts()
+}
+
+#[cfg(test)]
+mod tests {
+    /// The document as served (`saga_common::http::finish` completes it).
+    fn document() -> utoipa::openapi::OpenApi {
+        let mut openapi = super::routes().into_openapi();
+        saga_common::openapi::complete(&mut openapi);
+        openapi
+    }
+
+    #[test]
+    fn the_document_follows_the_shared_rules() {
+        let errors = saga_common::openapi::check(&document());
+        assert!(errors.is_empty(), "{errors:#?}");
+    }
+
+    #[test]
+    fn the_document_states_the_limits_the_handlers_check() {
+        use super::model::*;
+        let doc = serde_json::to_value(document()).unwrap();
+        let schemas = &doc["components"]["schemas"];
+        assert_eq!(schemas["PlaceOrder"]["properties"]["items"]["minItems"], 1);
+        assert_eq!(schemas["PlaceOrder"]["properties"]["items"]["maxItems"], MAX_LINES);
+        assert_eq!(schemas["LineRequest"]["properties"]["quantity"]["maximum"], MAX_QUANTITY);
+        assert_eq!(schemas["LineRequest"]["properties"]["sku"]["$ref"], "#/components/schemas/Sku");
+        assert_eq!(schemas["Sku"]["pattern"], saga_common::sku::SKU_PATTERN);
+        let list = &doc["paths"]["/api/v1/orders"]["get"]["parameters"];
+        let limit = list.as_array().unwrap().iter().find(|p| p["name"] == "limit").unwrap();
+        assert_eq!(
+            (limit["schema"]["minimum"].clone(), limit["schema"]["maximum"].clone()),
+            (1.into(), MAX_LIMIT.into())
+        );
+        let get = &doc["paths"]["/api/v1/orders/{id}"]["get"]["parameters"];
+        let wait = get.as_array().unwrap().iter().find(|p| p["name"] == "wait").unwrap();
+        assert_eq!(wait["schema"]["maximum"], MAX_WAIT_SECONDS);
+        // Always present (null until known), as the contract lists them.
+        for field in ["total_cents", "failure_reason"] {
+            assert!(schemas["OrderView"]["required"].as_array().unwrap().contains(&field.into()), "{field}");
+        }
+        let placed = &doc["paths"]["/api/v1/orders"]["post"]["responses"]["202"];
+        for link in ["GetOrder", "OrderEvents", "CancelOrder"] {
+            assert_eq!(placed["links"][link]["parameters"]["id"], "$response.body#/id", "{link}");
+        }
+        assert_eq!(
+            crate::saga::OrderStatus::ALL.map(crate::saga::OrderStatus::as_str),
+            crate::saga::OrderStatus::ALL_STR
+        );
+    }
 }

@@ -8,6 +8,10 @@ use chrono::Utc;
 use saga_common::auth::Caller;
 use saga_common::envelope::Envelope;
 use saga_common::http::RequestContext;
+use saga_common::openapi::{
+    BadRequest, Conflict, NotFound, PayloadTooLarge, TooManyRequests, Unauthorized, Unavailable, Unprocessable,
+    UnsupportedMediaType,
+};
 use saga_common::problem::{ApiJson, ApiPath, ApiQuery, Problem};
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -25,16 +29,28 @@ const IDEMPOTENCY_KEY: &str = "idempotency-key";
 /// Place an order; its saga runs in the background.
 #[utoipa::path(
     post, path = "/api/v1/orders", tag = "orders",
+    security(("bearer" = [])),
     request_body = PlaceOrder,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Same key + same body returns the first response")),
+    params(IdempotencyKeyHeader),
     responses(
-        (status = 202, description = "Accepted; follow the Location", body = OrderView),
-        (status = 400, description = "Malformed JSON or header", body = Problem),
-        (status = 409, description = "A request with this Idempotency-Key is in progress", body = Problem),
-        (status = 413, description = "Body larger than 64 KiB", body = Problem),
-        (status = 422, description = "Invalid order, or Idempotency-Key reused with another body", body = Problem),
-        (status = 429, description = "This customer runs more than their share of sagas while the platform is busy; see Retry-After", body = Problem),
-        (status = 503, description = "Overloaded: too many sagas running; see Retry-After", body = Problem),
+        (status = 202, description = "Accepted: the order, PENDING; follow the Location", body = OrderView,
+            headers(("Location" = String, description = "/api/v1/orders/{id}")),
+            links(
+                ("GetOrder" = (operation_id = "get_order", parameters(("id" = "$response.body#/id")),
+                    description = "The order")),
+                ("OrderEvents" = (operation_id = "order_events", parameters(("id" = "$response.body#/id")),
+                    description = "Its saga timeline")),
+                ("CancelOrder" = (operation_id = "cancel_order", parameters(("id" = "$response.body#/id")),
+                    description = "Cancel it")),
+            )),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 409, response = Conflict),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 422, response = Unprocessable),
+        (status = 429, response = TooManyRequests),
+        (status = 503, response = Unavailable),
     )
 )]
 pub async fn place_order(
@@ -167,13 +183,19 @@ fn accepted(view: &OrderView) -> Response {
 /// its status then.
 #[utoipa::path(
     get, path = "/api/v1/orders/{id}", tag = "orders",
-    params(("id" = Uuid, Path), GetQuery),
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "The order id"), GetQuery),
     responses(
-        (status = 200, body = OrderView),
-        (status = 400, body = Problem),
-        (status = 404, body = Problem),
-        (status = 429, description = "This customer has too many long polls open; see Retry-After", body = Problem),
-        (status = 503, description = "Too many long polls open; see Retry-After", body = Problem),
+        (status = 200, description = "The order", body = OrderView,
+            links(
+                ("OrderEvents" = (operation_id = "order_events", parameters(("id" = "$response.body#/id")))),
+                ("CancelOrder" = (operation_id = "cancel_order", parameters(("id" = "$response.body#/id")))),
+            )),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 429, response = TooManyRequests),
+        (status = 503, response = Unavailable),
     )
 )]
 pub async fn get_order(
@@ -218,17 +240,23 @@ fn visible_order(order: Option<OrderRow>, caller: &Caller, id: Uuid) -> Result<O
 /// Orders, newest first (own orders; an admin sees all).
 #[utoipa::path(
     get, path = "/api/v1/orders", tag = "orders",
+    security(("bearer" = [])),
     params(ListQuery),
-    responses((status = 200, body = OrderPage), (status = 400, body = Problem))
+    responses(
+        (status = 200, description = "A page of orders", body = OrderPage),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 503, response = Unavailable),
+    )
 )]
 pub async fn list_orders(
     State(state): State<AppState>,
     caller: Caller,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Json<OrderPage>, Problem> {
-    let limit = query.limit.unwrap_or(20);
-    if !(1..=100).contains(&limit) {
-        return Err(Problem::bad_request("invalid-query", "limit must be between 1 and 100"));
+    let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(Problem::bad_request("invalid-query", format!("limit must be between 1 and {MAX_LIMIT}")));
     }
     if let Some(status) = &query.status
         && !STATUSES.contains(&status.as_str())
@@ -260,11 +288,16 @@ pub async fn list_orders(
 /// Cancel: a running saga compensates; a COMPLETED order is refunded and restocked.
 #[utoipa::path(
     post, path = "/api/v1/orders/{id}/cancel", tag = "orders",
-    params(("id" = Uuid, Path)),
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "The order id")),
     responses(
-        (status = 202, description = "Cancellation under way", body = OrderView),
-        (status = 404, body = Problem),
-        (status = 409, description = "Already finished or failing", body = Problem),
+        (status = 202, description = "Cancellation under way: the order, still PENDING until compensated", body = OrderView,
+            links(("GetOrder" = (operation_id = "get_order", parameters(("id" = "$response.body#/id")))))),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 503, response = Unavailable),
     )
 )]
 pub async fn cancel_order(
@@ -289,8 +322,15 @@ pub async fn cancel_order(
 /// The saga timeline: every step, command, reply and compensation.
 #[utoipa::path(
     get, path = "/api/v1/orders/{id}/events", tag = "orders",
-    params(("id" = Uuid, Path)),
-    responses((status = 200, body = [TimelineEntry]), (status = 404, body = Problem))
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "The order id")),
+    responses(
+        (status = 200, description = "The timeline, oldest first", body = [TimelineEntry]),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 503, response = Unavailable),
+    )
 )]
 pub async fn order_events(
     State(state): State<AppState>,

@@ -52,6 +52,13 @@ impl Outcome {
 }
 
 impl FailureReason {
+    pub const ALL: [FailureReason; 4] = [
+        FailureReason::OutOfStock,
+        FailureReason::UnknownSku,
+        FailureReason::InsufficientFunds,
+        FailureReason::Timeout,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             FailureReason::OutOfStock => "out_of_stock",
@@ -72,6 +79,10 @@ pub enum OrderStatus {
 }
 
 impl OrderStatus {
+    pub const ALL: [OrderStatus; 4] =
+        [OrderStatus::Pending, OrderStatus::Completed, OrderStatus::Failed, OrderStatus::Cancelled];
+    pub const ALL_STR: [&str; 4] = ["PENDING", "COMPLETED", "FAILED", "CANCELLED"];
+
     pub fn as_str(self) -> &'static str {
         match self {
             OrderStatus::Pending => "PENDING",
