@@ -322,12 +322,15 @@ impl Brokers {
     /// exist. A tier still holding messages is kept (its messages go back to
     /// the service queue when their TTL ends) and named in `kept`; the next
     /// reconcile tries again. Call only for names this resource has claimed.
+    /// Without `remove_empty` nothing is deleted: every surplus tier found is
+    /// named in `kept` (pods of an older template may still publish into it).
     pub async fn prune_retry_queues(
         &self,
         target: &Target,
         topology: &Topology,
         from: u32,
         to: Option<u32>,
+        remove_empty: bool,
     ) -> Result<RetryPrune, BrokerError> {
         let connection = self.connection(target).await?;
         let platform = topology.spec.platform.clone();
@@ -355,6 +358,8 @@ impl Brokers {
                     };
                     if count > 0 {
                         outcome.kept.push(format!("{name} ({count} messages)"));
+                    } else if !remove_empty {
+                        outcome.kept.push(name);
                     } else {
                         // Classic queues re-check emptiness on delete; quorum queues
                         // refuse `if-empty` (540, closing the connection), so for them the

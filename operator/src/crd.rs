@@ -486,7 +486,8 @@ pub struct SagaPlatformStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue_depth_source: Option<String>,
     /// `retry.maxAttempts` the broker's retry queues were last reconciled to;
-    /// when the spec lowers it, the surplus retry queues are removed (once empty).
+    /// when the spec lowers it, the surplus retry queues are removed once the
+    /// services' rollout completed (no pod of the old value runs), each once empty.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub topology_max_attempts: Option<u32>,
     #[serde(default)]

@@ -852,10 +852,30 @@ async fn lowering_max_attempts_removes_the_surplus_retry_queues() {
     wait_ready(&ns.name, "retries").await;
     assert_eq!(retry_queues(&names).await.len(), 3 * 4, "maxAttempts 5: tiers 1-4 per service queue");
 
-    // One message waits in a tier that is about to become surplus (expiring in 4 s).
+    // maxAttempts 5 → 2 together with an order template whose new pod cannot
+    // be scheduled: the old order pod (maxAttempts 5 in its environment)
+    // keeps running and may still publish into tiers 2-4, so none of them
+    // goes, empty or not, while the rollout is incomplete.
+    let patch = r#"{"spec":{"retry":{"maxAttempts":2},"order":{"resources":{"requests":{"cpu":"100"}}}}}"#;
+    kubectl(&["patch", "sp", "retries", "-n", &ns.name, "--type=merge", "-p", patch]);
+    // Passes after the other services rolled out: only order's old pod is left.
+    let held = wait_condition(&ns.name, "retries", "ServicesAvailable", |c| {
+        c["reason"] == "RolloutInProgress" && c["message"] == "order: 1 old replicas still running"
+    })
+    .await;
+    assert_eq!(held["status"]["observedGeneration"], held["metadata"]["generation"], "{held}");
+    assert_eq!(retry_queues(&names).await.len(), 3 * 4, "no surplus tier removed while an old pod runs");
+    assert_eq!(held["status"]["topologyMaxAttempts"], 5, "{held}");
+    let message = condition(&held, "TopologyReady").unwrap()["message"].as_str().unwrap().to_owned();
+    assert!(
+        message.contains("kept until the rollout completes (order: 1 old replicas still running)")
+            && message.contains(&format!("{names}.order.replies.retry.4")),
+        "{message}"
+    );
+
+    // One message waits in a surplus tier (expiring in 10 s).
     let tier = format!("{names}.payment.commands.retry.4");
-    assert!(retry_queues(&names).await.contains(&tier), "{tier}");
-    let body = json!({"properties": {"delivery_mode": 2, "expiration": "4000"}, "routing_key": tier,
+    let body = json!({"properties": {"delivery_mode": 2, "expiration": "10000"}, "routing_key": tier,
                       "payload": "waiting for a retry", "payload_encoding": "string"});
     let answer: Value = reqwest::Client::new()
         .post(format!("{MANAGEMENT_URL}/api/exchanges/%2f/amq.default/publish"))
@@ -869,17 +889,10 @@ async fn lowering_max_attempts_removes_the_surplus_retry_queues() {
         .unwrap();
     assert_eq!(answer["routed"], true);
 
-    kubectl(&[
-        "patch",
-        "sp",
-        "retries",
-        "-n",
-        &ns.name,
-        "--type=merge",
-        "-p",
-        r#"{"spec":{"retry":{"maxAttempts":2}}}"#,
-    ]);
-    // The empty surplus tiers go at once; the one holding a message stays until it is empty.
+    // A template that can be scheduled: the rollout completes.
+    let patch = r#"{"spec":{"order":{"resources":{"requests":{"cpu":"100m"}}}}}"#;
+    kubectl(&["patch", "sp", "retries", "-n", &ns.name, "--type=merge", "-p", patch]);
+    // The empty surplus tiers go then; the one holding a message stays until it is empty.
     let left = eventually("the empty surplus tiers removed", WAIT, || async {
         let left = retry_queues(&names).await;
         (left.len() == 4).then_some(left)

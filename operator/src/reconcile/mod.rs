@@ -351,8 +351,8 @@ async fn apply_platform_steps(platform: &SagaPlatform, ctx: &Context) -> Result<
     let target = observe::broker_target(ctx, platform).await?;
 
     // broker side: topology, then queue depth
-    let observe::BrokerObservation { mut observed, depths, rates, depth_source, depth_error, topology_max_attempts } =
-        observe::broker(ctx, platform, &reference, &target, previous.topology_max_attempts).await;
+    let observe::BrokerObservation { mut observed, depths, rates, depth_source, depth_error, topology_ok } =
+        observe::broker(ctx, platform, &reference, &target).await;
 
     // build + apply, per service (the Secrets the pods read, each read once)
     let secret_hashes = observe::secret_hashes(ctx, platform).await?;
@@ -395,6 +395,18 @@ async fn apply_platform_steps(platform: &SagaPlatform, ctx: &Context) -> Result<
     }
 
     apply::apply_policies(ctx, platform, &reference).await?;
+
+    // surplus retry tiers: only once no pod of an older template can publish into them
+    let rolling: Vec<&str> =
+        not_ready.iter().filter(|(reason, _)| status::old_template_may_run(reason)).map(|(_, m)| m.as_str()).collect();
+    let topology_max_attempts = match &target {
+        Ok(target) if topology_ok => {
+            let previous_max_attempts = previous.topology_max_attempts;
+            observe::retry_tiers(ctx, platform, &reference, target, previous_max_attempts, &rolling, &mut observed)
+                .await
+        }
+        _ => previous.topology_max_attempts,
+    };
 
     // status
     observed.push(status::services_available(&not_ready));

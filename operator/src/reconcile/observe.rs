@@ -24,19 +24,19 @@ pub(super) struct BrokerObservation {
     pub rates: HashMap<&'static str, MessageRates>,
     pub depth_source: Option<DepthSource>,
     pub depth_error: Option<String>,
-    /// `status.topologyMaxAttempts` after this pass.
-    pub topology_max_attempts: Option<u32>,
+    /// The broker names are claimed and the topology declared: surplus retry
+    /// tiers may be pruned ([`retry_tiers`]).
+    pub topology_ok: bool,
 }
 
-/// Claims the broker names, reconciles the topology (and prunes surplus
-/// retry tiers once claimed), and reads each service queue's depth and rates.
+/// Claims the broker names, reconciles the topology, and reads each service
+/// queue's depth and rates (surplus retry tiers: [`retry_tiers`], after the apply).
 /// Problems become observations (conditions) and Warning events, not errors.
 pub(super) async fn broker(
     ctx: &Context,
     platform: &SagaPlatform,
     reference: &ObjectReference,
     target: &Result<Target, TargetProblem>,
-    previous_max_attempts: Option<u32>,
 ) -> BrokerObservation {
     let platform_name = platform.platform_name();
     let topology = Topology::new(build::topology_spec(platform));
@@ -46,7 +46,6 @@ pub(super) async fn broker(
     let mut depth_source = None;
     let mut depth_error = None;
     let mut topology_ok = false;
-    let mut topology_max_attempts = previous_max_attempts;
     match target {
         Err(problem) => {
             let message = problem.message.clone();
@@ -88,43 +87,6 @@ pub(super) async fn broker(
                     };
                     ctx.event(reference, EventType::Warning, reason, "DeclareTopology", message.clone()).await;
                     observed.push(Observation::new(TOPOLOGY_READY, false, reason, message));
-                }
-            }
-            if topology_ok {
-                // Claimed by this resource: its surplus retry tiers may go.
-                let max_attempts = platform.spec.retry.max_attempts;
-                match previous_max_attempts {
-                    Some(old) if old <= max_attempts => topology_max_attempts = Some(max_attempts),
-                    old => {
-                        let to = old.map(|old| old.saturating_sub(1));
-                        match ctx.brokers.prune_retry_queues(target, &topology, max_attempts, to).await {
-                            Ok(pruned) => {
-                                if !pruned.removed.is_empty() {
-                                    let note = format!(
-                                        "retry.maxAttempts {max_attempts}: removed the surplus retry queues {}",
-                                        pruned.removed.join(", ")
-                                    );
-                                    ctx.event(
-                                        reference,
-                                        EventType::Normal,
-                                        "RetryQueuesRemoved",
-                                        "PruneTopology",
-                                        note,
-                                    )
-                                    .await;
-                                }
-                                if pruned.kept.is_empty() {
-                                    topology_max_attempts = Some(max_attempts);
-                                } else if let Some(last) = observed.last_mut() {
-                                    last.message = format!(
-                                        "topology matches the definition; surplus retry queues kept until empty: {}",
-                                        pruned.kept.join(", ")
-                                    );
-                                }
-                            }
-                            Err(error) => tracing::warn!(%error, "cannot prune the surplus retry queues"),
-                        }
-                    }
                 }
             }
             // The management API gets the broker credentials only on the
@@ -190,7 +152,58 @@ pub(super) async fn broker(
             observed.extend(management_observation);
         }
     }
-    BrokerObservation { observed, depths, rates, depth_source, depth_error, topology_max_attempts }
+    BrokerObservation { observed, depths, rates, depth_source, depth_error, topology_ok }
+}
+
+/// The surplus retry tiers of a lowered `retry.maxAttempts` (call only once
+/// the names are claimed: [`BrokerObservation::topology_ok`]). A service
+/// publishes into tier `n` while `n < maxAttempts` of its pod's environment,
+/// so the tiers are removed (each once empty) only when no pod of an older
+/// template can still run: `rolling` names the services whose rollout has not
+/// completed ([`super::status::old_template_may_run`]); while it is not empty every
+/// surplus tier is kept. Kept tiers are named in `TopologyReady`'s message.
+/// Returns `status.topologyMaxAttempts` after this pass: `maxAttempts` once no
+/// surplus tier is left, else `previous_max_attempts`.
+pub(super) async fn retry_tiers(
+    ctx: &Context,
+    platform: &SagaPlatform,
+    reference: &ObjectReference,
+    target: &Target,
+    previous_max_attempts: Option<u32>,
+    rolling: &[&str],
+    observed: &mut [Observation],
+) -> Option<u32> {
+    let max_attempts = platform.spec.retry.max_attempts;
+    let old = match previous_max_attempts {
+        Some(old) if old <= max_attempts => return Some(max_attempts),
+        old => old,
+    };
+    let topology = Topology::new(build::topology_spec(platform));
+    let to = old.map(|old| old.saturating_sub(1));
+    let remove = rolling.is_empty();
+    let pruned = match ctx.brokers.prune_retry_queues(target, &topology, max_attempts, to, remove).await {
+        Ok(pruned) => pruned,
+        Err(error) => {
+            tracing::warn!(%error, "cannot prune the surplus retry queues");
+            return previous_max_attempts;
+        }
+    };
+    if !pruned.removed.is_empty() {
+        let note =
+            format!("retry.maxAttempts {max_attempts}: removed the surplus retry queues {}", pruned.removed.join(", "));
+        ctx.event(reference, EventType::Normal, "RetryQueuesRemoved", "PruneTopology", note).await;
+    }
+    if pruned.kept.is_empty() {
+        return Some(max_attempts);
+    }
+    let until = if remove { "empty".to_owned() } else { format!("the rollout completes ({})", rolling.join(", ")) };
+    if let Some(topology_ready) = observed.iter_mut().find(|o| o.type_ == TOPOLOGY_READY) {
+        topology_ready.message = format!(
+            "topology matches the definition; surplus retry queues kept until {until}: {}",
+            pruned.kept.join(", ")
+        );
+    }
+    previous_max_attempts
 }
 
 /// Why a reconcile cannot reach the broker: a condition reason and a message

@@ -166,6 +166,16 @@ pub fn rollout(service: &str, desired: i32, deployment: &Deployment) -> Option<(
     None
 }
 
+/// Whether pods of an older template may still run, by the reason [`rollout`]
+/// gave: every reason but `ReplicasNotReady` (then every replica runs the
+/// current template; some are not ready yet). A stuck rollout counts as
+/// running old pods. What a pod does depends on its template (e.g. the retry
+/// tiers it publishes into), so a change that must wait until no old pod runs
+/// waits for this.
+pub fn old_template_may_run(reason: &str) -> bool {
+    reason != "ReplicasNotReady"
+}
+
 /// `ServicesAvailable` from the services' rollouts: a stuck rollout's reason
 /// first, else the first service's problem, every problem in the message.
 pub fn services_available(problems: &[(&'static str, String)]) -> Observation {
@@ -220,6 +230,16 @@ mod tests {
         );
         assert_eq!(rollout("order", 1, &deployment(1, json!({}))).unwrap().0, "RolloutPending", "no status yet");
         assert_eq!(rollout("order", 0, &deployment(1, json!({}))), None, "nothing to run, nothing running");
+    }
+
+    /// Only a rollout whose replicas all run the current template lets old-template work go.
+    #[test]
+    fn old_pods_may_run_until_every_replica_is_updated() {
+        let reasons = ["ProgressDeadlineExceeded", "RolloutPending", "RolloutInProgress"];
+        assert!(reasons.iter().all(|r| old_template_may_run(r)));
+        assert!(!old_template_may_run("ReplicasNotReady"), "only new pods, not ready yet");
+        let draining = json!({"observedGeneration": 2, "replicas": 4, "updatedReplicas": 3, "readyReplicas": 4});
+        assert!(old_template_may_run(rollout("order", 3, &deployment(2, draining)).unwrap().0));
     }
 
     #[test]
