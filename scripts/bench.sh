@@ -9,6 +9,7 @@
 #
 #   scripts/bench.sh                          # 60 s each, as in docs/benchmarks.md
 #   PROFILE=debug DURATION=3 WARMUP=1 scripts/bench.sh   # the smoke run of scripts/test.sh
+#   OVERLOAD_RATE=800 scripts/bench.sh        # and a third run above capacity (target/bench/overload.json)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -79,6 +80,14 @@ section "sagactl bench --raw --clients $CLIENTS --duration $DURATION"
     | tee "$out/throughput.json"
 section "sagactl bench --rate $RATE --duration $DURATION"
 "$bin/sagactl" bench --rate "$RATE" --warmup "$WARMUP" --duration "$DURATION" --json | tee "$out/latency.json"
+
+# Overload: a fixed rate above capacity (e.g. twice the closed-loop maximum);
+# the excess must be refused at the edge (429/503), not time out in sagas.
+if [[ -n ${OVERLOAD_RATE:-} ]]; then
+    section "sagactl bench --rate $OVERLOAD_RATE --duration $DURATION (overload)"
+    "$bin/sagactl" bench --rate "$OVERLOAD_RATE" --warmup "$WARMUP" --duration "$DURATION" --json \
+        | tee "$out/overload.json"
+fi
 
 kill "$sampler_pid" 2>/dev/null || true
 sampler_pid=
