@@ -11,6 +11,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use clap::{Args, Parser, Subcommand};
+use futures_util::FutureExt;
 use kube::{Client, CustomResourceExt};
 use saga_common::config::{LogFormat, parse, parse_duration};
 use saga_operator::broker::Brokers;
@@ -150,8 +151,21 @@ async fn run(args: RunArgs) {
         let lease = lease::Lease::new(client.clone(), &args.lease_namespace, "saga-operator", &args.pod_name);
         // Only the holder reconciles.
         if lease.acquire(shutdown()).await {
-            let lost = lease.hold(shutdown());
-            controller::run(client, args.namespace.as_deref(), args.watch_secrets, context, synced, lost).await;
+            let lost = lease.hold(shutdown()).shared();
+            let (lost_too, requested) = (lost.clone(), stopped.clone());
+            let stepped_down = async move {
+                lost_too.await;
+                if *requested.borrow() {
+                    std::future::pending::<()>().await;
+                }
+            };
+            tokio::select! {
+                _ = controller::run(client, args.namespace.as_deref(), args.watch_secrets, context, synced, lost) => {}
+                // Lost or stepped down: stop at once, without waiting for reconciles in flight.
+                // One stuck on an API server that no longer answers could otherwise write
+                // after another replica took over (SIGTERM still lets them finish).
+                _ = stepped_down => {}
+            }
         }
     } else {
         controller::run(client, args.namespace.as_deref(), args.watch_secrets, context, synced, shutdown()).await;

@@ -517,6 +517,72 @@ async fn one_leader_reconciles_and_the_other_takes_over_when_it_dies() {
 }
 
 #[tokio::test]
+async fn a_leader_cut_off_from_the_api_steps_down_and_the_other_takes_over() {
+    const LEASE: Duration = Duration::from_secs(15);
+    const STEP_DOWN: &str = "could not renew the lease in time, stepping down";
+    let ns = Namespace::create("cutoff").await;
+    let release = unique("sp");
+    install_chart(&release, &ns.name, &["operator.leaderElection.enabled=true"]);
+    let kubeconfig = service_account_kubeconfig(&ns.name, &service_account(&ns.name, &release));
+    let leader_env = |id: &'static str| [("LEADER_ELECTION", "true"), ("POD_NAME", id)];
+    let lease = || get(&ns.name, "lease", "saga-operator");
+    let holder = || async { lease()?["spec"]["holderIdentity"].as_str().map(str::to_owned) };
+    // A alone first, so it is the holder, reaching the API only through the proxy.
+    let proxy = ApiProxy::start();
+    let proxied = proxy.kubeconfig(&kubeconfig);
+    let mut a = Operator::start(&format!("{}-a", ns.name), &proxied, &ns.name, &leader_env("operator-a"));
+    eventually("operator-a holds the lease", WAIT, || async { holder().await.filter(|h| h == "operator-a") }).await;
+    let mut b = Operator::start(&format!("{}-b", ns.name), &kubeconfig, &ns.name, &leader_env("operator-b"));
+
+    kubectl_apply(&ns.name, &local_secrets()).unwrap();
+    kubectl_apply(&ns.name, &[platform("cutoff", "Delete")]).unwrap();
+    wait_ready(&ns.name, "cutoff").await;
+    assert_eq!(holder().await.as_deref(), Some("operator-a"));
+    assert!(a.log_text().contains("reconcile finished"), "A reconciles through the proxy:\n{}", a.log_text());
+    assert!(!b.log_text().contains("became leader"), "two leaders:\n{}", b.log_text());
+    assert!(!b.log_text().contains("reconcile"), "the follower reconciled:\n{}", b.log_text());
+    assert!(!a.log_text().contains(STEP_DOWN), "stepped down before the cut:\n{}", a.log_text());
+
+    // Silence between A and the API server: no error, no reset, no answer.
+    proxy.cut();
+    let cut = std::time::Instant::now();
+    // A can renew no more: the API server's record is its last renewal.
+    let renewed: jiff::Timestamp = lease().unwrap()["spec"]["renewTime"].as_str().unwrap().parse().unwrap();
+
+    // A steps down within its renew deadline (2/3 of the lease), before the
+    // lease can expire and before B may take over.
+    eventually("operator-a steps down", LEASE, || async { a.log_text().contains(STEP_DOWN).then_some(()) }).await;
+    let stepped_down = Duration::try_from(jiff::Timestamp::now().duration_since(renewed)).unwrap_or_default();
+    assert_eq!(holder().await.as_deref(), Some("operator-a"), "B took over before A stepped down");
+    assert!(stepped_down < LEASE, "stepped down {stepped_down:?} after the last renewal");
+    // And it stops: the controller ends and the process exits, to come back as a follower.
+    eventually("operator-a exits", Duration::from_secs(10), || {
+        let exited = !a.running();
+        async move { exited.then_some(()) }
+    })
+    .await;
+    let exited = cut.elapsed();
+
+    // B takes over once A's record stood still for the lease duration, and reconciles.
+    kubectl(&["patch", "sp", "cutoff", "-n", &ns.name, "--type=merge", "-p", r#"{"spec":{"order":{"replicas":2}}}"#]);
+    eventually("operator-b holds the lease", Duration::from_secs(40), || async {
+        holder().await.filter(|h| h == "operator-b")
+    })
+    .await;
+    let taken_over = cut.elapsed();
+    assert!(b.log_text().contains("became leader"), "{}", b.log_text());
+    eventually("operator-b applies the change", WAIT, || async {
+        (get(&ns.name, "deployment", "cutoff-order")?["spec"]["replicas"] == 2).then_some(())
+    })
+    .await;
+    eprintln!(
+        "stepped down {stepped_down:?} after A's last renewal; A exited {exited:?} and B held the lease {taken_over:?} after the cut"
+    );
+    assert!(b.running());
+    kubectl(&["delete", "sp", "cutoff", "-n", &ns.name, "--wait", "--timeout=60s"]);
+}
+
+#[tokio::test]
 async fn two_resources_cannot_share_broker_names() {
     let first = Namespace::create("claim-a").await;
     let second = Namespace::create("claim-b").await;

@@ -7,8 +7,12 @@
 //! `scripts/cluster.sh up` prints); without it they fail with that advice.
 
 use std::future::Future;
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Namespace as NamespaceObject;
@@ -212,6 +216,110 @@ pub fn service_account_kubeconfig(namespace: &str, account: &str) -> PathBuf {
     let path = dir.join(format!("{namespace}-{account}.kubeconfig"));
     std::fs::write(&path, serde_yaml::to_string(&config).unwrap()).unwrap();
     path
+}
+
+/// A TCP proxy in front of the API server, for an operator whose network the
+/// test cuts. TLS passes through unchanged (the serving certificate names
+/// 127.0.0.1; only the port differs). It runs on threads of its own, so the
+/// test's blocking `kubectl` calls never hold up the traffic it forwards.
+pub struct ApiProxy {
+    pub address: SocketAddr,
+    upstream: String,
+    cut: Arc<AtomicBool>,
+    closed: Arc<AtomicBool>,
+    /// Every socket it ever opened, shut down when it is dropped.
+    sockets: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+impl ApiProxy {
+    /// Forwards to the API server of the admin kubeconfig.
+    pub fn start() -> ApiProxy {
+        let server = kubectl(&["config", "view", "--minify", "-o", "jsonpath={.clusters[0].cluster.server}"]);
+        let upstream =
+            server.trim().strip_prefix("https://").expect("an https API server").trim_end_matches('/').to_owned();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let proxy = ApiProxy {
+            address: listener.local_addr().unwrap(),
+            upstream: upstream.clone(),
+            cut: Arc::new(AtomicBool::new(false)),
+            closed: Arc::new(AtomicBool::new(false)),
+            sockets: Arc::new(Mutex::new(Vec::new())),
+        };
+        let (cut, closed, sockets) = (proxy.cut.clone(), proxy.closed.clone(), proxy.sockets.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                if closed.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(client) = client else { continue };
+                sockets.lock().unwrap().push(client.try_clone().unwrap());
+                if cut.load(Ordering::SeqCst) {
+                    // Blackholed: the connection stays open and nothing ever answers.
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(&upstream) else { continue };
+                sockets.lock().unwrap().push(server.try_clone().unwrap());
+                for (from, to) in [(client.try_clone().unwrap(), server.try_clone().unwrap()), (server, client)] {
+                    let (cut, closed) = (cut.clone(), closed.clone());
+                    std::thread::spawn(move || pipe(from, to, &cut, &closed));
+                }
+            }
+        });
+        proxy
+    }
+
+    /// Cuts the operator off: from now on nothing is forwarded in either
+    /// direction on the open connections, and new ones are accepted but never
+    /// answered, as behind a network partition (no reset, no error: only silence).
+    pub fn cut(&self) {
+        self.cut.store(true, Ordering::SeqCst);
+    }
+
+    /// A copy of `kubeconfig` whose API server is this proxy.
+    pub fn kubeconfig(&self, kubeconfig: &Path) -> PathBuf {
+        let text = std::fs::read_to_string(kubeconfig).unwrap();
+        let mut config: Value = serde_yaml::from_str(&text).unwrap();
+        config["clusters"][0]["cluster"]["server"] = json!(format!("https://{}", self.address));
+        assert_ne!(self.upstream, self.address.to_string());
+        let path = kubeconfig.with_extension(format!("proxied-{}.kubeconfig", self.address.port()));
+        std::fs::write(&path, serde_yaml::to_string(&config).unwrap()).unwrap();
+        path
+    }
+}
+
+/// Copies `from` to `to` until either side closes; once cut, stops forwarding
+/// (and reading) and holds the connection open until the proxy is dropped.
+fn pipe(mut from: TcpStream, mut to: TcpStream, cut: &AtomicBool, closed: &AtomicBool) {
+    let mut buffer = [0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buffer) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if cut.load(Ordering::SeqCst) {
+            while !closed.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            return;
+        }
+        if to.write_all(&buffer[..n]).is_err() {
+            break;
+        }
+    }
+    if !cut.load(Ordering::SeqCst) {
+        let _ = to.shutdown(Shutdown::Write);
+    }
+}
+
+impl Drop for ApiProxy {
+    fn drop(&mut self) {
+        self.closed.store(true, Ordering::SeqCst);
+        for socket in self.sockets.lock().unwrap().drain(..) {
+            let _ = socket.shutdown(Shutdown::Both);
+        }
+        // Wakes the accepting thread so it sees `closed`.
+        let _ = TcpStream::connect(self.address);
+    }
 }
 
 /// `saga-operator` as a local process, killed when dropped. Its log goes to
