@@ -681,6 +681,14 @@ async fn refusal(response: reqwest::Response) -> (u16, String) {
     (status, body["type"].as_str().unwrap_or("").rsplit('/').next().unwrap_or("").to_owned())
 }
 
+/// Waits until the order service's admission counts `n` running sagas.
+async fn settled(platform: &Platform, n: i64) {
+    eventually(&format!("the admission counts {n} running sagas"), WAIT, || async {
+        (gauge(platform, "saga_running_sagas").await == n).then_some(())
+    })
+    .await
+}
+
 #[tokio::test]
 async fn a_customer_over_their_share_gets_429_before_the_global_503() {
     let mut platform = start(Options { env: vec![("MAX_RUNNING_SAGAS", "10".into())], ..Options::default() }).await;
@@ -690,9 +698,13 @@ async fn a_customer_over_their_share_gets_429_before_the_global_503() {
         assert_eq!(try_order(&platform, "heavy").await.0, 202);
     }
     assert_eq!(try_order(&platform, "light").await.0, 202);
+    // An order committed while a refresh counts may be counted twice until
+    // the next refresh: the boundaries are probed once the count has settled.
+    settled(&platform, 9).await;
     // Two customers running: a share of 5 each. Heavy is over it.
     assert_eq!(try_order(&platform, "heavy").await, (429, "over-share".to_owned()));
     assert_eq!(try_order(&platform, "light").await.0, 202);
+    settled(&platform, 10).await;
     // 10 running: full for everyone, light included.
     assert_eq!(try_order(&platform, "light").await, (503, "overloaded".to_owned()));
     assert_eq!(try_order(&platform, "newcomer").await, (503, "overloaded".to_owned()));

@@ -45,12 +45,15 @@ struct Running {
     /// while it is being stored).
     local: HashMap<u64, (String, Option<Instant>)>,
     next: u64,
+    /// `total`, as `saga_running_sagas`.
+    gauge: Gauge,
 }
 
 impl Running {
     fn add(&mut self, customer: &str, n: i64) {
         self.total += n;
         *self.by_customer.entry(customer.to_owned()).or_default() += n;
+        self.gauge.set(self.total);
     }
 
     /// The database counted `rows` in a query that started at `started`:
@@ -59,6 +62,7 @@ impl Running {
     fn refreshed(&mut self, rows: Vec<(String, i64)>, started: Instant) {
         self.local.retain(|_, (_, committed)| committed.is_none_or(|at| at >= started));
         self.total = 0;
+        self.gauge.set(0);
         self.by_customer.clear();
         for (customer, n) in rows {
             self.add(&customer, n);
@@ -142,6 +146,14 @@ pub struct Admission {
 impl Admission {
     pub fn new(limit: u32, refusals: Refusals) -> Self {
         Admission { limit: limit.into(), running: Arc::default(), refusals }
+    }
+
+    /// Publishes the running count this replica admits against as
+    /// `saga_running_sagas`. It may count an order committed during a
+    /// refresh twice, until the next refresh (`REFRESH`) corrects it.
+    pub fn register(&self, metrics: &Metrics) {
+        let gauge = self.running.lock().expect("admission lock poisoned").gauge.clone();
+        metrics.register("running_sagas", "Running sagas as this replica's admission counts them", gauge);
     }
 
     /// Admits one new saga of `customer`, or says why not.

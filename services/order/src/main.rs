@@ -70,6 +70,7 @@ async fn main() {
     service.spawn(supervise("timeout worker", health, shutdown.clone(), move || worker.clone().run(shutdown.clone())));
     let refusals = Refusals::new(&service.metrics);
     let admission = Admission::new(args.max_running_sagas, refusals.clone());
+    admission.register(&service.metrics);
     service.spawn(admission.clone().refresh(service.pool.clone(), service.shutdown.clone()));
     let status_changes = StatusChanges::default();
     service.spawn(status_changes.clone().listen(service.pool.clone(), service.shutdown.clone()));
