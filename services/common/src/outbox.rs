@@ -167,7 +167,7 @@ impl OutboxSignal {
     /// `enqueue` also deletes the rows published so far. Call
     /// `Outgoing::committed` once the transaction has committed.
     pub async fn collecting<F: Future>(&self, work: F) -> (F::Output, Outgoing) {
-        let published = std::mem::take(&mut *self.0.published.lock().expect("outbox signal poisoned")).ids;
+        let published = self.take_published();
         COLLECTED
             .scope(RefCell::new(Collected { published, ..Collected::default() }), async {
                 let output = work.await;
