@@ -227,9 +227,11 @@ async fn incident_actions_are_for_admins_and_check_their_input() {
             .await
             .unwrap();
         assert_eq!(response.status(), 415);
-        // Valid, but the order is COMPLETED.
-        let (status, problem) = act(&platform, &oncall(), &id, action, Some(json!({"reason": "x".repeat(500)}))).await;
-        assert_eq!(status, 409, "{problem}");
+        // Valid (a JSON null body is no reason, as no body), but the order is COMPLETED.
+        for body in [Some(json!({"reason": "x".repeat(500)})), Some(json!({"reason": null})), Some(Value::Null), None] {
+            let (status, problem) = act(&platform, &oncall(), &id, action, body.clone()).await;
+            assert_eq!(status, 409, "{body:?}: {problem}");
+        }
     }
     assert_eq!(platform.events(&id).await, timeline, "nothing recorded");
     assert_eq!(platform.balance("gina").await, 900);

@@ -42,6 +42,10 @@ const IDEMPOTENCY_KEY: &str = "idempotency-key";
                     description = "Its saga timeline")),
                 ("CancelOrder" = (operation_id = "cancel_order", parameters(("id" = "$response.body#/id")),
                     description = "Cancel it")),
+                ("RetryOrder" = (operation_id = "retry_order", parameters(("id" = "$response.body#/id")),
+                    description = "Retry its current step (admin)")),
+                ("CompensateOrder" = (operation_id = "compensate_order", parameters(("id" = "$response.body#/id")),
+                    description = "Force its compensation (admin)")),
             )),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
@@ -333,8 +337,9 @@ async fn act(
 }
 
 /// Who acts and why, from the admin's token and the optional body.
-fn operator(caller: &Caller, body: Option<ApiJson<IncidentRequest>>) -> Result<Operator, Problem> {
-    let request = body.map(|ApiJson(request)| request).unwrap_or_default();
+/// No body and a JSON `null` are the same: no reason.
+fn operator(caller: &Caller, body: Option<ApiJson<Option<IncidentRequest>>>) -> Result<Operator, Problem> {
+    let request = body.and_then(|ApiJson(request)| request).unwrap_or_default();
     request.validate()?;
     Ok(Operator { actor: caller.customer_id.to_string(), reason: request.reason })
 }
@@ -372,7 +377,7 @@ pub async fn retry_order(
     State(state): State<AppState>,
     Admin(caller): Admin,
     ApiPath(id): ApiPath<Uuid>,
-    body: Option<ApiJson<IncidentRequest>>,
+    body: Option<ApiJson<Option<IncidentRequest>>>,
 ) -> Result<Response, Problem> {
     let operator = operator(&caller, body)?;
     act(&state, &caller, id, Event::RetryRequested(operator), "cannot-retry").await
@@ -410,7 +415,7 @@ pub async fn compensate_order(
     State(state): State<AppState>,
     Admin(caller): Admin,
     ApiPath(id): ApiPath<Uuid>,
-    body: Option<ApiJson<IncidentRequest>>,
+    body: Option<ApiJson<Option<IncidentRequest>>>,
 ) -> Result<Response, Problem> {
     let operator = operator(&caller, body)?;
     act(&state, &caller, id, Event::CompensateRequested(operator), "cannot-compensate").await
