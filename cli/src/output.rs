@@ -107,6 +107,7 @@ pub fn schemas() -> BTreeMap<&'static str, schemars::Schema> {
         schemars::schema_for!(T)
     }
     BTreeMap::from([
+        ("bench", of::<crate::bench::Report>()),
         ("config view", of::<crate::context::ConfigView>()),
         ("orders compensate", of::<crate::orders::IncidentResult>()),
         ("orders list", of::<crate::orders::OrderList>()),
