@@ -296,7 +296,7 @@ async fn run(cli: Cli, context: context::Context) -> Result<i32> {
             Ok(0)
         }
         Command::Up(args) => up::run(&global, &args).await,
-        Command::Demo(args) => demo::run_standalone(&global, &args).await,
+        Command::Demo(args) => demo::run_standalone(&global, out, &args).await,
         Command::Bench(args) => bench::run(&global, &args).await,
         Command::Dlq(command) => dlq::run(&global, &command).await,
         Command::Orders(command) => orders::orders(&global, &context.token, out, &command).await,

@@ -108,6 +108,7 @@ pub fn schemas() -> BTreeMap<&'static str, schemars::Schema> {
     }
     BTreeMap::from([
         ("bench", of::<crate::bench::Report>()),
+        ("demo", of::<crate::demo::DemoReport>()),
         ("config view", of::<crate::context::ConfigView>()),
         ("orders compensate", of::<crate::orders::IncidentResult>()),
         ("orders list", of::<crate::orders::OrderList>()),

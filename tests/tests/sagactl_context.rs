@@ -68,8 +68,10 @@ fn assert_valid(command: &str, value: &Value) {
 fn context_file(dir: &Path, platform: &Platform) -> PathBuf {
     let file = dir.join("context.yaml");
     let yaml = format!(
-        "order_url: {}\nauth_jwt_secret: {SECRET}\ntoken:\n  mint_as: oncall-sam\n",
-        platform.url(Svc::Order, "")
+        "order_url: {}\npayment_url: {}\ninventory_url: {}\nauth_jwt_secret: {SECRET}\ntoken:\n  mint_as: oncall-sam\n",
+        platform.url(Svc::Order, ""),
+        platform.url(Svc::Payment, ""),
+        platform.url(Svc::Inventory, "")
     );
     std::fs::write(&file, yaml).unwrap();
     file
@@ -192,6 +194,13 @@ async fn incident_commands_act_on_a_stuck_saga_as_the_context_says() {
     declared.verify(&connection).await.expect("declared as printed");
     declared.delete(&connection).await.unwrap();
     let _ = connection.close(200, "done".into()).await;
+
+    // The demo, as data: every scenario as expected, with its order and timeline.
+    let demo = json(&env, "demo", &[]);
+    assert_eq!(demo["all_as_expected"], true, "{demo:#}");
+    let scenarios = demo["scenarios"].as_array().unwrap();
+    assert_eq!(scenarios.len(), 6);
+    assert!(scenarios.iter().all(|s| s["timeline"].as_array().is_some_and(|t| !t.is_empty())), "{demo:#}");
 
     platform.shutdown().await;
     let _ = std::fs::remove_dir_all(dir);
