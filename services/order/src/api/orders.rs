@@ -380,7 +380,10 @@ pub async fn retry_order(
     body: Option<ApiJson<Option<IncidentRequest>>>,
 ) -> Result<Response, Problem> {
     let operator = operator(&caller, body)?;
-    act(&state, &caller, id, Event::RetryRequested(operator), "cannot-retry").await
+    let by = operator.actor.clone();
+    let response = act(&state, &caller, id, Event::RetryRequested(operator), "cannot-retry").await?;
+    tracing::info!(order_id = %id, %by, "operator retried the saga's current step");
+    Ok(response)
 }
 
 /// Force compensation (admin): a running saga releases the stock and
@@ -418,7 +421,10 @@ pub async fn compensate_order(
     body: Option<ApiJson<Option<IncidentRequest>>>,
 ) -> Result<Response, Problem> {
     let operator = operator(&caller, body)?;
-    act(&state, &caller, id, Event::CompensateRequested(operator), "cannot-compensate").await
+    let by = operator.actor.clone();
+    let response = act(&state, &caller, id, Event::CompensateRequested(operator), "cannot-compensate").await?;
+    tracing::warn!(order_id = %id, %by, "operator forced the saga to compensate");
+    Ok(response)
 }
 
 /// The saga timeline: every step, command, reply and compensation.
