@@ -298,7 +298,7 @@ async fn run(cli: Cli, context: context::Context) -> Result<i32> {
         Command::Up(args) => up::run(&global, &args).await,
         Command::Demo(args) => demo::run_standalone(&global, out, &args).await,
         Command::Bench(args) => bench::run(&global, &args).await,
-        Command::Dlq(command) => dlq::run(&global, &command).await,
+        Command::Dlq(command) => dlq::run(&global, out, &command).await,
         Command::Orders(command) => orders::orders(&global, &context.token, out, &command).await,
         Command::Sagas(command) => orders::sagas(&global, &context.token, out, &command).await,
     }

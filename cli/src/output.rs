@@ -109,6 +109,9 @@ pub fn schemas() -> BTreeMap<&'static str, schemars::Schema> {
     BTreeMap::from([
         ("bench", of::<crate::bench::Report>()),
         ("demo", of::<crate::demo::DemoReport>()),
+        ("dlq list", of::<crate::dlq::DeadLetterList>()),
+        ("dlq purge", of::<crate::dlq::Purged>()),
+        ("dlq replay", of::<crate::dlq::Replayed>()),
         ("config view", of::<crate::context::ConfigView>()),
         ("orders compensate", of::<crate::orders::IncidentResult>()),
         ("orders list", of::<crate::orders::OrderList>()),

@@ -202,6 +202,20 @@ async fn incident_commands_act_on_a_stuck_saga_as_the_context_says() {
     assert_eq!(scenarios.len(), 6);
     assert!(scenarios.iter().all(|s| s["timeline"].as_array().is_some_and(|t| !t.is_empty())), "{demo:#}");
 
+    // Dead letters as data: poison, listed without consuming, then purged.
+    let poison = uuid::Uuid::new_v4().to_string();
+    let properties = lapin::BasicProperties::default().with_message_id(poison.as_str().into());
+    platform.publish_raw(Svc::Inventory, properties, b"{").await;
+    let args = ["--platform", platform.name.as_str(), "--queue", "inventory"];
+    let listed = saga_tests::eventually("the poison is dead-lettered", Duration::from_secs(30), || async {
+        let listed = json(&env, "dlq list", &args);
+        (listed["total"] == 1).then_some(listed)
+    })
+    .await;
+    assert_eq!(listed["messages"][0]["message_id"].as_str(), Some(poison.as_str()), "{listed:#}");
+    let purged = json(&env, "dlq purge", &[&args[..], &["--yes"]].concat());
+    assert_eq!(purged["purged"][0]["messages"], 1, "{purged:#}");
+
     platform.shutdown().await;
     let _ = std::fs::remove_dir_all(dir);
 }
