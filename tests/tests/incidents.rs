@@ -61,7 +61,9 @@ fn kinds(events: &[Value]) -> Vec<&str> {
 /// once, and the saga completes with money and stock exact.
 #[tokio::test]
 async fn a_step_retried_on_a_frozen_participant_completes_once_it_resumes() {
-    let step_timeout = Duration::from_secs(6);
+    // Long enough that, resumed 1.5 s past its first deadline, payment has 3.5 s to
+    // answer before the fresh one even on a loaded machine.
+    let step_timeout = Duration::from_secs(10);
     let platform = Platform::start(Options { step_timeout, ..Options::default() }).await;
     platform.put_product("GADGET", 1250, 10).await;
     platform.put_account("erin", 10_000).await;
