@@ -10,8 +10,9 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 /// An order as the order service returns it. Lenient: fields the CLI does
-/// not need are ignored, optional ones may be missing.
-#[derive(Debug, Clone, Deserialize)]
+/// not need are ignored, optional ones may be missing. Also what `-o json`
+/// prints for an order (missing fields as null).
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 pub struct Order {
     pub id: String,
     #[serde(default)]
@@ -241,6 +242,13 @@ impl Client {
                 ApiError::Decode { .. } => Ok(()),
                 other => Err(other),
             })
+    }
+
+    /// An operator's action on a running saga (`retry` or `compensate`,
+    /// admin): the order as it stands once the action is recorded.
+    pub async fn order_action(&self, id: &str, action: &str, reason: Option<&str>) -> Result<Order, ApiError> {
+        let body = reason.map(|reason| serde_json::json!({ "reason": reason }));
+        self.send(Method::POST, &format!("/api/v1/orders/{id}/{action}"), body).await
     }
 
     /// The saga timeline, as raw JSON (printed defensively).

@@ -8,9 +8,12 @@ use clap::Args;
 use comfy_table::Cell;
 use futures_util::future::join_all;
 use saga_common::auth::mint;
+use schemars::JsonSchema;
+use serde::Serialize;
 use serde_json::Value;
 
 use crate::client::{Client, Order, OrderLine, ProductUpsert};
+use crate::output::{Format, Out, Render};
 use crate::{GlobalArgs, Result, new_table, printable};
 
 #[derive(Debug, Clone, Args)]
@@ -84,14 +87,129 @@ pub fn describe_seed() -> String {
 }
 
 /// `sagactl demo`: exit status 0 if every scenario ended as expected.
-pub async fn run_standalone(global: &GlobalArgs, args: &DemoArgs) -> Result<i32> {
+pub async fn run_standalone(global: &GlobalArgs, out: Out, args: &DemoArgs) -> Result<i32> {
     let platform = Platform::new(global);
     if !args.no_seed {
         platform.seed().await?;
-        say!("Seeded demo data ({})", describe_seed());
+        progress(out, &format!("Seeded demo data ({})", describe_seed()));
     }
-    let ok = run(&platform, args.timeout).await?;
-    Ok(if ok { 0 } else { 1 })
+    progress(out, &starting(&platform, args.timeout));
+    let report = report(&platform, args.timeout).await;
+    out.print(&report)?;
+    Ok(if report.all_as_expected { 0 } else { 1 })
+}
+
+/// Progress lines: on stdout with the tables, on stderr when stdout carries data.
+fn progress(out: Out, line: &str) {
+    if out.format == Format::Table {
+        say!("{line}");
+    } else {
+        eprintln!("{line}");
+    }
+}
+
+fn starting(platform: &Platform, timeout: Duration) -> String {
+    format!(
+        "Running the demo against {} (each order may take up to {})",
+        platform.order.base(),
+        humantime::format_duration(timeout)
+    )
+}
+
+/// `sagactl demo`: each scenario, its order and its timeline.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct DemoReport {
+    pub scenarios: Vec<ScenarioResult>,
+    pub all_as_expected: bool,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ScenarioResult {
+    pub scenario: String,
+    pub customer: String,
+    /// The expected final status, and failure reason if any.
+    pub expected_status: String,
+    pub expected_reason: Option<String>,
+    /// The order as it ended (null if it could not be placed).
+    pub order: Option<Order>,
+    pub as_expected: bool,
+    /// Why the outcome is unexpected, or remarks.
+    pub notes: Vec<String>,
+    /// The order's saga timeline, oldest first.
+    pub timeline: Vec<crate::orders::TimelineEntry>,
+    /// Set when the timeline could not be read.
+    pub timeline_error: Option<String>,
+}
+
+impl Render for DemoReport {
+    fn text(&self) -> String {
+        let mut table = new_table(vec![
+            "scenario",
+            "customer",
+            "order id",
+            "status",
+            "failure_reason",
+            "total",
+            "expected",
+            "result",
+        ]);
+        for result in &self.scenarios {
+            let expected = match &result.expected_reason {
+                Some(reason) => format!("{} {reason}", result.expected_status),
+                None => result.expected_status.clone(),
+            };
+            let verdict = if result.as_expected {
+                "ok".to_owned()
+            } else if result.notes.is_empty() {
+                "UNEXPECTED".to_owned()
+            } else {
+                format!("UNEXPECTED: {}", result.notes.join("; "))
+            };
+            let order = result.order.as_ref();
+            table.add_row(vec![
+                Cell::new(&result.scenario),
+                Cell::new(&result.customer),
+                Cell::new(order.map(|o| printable(&o.id, 64)).unwrap_or_else(|| "-".to_owned())),
+                Cell::new(order.map(|o| printable(&o.status, 32)).unwrap_or_else(|| "-".to_owned())),
+                Cell::new(
+                    order.and_then(|o| o.failure_reason.as_deref()).map(|r| printable(r, 120)).unwrap_or_default(),
+                ),
+                Cell::new(order.and_then(|o| o.total_cents).map(money).unwrap_or_default()),
+                Cell::new(expected),
+                Cell::new(verdict),
+            ]);
+        }
+        let mut text = table.to_string();
+        for result in &self.scenarios {
+            let Some(order) = &result.order else {
+                continue;
+            };
+            text.push_str(&format!(
+                "\n\nTimeline of order {} ({}: {})\n",
+                printable(&order.id, 64),
+                result.scenario,
+                printable(&order.status, 32)
+            ));
+            match &result.timeline_error {
+                Some(error) => text.push_str(&format!("  cannot read the timeline: {}", printable(error, 300))),
+                None => {
+                    text.push_str(&timeline_table(&serde_json::to_value(&result.timeline).expect("entries serialize")))
+                }
+            }
+        }
+        let failed: Vec<&str> = self.scenarios.iter().filter(|r| !r.as_expected).map(|r| r.scenario.as_str()).collect();
+        if failed.is_empty() {
+            text.push_str(&format!("\n\nDemo: all {} scenarios ended as expected.", self.scenarios.len()));
+        } else {
+            text.push_str(&format!(
+                "\n\nDemo: {} of {} scenarios ended unexpectedly: {}",
+                failed.len(),
+                self.scenarios.len(),
+                failed.join(", ")
+            ));
+        }
+        text
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,64 +268,46 @@ impl Outcome {
     }
 }
 
-/// Runs every scenario concurrently and prints the results and timelines.
-/// `Ok(true)` if every scenario ended as expected.
+/// Runs every scenario concurrently and prints the results and timelines
+/// (`sagactl up --demo`). `Ok(true)` if every scenario ended as expected.
 pub async fn run(platform: &Platform, timeout: Duration) -> Result<bool> {
-    say!(
-        "Running the demo against {} (each order may take up to {})",
-        platform.order.base(),
-        humantime::format_duration(timeout)
-    );
+    say!("{}", starting(platform, timeout));
+    let report = report(platform, timeout).await;
+    say!("{}", report.text());
+    Ok(report.all_as_expected)
+}
+
+/// Runs every scenario concurrently; reads each order's timeline.
+async fn report(platform: &Platform, timeout: Duration) -> DemoReport {
     let outcomes = join_all(scenarios().into_iter().map(|scenario| run_scenario(platform, scenario, timeout))).await;
-
-    let mut table =
-        new_table(vec!["scenario", "customer", "order id", "status", "failure_reason", "total", "expected", "result"]);
-    for outcome in &outcomes {
+    let mut scenarios = Vec::with_capacity(outcomes.len());
+    for outcome in outcomes {
+        let as_expected = outcome.as_expected();
+        let (timeline, timeline_error) = match &outcome.order {
+            None => (Vec::new(), None),
+            Some(order) => match outcome.client.order_events(&order.id).await {
+                Ok(events) => match serde_json::from_value(events) {
+                    Ok(timeline) => (timeline, None),
+                    Err(error) => (Vec::new(), Some(format!("unexpected timeline: {error}"))),
+                },
+                Err(error) => (Vec::new(), Some(error.to_string())),
+            },
+        };
         let scenario = &outcome.scenario;
-        let expected = match scenario.expected_reason {
-            Some(reason) => format!("{} {reason}", scenario.expected_status),
-            None => scenario.expected_status.to_owned(),
-        };
-        let result = if outcome.as_expected() {
-            "ok".to_owned()
-        } else if outcome.notes.is_empty() {
-            "UNEXPECTED".to_owned()
-        } else {
-            format!("UNEXPECTED: {}", outcome.notes.join("; "))
-        };
-        let order = outcome.order.as_ref();
-        table.add_row(vec![
-            Cell::new(scenario.name),
-            Cell::new(scenario.customer),
-            Cell::new(order.map(|o| o.id.as_str()).unwrap_or("-")),
-            Cell::new(order.map(|o| o.status.as_str()).unwrap_or("-")),
-            Cell::new(order.and_then(|o| o.failure_reason.as_deref()).unwrap_or("")),
-            Cell::new(order.and_then(|o| o.total_cents).map(money).unwrap_or_default()),
-            Cell::new(expected),
-            Cell::new(result),
-        ]);
+        scenarios.push(ScenarioResult {
+            scenario: scenario.name.to_owned(),
+            customer: scenario.customer.to_owned(),
+            expected_status: scenario.expected_status.to_owned(),
+            expected_reason: scenario.expected_reason.map(str::to_owned),
+            as_expected,
+            notes: outcome.notes,
+            order: outcome.order,
+            timeline,
+            timeline_error,
+        });
     }
-    say!("{table}");
-
-    for outcome in &outcomes {
-        let Some(order) = &outcome.order else {
-            continue;
-        };
-        say!("\nTimeline of order {} ({}: {})", order.id, outcome.scenario.name, order.status);
-        match outcome.client.order_events(&order.id).await {
-            Ok(events) => say!("{}", timeline_table(&events)),
-            Err(error) => say!("  cannot read the timeline: {error}"),
-        }
-    }
-
-    let failed: Vec<&str> = outcomes.iter().filter(|o| !o.as_expected()).map(|o| o.scenario.name).collect();
-    if failed.is_empty() {
-        say!("\nDemo: all {} scenarios ended as expected.", outcomes.len());
-        Ok(true)
-    } else {
-        say!("\nDemo: {} of {} scenarios ended unexpectedly: {}", failed.len(), outcomes.len(), failed.join(", "));
-        Ok(false)
-    }
+    let all_as_expected = scenarios.iter().all(|s| s.as_expected);
+    DemoReport { scenarios, all_as_expected }
 }
 
 async fn run_scenario(platform: &Platform, scenario: Scenario, timeout: Duration) -> Outcome {

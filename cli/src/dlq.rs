@@ -26,7 +26,110 @@ use saga_common::amqp::{Broker, redact};
 use saga_common::envelope::headers;
 use saga_common::topology::{Destination, dlq_name};
 
+use schemars::JsonSchema;
+use serde::Serialize;
+
+use crate::output::{Out, Render};
 use crate::{GlobalArgs, Result, new_table, printable};
+
+/// `dlq list`: what was shown, of how many.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct DeadLetterList {
+    pub messages: Vec<DeadLetterView>,
+    /// Messages in the selected dead-letter queues (shown or not).
+    pub total: u32,
+}
+
+/// A dead-lettered message, as `dlq list` shows it (headers as text).
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct DeadLetterView {
+    pub queue: String,
+    pub message_id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub correlation_id: String,
+    pub attempts: String,
+    pub dead_lettered_at: String,
+    pub reason: String,
+}
+
+impl Render for DeadLetterList {
+    fn text(&self) -> String {
+        let summary = format!("{} shown of {} dead-lettered messages", self.messages.len(), self.total);
+        if self.messages.is_empty() {
+            return summary;
+        }
+        let mut table =
+            new_table(vec!["queue", "message id", "type", "correlation id", "attempts", "dead-lettered at", "reason"]);
+        for m in &self.messages {
+            // Everything shown came from a message: escaped and shortened.
+            table.add_row(vec![
+                m.queue.clone(),
+                printable(&m.message_id, 64),
+                printable(&m.kind, 64),
+                printable(&m.correlation_id, 64),
+                printable(&m.attempts, 20),
+                printable(&m.dead_lettered_at, 40),
+                printable(&m.reason, 300),
+            ]);
+        }
+        format!("{table}\n{summary}")
+    }
+}
+
+/// `dlq replay`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Replayed {
+    pub replayed: Vec<ReplayedMessage>,
+    /// Ids asked for (--id) but not found in the selected dead-letter queues.
+    pub missing: Vec<String>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ReplayedMessage {
+    pub message_id: String,
+    /// The dead-letter queue it was taken from.
+    pub from: String,
+    /// The queue it was sent back to.
+    pub to: String,
+}
+
+impl Render for Replayed {
+    fn text(&self) -> String {
+        let mut lines: Vec<String> = self
+            .replayed
+            .iter()
+            .map(|m| format!("replayed {} from {} to {}", printable(&m.message_id, 64), m.from, m.to))
+            .collect();
+        lines.push(format!("{} messages replayed", self.replayed.len()));
+        lines.join("\n")
+    }
+}
+
+/// `dlq purge`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Purged {
+    pub purged: Vec<PurgedQueue>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct PurgedQueue {
+    pub queue: String,
+    pub messages: u32,
+}
+
+impl Render for Purged {
+    fn text(&self) -> String {
+        if self.purged.is_empty() {
+            return "nothing to purge".to_owned();
+        }
+        self.purged
+            .iter()
+            .map(|q| format!("purged {} messages from {}", q.messages, q.queue))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
 
 #[derive(Debug, Subcommand)]
 pub enum DlqCommand {
@@ -109,15 +212,15 @@ pub struct PurgeArgs {
     yes: bool,
 }
 
-pub async fn run(global: &GlobalArgs, command: &DlqCommand) -> Result<i32> {
+pub async fn run(global: &GlobalArgs, out: Out, command: &DlqCommand) -> Result<i32> {
     let connection = Broker::new(&global.amqp_url, "sagactl")
         .connect_once()
         .await
         .map_err(|e| format!("cannot connect to RabbitMQ at {}: {e}", redact(&global.amqp_url)))?;
     let result = match command {
-        DlqCommand::List(args) => list(&connection, args).await,
-        DlqCommand::Replay(args) => replay(&connection, args).await,
-        DlqCommand::Purge(args) => purge(&connection, args).await,
+        DlqCommand::List(args) => list(&connection, out, args).await,
+        DlqCommand::Replay(args) => replay(&connection, out, args).await,
+        DlqCommand::Purge(args) => purge(&connection, out, args).await,
     };
     let _ = connection.close(200, "sagactl done".into()).await;
     result
@@ -161,10 +264,8 @@ fn message_id(message: &BasicGetMessage) -> String {
     message.delivery.properties.message_id().as_ref().map(|id| id.to_string()).unwrap_or_default()
 }
 
-async fn list(connection: &Connection, args: &ListArgs) -> Result<i32> {
-    let mut table =
-        new_table(vec!["queue", "message id", "type", "correlation id", "attempts", "dead-lettered at", "reason"]);
-    let mut shown = 0;
+async fn list(connection: &Connection, out: Out, args: &ListArgs) -> Result<i32> {
+    let mut messages = Vec::new();
     let mut total = 0;
     for (_, queue) in args.target.queues() {
         let channel = connection.create_channel().await?;
@@ -172,33 +273,28 @@ async fn list(connection: &Connection, args: &ListArgs) -> Result<i32> {
         for message in take(&channel, &queue, args.limit).await? {
             let properties = &message.delivery.properties;
             let headers = properties.headers().clone().unwrap_or_default();
-            // Everything shown came from a message: escaped and shortened.
-            table.add_row(vec![
-                queue.clone(),
-                printable(&message_id(&message), 64),
-                printable(&properties.kind().as_ref().map(|t| t.to_string()).unwrap_or_default(), 64),
-                printable(&header(&headers, headers::CORRELATION_ID), 64),
-                printable(&header(&headers, headers::ATTEMPT), 20),
-                printable(&header(&headers, headers::DEAD_LETTERED_AT), 40),
-                printable(&header(&headers, headers::FAILURE_REASON), 300),
-            ]);
-            shown += 1;
+            messages.push(DeadLetterView {
+                queue: queue.clone(),
+                message_id: message_id(&message),
+                kind: properties.kind().as_ref().map(|t| t.to_string()).unwrap_or_default(),
+                correlation_id: header(&headers, headers::CORRELATION_ID),
+                attempts: header(&headers, headers::ATTEMPT),
+                dead_lettered_at: header(&headers, headers::DEAD_LETTERED_AT),
+                reason: header(&headers, headers::FAILURE_REASON),
+            });
         }
         // Closing the channel hands every browsed message back to the queue.
         channel.close(200, "browsed".into()).await?;
     }
-    if shown > 0 {
-        say!("{table}");
-    }
-    say!("{shown} shown of {total} dead-lettered messages");
+    out.print(&DeadLetterList { messages, total })?;
     Ok(0)
 }
 
-async fn replay(connection: &Connection, args: &ReplayArgs) -> Result<i32> {
+async fn replay(connection: &Connection, out: Out, args: &ReplayArgs) -> Result<i32> {
     let platform = &args.target.platform;
     let exchange = format!("{platform}.saga");
     let mut wanted: BTreeSet<String> = args.id.iter().cloned().collect();
-    let mut replayed = 0;
+    let mut replayed = Vec::new();
     for (destination, queue) in args.target.queues() {
         let channel = connection.create_channel().await?;
         channel.confirm_select(Default::default()).await?;
@@ -237,22 +333,25 @@ async fn replay(connection: &Connection, args: &ReplayArgs) -> Result<i32> {
                 );
             }
             delivery.acker.ack(BasicAckOptions::default()).await?;
-            say!("replayed {id} from {queue} to {}.{}", platform, destination.queue());
-            replayed += 1;
+            replayed.push(ReplayedMessage {
+                message_id: id,
+                from: queue.clone(),
+                to: format!("{platform}.{}", destination.queue()),
+            });
         }
         channel.close(200, "replayed".into()).await?;
     }
-    say!("{replayed} messages replayed");
-    if wanted.is_empty() {
+    let missing: Vec<String> = wanted.into_iter().collect();
+    out.print(&Replayed { replayed, missing: missing.clone() })?;
+    if missing.is_empty() {
         Ok(0)
     } else {
-        let missing: Vec<String> = wanted.into_iter().collect();
         eprintln!("error: not found in the selected dead-letter queues: {}", missing.join(", "));
         Ok(1)
     }
 }
 
-async fn purge(connection: &Connection, args: &PurgeArgs) -> Result<i32> {
+async fn purge(connection: &Connection, out: Out, args: &PurgeArgs) -> Result<i32> {
     let channel = connection.create_channel().await?;
     let queues = args.target.queues();
     let mut counts = Vec::new();
@@ -261,7 +360,7 @@ async fn purge(connection: &Connection, args: &PurgeArgs) -> Result<i32> {
     }
     let total: u32 = counts.iter().map(|(_, n)| n).sum();
     if total == 0 {
-        say!("nothing to purge");
+        out.print(&Purged { purged: Vec::new() })?;
         return Ok(0);
     }
     if !args.yes {
@@ -276,14 +375,16 @@ async fn purge(connection: &Connection, args: &PurgeArgs) -> Result<i32> {
         let mut answer = String::new();
         std::io::stdin().lock().read_line(&mut answer)?;
         if answer.trim() != "purge" {
-            say!("not purged");
+            eprintln!("not purged");
             return Ok(1);
         }
     }
+    let mut purged = Vec::new();
     for (queue, _) in &counts {
-        let purged = channel.queue_purge(queue.as_str().into(), QueuePurgeOptions::default()).await?;
-        say!("purged {purged} messages from {queue}");
+        let messages = channel.queue_purge(queue.as_str().into(), QueuePurgeOptions::default()).await?;
+        purged.push(PurgedQueue { queue: queue.clone(), messages });
     }
+    out.print(&Purged { purged })?;
     Ok(0)
 }
 

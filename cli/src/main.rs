@@ -1,8 +1,10 @@
 //! `sagactl`: the Saga Platform command line.
 //!
-//! Every setting comes from a flag with an environment fallback; an invalid
-//! setting exits with status 2 and one line naming it (see
-//! `saga_common::config::parse`). Any other failure exits with status 1.
+//! Every setting comes from a flag, its environment variable, the context
+//! file (`context`) or its default, in that order; an invalid setting exits
+//! with status 2 and one line naming it (see `saga_common::config::parse`).
+//! Any other failure exits with status 1. Commands that print data print one
+//! structure, as a table, JSON or YAML (`output`).
 
 /// `println!` that ignores write errors: output piped into `head` must not
 /// panic (and `up` must still stop its children).
@@ -19,16 +21,22 @@ macro_rules! say {
 
 mod bench;
 mod client;
+mod context;
 mod demo;
 mod dlq;
 mod orders;
+mod output;
 mod topology;
 mod up;
 
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use saga_common::config::TopologyArgs;
+use schemars::JsonSchema;
+use serde::Serialize;
+
+use crate::output::{ColorChoice, Format, Out, Render};
 
 /// The HS256 secret used when `AUTH_JWT_SECRET` is not set. It is public
 /// (it is in the source and the README): for local development only, never
@@ -108,6 +116,25 @@ pub struct GlobalArgs {
         value_parser = parse_secret
     )]
     pub auth_jwt_secret: String,
+    /// Output of the commands that print data: a table for people, or the
+    /// same data as JSON or YAML for scripts.
+    #[arg(short = 'o', long, global = true, env = "SAGACTL_OUTPUT", value_enum, default_value = "table")]
+    pub output: Format,
+    /// Colour in tables: auto (only on a terminal, and not when NO_COLOR is
+    /// set), always or never.
+    #[arg(long, global = true, value_enum, default_value = "auto")]
+    pub color: ColorChoice,
+    /// Context file (service URLs, token source) [default:
+    /// $XDG_CONFIG_HOME/sagactl/config.yaml, else ~/.config/sagactl/config.yaml].
+    #[arg(long, global = true, env = "SAGACTL_CONFIG")]
+    pub config: Option<std::path::PathBuf>,
+    /// Bearer token for the admin calls of `orders` and `sagas` (instead of
+    /// minting one with AUTH_JWT_SECRET).
+    #[arg(long, global = true, env = "SAGACTL_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// File holding the bearer token for the admin calls of `orders` and `sagas`.
+    #[arg(long, global = true, env = "SAGACTL_TOKEN_FILE")]
+    pub token_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -135,6 +162,46 @@ enum Command {
     /// Sagas that are taking too long.
     #[command(subcommand)]
     Sagas(orders::SagasCommand),
+    /// The context file and the settings in effect.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Print a shell completion script (bash, zsh or fish) to stdout.
+    Completion(CompletionArgs),
+    /// Print the JSON Schema of every command's `-o json` output.
+    #[command(hide = true)]
+    OutputSchema,
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Show each setting in effect and where it came from (flag, env,
+    /// config, default); secrets are not shown.
+    View,
+}
+
+#[derive(Debug, Args)]
+struct CompletionArgs {
+    #[arg(value_enum)]
+    shell: Shell,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Shell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+/// `sagactl token`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct TokenView {
+    pub token: String,
+}
+
+impl Render for TokenView {
+    fn text(&self) -> String {
+        self.token.clone()
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -167,7 +234,7 @@ struct TokenArgs {
     ttl: Duration,
 }
 
-fn parse_secret(value: &str) -> Result<String, String> {
+pub fn parse_secret(value: &str) -> Result<String, String> {
     if value.len() >= 32 {
         Ok(value.to_owned())
     } else {
@@ -176,9 +243,10 @@ fn parse_secret(value: &str) -> Result<String, String> {
 }
 
 fn main() {
-    let cli: Cli = saga_common::config::parse();
+    let (mut cli, matches): (Cli, _) = saga_common::config::parse_with_matches();
+    let context = context::apply(&mut cli.global, &matches).unwrap_or_else(|e| saga_common::config::fail(&e));
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("starting the tokio runtime");
-    let result = runtime.block_on(run(cli));
+    let result = runtime.block_on(run(cli, context));
     match result {
         Ok(code) => std::process::exit(code),
         Err(error) => {
@@ -189,29 +257,49 @@ fn main() {
 }
 
 /// Runs the command; `Ok` carries the exit status.
-async fn run(cli: Cli) -> Result<i32> {
+async fn run(cli: Cli, context: context::Context) -> Result<i32> {
     let global = cli.global;
+    let out = Out::new(global.output, global.color);
     match cli.command {
         Command::Topology(TopologyCommand::Apply(args)) => {
             let spec = match &args.file {
                 Some(file) => topology::spec_from_resource(file)?,
                 None => args.topology.spec(),
             };
-            topology::apply(&global.amqp_url, spec).await?;
+            let topology = topology::declare(&global.amqp_url, spec).await?;
+            out.print(&topology::TopologyView::new(&topology, &global.amqp_url))?;
             Ok(0)
         }
         Command::Token(args) => {
             if args.sub.is_empty() || args.sub.len() > 255 {
                 saga_common::config::fail("invalid value for --sub: use 1-255 characters");
             }
-            say!("{}", saga_common::auth::mint(&global.auth_jwt_secret, &args.sub, args.admin, args.ttl));
+            let token = saga_common::auth::mint(&global.auth_jwt_secret, &args.sub, args.admin, args.ttl);
+            out.print(&TokenView { token })?;
+            Ok(0)
+        }
+        Command::Config(ConfigCommand::View) => {
+            out.print(&context.view)?;
+            Ok(0)
+        }
+        Command::Completion(args) => {
+            let shell = match args.shell {
+                Shell::Bash => clap_complete::Shell::Bash,
+                Shell::Zsh => clap_complete::Shell::Zsh,
+                Shell::Fish => clap_complete::Shell::Fish,
+            };
+            clap_complete::generate(shell, &mut Cli::command(), "sagactl", &mut std::io::stdout());
+            Ok(0)
+        }
+        Command::OutputSchema => {
+            say!("{}", serde_json::to_string_pretty(&output::schemas())?);
             Ok(0)
         }
         Command::Up(args) => up::run(&global, &args).await,
-        Command::Demo(args) => demo::run_standalone(&global, &args).await,
+        Command::Demo(args) => demo::run_standalone(&global, out, &args).await,
         Command::Bench(args) => bench::run(&global, &args).await,
-        Command::Dlq(command) => dlq::run(&global, &command).await,
-        Command::Orders(command) => orders::orders(&global, &command).await,
-        Command::Sagas(command) => orders::sagas(&global, &command).await,
+        Command::Dlq(command) => dlq::run(&global, out, &command).await,
+        Command::Orders(command) => orders::orders(&global, &context.token, out, &command).await,
+        Command::Sagas(command) => orders::sagas(&global, &context.token, out, &command).await,
     }
 }

@@ -49,7 +49,7 @@ pub async fn snapshot(pool: &PgPool, prefix: &str) -> Snapshot {
 }
 
 /// Per completed saga, between two snapshots.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct Costs {
     pub commits: f64,
     pub rows_written: f64,

@@ -13,6 +13,7 @@ mod costs;
 mod load;
 mod raw;
 mod stats;
+pub use stats::Report;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -22,9 +23,9 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use saga_common::topology::QueueType;
 
+use crate::output::Format;
 use crate::{GlobalArgs, Result};
 use load::{Load, Progress, Schedule};
-use stats::Report;
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
@@ -50,7 +51,8 @@ pub struct BenchArgs {
     /// Customers (fresh accounts per run).
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u16).range(1..=10_000))]
     customers: u16,
-    /// Print the figures as one JSON object on stdout instead of a table.
+    /// Print the figures as one JSON object on stdout instead of a table
+    /// (as `-o json`; `-o yaml` prints them as YAML).
     #[arg(long)]
     json: bool,
     /// Also measure the broker's and the database's raw ceilings first.
@@ -95,13 +97,13 @@ fn positive_rate(value: &str) -> Result<f64, String> {
 
 pub async fn run(global: &GlobalArgs, args: &BenchArgs) -> Result<i32> {
     let raw = if args.raw {
-        note(args, "Measuring the raw ceilings of the broker and the database");
+        note(global, args, "Measuring the raw ceilings of the broker and the database");
         Some(raw::measure(&global.amqp_url, &args.database_url, args.queue_type).await?)
     } else {
         None
     };
 
-    note(args, &format!("Seeding {} bench products and {} bench customers", args.skus, args.customers));
+    note(global, args, &format!("Seeding {} bench products and {} bench customers", args.skus, args.customers));
     let workload = load::seed(global, args.skus.into(), args.customers.into()).await?;
 
     let load = match (args.rate, args.clients) {
@@ -121,7 +123,7 @@ pub async fn run(global: &GlobalArgs, args: &BenchArgs) -> Result<i32> {
         measure_until,
         give_up_at: measure_until + Duration::from_secs_f64(args.drain),
     };
-    note(args, &format!("Load: {mode}; warm-up {} s, measured {} s", args.warmup, args.duration));
+    note(global, args, &format!("Load: {mode}; warm-up {} s, measured {} s", args.warmup, args.duration));
 
     let stats = sqlx::PgPool::connect(&args.stats_database_url).await?;
     // Loaded by the server when configured (scripts/lib.sh); else no statement counts.
@@ -150,17 +152,22 @@ pub async fn run(global: &GlobalArgs, args: &BenchArgs) -> Result<i32> {
             recorder.clock_skew
         );
     }
-    if args.json {
-        say!("{}", serde_json::to_string(&report)?);
-    } else {
-        report.print();
+    match format(global, args) {
+        Format::Json => say!("{}", serde_json::to_string(&report)?),
+        Format::Yaml => say!("{}", serde_yaml::to_string(&report)?.trim_end()),
+        Format::Table => report.print(),
     }
     Ok(0)
 }
 
-/// Progress goes to stderr, so `--json` output stays clean.
-fn note(args: &BenchArgs, line: &str) {
-    if args.json {
+/// `--json` is `-o json`.
+fn format(global: &GlobalArgs, args: &BenchArgs) -> Format {
+    if args.json { Format::Json } else { global.output }
+}
+
+/// Progress goes to stderr, so `--json` / `-o json|yaml` output stays clean.
+fn note(global: &GlobalArgs, args: &BenchArgs, line: &str) {
+    if format(global, args) != Format::Table {
         eprintln!("{line}");
     } else {
         say!("{line}");

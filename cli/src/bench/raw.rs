@@ -27,7 +27,7 @@ const PREFETCH: u16 = 256;
 const DB_TASKS: usize = 16;
 const DB_SECONDS: u64 = 5;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct RawLimits {
     pub publish_per_s: f64,
     pub consume_per_s: f64,

@@ -64,7 +64,7 @@ pub fn record(histogram: &mut Histogram<u64>, value: Duration) {
 }
 
 /// The figures of one run, as printed and as `--json`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct Report {
     pub mode: String,
     pub duration_s: f64,

@@ -167,8 +167,18 @@ pub fn parse_duration(value: &str) -> Result<Duration, String> {
 /// Parses the command line; on a bad or missing setting prints one line
 /// naming it and exits with status 2. `--help` and `--version` work as usual.
 pub fn parse<T: Parser>() -> T {
-    match T::try_parse() {
-        Ok(args) => args,
+    parse_with_matches().0
+}
+
+/// `parse`, also returning the matches (to ask where a value came from:
+/// `ArgMatches::value_source`).
+pub fn parse_with_matches<T: Parser>() -> (T, clap::ArgMatches) {
+    let parsed = T::command().try_get_matches().and_then(|matches| {
+        let args = T::from_arg_matches_mut(&mut matches.clone())?;
+        Ok((args, matches))
+    });
+    match parsed {
+        Ok(parsed) => parsed,
         Err(error) => match error.kind() {
             ErrorKind::DisplayHelp
             | ErrorKind::DisplayVersion

@@ -23,4 +23,5 @@ pub mod secret;
 pub mod service;
 pub mod sku;
 pub mod telemetry;
+pub mod text;
 pub mod topology;

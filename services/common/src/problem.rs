@@ -2,7 +2,7 @@
 //! extractors that turn axum's rejections into it.
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::{FromRequest, FromRequestParts, OptionalFromRequest, Request};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -112,9 +112,36 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     type Rejection = Problem;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
+        match <axum::Json<T> as FromRequest<S>>::from_request(req, state).await {
             Ok(axum::Json(value)) => Ok(ApiJson(value)),
             Err(rejection) => Err(json_problem(rejection)),
+        }
+    }
+}
+
+/// `Option<ApiJson<T>>`: an optional JSON body. No `Content-Type` and an
+/// empty body → `None`; a body without `Content-Type` → 415 (never ignored);
+/// otherwise as `ApiJson`.
+impl<T: DeserializeOwned, S: Send + Sync> OptionalFromRequest<S> for ApiJson<T> {
+    type Rejection = Problem;
+
+    async fn from_request(req: Request, state: &S) -> Result<Option<Self>, Self::Rejection> {
+        if req.headers().contains_key(header::CONTENT_TYPE) {
+            return <ApiJson<T> as FromRequest<S>>::from_request(req, state).await.map(Some);
+        }
+        let body = axum::body::Bytes::from_request(req, state).await.map_err(|rejection| {
+            let status = rejection.status();
+            let kind = if status == StatusCode::PAYLOAD_TOO_LARGE { "body-too-large" } else { "invalid-body" };
+            Problem::new(status, kind, rejection.body_text())
+        })?;
+        if body.is_empty() {
+            Ok(None)
+        } else {
+            Err(Problem::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                "Expected request with `Content-Type: application/json`",
+            ))
         }
     }
 }

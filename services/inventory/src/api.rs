@@ -44,13 +44,6 @@ pub fn router(state: ApiState) -> (axum::Router, utoipa::openapi::OpenApi) {
 }
 
 pub const MAX_NAME_LEN: usize = 200;
-/// A product name as `PutProduct::validate` checks it: no control character
-/// (`char::is_control`: U+0000-U+001F, U+007F-U+009F) and at least one that
-/// is not white space (`char::is_whitespace`); its length (in characters)
-/// is the schema's `minLength`/`maxLength`.
-pub const NAME_PATTERN: &str = "^[^\\x00-\\x1f\\x7f-\\x9f]*\
-    [^\\x00-\\x20\\x7f-\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]\
-    [^\\x00-\\x1f\\x7f-\\x9f]*$";
 pub const MAX_PRICE_CENTS: i64 = 1_000_000_000;
 pub const MAX_ON_HAND: i64 = 1_000_000_000;
 
@@ -80,13 +73,7 @@ fn on_hand_schema() -> Schema {
 }
 
 fn name_schema() -> Schema {
-    ObjectBuilder::new()
-        .schema_type(Type::String)
-        .min_length(Some(1))
-        .max_length(Some(MAX_NAME_LEN))
-        .pattern(Some(NAME_PATTERN))
-        .examples(["Widget"])
-        .into()
+    saga_common::text::schema(MAX_NAME_LEN, "Widget")
 }
 
 fn reservation_status_schema() -> Schema {
@@ -139,12 +126,8 @@ impl PutProduct {
         if let Err(e) = validate_sku(sku) {
             errors.push(e);
         }
-        let name_len = self.name.chars().count();
-        if !(1..=MAX_NAME_LEN).contains(&name_len) || self.name.trim().is_empty() {
-            errors.push(format!("name must be 1-{MAX_NAME_LEN} characters and not blank"));
-        }
-        if self.name.chars().any(char::is_control) {
-            errors.push("name must not contain control characters".into());
+        if let Err(e) = saga_common::text::check("name", &self.name, MAX_NAME_LEN) {
+            errors.push(e);
         }
         if !(0..=MAX_PRICE_CENTS).contains(&self.unit_price_cents) {
             errors.push(format!("unit_price_cents must be 0..={MAX_PRICE_CENTS}"));
@@ -350,28 +333,10 @@ mod tests {
         assert_eq!(put["on_hand"]["maximum"], MAX_ON_HAND);
         assert_eq!(
             (put["name"]["maxLength"].clone(), put["name"]["pattern"].clone()),
-            (MAX_NAME_LEN.into(), NAME_PATTERN.into())
+            (MAX_NAME_LEN.into(), saga_common::text::PATTERN.into())
         );
         let path = &doc["paths"]["/api/v1/products/{sku}"]["put"]["parameters"][0]["schema"]["$ref"];
         assert_eq!(path, "#/components/schemas/Sku");
-    }
-
-    /// The name pattern, read as a set of characters, agrees with `validate`.
-    #[test]
-    fn the_name_pattern_states_the_rule() {
-        let control = |c: char| matches!(c, '\u{0}'..='\u{1f}' | '\u{7f}'..='\u{9f}');
-        let space = |c: char| {
-            matches!(c, '\u{0}'..='\u{20}' | '\u{7f}'..='\u{a0}' | '\u{1680}' | '\u{2000}'..='\u{200a}')
-                || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202f}' | '\u{205f}' | '\u{3000}')
-        };
-        for c in (0..=0x3100u32).filter_map(char::from_u32) {
-            assert_eq!(c.is_control(), control(c), "{c:?}");
-            assert_eq!(c.is_whitespace() || c.is_control(), space(c), "{c:?}");
-        }
-        assert!(NAME_PATTERN.contains("\\x00-\\x1f\\x7f-\\x9f"));
-        assert!(
-            NAME_PATTERN.contains("\\x00-\\x20\\x7f-\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000")
-        );
     }
 
     fn body(name: &str, price: i64, on_hand: i64) -> PutProduct {

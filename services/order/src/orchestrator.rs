@@ -184,6 +184,12 @@ fn describe(event: &Event, effect: &Effect) -> (&'static str, serde_json::Value)
         Event::Reply(message) => ("reply.received", json!({"type": message.type_name(), "effect": effect})),
         Event::StepTimedOut => ("step.timed_out", json!({"effect": effect})),
         Event::CancelRequested => ("cancel.requested", json!({"effect": effect})),
+        Event::RetryRequested(operator) => {
+            ("retry.requested", json!({"effect": effect, "by": operator.actor, "reason": operator.reason}))
+        }
+        Event::CompensateRequested(operator) => {
+            ("compensate.requested", json!({"effect": effect, "by": operator.actor, "reason": operator.reason}))
+        }
     }
 }
 
@@ -196,6 +202,7 @@ pub fn saga_order(order: &OrderRow) -> SagaOrder {
             .iter()
             .map(|i| saga_common::contracts::OrderLine { sku: i.sku.clone(), quantity: i.quantity })
             .collect(),
+        total_cents: order.total_cents,
     }
 }
 

@@ -51,6 +51,8 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(orders::place_order, orders::list_orders))
         .routes(routes!(orders::get_order))
         .routes(routes!(orders::cancel_order))
+        .routes(routes!(orders::retry_order))
+        .routes(routes!(orders::compensate_order))
         .routes(routes!(orders::order_events))
 }
 

@@ -21,6 +21,8 @@ pub const MAX_IDEMPOTENCY_KEY: usize = 255;
 /// `Idempotency-Key`: 1-255 visible ASCII characters (`u8::is_ascii_graphic`).
 pub const IDEMPOTENCY_KEY_PATTERN: &str = "^[!-~]{1,255}$";
 pub const DEFAULT_LIMIT: i64 = 20;
+/// An operator's reason for an incident action: at most this many characters.
+pub const MAX_REASON_LEN: usize = 500;
 pub const MAX_LIMIT: i64 = 100;
 
 /// An order to place: 1 to 100 lines.
@@ -62,6 +64,34 @@ fn failure_reason_schema() -> Schema {
         .schema_type(SchemaType::Array(vec![Type::String, Type::Null]))
         .enum_values(Some(FailureReason::ALL.map(|r| Some(r.as_str())).into_iter().chain([None])))
         .into()
+}
+
+/// The optional body of an operator's action on an order (retry, compensate).
+#[derive(Debug, Default, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"reason": "payment-service was frozen; resumed at 10:42"}))]
+pub struct IncidentRequest {
+    /// Why: 1-500 characters, not blank, no control characters. Recorded on
+    /// the order's timeline with the caller's `sub`.
+    #[schema(schema_with = reason_schema)]
+    pub reason: Option<String>,
+}
+
+fn reason_schema() -> Schema {
+    let mut schema = saga_common::text::schema(MAX_REASON_LEN, "payment-service was frozen; resumed");
+    if let Schema::Object(object) = &mut schema {
+        object.schema_type = SchemaType::Array(vec![Type::String, Type::Null]);
+    }
+    schema
+}
+
+impl IncidentRequest {
+    pub fn validate(&self) -> Result<(), Problem> {
+        match &self.reason {
+            Some(reason) => saga_common::text::check("reason", reason, MAX_REASON_LEN).map_err(Problem::validation),
+            None => Ok(()),
+        }
+    }
 }
 
 impl PlaceOrder {
@@ -124,7 +154,8 @@ pub struct OrderView {
     /// Known once inventory has priced the order.
     #[schema(required = true)]
     pub total_cents: Option<i64>,
-    /// out_of_stock, unknown_sku, insufficient_funds or timeout when FAILED.
+    /// out_of_stock, unknown_sku, insufficient_funds, timeout or
+    /// compensated_by_operator when FAILED.
     #[schema(schema_with = failure_reason_schema, required = true)]
     pub failure_reason: Option<String>,
     pub created_at: DateTime<Utc>,
@@ -258,7 +289,9 @@ pub const STATUSES: [&str; 4] = OrderStatus::ALL_STR;
 pub struct TimelineEntry {
     pub at: DateTime<Utc>,
     /// order.placed, command.sent, reply.received, state.changed, step.timed_out,
-    /// cancel.requested or compensation.sent.
+    /// cancel.requested, compensation.sent, retry.requested or
+    /// compensate.requested (the last two: `detail.by` is the operator's
+    /// `sub`, `detail.reason` their reason or null).
     pub kind: String,
     #[schema(value_type = Object)]
     pub detail: serde_json::Value,

@@ -5,12 +5,12 @@ use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
-use saga_common::auth::Caller;
+use saga_common::auth::{Admin, Caller};
 use saga_common::envelope::Envelope;
 use saga_common::http::RequestContext;
 use saga_common::openapi::{
-    BadRequest, Conflict, NotFound, PayloadTooLarge, TooManyRequests, Unauthorized, Unavailable, Unprocessable,
-    UnsupportedMediaType,
+    BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge, TooManyRequests, Unauthorized, Unavailable,
+    Unprocessable, UnsupportedMediaType,
 };
 use saga_common::problem::{ApiJson, ApiPath, ApiQuery, Problem};
 use serde_json::json;
@@ -21,7 +21,7 @@ use uuid::Uuid;
 use super::AppState;
 use super::model::*;
 use crate::placement::{self, NewOrder, PlaceError};
-use crate::saga::{self, Effect, Event};
+use crate::saga::{self, Effect, Event, Operator};
 use crate::store::{self, Item, ListFilter, OrderRow};
 
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
@@ -42,6 +42,10 @@ const IDEMPOTENCY_KEY: &str = "idempotency-key";
                     description = "Its saga timeline")),
                 ("CancelOrder" = (operation_id = "cancel_order", parameters(("id" = "$response.body#/id")),
                     description = "Cancel it")),
+                ("RetryOrder" = (operation_id = "retry_order", parameters(("id" = "$response.body#/id")),
+                    description = "Retry its current step (admin)")),
+                ("CompensateOrder" = (operation_id = "compensate_order", parameters(("id" = "$response.body#/id")),
+                    description = "Force its compensation (admin)")),
             )),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
@@ -305,18 +309,122 @@ pub async fn cancel_order(
     caller: Caller,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<Response, Problem> {
-    let cancelled = state.signal.transaction(async {
+    act(&state, &caller, id, Event::CancelRequested, "cannot-cancel").await
+}
+
+/// Applies a request (cancel, retry, compensate) to the order's saga in one
+/// transaction: 202 with the order, or 409 `conflict_kind` when the saga
+/// refuses it in its current state (nothing is recorded then).
+async fn act(
+    state: &AppState,
+    caller: &Caller,
+    id: Uuid,
+    event: Event,
+    conflict_kind: &str,
+) -> Result<Response, Problem> {
+    let done = state.signal.transaction(async {
         let mut tx = state.pool.begin().await?;
-        let order = visible_order(store::lock(&mut tx, id).await?, &caller, id)?;
-        let transition = state.orchestrator.advance(&mut tx, &order, Event::CancelRequested, None).await?;
+        let order = visible_order(store::lock(&mut tx, id).await?, caller, id)?;
+        let transition = state.orchestrator.advance(&mut tx, &order, event, None).await?;
         if let Effect::Refused(why) = transition.effect {
-            return Err(Problem::conflict("cannot-cancel", why));
+            return Err(Problem::conflict(conflict_kind, why));
         }
         let order = store::find(&mut *tx, id).await?.ok_or_else(|| Problem::not_found(format!("no order {id}")))?;
         tx.commit().await?;
         Ok((StatusCode::ACCEPTED, Json(OrderView::from(&order))).into_response())
     });
-    cancelled.await
+    done.await
+}
+
+/// Who acts and why, from the admin's token and the optional body.
+/// No body and a JSON `null` are the same: no reason.
+fn operator(caller: &Caller, body: Option<ApiJson<Option<IncidentRequest>>>) -> Result<Operator, Problem> {
+    let request = body.and_then(|ApiJson(request)| request).unwrap_or_default();
+    request.validate()?;
+    Ok(Operator { actor: caller.customer_id.to_string(), reason: request.reason })
+}
+
+/// Retry (admin): send the current step's command again — or, while the
+/// saga compensates, the compensations still awaited — and give the step a
+/// fresh timeout. Harmless if the participant already did it: its effects
+/// are keyed by order, so a duplicate only repeats the same reply, which the
+/// saga ignores. Recorded on the timeline (`retry.requested`) with the
+/// caller's `sub` and the reason. 409 `cannot-retry` once the order is final.
+#[utoipa::path(
+    post, path = "/api/v1/orders/{id}/retry", tag = "incidents",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "The order id")),
+    request_body(content = Option<IncidentRequest>, content_type = "application/json",
+        description = "Optional: why (recorded on the timeline)"),
+    responses(
+        (status = 202, description = "The command was sent again: the order, still PENDING", body = OrderView,
+            links(
+                ("GetOrder" = (operation_id = "get_order", parameters(("id" = "$response.body#/id")))),
+                ("OrderEvents" = (operation_id = "order_events", parameters(("id" = "$response.body#/id")))),
+            )),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 422, response = Unprocessable),
+        (status = 503, response = Unavailable),
+    )
+)]
+pub async fn retry_order(
+    State(state): State<AppState>,
+    Admin(caller): Admin,
+    ApiPath(id): ApiPath<Uuid>,
+    body: Option<ApiJson<Option<IncidentRequest>>>,
+) -> Result<Response, Problem> {
+    let operator = operator(&caller, body)?;
+    let by = operator.actor.clone();
+    let response = act(&state, &caller, id, Event::RetryRequested(operator), "cannot-retry").await?;
+    tracing::info!(order_id = %id, %by, "operator retried the saga's current step");
+    Ok(response)
+}
+
+/// Force compensation (admin): a running saga releases the stock and
+/// refunds the payment, whatever it had done, and ends FAILED
+/// `compensated_by_operator`. Recorded on the timeline
+/// (`compensate.requested`) with the caller's `sub` and the reason. 409
+/// `cannot-compensate` once the order is final or already compensating.
+#[utoipa::path(
+    post, path = "/api/v1/orders/{id}/compensate", tag = "incidents",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "The order id")),
+    request_body(content = Option<IncidentRequest>, content_type = "application/json",
+        description = "Optional: why (recorded on the timeline)"),
+    responses(
+        (status = 202, description = "Compensation under way: the order, PENDING until compensated, then FAILED", body = OrderView,
+            links(
+                ("GetOrder" = (operation_id = "get_order", parameters(("id" = "$response.body#/id")))),
+                ("OrderEvents" = (operation_id = "order_events", parameters(("id" = "$response.body#/id")))),
+            )),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 422, response = Unprocessable),
+        (status = 503, response = Unavailable),
+    )
+)]
+pub async fn compensate_order(
+    State(state): State<AppState>,
+    Admin(caller): Admin,
+    ApiPath(id): ApiPath<Uuid>,
+    body: Option<ApiJson<Option<IncidentRequest>>>,
+) -> Result<Response, Problem> {
+    let operator = operator(&caller, body)?;
+    let by = operator.actor.clone();
+    let response = act(&state, &caller, id, Event::CompensateRequested(operator), "cannot-compensate").await?;
+    tracing::warn!(order_id = %id, %by, "operator forced the saga to compensate");
+    Ok(response)
 }
 
 /// The saga timeline: every step, command, reply and compensation.

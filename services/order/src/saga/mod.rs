@@ -15,6 +15,17 @@ pub struct SagaOrder {
     pub id: Uuid,
     pub customer_id: String,
     pub items: Vec<OrderLine>,
+    /// The priced total, once inventory has priced the order (what a retried
+    /// charge asks for).
+    pub total_cents: Option<i64>,
+}
+
+/// An operator's action on a saga: who (the token's `sub`) and why. The saga
+/// does not decide on it; the timeline records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Operator {
+    pub actor: String,
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -24,6 +35,13 @@ pub enum Event {
     /// The current step got no reply within the step timeout.
     StepTimedOut,
     CancelRequested,
+    /// An operator asks for the current step's command (or the compensations
+    /// still awaited) to be sent again: the participants key their effects by
+    /// order, so a duplicate is harmless. The step's timeout starts afresh.
+    RetryRequested(Operator),
+    /// An operator forces a running saga to compensate whatever it did; it
+    /// ends FAILED `compensated_by_operator`.
+    CompensateRequested(Operator),
 }
 
 /// How the saga took an event.
@@ -33,7 +51,7 @@ pub enum Effect {
     Applied,
     /// Late, duplicate or irrelevant: recorded, not applied.
     Ignored(&'static str),
-    /// A cancel the saga cannot honour in its current state.
+    /// A cancel or an operator action the saga cannot honour in its current state.
     Refused(&'static str),
 }
 
@@ -66,6 +84,9 @@ pub fn step(state: &SagaState, order: &SagaOrder, event: &Event) -> Transition {
     let id = order.id;
     let release = || Message::ReleaseStock { order_id: id };
     let refund = || Message::RefundPayment { order_id: id };
+    let charge =
+        |amount_cents| Message::ChargePayment { order_id: id, customer_id: order.customer_id.clone(), amount_cents };
+    let confirm = || Message::ConfirmReservation { order_id: id };
     // Undo everything that may have happened so far: the participants make
     // both compensations safe whether or not the original step took effect.
     let compensate_all = |outcome| {
@@ -80,15 +101,22 @@ pub fn step(state: &SagaState, order: &SagaOrder, event: &Event) -> Transition {
             vec![release()],
         )
     };
+    // The compensations still awaited, sent again; `resends` sets the next timeout's backoff.
+    let resend_compensations = |outcome: &Outcome, awaiting_release: bool, awaiting_refund: bool, resends: u32| {
+        let mut commands = Vec::new();
+        if awaiting_refund {
+            commands.push(refund());
+        }
+        if awaiting_release {
+            commands.push(release());
+        }
+        Transition::to(Compensating { outcome: *outcome, awaiting_release, awaiting_refund, resends }, commands)
+    };
+    let operator_failure = Outcome::Failed(FailureReason::CompensatedByOperator);
 
     match (state, event) {
         (Reserving, Event::Reply(Message::StockReserved { lines, total_cents, .. })) => {
-            let charge = Message::ChargePayment {
-                order_id: id,
-                customer_id: order.customer_id.clone(),
-                amount_cents: *total_cents,
-            };
-            let mut transition = Transition::to(Charging, vec![charge]);
+            let mut transition = Transition::to(Charging, vec![charge(*total_cents)]);
             transition.priced = Some((lines.clone(), *total_cents));
             transition
         }
@@ -100,9 +128,7 @@ pub fn step(state: &SagaState, order: &SagaOrder, event: &Event) -> Transition {
             };
             Transition::to(Failed { reason }, Vec::new())
         }
-        (Charging, Event::Reply(Message::PaymentCaptured { .. })) => {
-            Transition::to(Confirming, vec![Message::ConfirmReservation { order_id: id }])
-        }
+        (Charging, Event::Reply(Message::PaymentCaptured { .. })) => Transition::to(Confirming, vec![confirm()]),
         (Charging, Event::Reply(Message::PaymentDeclined { reason: DeclineReason::InsufficientFunds, .. })) => {
             compensate_stock(Outcome::Failed(FailureReason::InsufficientFunds))
         }
@@ -130,20 +156,7 @@ pub fn step(state: &SagaState, order: &SagaOrder, event: &Event) -> Transition {
         (Charging | Confirming, Event::StepTimedOut) => compensate_all(Outcome::Failed(FailureReason::Timeout)),
         (Compensating { outcome, awaiting_release, awaiting_refund, resends }, Event::StepTimedOut) => {
             // Compensations are retried until they succeed.
-            let mut commands = Vec::new();
-            if *awaiting_refund {
-                commands.push(refund());
-            }
-            if *awaiting_release {
-                commands.push(release());
-            }
-            let state = Compensating {
-                outcome: *outcome,
-                awaiting_release: *awaiting_release,
-                awaiting_refund: *awaiting_refund,
-                resends: resends + 1,
-            };
-            Transition::to(state, commands)
+            resend_compensations(outcome, *awaiting_release, *awaiting_refund, resends + 1)
         }
 
         (Reserving, Event::CancelRequested) => compensate_stock(Outcome::Cancelled),
@@ -155,6 +168,36 @@ pub fn step(state: &SagaState, order: &SagaOrder, event: &Event) -> Transition {
             Transition::unchanged(state, Effect::Refused("the order is already failing and being compensated"))
         }
         (Failed { .. } | Cancelled, Event::CancelRequested) => {
+            Transition::unchanged(state, Effect::Refused("the order is already finished"))
+        }
+
+        // An operator's retry sends the step's command again, in the same
+        // state: the step's timeout starts afresh (the orchestrator restarts
+        // it on every applied transition that awaits a reply).
+        (Reserving, Event::RetryRequested(_)) => Transition::to(Reserving, begin(order).1),
+        (Charging, Event::RetryRequested(_)) => match order.total_cents {
+            Some(total) => Transition::to(Charging, vec![charge(total)]),
+            None => Transition::unchanged(state, Effect::Refused("the order has no priced total to charge")),
+        },
+        (Confirming, Event::RetryRequested(_)) => Transition::to(Confirming, vec![confirm()]),
+        // While compensating: the compensations still awaited, with the
+        // backoff reset (the operator says the participant is back).
+        (Compensating { outcome, awaiting_release, awaiting_refund, .. }, Event::RetryRequested(_)) => {
+            resend_compensations(outcome, *awaiting_release, *awaiting_refund, 0)
+        }
+        (Completed | Failed { .. } | Cancelled, Event::RetryRequested(_)) => {
+            Transition::unchanged(state, Effect::Refused("the order is finished: no step awaits a reply"))
+        }
+
+        (Reserving, Event::CompensateRequested(_)) => compensate_stock(operator_failure),
+        (Charging | Confirming, Event::CompensateRequested(_)) => compensate_all(operator_failure),
+        (Compensating { .. }, Event::CompensateRequested(_)) => {
+            Transition::unchanged(state, Effect::Refused("the order is already being compensated"))
+        }
+        (Completed, Event::CompensateRequested(_)) => {
+            Transition::unchanged(state, Effect::Refused("the order is completed: cancel it to refund and restock"))
+        }
+        (Failed { .. } | Cancelled, Event::CompensateRequested(_)) => {
             Transition::unchanged(state, Effect::Refused("the order is already finished"))
         }
 

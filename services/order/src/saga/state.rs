@@ -33,6 +33,8 @@ pub enum FailureReason {
     UnknownSku,
     InsufficientFunds,
     Timeout,
+    /// An operator forced compensation (`POST /api/v1/orders/{id}/compensate`).
+    CompensatedByOperator,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,11 +54,12 @@ impl Outcome {
 }
 
 impl FailureReason {
-    pub const ALL: [FailureReason; 4] = [
+    pub const ALL: [FailureReason; 5] = [
         FailureReason::OutOfStock,
         FailureReason::UnknownSku,
         FailureReason::InsufficientFunds,
         FailureReason::Timeout,
+        FailureReason::CompensatedByOperator,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -65,6 +68,7 @@ impl FailureReason {
             FailureReason::UnknownSku => "unknown_sku",
             FailureReason::InsufficientFunds => "insufficient_funds",
             FailureReason::Timeout => "timeout",
+            FailureReason::CompensatedByOperator => "compensated_by_operator",
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Table-driven tests of the transition function, and a property test that
 //! runs the saga against models of inventory and payment through a network
-//! that duplicates, reorders and delays messages and fires timeouts at will.
+//! that duplicates, reorders and delays messages and fires timeouts, cancels
+//! and operator actions (retry, forced compensation) at will.
 
 use proptest::prelude::*;
 use saga_common::contracts::{DeclineReason, Message, OrderLine, PricedLine, RejectReason};
@@ -13,7 +14,20 @@ fn order() -> SagaOrder {
         id: Uuid::nil(),
         customer_id: "alice".into(),
         items: vec![OrderLine { sku: "SKU-1".into(), quantity: 2 }],
+        total_cents: Some(100),
     }
+}
+
+fn operator() -> Operator {
+    Operator { actor: "ops".into(), reason: Some("participant was frozen".into()) }
+}
+
+fn retry() -> Event {
+    Event::RetryRequested(operator())
+}
+
+fn force() -> Event {
+    Event::CompensateRequested(operator())
 }
 
 fn reserved() -> Event {
@@ -140,6 +154,87 @@ fn compensation_resends_back_off_exponentially() {
         state = step(&state, &order(), &Event::StepTimedOut).state;
     }
     assert_eq!(factors, vec![1, 2, 4, 8, 16, 32, 32, 32]);
+}
+
+#[test]
+fn operator_actions_table() {
+    use SagaState::*;
+    let release = Message::ReleaseStock { order_id: ID };
+    let refund = Message::RefundPayment { order_id: ID };
+    let by_operator = Outcome::Failed(FailureReason::CompensatedByOperator);
+    let backed_off =
+        |outcome| SagaState::Compensating { outcome, awaiting_release: true, awaiting_refund: true, resends: 4 };
+    let cases: Vec<(SagaState, Event, SagaState, Vec<Message>)> = vec![
+        // A retry sends the current step's command again and stays in the step.
+        (Reserving, retry(), Reserving, begin(&order()).1),
+        (
+            Charging,
+            retry(),
+            Charging,
+            vec![Message::ChargePayment { order_id: ID, customer_id: "alice".into(), amount_cents: 100 }],
+        ),
+        (Confirming, retry(), Confirming, vec![Message::ConfirmReservation { order_id: ID }]),
+        // While compensating: what is still awaited, and the backoff starts over.
+        (
+            backed_off(Outcome::Cancelled),
+            retry(),
+            compensating(Outcome::Cancelled, true, true),
+            vec![refund.clone(), release.clone()],
+        ),
+        (compensating(by_operator, false, true), retry(), compensating(by_operator, false, true), vec![refund.clone()]),
+        // Forced compensation undoes what may have been done, like a timeout.
+        (Reserving, force(), compensating(by_operator, true, false), vec![release.clone()]),
+        (Charging, force(), compensating(by_operator, true, true), vec![refund.clone(), release.clone()]),
+        (Confirming, force(), compensating(by_operator, true, true), vec![refund.clone(), release.clone()]),
+        (
+            compensating(by_operator, true, true),
+            reply(Message::StockReleased { order_id: ID }),
+            compensating(by_operator, false, true),
+            vec![],
+        ),
+        (
+            compensating(by_operator, false, true),
+            reply(Message::PaymentRefunded { order_id: ID }),
+            Failed { reason: FailureReason::CompensatedByOperator },
+            vec![],
+        ),
+    ];
+    for (from, event, to, commands) in cases {
+        let transition = step(&from, &order(), &event);
+        assert_eq!(transition.state, to, "{from:?} + {event:?}");
+        assert_eq!(transition.commands, commands, "{from:?} + {event:?}");
+        assert_eq!(transition.effect, Effect::Applied, "{from:?} + {event:?}");
+        if matches!(event, Event::RetryRequested(_) | Event::CompensateRequested(_)) {
+            // It awaits a reply, so the orchestrator restarts the step's timeout.
+            assert!(transition.state.awaits_reply(), "{from:?} + {event:?}");
+        }
+    }
+    assert_eq!(step(&backed_off(Outcome::Cancelled), &order(), &retry()).state.timeout_factor(), 1);
+}
+
+#[test]
+fn operator_actions_are_refused_where_they_do_not_apply() {
+    use SagaState::*;
+    let by_operator = Outcome::Failed(FailureReason::CompensatedByOperator);
+    let cases = vec![
+        (Completed, retry()),
+        (Failed { reason: FailureReason::Timeout }, retry()),
+        (Cancelled, retry()),
+        (Completed, force()),
+        (Failed { reason: FailureReason::CompensatedByOperator }, force()),
+        (Cancelled, force()),
+        (compensating(Outcome::Cancelled, true, true), force()),
+        (compensating(by_operator, true, false), force()),
+    ];
+    for (state, event) in cases {
+        let transition = step(&state, &order(), &event);
+        assert_eq!(transition.state, state, "{event:?}");
+        assert!(transition.commands.is_empty(), "{state:?} + {event:?}");
+        assert!(matches!(transition.effect, Effect::Refused(_)), "{state:?} + {event:?}");
+    }
+    // A charge cannot be sent again without the priced total.
+    let unpriced = SagaOrder { total_cents: None, ..order() };
+    assert!(matches!(step(&Charging, &unpriced, &retry()).effect, Effect::Refused(_)));
 }
 
 #[test]
@@ -309,6 +404,8 @@ enum Action {
     },
     Timeout,
     Cancel,
+    Retry,
+    ForceCompensation,
 }
 
 fn action() -> impl Strategy<Value = Action> {
@@ -316,6 +413,8 @@ fn action() -> impl Strategy<Value = Action> {
         6 => (any::<usize>(), prop::bool::weighted(0.2)).prop_map(|(index, duplicate)| Action::Deliver { index, duplicate }),
         1 => Just(Action::Timeout),
         1 => Just(Action::Cancel),
+        1 => Just(Action::Retry),
+        1 => Just(Action::ForceCompensation),
     ]
 }
 
@@ -329,6 +428,10 @@ struct World {
 impl World {
     fn apply(&mut self, event: Event) {
         let transition = step(&self.state, &self.order, &event);
+        // As the orchestrator stores it on the order row.
+        if let Some((_, total)) = transition.priced {
+            self.order.total_cents = Some(total);
+        }
         self.state = transition.state;
         self.in_flight.extend(transition.commands);
     }
@@ -362,6 +465,7 @@ proptest! {
             id: ID,
             customer_id: "alice".into(),
             items: vec![OrderLine { sku: "SKU-1".into(), quantity }],
+            total_cents: None,
         };
         let (state, commands) = begin(&order);
         let participants = Participants {
@@ -374,6 +478,8 @@ proptest! {
                 Action::Deliver { index, duplicate } => world.deliver(index, duplicate),
                 Action::Timeout => world.apply(Event::StepTimedOut),
                 Action::Cancel => world.apply(Event::CancelRequested),
+                Action::Retry => world.apply(retry()),
+                Action::ForceCompensation => world.apply(force()),
             }
         }
         // Quiet period: every message arrives; steps still waiting time out.
