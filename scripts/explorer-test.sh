@@ -17,7 +17,7 @@ started=$SECONDS
 apt_install chromium fonts-liberation fonts-dejavu-core
 command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || apt_install nodejs npm
 [[ -x /usr/bin/chromium ]] || die "/usr/bin/chromium is missing after installing chromium"
-/usr/bin/chromium --version
+/usr/bin/chromium --version 2>/dev/null
 
 lock_version=$(python3 -c 'import json; print(json.load(open("tests/browser/package-lock.json"))["packages"]["node_modules/playwright-core"]["version"])')
 installed_version=$(python3 -c 'import json; print(json.load(open("tests/browser/node_modules/playwright-core/package.json"))["version"])' 2>/dev/null || true)

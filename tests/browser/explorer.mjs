@@ -46,7 +46,10 @@ page.on('pageerror', (e) => consoleErrors.push(String(e)));
 const origins = new Set();
 page.on('request', (r) => origins.add(new URL(r.url()).origin));
 
+/** Checks what a person sees, then saves the screenshot. */
 async function shot(name, target = page) {
+  const text = await target.locator('body').innerText();
+  assert.ok(!/\b(null|undefined|NaN)\b/.test(text), `${name}: a missing value shows as text:\n${text}`);
   await target.screenshot({ path: `${SHOTS}/${name}.png`, fullPage: true });
 }
 
@@ -113,11 +116,22 @@ try {
   await page.getByLabel('Bearer token (JWT)').waitFor();
   await checkLabels();
   await shot('sign-in');
-  await page.keyboard.press('Tab');
-  assert.equal(await page.evaluate(() => document.activeElement.className), 'skip', 'the skip link comes first');
+  assert.equal(await page.evaluate(() => document.activeElement.id), 'token', 'the token field has the focus');
+  // Backwards from the field: the header's links, the first of them the skip link.
+  const visited = [];
+  for (let i = 0; i < 4 && visited.at(-1) !== 'skip'; i += 1) {
+    await page.keyboard.press('Shift+Tab');
+    visited.push(await page.evaluate(() => document.activeElement.className || document.activeElement.tagName));
+  }
+  assert.equal(visited.at(-1), 'skip', `the skip link comes first: ${visited}`);
+  assert.ok(visited.length <= 3, `few stops before the field: ${visited}`);
   const outline = await page.evaluate(() => getComputedStyle(document.activeElement).outlineStyle);
   assert.notEqual(outline, 'none', 'focus is visible');
-  await page.getByLabel('Bearer token (JWT)').fill(ALICE);
+  await page.keyboard.press('Enter');
+  assert.equal(await page.evaluate(() => document.activeElement.id), 'main', 'the skip link moves to the content');
+  await page.keyboard.press('Tab');
+  assert.equal(await page.evaluate(() => document.activeElement.id), 'token');
+  await page.keyboard.type(ALICE);
   await page.keyboard.press('Tab');
   await page.keyboard.press('Enter');
   await page.locator('#who-name', { hasText: 'alice' }).waitFor();

@@ -30,6 +30,11 @@ function el(tag, attrs = {}, ...children) {
   return node;
 }
 
+/** The nodes that are there (replaceChildren would show null as text). */
+function present(...nodes) {
+  return nodes.filter((n) => n !== null && n !== undefined && n !== false);
+}
+
 function money(cents) {
   if (cents === null || cents === undefined) return '—';
   return (cents / 100).toLocaleString('en', { style: 'currency', currency: 'EUR' });
@@ -89,7 +94,7 @@ function setView(title, ...content) {
     stopFollowing = null;
   }
   document.title = `${title} · Saga explorer`;
-  main.replaceChildren(...content);
+  main.replaceChildren(...present(...content));
   for (const link of document.querySelectorAll('#nav a')) {
     const current = location.hash.startsWith(`#/${link.dataset.view}`);
     if (current) link.setAttribute('aria-current', 'page');
@@ -272,8 +277,9 @@ async function orderView(id) {
       el('dt', {}, 'Total'), el('dd', {}, money(order.total_cents)),
       el('dt', {}, 'Created'), el('dd', {}, when(order.created_at)),
       el('dt', {}, 'Updated'), el('dd', {}, when(order.updated_at)),
-      el('dt', {}, 'Took'), el('dd', {}, duration(order.created_at, order.status === 'PENDING' ? null : order.updated_at))),
-    trace);
+      el('dt', {}, 'Took'), el('dd', {}, order.status === 'PENDING'
+        ? `${duration(order.created_at, null)} so far` : duration(order.created_at, order.updated_at))),
+    ...present(trace));
     lines.replaceChildren(table('Lines', ['SKU', 'Quantity', 'Unit price', 'Line total'], order.items.map((i) => el('tr', {},
       el('td', { class: 'mono' }, i.sku), el('td', { class: 'num' }, String(i.quantity)),
       el('td', { class: 'num' }, money(i.unit_price_cents)),
@@ -308,13 +314,13 @@ async function orderView(id) {
         }
       },
     }, label));
-    actions.replaceChildren(
+    actions.replaceChildren(...present(
       order.status === 'CANCELLED' || order.status === 'FAILED' ? null : button('Cancel order', 'cancel',
         pending ? 'The saga stops and compensates what it did (release, refund); the order ends CANCELLED.'
           : 'The order is refunded and its stock returned; it ends CANCELLED.', 'cancel', false),
       pending ? button('Retry step', 'retry', 'The current step\'s command is sent again.', 'retry', true) : null,
       pending ? button('Force compensation', 'compensate',
-        'The saga stops and compensates what it did; the order ends FAILED.', 'compensate', true) : null);
+        'The saga stops and compensates what it did; the order ends FAILED.', 'compensate', true) : null));
   };
 
   const startFollowing = () => {
@@ -451,8 +457,8 @@ async function paymentsView(customer, params) {
         el('td', {}, el('a', { href: `#/orders/${p.order_id}`, class: 'mono' }, p.order_id)),
         el('td', { class: 'num' }, money(p.amount_cents)), el('td', {}, badge(p.status)), el('td', {}, when(p.updated_at)))),
       { empty: 'No payments.' }),
-      page.next_cursor ? el('nav', { class: 'pager', 'aria-label': 'Pages' },
-        el('a', { href: `#/accounts/${encodeURIComponent(customer)}${query({ cursor: page.next_cursor })}` }, 'Next →')) : null);
+      ...present(page.next_cursor ? el('nav', { class: 'pager', 'aria-label': 'Pages' },
+        el('a', { href: `#/accounts/${encodeURIComponent(customer)}${query({ cursor: page.next_cursor })}` }, 'Next →')) : null));
   } catch (error) {
     body.replaceChildren();
     showError(error);
@@ -481,19 +487,31 @@ function route() {
   main.focus({ preventScroll: true });
 }
 
-function start() {
-  // A sign-in link: /ui/#token=<jwt>. Read it, then take it out of the address bar and history.
+/** A sign-in link, /ui/#token=<jwt>: read it, then take it out of the address bar and history. */
+function takeTokenFromFragment() {
   const fragment = new URLSearchParams(location.hash.slice(1));
   if (fragment.has('token')) {
     setToken(fragment.get('token'));
     history.replaceState(null, '', `${location.pathname}#/orders`);
   }
+}
+
+function start() {
+  takeTokenFromFragment();
+  // The fragment names views here, so the skip link moves the focus itself.
+  document.querySelector('.skip').addEventListener('click', (event) => {
+    event.preventDefault();
+    main.focus();
+  });
   document.getElementById('sign-out').addEventListener('click', () => {
     clearToken();
     history.replaceState(null, '', location.pathname);
     route();
   });
-  window.addEventListener('hashchange', route);
+  window.addEventListener('hashchange', () => {
+    takeTokenFromFragment();
+    route();
+  });
   fetch('config.json').then((r) => r.json()).then((c) => { config = c; }).catch(() => {});
   route();
 }
