@@ -16,14 +16,15 @@ use saga_common::openapi::{
 use saga_common::problem::{ApiJson, ApiPath, ApiQuery, Problem};
 use saga_common::topology::Destination;
 use serde::{Deserialize, Serialize};
-use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Schema, Type};
+use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Schema, Type};
 use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
 
 pub const DEFAULT_LIMIT: u32 = 100;
 pub const MAX_LIMIT: u32 = 500;
-pub const MAX_IDS: usize = 1000;
+/// Message ids in one replay request: the longest such body stays under the 64 KiB body limit.
+pub const MAX_IDS: usize = 100;
 pub const MAX_ID_LEN: usize = 255;
 
 /// A service whose dead-letter queue is meant.
@@ -98,20 +99,49 @@ pub struct DeadLetterQueues {
 }
 
 /// Replay the messages with these ids, or all of the queue: exactly one of the two.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-#[schema(example = json!({"message_ids": ["0190b8f1-3c1e-7000-8000-000000000000"]}))]
 pub struct ReplayRequest {
-    /// 1 to 1000 message ids (each 1-255 characters).
-    #[schema(schema_with = ids_schema)]
     pub message_ids: Option<Vec<String>>,
-    /// `true`: every message in the queue now.
     pub all: Option<bool>,
 }
 
-fn ids_schema() -> Schema {
+impl utoipa::PartialSchema for ReplayRequest {
+    fn schema() -> utoipa::openapi::RefOr<Schema> {
+        replay_request_schema().into()
+    }
+}
+
+impl ToSchema for ReplayRequest {}
+
+/// `{"message_ids": [1 to 100 ids of 1-255 characters]}` or `{"all": true}`, as the handler checks it.
+fn replay_request_schema() -> Schema {
     let id = ObjectBuilder::new().schema_type(Type::String).min_length(Some(1)).max_length(Some(MAX_ID_LEN));
-    ArrayBuilder::new().items(id).min_items(Some(1)).max_items(Some(MAX_IDS)).into()
+    let ids = ArrayBuilder::new()
+        .items(id)
+        .min_items(Some(1))
+        .max_items(Some(MAX_IDS))
+        .description(Some("1 to 100 message ids, each 1-255 characters"));
+    let all = ObjectBuilder::new()
+        .schema_type(Type::Boolean)
+        .enum_values(Some([true]))
+        .description(Some("`true`: every message in the queue now"));
+    let closed = || Some(utoipa::openapi::schema::AdditionalProperties::FreeForm(false));
+    let by_id = ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .property("message_ids", ids)
+        .required("message_ids")
+        .additional_properties(closed());
+    let every = ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .property("all", all)
+        .required("all")
+        .additional_properties(closed());
+    OneOfBuilder::new()
+        .item(by_id)
+        .item(every)
+        .examples([serde_json::json!({"message_ids": ["0190b8f1-3c1e-7000-8000-000000000000"]})])
+        .into()
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -213,7 +243,7 @@ pub async fn replay_dead_letters(
     let queue = QueueName::from_path(&queue)?;
     let mut selection = match (&request.message_ids, request.all) {
         (None, Some(true)) => Selection::All,
-        (Some(ids), None | Some(false)) => {
+        (Some(ids), None) => {
             if ids.is_empty() || ids.len() > MAX_IDS {
                 return Err(Problem::validation(format!("message_ids: 1 to {MAX_IDS} ids")));
             }
@@ -222,7 +252,7 @@ pub async fn replay_dead_letters(
             }
             Selection::Ids(ids.iter().cloned().collect::<BTreeSet<_>>())
         }
-        _ => return Err(Problem::validation("give either message_ids or \"all\": true")),
+        _ => return Err(Problem::validation("give either message_ids or \"all\": true, not both")),
     };
     let connection = connect(&state).await?;
     let replayed = dlq::replay(&connection, &state.platform, queue.destination(), &mut selection).await;

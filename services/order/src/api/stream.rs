@@ -38,6 +38,27 @@ pub const POLL: Duration = Duration::from_millis(250);
 /// A stream closes after this long; the client reconnects.
 pub const MAX_STREAM: Duration = Duration::from_secs(300);
 
+/// One server-sent event of the stream (the schema of each event, as
+/// OpenAPI describes `text/event-stream`).
+#[derive(Debug, utoipa::ToSchema)]
+#[allow(dead_code)] // documents the wire format; events are built by `json_event`
+pub struct StreamEvent {
+    /// `order`, `timeline` or `end`.
+    #[schema(schema_with = event_names)]
+    event: String,
+    /// JSON: the order with `trace_id` (`order`), the new timeline entries
+    /// (`timeline`), or `{"status"}` (`end`).
+    #[schema(content_media_type = "application/json")]
+    data: String,
+}
+
+fn event_names() -> utoipa::openapi::schema::Schema {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(["order", "timeline", "end"]))
+        .into()
+}
+
 /// Follow an order live: server-sent events until it is final.
 ///
 /// Events: `order` (data: the order, with `trace_id` from its W3C traceparent), `timeline` (data: the new timeline
@@ -50,7 +71,7 @@ pub const MAX_STREAM: Duration = Duration::from_secs(300);
     params(("id" = Uuid, Path, description = "The order id")),
     responses(
         (status = 200, description = "`text/event-stream`: events `order`, `timeline` and `end`, each with JSON data",
-            content_type = "text/event-stream", body = String),
+            content_type = "text/event-stream", body = StreamEvent),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
         (status = 404, response = NotFound),
