@@ -233,6 +233,8 @@ async fn supervise(
         say!();
         *demo_failed = !demo::run(&platform, Duration::from_secs(30)).await?;
     }
+    // Last, so it is on screen after the demo's output.
+    say!("\n{}", explorer_link(global));
     say!("\nThe platform is running. Press Ctrl-C to stop it.");
     loop {
         for running in children.iter_mut() {
@@ -354,7 +356,6 @@ fn print_banner(global: &GlobalArgs, platform: &str, children: &[Running]) {
         global.order_url.trim_end_matches('/')
     );
     say!("  admin token: {sagactl} token --sub admin --admin");
-    say!("\n{}", explorer_link(global));
 }
 
 /// How long the explorer link's development admin token lives.
