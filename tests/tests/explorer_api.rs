@@ -399,6 +399,8 @@ async fn accounts_and_payments_are_listed_for_admins() {
     let none = json_ok(get(&platform, Svc::Payment, "/api/v1/accounts/acc-a/payments", &admin).await).await;
     assert_eq!(none, json!({"items": [], "next_cursor": null}));
 
+    let bad_id = get(&platform, Svc::Payment, "/api/v1/accounts/no%20spaces/payments", &admin).await;
+    assert_eq!(problem(bad_id, StatusCode::NOT_FOUND).await, kind("not-found"));
     let customer = platform.token("acc-b");
     for path in ["/api/v1/accounts", "/api/v1/accounts/acc-b/payments"] {
         problem(get(&platform, Svc::Payment, path, &customer).await, StatusCode::FORBIDDEN).await;

@@ -345,6 +345,7 @@ pub struct PaymentPage {
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
         (status = 503, response = Unavailable),
     )
 )]
@@ -355,7 +356,8 @@ async fn customer_payments(
     ApiQuery(query): ApiQuery<PaymentsQuery>,
 ) -> Result<Json<PaymentPage>, Problem> {
     let limit = page_limit(query.limit)?;
-    CustomerId::parse(&customer_id).map_err(|e| Problem::bad_request("invalid-path", format!("customer_id: {e}")))?;
+    // An id no account can have has no payments to list (as GET /api/v1/accounts/{customer_id}).
+    CustomerId::parse(&customer_id).map_err(|_| Problem::not_found("no such account"))?;
     let before = match &query.cursor {
         Some(cursor) => {
             Some(cursor.parse::<Uuid>().map_err(|_| Problem::bad_request("invalid-query", "cursor is not valid"))?)
