@@ -222,7 +222,8 @@ async function ordersView(params) {
         'aria-current': status === s ? 'true' : null,
       }, `${s} `, el('strong', { 'data-count': s }, String(counts[s])))))));
     const rows = page.items.map((o) => el('tr', { 'data-order': o.id },
-      el('td', {}, el('a', { href: `#/orders/${o.id}`, class: 'mono' }, o.id)),
+      el('td', {}, el('a', { href: `#/orders/${o.id}`, class: 'mono', 'aria-label': `Order ${o.id}` },
+        el('span', { class: 'id-full' }, o.id), el('span', { class: 'id-short', 'aria-hidden': 'true' }, `${o.id.slice(0, 13)}…`))),
       el('td', {}, o.customer_id),
       el('td', {}, badge(o.status)),
       el('td', { class: 'num' }, money(o.total_cents)),
