@@ -441,6 +441,12 @@ async fn one_origin_serves_the_page_and_forwards_the_other_apis() {
         .unwrap();
     assert_eq!(put.status(), StatusCode::CREATED);
     assert_eq!(put.headers()["location"], "/api/v1/products/VIA-ORDER");
+    // The correlation id goes on to the service behind: its log names it.
+    let correlation = put.headers()["x-correlation-id"].to_str().unwrap().to_owned();
+    eventually("the inventory log names the forwarded request's correlation id", WAIT, || async {
+        platform.log(Svc::Inventory, 0).contains(&correlation).then_some(())
+    })
+    .await;
     assert_eq!(platform.product("VIA-ORDER").await["on_hand"], 4);
     let direct = json_ok(get(&platform, Svc::Inventory, "/api/v1/products", &admin).await).await;
     let forwarded = json_ok(get(&platform, Svc::Order, "/api/v1/products", &admin).await).await;

@@ -5,7 +5,8 @@
 //! as the chart's Ingress/HTTPRoute does in a cluster. Off unless a base URL
 //! is set. Request bodies are bounded as every API's are (64 KiB), responses
 //! to `MAX_RESPONSE`; headers pass through (Authorization included) but the
-//! hop-by-hop ones; each forwarded request is bounded by `TIMEOUT`.
+//! hop-by-hop ones, and the request's correlation id and traceparent go on
+//! with it; each forwarded request is bounded by `TIMEOUT`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,10 +14,10 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderName, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
-use saga_common::http::BODY_LIMIT;
+use saga_common::http::{BODY_LIMIT, RequestContext};
 use saga_common::problem::Problem;
 
 pub const TIMEOUT: Duration = Duration::from_secs(30);
@@ -98,8 +99,17 @@ async fn forward(State(upstream): State<Arc<Upstream>>, request: Request) -> Res
     };
     let path_and_query = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let url = format!("{}{path_and_query}", upstream.base);
-    let sent =
-        upstream.client.request(parts.method.clone(), &url).headers(forwarded(&parts.headers)).body(body).send().await;
+    let mut headers = forwarded(&parts.headers);
+    // The request's correlation id and trace go on with it (the ones this
+    // service adopted or made, so both services log the same).
+    if let Some(context) = parts.extensions.get::<RequestContext>() {
+        for (name, value) in [("x-correlation-id", &context.correlation_id), ("traceparent", &context.traceparent)] {
+            if let Ok(value) = HeaderValue::from_str(value) {
+                headers.insert(name, value);
+            }
+        }
+    }
+    let sent = upstream.client.request(parts.method.clone(), &url).headers(headers).body(body).send().await;
     let mut response = match sent {
         Ok(response) => response,
         Err(error) => {
