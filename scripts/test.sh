@@ -63,6 +63,12 @@ cargo build --workspace --bins
 begin "schemathesis against every service's /api/openapi.json (scripts/schemathesis.sh)"
 scripts/schemathesis.sh
 
+# The saga explorer in headless Chromium (docs/explorer.md): installs Debian's
+# chromium, fonts and playwright-core when missing, then the browser test on a
+# platform of its own (cold: about 1 min, 32 s of it installs, 23 s the test).
+begin "saga explorer in headless Chromium (scripts/explorer-test.sh)"
+scripts/explorer-test.sh
+
 begin "CRD drift: crds/sagaplatform.yaml matches saga-operator crd"
 target/debug/saga-operator crd | diff -u crds/sagaplatform.yaml -
 

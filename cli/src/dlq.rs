@@ -1,29 +1,19 @@
 //! `sagactl dlq list | replay | purge`: the dead-letter queues of a platform.
+//! The broker side (browse without consuming, replay exactly once by message
+//! id, purge) is `saga_common::dlq`, shared with the order service's admin
+//! API; this module parses the command and prints.
 //!
-//! - `list` browses without consuming: messages are taken unacknowledged and
-//!   handed back when the channel closes.
-//! - `replay` moves selected (or all) messages back to the queue they failed
-//!   on: each is published to the platform's exchange with its original
-//!   message id, confirmed by the broker, and only then removed from the DLQ.
-//!   The failure headers are dropped, so the message gets its full number of
-//!   attempts again. Should sagactl die between the confirm and the removal,
-//!   a second replay delivers the same message id again and the consumer's
-//!   inbox ignores it: a replay takes effect exactly once, and a replayed
-//!   message whose saga has already finished changes nothing.
+//! - `list` browses without consuming.
+//! - `replay` moves selected (or all) messages back to the queue they failed on.
 //! - `purge` deletes a DLQ's messages, after confirmation.
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, IsTerminal, Write};
 
 use clap::{Args, Subcommand, ValueEnum};
-use lapin::message::BasicGetMessage;
-use lapin::options::{
-    BasicAckOptions, BasicGetOptions, BasicNackOptions, BasicPublishOptions, QueueDeclareOptions, QueuePurgeOptions,
-};
-use lapin::types::{AMQPValue, FieldTable};
-use lapin::{Channel, Confirmation, Connection};
+use lapin::Connection;
 use saga_common::amqp::{Broker, redact};
-use saga_common::envelope::headers;
+use saga_common::dlq::{self, Selection};
 use saga_common::topology::{Destination, dlq_name};
 
 use schemars::JsonSchema;
@@ -226,65 +216,23 @@ pub async fn run(global: &GlobalArgs, out: Out, command: &DlqCommand) -> Result<
     result
 }
 
-/// Messages in `queue` now (a passive declare: fails if it does not exist).
-async fn depth(channel: &Channel, queue: &str) -> Result<u32> {
-    let options = QueueDeclareOptions { passive: true, ..Default::default() };
-    let declared = channel
-        .queue_declare(queue.into(), options, FieldTable::default())
-        .await
-        .map_err(|e| format!("dead-letter queue {queue}: {e} (is the platform name right?)"))?;
-    Ok(declared.message_count())
-}
-
-/// Takes up to `max` messages unacknowledged (so nothing is lost if we stop).
-async fn take(channel: &Channel, queue: &str, max: u32) -> Result<Vec<BasicGetMessage>> {
-    let mut taken = Vec::new();
-    while taken.len() < max as usize {
-        match channel.basic_get(queue.into(), BasicGetOptions { no_ack: false }).await? {
-            Some(message) => taken.push(message),
-            None => break,
-        }
-    }
-    Ok(taken)
-}
-
-fn header(table: &FieldTable, name: &str) -> String {
-    match table.inner().get(name) {
-        Some(AMQPValue::LongString(s)) => s.to_string(),
-        Some(AMQPValue::ShortString(s)) => s.to_string(),
-        Some(AMQPValue::LongUInt(n)) => n.to_string(),
-        Some(AMQPValue::LongInt(n)) => n.to_string(),
-        Some(AMQPValue::LongLongInt(n)) => n.to_string(),
-        Some(other) => format!("{other:?}"),
-        None => String::new(),
-    }
-}
-
-fn message_id(message: &BasicGetMessage) -> String {
-    message.delivery.properties.message_id().as_ref().map(|id| id.to_string()).unwrap_or_default()
-}
-
 async fn list(connection: &Connection, out: Out, args: &ListArgs) -> Result<i32> {
     let mut messages = Vec::new();
     let mut total = 0;
     for (_, queue) in args.target.queues() {
-        let channel = connection.create_channel().await?;
-        total += depth(&channel, &queue).await?;
-        for message in take(&channel, &queue, args.limit).await? {
-            let properties = &message.delivery.properties;
-            let headers = properties.headers().clone().unwrap_or_default();
+        let (depth, browsed) = dlq::browse(connection, &queue, args.limit).await?;
+        total += depth;
+        for message in browsed {
             messages.push(DeadLetterView {
                 queue: queue.clone(),
-                message_id: message_id(&message),
-                kind: properties.kind().as_ref().map(|t| t.to_string()).unwrap_or_default(),
-                correlation_id: header(&headers, headers::CORRELATION_ID),
-                attempts: header(&headers, headers::ATTEMPT),
-                dead_lettered_at: header(&headers, headers::DEAD_LETTERED_AT),
-                reason: header(&headers, headers::FAILURE_REASON),
+                message_id: message.message_id,
+                kind: message.kind,
+                correlation_id: message.correlation_id,
+                attempts: message.attempts,
+                dead_lettered_at: message.dead_lettered_at,
+                reason: message.reason,
             });
         }
-        // Closing the channel hands every browsed message back to the queue.
-        channel.close(200, "browsed".into()).await?;
     }
     out.print(&DeadLetterList { messages, total })?;
     Ok(0)
@@ -292,56 +240,21 @@ async fn list(connection: &Connection, out: Out, args: &ListArgs) -> Result<i32>
 
 async fn replay(connection: &Connection, out: Out, args: &ReplayArgs) -> Result<i32> {
     let platform = &args.target.platform;
-    let exchange = format!("{platform}.saga");
-    let mut wanted: BTreeSet<String> = args.id.iter().cloned().collect();
+    let mut selection = if args.all { Selection::All } else { Selection::Ids(args.id.iter().cloned().collect()) };
     let mut replayed = Vec::new();
     for (destination, queue) in args.target.queues() {
-        let channel = connection.create_channel().await?;
-        channel.confirm_select(Default::default()).await?;
-        // Only what is there now: replayed messages that fail again come
-        // back to this queue and must not be taken a second time.
-        let present = depth(&channel, &queue).await?;
-        for message in take(&channel, &queue, present).await? {
-            let id = message_id(&message);
-            if !args.all && !wanted.remove(&id) {
-                continue; // handed back when the channel closes
-            }
-            let delivery = &message.delivery;
-            let failure_headers =
-                [headers::ATTEMPT, headers::FAILURE_REASON, headers::ORIGINAL_QUEUE, headers::DEAD_LETTERED_AT];
-            let mut table = FieldTable::default();
-            for (name, value) in delivery.properties.headers().clone().unwrap_or_default().inner() {
-                if !failure_headers.contains(&name.as_str()) {
-                    table.insert(name.clone(), value.clone());
-                }
-            }
-            let properties = delivery.properties.clone().with_headers(table);
-            let confirm = channel
-                .basic_publish(
-                    exchange.as_str().into(),
-                    destination.queue().into(),
-                    BasicPublishOptions { mandatory: true, ..Default::default() },
-                    &delivery.data,
-                    properties,
-                )
-                .await?
-                .await?;
-            if !matches!(confirm, Confirmation::Ack(None)) {
-                delivery.acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await?;
-                return Err(
-                    format!("the broker did not accept message {id} for {exchange}; it stays in {queue}").into()
-                );
-            }
-            delivery.acker.ack(BasicAckOptions::default()).await?;
+        for id in dlq::replay(connection, platform, destination, &mut selection).await? {
             replayed.push(ReplayedMessage {
                 message_id: id,
                 from: queue.clone(),
                 to: format!("{platform}.{}", destination.queue()),
             });
         }
-        channel.close(200, "replayed".into()).await?;
     }
-    let missing: Vec<String> = wanted.into_iter().collect();
+    let missing: Vec<String> = match selection {
+        Selection::Ids(missing) => missing.into_iter().collect(),
+        Selection::All => Vec::new(),
+    };
     out.print(&Replayed { replayed, missing: missing.clone() })?;
     if missing.is_empty() {
         Ok(0)
@@ -356,8 +269,9 @@ async fn purge(connection: &Connection, out: Out, args: &PurgeArgs) -> Result<i3
     let queues = args.target.queues();
     let mut counts = Vec::new();
     for (_, queue) in &queues {
-        counts.push((queue.clone(), depth(&channel, queue).await?));
+        counts.push((queue.clone(), dlq::depth(&channel, queue).await?));
     }
+    let _ = channel.close(200, "counted".into()).await;
     let total: u32 = counts.iter().map(|(_, n)| n).sum();
     if total == 0 {
         out.print(&Purged { purged: Vec::new() })?;
@@ -381,7 +295,7 @@ async fn purge(connection: &Connection, out: Out, args: &PurgeArgs) -> Result<i3
     }
     let mut purged = Vec::new();
     for (queue, _) in &counts {
-        let messages = channel.queue_purge(queue.as_str().into(), QueuePurgeOptions::default()).await?;
+        let messages = dlq::purge(connection, queue).await?;
         purged.push(PurgedQueue { queue: queue.clone(), messages });
     }
     out.print(&Purged { purged })?;

@@ -196,7 +196,15 @@ async fn supervise(
             .env("RETRY_MULTIPLIER", spec.retry.multiplier.to_string())
             .env("AUTH_JWT_SECRET", &global.auth_jwt_secret)
             .env("HTTP_ADDR", addr.to_string())
-            .env("LOG_FORMAT", "json")
+            .env("LOG_FORMAT", "json");
+        if service.binary == "order-service" {
+            // One origin for the explorer at /ui/: the order service forwards
+            // the catalogue and account APIs to their services.
+            command
+                .env("EXPLORER_INVENTORY_URL", global.inventory_url.trim_end_matches('/'))
+                .env("EXPLORER_PAYMENT_URL", global.payment_url.trim_end_matches('/'));
+        }
+        command
             .stdin(Stdio::null())
             .stdout(Stdio::from(file))
             .stderr(Stdio::from(stderr))
@@ -225,6 +233,8 @@ async fn supervise(
         say!();
         *demo_failed = !demo::run(&platform, Duration::from_secs(30)).await?;
     }
+    // Last, so it is on screen after the demo's output.
+    say!("\n{}", explorer_link(global));
     say!("\nThe platform is running. Press Ctrl-C to stop it.");
     loop {
         for running in children.iter_mut() {
@@ -346,6 +356,21 @@ fn print_banner(global: &GlobalArgs, platform: &str, children: &[Running]) {
         global.order_url.trim_end_matches('/')
     );
     say!("  admin token: {sagactl} token --sub admin --admin");
+}
+
+/// How long the explorer link's development admin token lives.
+const EXPLORER_TOKEN_TTL: Duration = Duration::from_secs(12 * 3600);
+
+/// The explorer's URL with a development admin token in its fragment (the
+/// page reads it, keeps it for the tab and removes it from the address bar;
+/// a fragment never reaches a server or its logs).
+fn explorer_link(global: &GlobalArgs) -> String {
+    let token = saga_common::auth::mint(&global.auth_jwt_secret, "admin", true, EXPLORER_TOKEN_TTL);
+    format!(
+        "Explorer (signed in as a development admin for {} h; anyone with this link is admin):\n  {}/ui/#token={token}",
+        EXPLORER_TOKEN_TTL.as_secs() / 3600,
+        global.order_url.trim_end_matches('/')
+    )
 }
 
 /// `<base>/<database>`, keeping any query string of the base.

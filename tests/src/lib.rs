@@ -251,6 +251,11 @@ impl Platform {
         std::fs::read_to_string(self.log_dir.join(format!("{}-{replica}.log", svc.short()))).unwrap_or_default()
     }
 
+    /// The process id of a running replica.
+    pub fn pid(&self, svc: Svc, replica: usize) -> u32 {
+        self.replicas[&(svc, replica)].child.as_ref().expect("replica is running").id()
+    }
+
     /// SIGSTOP / SIGCONT: the process keeps its connections but does nothing.
     pub fn pause(&self, svc: Svc, replica: usize, paused: bool) {
         let child = self.replicas[&(svc, replica)].child.as_ref().expect("replica is running");
@@ -407,6 +412,32 @@ impl Platform {
         let confirm = channel
             .basic_publish(
                 self.topology.exchange().as_str().into(),
+                to.destination().queue().into(),
+                BasicPublishOptions { mandatory: true, ..Default::default() },
+                body,
+                properties,
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        assert!(confirm.is_ack());
+        let _ = connection.close(200, "done".into()).await;
+    }
+
+    /// Puts a message straight into a service's dead-letter queue (through
+    /// the dead-letter exchange), as if it had failed there for `reason`.
+    pub async fn dead_letter(&self, to: Svc, properties: BasicProperties, body: &[u8], reason: &str) {
+        let mut headers = properties.headers().clone().unwrap_or_default();
+        headers.insert("x-failure-reason".into(), lapin::types::AMQPValue::LongString(reason.into()));
+        headers.insert("x-attempt".into(), lapin::types::AMQPValue::LongUInt(self.options.retry.max_attempts));
+        let properties = properties.with_headers(headers).with_delivery_mode(2);
+        let connection = self.amqp().await;
+        let channel = connection.create_channel().await.unwrap();
+        channel.confirm_select(Default::default()).await.unwrap();
+        let confirm = channel
+            .basic_publish(
+                self.topology.dead_letter_exchange().as_str().into(),
                 to.destination().queue().into(),
                 BasicPublishOptions { mandatory: true, ..Default::default() },
                 body,

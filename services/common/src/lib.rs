@@ -10,6 +10,7 @@ pub mod consumer;
 pub mod contracts;
 pub mod customer;
 pub mod db;
+pub mod dlq;
 pub mod envelope;
 pub mod health;
 pub mod http;

@@ -227,7 +227,12 @@ pub fn check(openapi: &OpenApi) -> Vec<String> {
                 if status.as_str() >= "400" && types != [CONTENT_TYPE] {
                     error(format!("{status} is not documented as {CONTENT_TYPE} alone: {types:?}"));
                 }
-                if status.starts_with('2') && !types.is_empty() && types != ["application/json"] {
+                // JSON, or a stream of server-sent events (each event's data JSON).
+                if status.starts_with('2')
+                    && !types.is_empty()
+                    && types != ["application/json"]
+                    && types != ["text/event-stream"]
+                {
                     error(format!("{status} is not documented as application/json: {types:?}"));
                 }
             }

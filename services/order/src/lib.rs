@@ -7,9 +7,11 @@ pub mod api;
 pub mod finished;
 pub mod orchestrator;
 pub mod placement;
+pub mod proxy;
 pub mod saga;
 pub mod store;
 pub mod timeouts;
+pub mod ui;
 
 /// The API's request and response models and their validation (public for
 /// the fuzz targets).

@@ -18,6 +18,7 @@ use order_service::finished::StatusChanges;
 use order_service::orchestrator::Orchestrator;
 use order_service::placement::Placements;
 use order_service::timeouts::TimeoutWorker;
+use order_service::{proxy, ui};
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
@@ -47,6 +48,20 @@ struct Args {
     /// most; under load they are written in batches of up to this many.
     #[arg(long, env = "PLACEMENT_BATCH", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=1000))]
     placement_batch: u32,
+    /// Base URL of the inventory service: when set, this service forwards
+    /// `/api/v1/products…` and `/api/v1/reservations…` to it, so the
+    /// explorer (`/ui/`) reaches every API on one origin (local use; in a
+    /// cluster the chart's Ingress routes them).
+    #[arg(long, env = "EXPLORER_INVENTORY_URL")]
+    explorer_inventory_url: Option<String>,
+    /// Base URL of the payment service: when set, `/api/v1/accounts…` and
+    /// `/api/v1/payments…` are forwarded to it (see EXPLORER_INVENTORY_URL).
+    #[arg(long, env = "EXPLORER_PAYMENT_URL")]
+    explorer_payment_url: Option<String>,
+    /// A trace viewer's URL with `{trace_id}` in it (Jaeger:
+    /// `http://127.0.0.1:16686/trace/{trace_id}`): the explorer links each order to its trace.
+    #[arg(long, env = "EXPLORER_TRACE_URL")]
+    explorer_trace_url: Option<String>,
 }
 
 #[tokio::main]
@@ -96,7 +111,13 @@ async fn main() {
             &service.metrics,
             refusals,
         ),
+        shutdown: service.shutdown.clone(),
+        broker: service.broker.clone(),
+        platform: service.topology.spec.platform.clone(),
     };
+    let forwarding = proxy::router(args.explorer_inventory_url.as_deref(), args.explorer_payment_url.as_deref())
+        .unwrap_or_else(|e| saga_common::config::fail(&format!("EXPLORER_INVENTORY_URL / EXPLORER_PAYMENT_URL: {e}")));
     let (router, openapi) = api::router(state);
+    let router = router.merge(ui::router(ui::UiConfig { trace_url: args.explorer_trace_url })).merge(forwarding);
     service.run(args.http_addr, router, openapi).await;
 }

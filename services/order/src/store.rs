@@ -212,13 +212,30 @@ pub struct EventRow {
 /// An order's timeline, one entry per fact: a stored step row stands for its
 /// event and each entry in its `follow` (same time).
 pub async fn events<'e>(db: impl PgExecutor<'e>, order_id: Uuid) -> sqlx::Result<Vec<EventRow>> {
-    let rows: Vec<(DateTime<Utc>, String, Value, Option<Value>)> =
-        sqlx::query_as("SELECT at, kind, detail, follow FROM saga_events WHERE order_id = $1 ORDER BY seq")
-            .bind(order_id)
-            .fetch_all(db)
-            .await?;
+    Ok(events_after(db, order_id, 0).await?.1)
+}
+
+/// A stored step: number, time, kind, detail, follow.
+type StepRow = (i64, DateTime<Utc>, String, Value, Option<Value>);
+
+/// The timeline entries of steps stored after step `after` (0: all), and
+/// the last step's number (`after` when there is none): pass it as `after`
+/// next time to get only what is new.
+pub async fn events_after<'e>(
+    db: impl PgExecutor<'e>,
+    order_id: Uuid,
+    after: i64,
+) -> sqlx::Result<(i64, Vec<EventRow>)> {
+    let rows: Vec<StepRow> = sqlx::query_as(
+        "SELECT seq, at, kind, detail, follow FROM saga_events WHERE order_id = $1 AND seq > $2 ORDER BY seq",
+    )
+    .bind(order_id)
+    .bind(after)
+    .fetch_all(db)
+    .await?;
+    let last = rows.last().map_or(after, |row| row.0);
     let mut events = Vec::with_capacity(rows.len() * 2);
-    for (at, kind, detail, follow) in rows {
+    for (_, at, kind, detail, follow) in rows {
         events.push(EventRow { at, kind, detail });
         if let Some(Value::Array(follow)) = follow {
             for mut entry in follow {
@@ -227,29 +244,68 @@ pub async fn events<'e>(db: impl PgExecutor<'e>, order_id: Uuid) -> sqlx::Result
             }
         }
     }
-    Ok(events)
+    Ok((last, events))
+}
+
+/// What `GET /api/v1/orders` and `GET /api/v1/orders/counts` select; every
+/// field is optional (`None`: no condition). Each condition has an index
+/// (migrations 0001 and 0003) or narrows the primary key's range.
+#[derive(Debug, Default, Clone)]
+pub struct OrderFilter {
+    pub customer_id: Option<String>,
+    pub status: Option<String>,
+    pub failure_reason: Option<String>,
+    pub created_after: Option<DateTime<Utc>>,
+    pub created_before: Option<DateTime<Utc>>,
+    pub correlation_id: Option<String>,
+    /// Ids in this range, both ends inclusive (an id prefix, as a range of the primary key).
+    pub id_range: Option<(Uuid, Uuid)>,
 }
 
 pub struct ListFilter<'a> {
-    pub customer_id: Option<&'a str>,
-    pub status: Option<&'a str>,
+    pub filter: &'a OrderFilter,
     /// Only orders older than this one (ids are time-ordered).
     pub before: Option<Uuid>,
     pub limit: i64,
 }
 
-pub async fn list<'e>(db: impl PgExecutor<'e>, filter: ListFilter<'_>) -> sqlx::Result<Vec<OrderRow>> {
-    sqlx::query_as(select_orders!(
-        "WHERE ($1::text IS NULL OR customer_id = $1) AND ($2::text IS NULL OR status = $2)
-           AND ($3::uuid IS NULL OR id < $3)
-         ORDER BY id DESC LIMIT $4"
-    ))
-    .bind(filter.customer_id)
-    .bind(filter.status)
-    .bind(filter.before)
-    .bind(filter.limit)
-    .fetch_all(db)
-    .await
+/// The conditions of `OrderFilter` on parameters $1..=$8 (bind with `bind_filter`).
+const FILTER_WHERE: &str = "($1::text IS NULL OR customer_id = $1) AND ($2::text IS NULL OR status = $2)
+   AND ($3::text IS NULL OR failure_reason = $3)
+   AND ($4::timestamptz IS NULL OR created_at >= $4) AND ($5::timestamptz IS NULL OR created_at < $5)
+   AND ($6::text IS NULL OR correlation_id = $6)
+   AND ($7::uuid IS NULL OR id >= $7) AND ($8::uuid IS NULL OR id <= $8)";
+
+type PgQuery<'q, O> = sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments>;
+
+fn bind_filter<'q, O>(query: PgQuery<'q, O>, filter: &'q OrderFilter) -> PgQuery<'q, O> {
+    query
+        .bind(filter.customer_id.as_deref())
+        .bind(filter.status.as_deref())
+        .bind(filter.failure_reason.as_deref())
+        .bind(filter.created_after)
+        .bind(filter.created_before)
+        .bind(filter.correlation_id.as_deref())
+        .bind(filter.id_range.map(|(low, _)| low))
+        .bind(filter.id_range.map(|(_, high)| high))
+}
+
+pub async fn list<'e>(db: impl PgExecutor<'e>, list: ListFilter<'_>) -> sqlx::Result<Vec<OrderRow>> {
+    let sql = format!(
+        "{} WHERE {FILTER_WHERE} AND ($9::uuid IS NULL OR id < $9) ORDER BY id DESC LIMIT $10",
+        select_orders!("")
+    );
+    bind_filter(sqlx::query_as(sqlx::AssertSqlSafe(sql)), list.filter)
+        .bind(list.before)
+        .bind(list.limit)
+        .fetch_all(db)
+        .await
+}
+
+/// Orders matching `filter`, counted by status (statuses without orders are left out).
+pub async fn count_by_status<'e>(db: impl PgExecutor<'e>, filter: &OrderFilter) -> sqlx::Result<Vec<(String, i64)>> {
+    let sql = format!("SELECT status, count(*) FROM orders WHERE {FILTER_WHERE} GROUP BY status");
+    bind_filter(sqlx::query_as(sqlx::AssertSqlSafe(sql)), filter).fetch_all(db).await
 }
 
 pub struct StoredResponse {

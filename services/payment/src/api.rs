@@ -11,10 +11,10 @@ use saga_common::openapi::{
     BadRequest, Forbidden, NotFound, PayloadTooLarge, Unauthorized, Unavailable, Unprocessable, UnsupportedMediaType,
     integer,
 };
-use saga_common::problem::{ApiJson, ApiPath, Problem};
+use saga_common::problem::{ApiJson, ApiPath, ApiQuery, Problem};
 use serde::{Deserialize, Serialize};
 use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
-use utoipa::{OpenApi, ToSchema};
+use utoipa::{IntoParams, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
@@ -34,7 +34,9 @@ struct ApiDoc;
 
 fn routes() -> OpenApiRouter<ApiState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(list_accounts))
         .routes(routes!(get_account, put_account))
+        .routes(routes!(customer_payments))
         .routes(routes!(get_payment))
 }
 
@@ -219,6 +221,168 @@ async fn get_payment(
             })
         })
         .ok_or_else(|| Problem::not_found(format!("no payment for order {order_id}")))
+}
+
+pub const DEFAULT_PAGE: i64 = 50;
+pub const MAX_PAGE: i64 = 200;
+
+fn page_limit_schema() -> Schema {
+    let mut schema = integer(1, MAX_PAGE);
+    if let Schema::Object(object) = &mut schema {
+        object.default = Some(DEFAULT_PAGE.into());
+    }
+    schema
+}
+
+fn page_limit(limit: Option<i64>) -> Result<i64, Problem> {
+    let limit = limit.unwrap_or(DEFAULT_PAGE);
+    if (1..=MAX_PAGE).contains(&limit) {
+        Ok(limit)
+    } else {
+        Err(Problem::bad_request("invalid-query", format!("limit must be between 1 and {MAX_PAGE}")))
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct AccountsQuery {
+    /// Accounts per page, 1 to 200 (default 50).
+    #[param(schema_with = page_limit_schema)]
+    pub limit: Option<i64>,
+    /// The `next_cursor` of the previous page.
+    #[param(value_type = Option<CustomerId>)]
+    pub cursor: Option<String>,
+}
+
+/// A page of accounts, in customer id order.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AccountPage {
+    pub items: Vec<AccountView>,
+    /// Pass as `cursor` for the next page; null on the last.
+    #[schema(value_type = Option<CustomerId>, required = true)]
+    pub next_cursor: Option<String>,
+}
+
+/// Lists the accounts, in customer id order (admin).
+#[utoipa::path(
+    get,
+    path = "/api/v1/accounts",
+    tag = "accounts",
+    security(("bearer" = [])),
+    params(AccountsQuery),
+    responses(
+        (status = 200, description = "A page of accounts", body = AccountPage),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 503, response = Unavailable),
+    )
+)]
+async fn list_accounts(
+    _admin: Admin,
+    State(state): State<ApiState>,
+    ApiQuery(query): ApiQuery<AccountsQuery>,
+) -> Result<Json<AccountPage>, Problem> {
+    let limit = page_limit(query.limit)?;
+    if let Some(cursor) = &query.cursor {
+        CustomerId::parse(cursor).map_err(|_| Problem::bad_request("invalid-query", "cursor is not valid"))?;
+    }
+    let mut accounts = store::list_accounts(&state.pool, query.cursor.as_deref(), limit + 1).await?;
+    let next_cursor = if accounts.len() as i64 > limit {
+        accounts.truncate(limit as usize);
+        accounts.last().map(|a| a.customer_id.clone())
+    } else {
+        None
+    };
+    Ok(Json(AccountPage { items: accounts.into_iter().map(AccountView::from).collect(), next_cursor }))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct PaymentsQuery {
+    /// Payments per page, 1 to 200 (default 50).
+    #[param(schema_with = page_limit_schema)]
+    pub limit: Option<i64>,
+    /// The `next_cursor` of the previous page.
+    #[param(value_type = Option<Uuid>)]
+    pub cursor: Option<String>,
+}
+
+/// One of a customer's payments.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PaymentEntryView {
+    pub order_id: Uuid,
+    pub amount_cents: i64,
+    #[schema(schema_with = payment_status_schema)]
+    pub status: String,
+    /// Why it was declined (`insufficient_funds`), if it was.
+    #[schema(required = true)]
+    pub reason: Option<String>,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub updated_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// A page of a customer's payments, newest order first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PaymentPage {
+    pub items: Vec<PaymentEntryView>,
+    /// Pass as `cursor` for the next page; null on the last.
+    #[schema(value_type = Option<Uuid>, required = true)]
+    pub next_cursor: Option<String>,
+}
+
+/// A customer's payments, newest order first (admin).
+#[utoipa::path(
+    get,
+    path = "/api/v1/accounts/{customer_id}/payments",
+    tag = "payments",
+    security(("bearer" = [])),
+    params(("customer_id" = CustomerId, Path, description = "Customer id (a token's sub)"), PaymentsQuery),
+    responses(
+        (status = 200, description = "A page of payments (empty if the customer has none)", body = PaymentPage),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 503, response = Unavailable),
+    )
+)]
+async fn customer_payments(
+    _admin: Admin,
+    State(state): State<ApiState>,
+    ApiPath(customer_id): ApiPath<String>,
+    ApiQuery(query): ApiQuery<PaymentsQuery>,
+) -> Result<Json<PaymentPage>, Problem> {
+    let limit = page_limit(query.limit)?;
+    // An id no account can have has no payments to list (as GET /api/v1/accounts/{customer_id}).
+    CustomerId::parse(&customer_id).map_err(|_| Problem::not_found("no such account"))?;
+    let before = match &query.cursor {
+        Some(cursor) => {
+            Some(cursor.parse::<Uuid>().map_err(|_| Problem::bad_request("invalid-query", "cursor is not valid"))?)
+        }
+        None => None,
+    };
+    let mut payments = store::customer_payments(&state.pool, &customer_id, before, limit + 1).await?;
+    let next_cursor = if payments.len() as i64 > limit {
+        payments.truncate(limit as usize);
+        payments.last().map(|p| p.order_id.to_string())
+    } else {
+        None
+    };
+    let items = payments
+        .into_iter()
+        .map(|p| PaymentEntryView {
+            order_id: p.order_id,
+            amount_cents: p.amount_cents,
+            status: p.status,
+            reason: p.reason,
+            created_at: p.created_at,
+            updated_at: p.updated_at,
+        })
+        .collect();
+    Ok(Json(PaymentPage { items, next_cursor }))
 }
 
 #[cfg(test)]

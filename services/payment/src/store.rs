@@ -221,3 +221,45 @@ pub async fn credit_new_accounts(conn: &mut PgConnection, credits: &[(String, i6
     .await?;
     Ok(())
 }
+
+/// Accounts in customer id order, after `after` (exclusive), at most `limit`.
+pub async fn list_accounts(pool: &PgPool, after: Option<&str>, limit: i64) -> sqlx::Result<Vec<Account>> {
+    sqlx::query_as(
+        "SELECT customer_id, balance_cents FROM accounts
+         WHERE ($1::text IS NULL OR customer_id > $1) ORDER BY customer_id LIMIT $2",
+    )
+    .bind(after)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// A payment as the admin list shows it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct PaymentEntry {
+    pub order_id: Uuid,
+    pub amount_cents: i64,
+    pub status: String,
+    pub reason: Option<String>,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub updated_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// A customer's payments, newest order first (order ids are time-ordered),
+/// older than order `before` (exclusive), at most `limit`.
+pub async fn customer_payments(
+    pool: &PgPool,
+    customer_id: &str,
+    before: Option<Uuid>,
+    limit: i64,
+) -> sqlx::Result<Vec<PaymentEntry>> {
+    sqlx::query_as(
+        "SELECT order_id, amount_cents, status, reason, created_at, updated_at FROM payments
+         WHERE customer_id = $1 AND ($2::uuid IS NULL OR order_id < $2) ORDER BY order_id DESC LIMIT $3",
+    )
+    .bind(customer_id)
+    .bind(before)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}

@@ -1,14 +1,18 @@
 //! The public order API.
 
+mod dead_letters;
 pub mod model;
 mod orders;
+mod stream;
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::FromRef;
+use saga_common::amqp::Broker;
 use saga_common::auth::Auth;
 use saga_common::outbox::OutboxSignal;
+use saga_common::runtime::Shutdown;
 use sqlx::PgPool;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -29,6 +33,11 @@ pub struct AppState {
     pub status_changes: StatusChanges,
     pub admission: Admission,
     pub waiters: Waiters,
+    /// Ends open event streams when the service stops.
+    pub shutdown: Shutdown,
+    /// For the dead-letter routes: the broker and the platform name.
+    pub broker: Arc<Broker>,
+    pub platform: String,
 }
 
 impl FromRef<AppState> for Auth {
@@ -49,11 +58,16 @@ struct ApiDoc;
 fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(orders::place_order, orders::list_orders))
+        .routes(routes!(orders::order_counts))
         .routes(routes!(orders::get_order))
         .routes(routes!(orders::cancel_order))
         .routes(routes!(orders::retry_order))
         .routes(routes!(orders::compensate_order))
         .routes(routes!(orders::order_events))
+        .routes(routes!(stream::order_stream))
+        .routes(routes!(dead_letters::list_dead_letters))
+        .routes(routes!(dead_letters::replay_dead_letters))
+        .routes(routes!(dead_letters::purge_dead_letters))
 }
 
 pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {

@@ -12,8 +12,11 @@ use utoipa::openapi::{Ref, RefOr, Required};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
+use saga_common::auth::Caller;
+use saga_common::envelope::{MAX_CORRELATION_ID_LEN, valid_correlation_id};
+
 use crate::saga::{FailureReason, OrderStatus};
-use crate::store::{EventRow, OrderRow};
+use crate::store::{EventRow, OrderFilter, OrderRow};
 
 pub const MAX_LINES: usize = 100;
 pub const MAX_QUANTITY: i64 = 10_000;
@@ -257,6 +260,18 @@ impl IntoParams for GetQuery {
     }
 }
 
+/// The search conditions `GET /api/v1/orders` and `GET /api/v1/orders/counts`
+/// share, as received (checked by `FilterQuery::filter`).
+#[derive(Debug, Default, Deserialize)]
+pub struct FilterQuery {
+    pub customer_id: Option<String>,
+    pub failure_reason: Option<String>,
+    pub created_after: Option<String>,
+    pub created_before: Option<String>,
+    pub correlation_id: Option<String>,
+    pub id_prefix: Option<String>,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
@@ -265,6 +280,164 @@ pub struct ListQuery {
     /// 1 to 100, default 20.
     pub limit: Option<i64>,
     pub cursor: Option<String>,
+    pub customer_id: Option<String>,
+    pub failure_reason: Option<String>,
+    pub created_after: Option<String>,
+    pub created_before: Option<String>,
+    pub correlation_id: Option<String>,
+    pub id_prefix: Option<String>,
+}
+
+impl ListQuery {
+    pub fn filter_query(&self) -> FilterQuery {
+        FilterQuery {
+            customer_id: self.customer_id.clone(),
+            failure_reason: self.failure_reason.clone(),
+            created_after: self.created_after.clone(),
+            created_before: self.created_before.clone(),
+            correlation_id: self.correlation_id.clone(),
+            id_prefix: self.id_prefix.clone(),
+        }
+    }
+}
+
+/// `GET /api/v1/orders/counts`: the list's conditions but status and paging.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CountsQuery {
+    pub customer_id: Option<String>,
+    pub failure_reason: Option<String>,
+    pub created_after: Option<String>,
+    pub created_before: Option<String>,
+    pub correlation_id: Option<String>,
+    pub id_prefix: Option<String>,
+}
+
+impl CountsQuery {
+    pub fn filter_query(&self) -> FilterQuery {
+        FilterQuery {
+            customer_id: self.customer_id.clone(),
+            failure_reason: self.failure_reason.clone(),
+            created_after: self.created_after.clone(),
+            created_before: self.created_before.clone(),
+            correlation_id: self.correlation_id.clone(),
+            id_prefix: self.id_prefix.clone(),
+        }
+    }
+}
+
+/// `id_prefix`: the start of an order id as written (lowercase or uppercase
+/// hex, dashes where a UUID has them), 1 to 36 characters.
+pub const ID_PREFIX_PATTERN: &str = "^([0-9a-fA-F]{1,8}|[0-9a-fA-F]{8}-[0-9a-fA-F]{0,4}|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{0,4}|[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){2}-[0-9a-fA-F]{0,4}|[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{0,12})$";
+
+/// `correlation_id`, as `valid_correlation_id` checks it.
+pub const CORRELATION_ID_PATTERN: &str = "^[!-~]{1,128}$";
+
+fn invalid(detail: impl Into<String>) -> Problem {
+    Problem::bad_request("invalid-query", detail)
+}
+
+/// The ids that start with `prefix`, as a range of the primary key (both
+/// ends inclusive); `None` if `prefix` is not the start of a UUID.
+pub fn id_prefix_range(prefix: &str) -> Option<(Uuid, Uuid)> {
+    if prefix.is_empty() || prefix.len() > 36 {
+        return None;
+    }
+    let mut hex = String::with_capacity(32);
+    for (i, c) in prefix.chars().enumerate() {
+        match (i, c) {
+            (8 | 13 | 18 | 23, '-') => {}
+            (8 | 13 | 18 | 23, _) => return None,
+            (_, c) if c.is_ascii_hexdigit() => hex.push(c.to_ascii_lowercase()),
+            _ => return None,
+        }
+    }
+    let low = format!("{hex:0<32}");
+    let high = format!("{hex:f<32}");
+    Some((Uuid::parse_str(&low).ok()?, Uuid::parse_str(&high).ok()?))
+}
+
+fn timestamp(name: &str, value: &Option<String>) -> Result<Option<DateTime<Utc>>, Problem> {
+    value
+        .as_deref()
+        .map(|v| {
+            DateTime::parse_from_rfc3339(v)
+                .map(|t| t.with_timezone(&Utc))
+                .map_err(|e| invalid(format!("{name} must be an RFC 3339 date-time (2026-01-31T12:00:00Z): {e}")))
+        })
+        .transpose()
+}
+
+impl FilterQuery {
+    /// The checked conditions. A customer's search is always of their own
+    /// orders: naming another customer is refused (403), naming themself
+    /// changes nothing; an admin may name anyone or no one.
+    pub fn filter(&self, caller: &Caller) -> Result<OrderFilter, Problem> {
+        if let Some(customer) = &self.customer_id {
+            CustomerId::parse(customer).map_err(|e| invalid(format!("customer_id: {e}")))?;
+            if !caller.may_access(customer) {
+                return Err(Problem::forbidden("only an admin may search other customers' orders"));
+            }
+        }
+        if let Some(reason) = &self.failure_reason
+            && !FailureReason::ALL.iter().any(|r| r.as_str() == reason)
+        {
+            let all: Vec<&str> = FailureReason::ALL.iter().map(|r| r.as_str()).collect();
+            return Err(invalid(format!("failure_reason must be one of {}", all.join(", "))));
+        }
+        if let Some(id) = &self.correlation_id
+            && !valid_correlation_id(id)
+        {
+            return Err(invalid(format!("correlation_id must be 1-{MAX_CORRELATION_ID_LEN} visible ASCII characters")));
+        }
+        let id_range = match &self.id_prefix {
+            None => None,
+            Some(prefix) => Some(id_prefix_range(prefix).ok_or_else(|| {
+                invalid("id_prefix must be the start of an order id (hex digits, dashes where a UUID has them), 1-36 characters")
+            })?),
+        };
+        Ok(OrderFilter {
+            customer_id: if caller.admin { self.customer_id.clone() } else { Some(caller.customer_id.to_string()) },
+            status: None,
+            failure_reason: self.failure_reason.clone(),
+            created_after: timestamp("created_after", &self.created_after)?,
+            created_before: timestamp("created_before", &self.created_before)?,
+            correlation_id: self.correlation_id.clone(),
+            id_range,
+        })
+    }
+}
+
+fn date_time_schema() -> Schema {
+    ObjectBuilder::new().schema_type(Type::String).format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime))).into()
+}
+
+/// The parameters of `FilterQuery`, documented once for both operations.
+fn filter_params() -> Vec<Parameter> {
+    let reason =
+        ObjectBuilder::new().schema_type(Type::String).enum_values(Some(FailureReason::ALL.map(|r| r.as_str())));
+    let correlation = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(Some(1))
+        .max_length(Some(MAX_CORRELATION_ID_LEN))
+        .pattern(Some(CORRELATION_ID_PATTERN));
+    let prefix = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(Some(1))
+        .max_length(Some(36))
+        .pattern(Some(ID_PREFIX_PATTERN));
+    vec![
+        query(
+            "customer_id",
+            "Only this customer's orders. Admin only: a customer naming another customer gets 403 (their own id changes nothing)",
+            Ref::from_schema_name("CustomerId"),
+        ),
+        query("failure_reason", "Only FAILED orders with this reason", reason),
+        query("created_after", "Only orders created at or after this instant (RFC 3339)", date_time_schema()),
+        query("created_before", "Only orders created before this instant (RFC 3339)", date_time_schema()),
+        query("correlation_id", "Only the order placed with this `x-correlation-id`", correlation),
+        query("id_prefix", "Only orders whose id starts with this (as the id is written, with its dashes)", prefix),
+    ]
 }
 
 impl IntoParams for ListQuery {
@@ -275,11 +448,47 @@ impl IntoParams for ListQuery {
         }
         let cursor =
             ObjectBuilder::new().schema_type(Type::String).format(Some(SchemaFormat::KnownFormat(KnownFormat::Uuid)));
-        vec![
+        let mut params = vec![
             query("status", "Only orders with this status", status_schema()),
             query("limit", "Orders per page", limit),
             query("cursor", "The `next_cursor` of the previous page", cursor),
-        ]
+        ];
+        params.extend(filter_params());
+        params
+    }
+}
+
+impl IntoParams for CountsQuery {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        filter_params()
+    }
+}
+
+/// How many orders match, by status (every status is present, 0 if none).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({"PENDING": 2, "COMPLETED": 40, "FAILED": 3, "CANCELLED": 1, "total": 46}))]
+pub struct OrderCounts {
+    #[serde(rename = "PENDING")]
+    pub pending: i64,
+    #[serde(rename = "COMPLETED")]
+    pub completed: i64,
+    #[serde(rename = "FAILED")]
+    pub failed: i64,
+    #[serde(rename = "CANCELLED")]
+    pub cancelled: i64,
+    pub total: i64,
+}
+
+impl OrderCounts {
+    pub fn from_rows(rows: &[(String, i64)]) -> Self {
+        let count = |status: OrderStatus| rows.iter().filter(|(s, _)| s == status.as_str()).map(|(_, n)| n).sum();
+        OrderCounts {
+            pending: count(OrderStatus::Pending),
+            completed: count(OrderStatus::Completed),
+            failed: count(OrderStatus::Failed),
+            cancelled: count(OrderStatus::Cancelled),
+            total: rows.iter().map(|(_, n)| n).sum(),
+        }
     }
 }
 
@@ -306,6 +515,22 @@ impl From<EventRow> for TimelineEntry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_id_prefix_is_a_range_of_ids() {
+        let id = Uuid::parse_str("0190b8f1-3c1e-7000-8000-00000000abcd").unwrap();
+        for prefix in ["0", "0190b8f1", "0190b8f1-", "0190B8F1-3c", "0190b8f1-3c1e-7000-8000-00000000abcd"] {
+            let (low, high) = id_prefix_range(prefix).unwrap_or_else(|| panic!("{prefix}"));
+            assert!(low <= id && id <= high, "{prefix}");
+        }
+        let (low, high) = id_prefix_range("0190b8f2").unwrap();
+        assert!(!(low <= id && id <= high));
+        for bad in ["", "g", "0190b8f1x", "0190b8f13", "0190b8f1--", "0190b8f1-3c1e-7000-8000-00000000abcde", " 0"] {
+            assert!(id_prefix_range(bad).is_none(), "{bad:?}");
+        }
+        let pattern = ID_PREFIX_PATTERN;
+        assert!(pattern.starts_with('^') && pattern.ends_with('$'));
+    }
 
     fn order(lines: usize, sku: &str, quantity: i64) -> PlaceOrder {
         PlaceOrder { items: (0..lines).map(|_| LineRequest { sku: sku.into(), quantity }).collect() }

@@ -237,11 +237,12 @@ pub async fn get_order(
     Ok(Json(OrderView::from(&order)))
 }
 
-fn visible_order(order: Option<OrderRow>, caller: &Caller, id: Uuid) -> Result<OrderRow, Problem> {
+pub(super) fn visible_order(order: Option<OrderRow>, caller: &Caller, id: Uuid) -> Result<OrderRow, Problem> {
     order.filter(|o| caller.may_access(&o.customer_id)).ok_or_else(|| Problem::not_found(format!("no order {id}")))
 }
 
-/// Orders, newest first (own orders; an admin sees all).
+/// Orders, newest first (own orders; an admin sees all), with the
+/// explorer's search conditions.
 #[utoipa::path(
     get, path = "/api/v1/orders", tag = "orders",
     security(("bearer" = [])),
@@ -250,6 +251,7 @@ fn visible_order(order: Option<OrderRow>, caller: &Caller, id: Uuid) -> Result<O
         (status = 200, description = "A page of orders", body = OrderPage),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
         (status = 503, response = Unavailable),
     )
 )]
@@ -273,13 +275,9 @@ pub async fn list_orders(
         }
         None => None,
     };
-    let filter = ListFilter {
-        customer_id: (!caller.admin).then_some(caller.customer_id.as_str()),
-        status: query.status.as_deref(),
-        before,
-        limit: limit + 1,
-    };
-    let mut rows = store::list(&state.pool, filter).await?;
+    let mut filter = query.filter_query().filter(&caller)?;
+    filter.status = query.status.clone();
+    let mut rows = store::list(&state.pool, ListFilter { filter: &filter, before, limit: limit + 1 }).await?;
     let next_cursor = if rows.len() as i64 > limit {
         rows.truncate(limit as usize);
         rows.last().map(|o| o.id.to_string())
@@ -287,6 +285,29 @@ pub async fn list_orders(
         None
     };
     Ok(Json(OrderPage { items: rows.iter().map(OrderView::from).collect(), next_cursor }))
+}
+
+/// How many orders match the search conditions, by status (own orders; an admin counts all).
+#[utoipa::path(
+    get, path = "/api/v1/orders/counts", tag = "orders",
+    security(("bearer" = [])),
+    params(CountsQuery),
+    responses(
+        (status = 200, description = "The counts", body = OrderCounts),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 503, response = Unavailable),
+    )
+)]
+pub async fn order_counts(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(query): ApiQuery<CountsQuery>,
+) -> Result<Json<OrderCounts>, Problem> {
+    let filter = query.filter_query().filter(&caller)?;
+    let rows = store::count_by_status(&state.pool, &filter).await?;
+    Ok(Json(OrderCounts::from_rows(&rows)))
 }
 
 /// Cancel: a running saga compensates; a COMPLETED order is refunded and restocked.
