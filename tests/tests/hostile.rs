@@ -684,7 +684,7 @@ async fn refusal(response: reqwest::Response) -> (u16, String) {
 /// Waits until the order service's admission counts `n` running sagas.
 async fn settled(platform: &Platform, n: i64) {
     eventually(&format!("the admission counts {n} running sagas"), WAIT, || async {
-        (gauge(platform, "saga_running_sagas").await == n).then_some(())
+        (gauge(platform, "saga_admission_running_sagas").await == n).then_some(())
     })
     .await
 }
