@@ -134,7 +134,13 @@ M = [
         "deletionPolicy: Keep",
         "deletionPolicy",
     ),
-    ("dashboard metric misnamed", C + "files/dashboard.json", "saga_sagas_finished_total", "saga_saga_finished_total", "is not registered"),
+    (
+        "alert runbook anchor drifts",
+        C + "templates/prometheusrule.yaml",
+        '"%s#sagastuck"',
+        '"%s#saga-stuck"',
+        "a heading of docs/operations.md",
+    ),
     (
         "schema allows unknown keys",
         C + "values.schema.json",
