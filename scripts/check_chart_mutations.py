@@ -251,7 +251,7 @@ def copy_tree(dst: Path) -> None:
     for d in ("charts", "examples", "crds", "scripts", "services", "operator/src"):
         if (ROOT / d).exists():
             shutil.copytree(ROOT / d, dst / d, ignore=shutil.ignore_patterns("__pycache__", "target"))
-    for f in ("kind-config.yaml", "Dockerfile", ".dockerignore", "operator/tests/refused-sagaplatforms.yaml"):
+    for f in ("kind-config.yaml", "Dockerfile", ".dockerignore", "operator/tests/refused-sagaplatforms.yaml", "docs/operations.md"):
         (dst / f).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / f, dst / f)
     if OPERATOR_BIN.exists():
