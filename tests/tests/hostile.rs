@@ -795,3 +795,41 @@ async fn another_customers_idempotency_key_and_cursor_reveal_nothing() {
     still_works(&mut platform).await;
     platform.shutdown().await;
 }
+
+/// `saga_dlq_messages{queue}` of the order service, as `/metrics` shows it now.
+async fn dlq_gauge(platform: &Platform, queue: &str) -> Option<i64> {
+    let text = platform.http.get(platform.url(Svc::Order, "/metrics")).send().await.ok()?.text().await.ok()?;
+    let series = format!("saga_dlq_messages{{queue=\"{queue}\"}} ");
+    text.lines().find_map(|line| line.strip_prefix(series.as_str())?.trim().parse().ok())
+}
+
+/// The DLQ depth gauge follows the broker: a message dead-lettered in the
+/// inventory's DLQ shows there within the order service's read interval
+/// (15 s), the other DLQs stay at 0, and it returns to 0 once drained.
+#[tokio::test]
+async fn dead_letters_show_in_the_dlq_gauge_until_drained() {
+    let mut platform = start(Options::default()).await;
+    let inventory_dlq = format!("{}.inventory.commands.dlq", platform.name);
+    let payment_dlq = format!("{}.payment.commands.dlq", platform.name);
+    eventually("saga_dlq_messages at 0 for every DLQ", WAIT, || async {
+        (dlq_gauge(&platform, &inventory_dlq).await == Some(0) && dlq_gauge(&platform, &payment_dlq).await == Some(0))
+            .then_some(())
+    })
+    .await;
+    let id = new_id();
+    let props = properties(&id, "inventory.reserve", headers(vec![("x-correlation-id", long(""))]));
+    platform.publish_raw(Svc::Inventory, props, &reserve_unknown()).await;
+    eventually("the dead letter counted in saga_dlq_messages", Duration::from_secs(60), || async {
+        (dlq_gauge(&platform, &inventory_dlq).await == Some(1)).then_some(())
+    })
+    .await;
+    assert_eq!(dlq_gauge(&platform, &payment_dlq).await, Some(0));
+    let drained = platform.drain_dlq(Svc::Inventory).await;
+    assert_eq!(drained.iter().map(|m| m.message_id.clone()).collect::<Vec<_>>(), vec![Some(id)]);
+    eventually("saga_dlq_messages back to 0 once drained", Duration::from_secs(60), || async {
+        (dlq_gauge(&platform, &inventory_dlq).await == Some(0)).then_some(())
+    })
+    .await;
+    still_works(&mut platform).await;
+    platform.shutdown().await;
+}
