@@ -833,3 +833,46 @@ async fn dead_letters_show_in_the_dlq_gauge_until_drained() {
     still_works(&mut platform).await;
     platform.shutdown().await;
 }
+
+/// A labelled series of the order service's `/metrics`, as a number.
+async fn order_series(platform: &Platform, series: &str) -> Option<f64> {
+    let text = platform.http.get(platform.url(Svc::Order, "/metrics")).send().await.ok()?.text().await.ok()?;
+    let prefix = format!("{series} ");
+    text.lines().find_map(|line| line.strip_prefix(prefix.as_str())?.trim().parse().ok())
+}
+
+/// `saga_running_sagas{step}` and `saga_running_oldest_age_seconds{step}`
+/// follow the database: with payment frozen (SIGSTOP) a saga waits in
+/// `charging`, counted there with an age that grows; once payment resumes it
+/// completes and the step is back to 0.
+#[tokio::test]
+async fn running_sagas_are_counted_by_step_with_the_oldest_age() {
+    let mut platform = start(Options { step_timeout: Duration::from_secs(120), ..Options::default() }).await;
+    let running = r#"saga_running_sagas{step="charging"}"#;
+    let age = r#"saga_running_oldest_age_seconds{step="charging"}"#;
+    let timeout = order_series(&platform, "saga_step_timeout_seconds").await;
+    assert_eq!(timeout, Some(120.0));
+    platform.pause(Svc::Payment, 0, true);
+    let id = platform.place_order(FRESH_CUSTOMER, &[(FRESH_SKU, 1)]).await;
+    eventually("the saga counted in charging", Duration::from_secs(30), || async {
+        (order_series(&platform, running).await == Some(1.0)).then_some(())
+    })
+    .await;
+    let first = order_series(&platform, age).await.unwrap();
+    for step in ["reserving", "confirming", "compensating"] {
+        assert_eq!(order_series(&platform, &format!("saga_running_sagas{{step=\"{step}\"}}")).await, Some(0.0));
+    }
+    eventually("the oldest age grows while it waits", Duration::from_secs(30), || async {
+        (order_series(&platform, age).await? > first + 4.0).then_some(())
+    })
+    .await;
+    platform.pause(Svc::Payment, 0, false);
+    platform.wait_status(&id, "COMPLETED", Duration::from_secs(30)).await;
+    eventually("charging back to 0 with age 0", Duration::from_secs(30), || async {
+        (order_series(&platform, running).await == Some(0.0) && order_series(&platform, age).await == Some(0.0))
+            .then_some(())
+    })
+    .await;
+    still_works(&mut platform).await;
+    platform.shutdown().await;
+}
