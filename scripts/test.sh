@@ -32,9 +32,15 @@ k8s_build_log=target/k8s-build.log
 scripts/k8s-build.sh >"$k8s_build_log" 2>&1 &
 k8s_build_pid=$!
 echo "building the control plane in the background (scripts/k8s-build.sh, log: $k8s_build_log)"
+# Prometheus and promtool from source, likewise (the alert tests and the
+# dashboard's scrape test, operator/tests/prometheus.rs, need them).
+prometheus_build_log=target/prometheus-build.log
+scripts/prometheus-build.sh >"$prometheus_build_log" 2>&1 &
+prometheus_build_pid=$!
+echo "building Prometheus in the background (scripts/prometheus-build.sh, log: $prometheus_build_log)"
 cluster_started=false
 cleanup() {
-    kill "$k8s_build_pid" 2>/dev/null || true
+    kill "$k8s_build_pid" "$prometheus_build_pid" 2>/dev/null || true
     if [[ $cluster_started == true ]]; then
         scripts/cluster.sh down >/dev/null 2>&1 || true
     fi
@@ -89,6 +95,17 @@ cluster_out=$(mktemp)
 scripts/cluster.sh up | tee "$cluster_out"
 eval "$(tail -n 2 "$cluster_out")"
 rm -f "$cluster_out"
+
+# The chart's alerts as rendered: promtool check rules, promtool test rules
+# (prometheus/alerts.test.yml). Prometheus itself scrapes a platform under load
+# in operator/tests/prometheus.rs, among the tests below.
+begin "Prometheus built (scripts/prometheus-build.sh); promtool check + test rules (scripts/prometheus-rules.sh)"
+if ! wait "$prometheus_build_pid"; then
+    cat "$prometheus_build_log"
+    die "scripts/prometheus-build.sh failed"
+fi
+cat "$prometheus_build_log"
+scripts/prometheus-rules.sh
 
 if cargo nextest --version >/dev/null 2>&1; then
     begin "cargo nextest run --workspace --no-fail-fast (all but the fault suite)"

@@ -13,6 +13,12 @@ use saga_common::metrics::latency_histogram;
 
 type Labels = Vec<(&'static str, String)>;
 
+/// The `reason` label values of `saga_operator_reconcile_failures_total`
+/// (`reconcile::Error::reason`, and `invalid_object` for a resource that does
+/// not deserialize).
+pub const FAILURE_REASONS: [&str; 6] =
+    ["conflict", "kubernetes_api", "secret", "cleanup", "finalizer", "invalid_object"];
+
 #[derive(Clone)]
 pub struct Metrics {
     registry: Arc<Registry>,
@@ -32,6 +38,11 @@ impl Metrics {
         registry.register("reconciles", "Reconciles run, by resource", reconciles.clone());
         let failures = Family::<Labels, Counter>::default();
         registry.register("reconcile_failures", "Failed reconciles, by reason", failures.clone());
+        // Every reason's series exists from the start (at 0), so an increase
+        // over it is defined before the first failure.
+        for reason in FAILURE_REASONS {
+            let _ = failures.get_or_create(&vec![("reason", reason.to_owned())]);
+        }
         let duration = latency_histogram();
         registry.register("reconcile_duration_seconds", "Duration of one reconcile", duration.clone());
         let queue_depth = Family::<Labels, Gauge>::default();
@@ -70,6 +81,11 @@ impl Metrics {
         }
         self.desired_replicas.get_or_create(&labels).set(i64::from(desired));
         self.ready_replicas.get_or_create(&labels).set(i64::from(ready));
+        for direction in ["up", "down"] {
+            let mut labels = labels.clone();
+            labels.push(("direction", direction.to_owned()));
+            let _ = self.scaling_decisions.get_or_create(&labels);
+        }
     }
 
     pub fn scaled(&self, platform: &str, service: &str, direction: &'static str) {

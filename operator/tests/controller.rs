@@ -195,6 +195,19 @@ async fn a_deleted_platform_leaves_no_metric_series() {
     operator.wait_condition("demo", "Ready", "True").await;
     let before = operator.context.metrics.render();
     assert!(before.contains(&format!("platform=\"{platform}\"")), "{before}");
+    // Every per-platform family has series by now, the scaling counters at 0
+    // before any scaling, so each removal below is exercised.
+    for family in [
+        "saga_operator_queue_depth{",
+        "saga_operator_desired_replicas{",
+        "saga_operator_ready_replicas{",
+        "saga_operator_scaling_decisions_total{",
+    ] {
+        assert!(
+            before.lines().any(|l| l.starts_with(family) && l.contains(&platform)),
+            "no {family}..}} series of {platform}:\n{before}"
+        );
+    }
 
     operator.fake.delete(&Operator::platform_key("demo"));
     let key = Operator::platform_key("demo");

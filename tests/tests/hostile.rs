@@ -684,7 +684,7 @@ async fn refusal(response: reqwest::Response) -> (u16, String) {
 /// Waits until the order service's admission counts `n` running sagas.
 async fn settled(platform: &Platform, n: i64) {
     eventually(&format!("the admission counts {n} running sagas"), WAIT, || async {
-        (gauge(platform, "saga_running_sagas").await == n).then_some(())
+        (gauge(platform, "saga_admission_running_sagas").await == n).then_some(())
     })
     .await
 }
@@ -792,6 +792,87 @@ async fn another_customers_idempotency_key_and_cursor_reveal_nothing() {
     let followed = list("bob", format!("limit=100&cursor={cursor}")).await;
     let customers: Vec<&Value> = followed["items"].as_array().unwrap().iter().map(|o| &o["customer_id"]).collect();
     assert!(customers.iter().all(|c| *c == "bob"), "bob saw {customers:?} through alice's cursor");
+    still_works(&mut platform).await;
+    platform.shutdown().await;
+}
+
+/// `saga_dlq_messages{queue}` of the order service, as `/metrics` shows it now.
+async fn dlq_gauge(platform: &Platform, queue: &str) -> Option<i64> {
+    let text = platform.http.get(platform.url(Svc::Order, "/metrics")).send().await.ok()?.text().await.ok()?;
+    let series = format!("saga_dlq_messages{{queue=\"{queue}\"}} ");
+    text.lines().find_map(|line| line.strip_prefix(series.as_str())?.trim().parse().ok())
+}
+
+/// The DLQ depth gauge follows the broker: a message dead-lettered in the
+/// inventory's DLQ shows there within the order service's read interval
+/// (15 s), the other DLQs stay at 0, and it returns to 0 once drained.
+#[tokio::test]
+async fn dead_letters_show_in_the_dlq_gauge_until_drained() {
+    let mut platform = start(Options::default()).await;
+    let inventory_dlq = format!("{}.inventory.commands.dlq", platform.name);
+    let payment_dlq = format!("{}.payment.commands.dlq", platform.name);
+    eventually("saga_dlq_messages at 0 for every DLQ", WAIT, || async {
+        (dlq_gauge(&platform, &inventory_dlq).await == Some(0) && dlq_gauge(&platform, &payment_dlq).await == Some(0))
+            .then_some(())
+    })
+    .await;
+    let id = new_id();
+    let props = properties(&id, "inventory.reserve", headers(vec![("x-correlation-id", long(""))]));
+    platform.publish_raw(Svc::Inventory, props, &reserve_unknown()).await;
+    eventually("the dead letter counted in saga_dlq_messages", Duration::from_secs(60), || async {
+        (dlq_gauge(&platform, &inventory_dlq).await == Some(1)).then_some(())
+    })
+    .await;
+    assert_eq!(dlq_gauge(&platform, &payment_dlq).await, Some(0));
+    let drained = platform.drain_dlq(Svc::Inventory).await;
+    assert_eq!(drained.iter().map(|m| m.message_id.clone()).collect::<Vec<_>>(), vec![Some(id)]);
+    eventually("saga_dlq_messages back to 0 once drained", Duration::from_secs(60), || async {
+        (dlq_gauge(&platform, &inventory_dlq).await == Some(0)).then_some(())
+    })
+    .await;
+    still_works(&mut platform).await;
+    platform.shutdown().await;
+}
+
+/// A labelled series of the order service's `/metrics`, as a number.
+async fn order_series(platform: &Platform, series: &str) -> Option<f64> {
+    let text = platform.http.get(platform.url(Svc::Order, "/metrics")).send().await.ok()?.text().await.ok()?;
+    let prefix = format!("{series} ");
+    text.lines().find_map(|line| line.strip_prefix(prefix.as_str())?.trim().parse().ok())
+}
+
+/// `saga_running_sagas{step}` and `saga_running_oldest_age_seconds{step}`
+/// follow the database: with payment frozen (SIGSTOP) a saga waits in
+/// `charging`, counted there with an age that grows; once payment resumes it
+/// completes and the step is back to 0.
+#[tokio::test]
+async fn running_sagas_are_counted_by_step_with_the_oldest_age() {
+    let mut platform = start(Options { step_timeout: Duration::from_secs(120), ..Options::default() }).await;
+    let running = r#"saga_running_sagas{step="charging"}"#;
+    let age = r#"saga_running_oldest_age_seconds{step="charging"}"#;
+    let timeout = order_series(&platform, "saga_step_timeout_seconds").await;
+    assert_eq!(timeout, Some(120.0));
+    platform.pause(Svc::Payment, 0, true);
+    let id = platform.place_order(FRESH_CUSTOMER, &[(FRESH_SKU, 1)]).await;
+    eventually("the saga counted in charging", Duration::from_secs(30), || async {
+        (order_series(&platform, running).await == Some(1.0)).then_some(())
+    })
+    .await;
+    let first = order_series(&platform, age).await.unwrap();
+    for step in ["reserving", "confirming", "compensating"] {
+        assert_eq!(order_series(&platform, &format!("saga_running_sagas{{step=\"{step}\"}}")).await, Some(0.0));
+    }
+    eventually("the oldest age grows while it waits", Duration::from_secs(30), || async {
+        (order_series(&platform, age).await? > first + 4.0).then_some(())
+    })
+    .await;
+    platform.pause(Svc::Payment, 0, false);
+    platform.wait_status(&id, "COMPLETED", Duration::from_secs(30)).await;
+    eventually("charging back to 0 with age 0", Duration::from_secs(30), || async {
+        (order_series(&platform, running).await == Some(0.0) && order_series(&platform, age).await == Some(0.0))
+            .then_some(())
+    })
+    .await;
     still_works(&mut platform).await;
     platform.shutdown().await;
 }

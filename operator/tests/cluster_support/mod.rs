@@ -44,7 +44,7 @@ where
     }
 }
 
-fn root() -> PathBuf {
+pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the workspace root").to_path_buf()
 }
 
@@ -331,12 +331,17 @@ pub struct Operator {
 
 impl Operator {
     pub fn start(name: &str, kubeconfig: &Path, namespace: &str, env: &[(&str, &str)]) -> Operator {
+        Operator::start_on(name, kubeconfig, namespace, env, "127.0.0.1:0")
+    }
+
+    /// The same, serving `/metrics` (and the probes) on `http_addr`.
+    pub fn start_on(name: &str, kubeconfig: &Path, namespace: &str, env: &[(&str, &str)], http_addr: &str) -> Operator {
         let dir = root().join("target/cluster-tests");
         std::fs::create_dir_all(&dir).unwrap();
         let log = dir.join(format!("{name}.log"));
         let file = std::fs::File::create(&log).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_saga-operator"))
-            .args(["run", "--namespace", namespace, "--http-addr", "127.0.0.1:0"])
+            .args(["run", "--namespace", namespace, "--http-addr", http_addr])
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("KUBECONFIG", kubeconfig)

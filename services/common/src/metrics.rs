@@ -1,14 +1,32 @@
 //! Prometheus metrics shared by the services; each service may register more.
+//!
+//! Names follow the Prometheus conventions: one `saga_` prefix (never
+//! `saga_saga_`), `_total` on counters (prometheus-client appends it),
+//! base units in the name (`_seconds`, `_bytes`). Gauges sampled from the
+//! database or the broker are refreshed by [`every`] on a slow interval, so
+//! a scrape never waits on a query. docs/operations.md lists every series.
 
+use std::future::Future;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Metric, Registry};
 
+use crate::runtime::Shutdown;
+
 type Labels = Vec<(&'static str, String)>;
+
+/// A gauge of seconds (an age, a setting).
+pub type Seconds = Gauge<f64, AtomicU64>;
+
+/// How often the gauges read from the database or the broker are refreshed.
+pub const SAMPLE_INTERVAL: Duration = Duration::from_secs(5);
 
 #[derive(Clone)]
 pub struct Metrics {
@@ -21,6 +39,11 @@ pub struct Metrics {
     consumer_batch: Histogram,
     http_requests: Family<Labels, Counter>,
     http_duration: Family<Labels, Histogram>,
+    /// Outbox rows not yet published, and the age of the oldest, by service.
+    outbox_backlog: Family<Labels, Gauge>,
+    outbox_oldest_age: Family<Labels, Seconds>,
+    /// 1 while `/readyz` says ready, by service.
+    ready: Family<Labels, Gauge>,
 }
 
 impl Metrics {
@@ -50,6 +73,20 @@ impl Metrics {
         registry.register("http_requests", "HTTP requests, by route and status", http_requests.clone());
         let http_duration = Family::<Labels, Histogram>::new_with_constructor(latency_histogram as fn() -> Histogram);
         registry.register("http_request_duration_seconds", "HTTP request latency", http_duration.clone());
+        let outbox_backlog = Family::<Labels, Gauge>::default();
+        registry.register(
+            "outbox_backlog",
+            "Outbox rows not yet published (deleted once the broker confirmed them), by service",
+            outbox_backlog.clone(),
+        );
+        let outbox_oldest_age = Family::<Labels, Seconds>::default();
+        registry.register(
+            "outbox_oldest_age_seconds",
+            "Age of the oldest outbox row not yet published (0 when none), by service",
+            outbox_oldest_age.clone(),
+        );
+        let ready = Family::<Labels, Gauge>::default();
+        registry.register("ready", "1 while the service is ready (/readyz), 0 otherwise, by service", ready.clone());
         Metrics {
             registry: Arc::new(Mutex::new(registry)),
             messages_published,
@@ -58,6 +95,9 @@ impl Metrics {
             consumer_batch,
             http_requests,
             http_duration,
+            outbox_backlog,
+            outbox_oldest_age,
+            ready,
         }
     }
 
@@ -68,6 +108,18 @@ impl Metrics {
 
     pub fn messages_consumed(&self, queue: &str, outcome: &'static str) {
         self.consumed.get_or_create(&vec![("queue", queue.to_owned()), ("outcome", outcome.to_owned())]).inc();
+    }
+
+    /// The outbox of `service` as last sampled: rows waiting, age of the oldest.
+    pub fn outbox(&self, service: &str, rows: i64, oldest_age_seconds: f64) {
+        let labels = vec![("service", service.to_owned())];
+        self.outbox_backlog.get_or_create(&labels).set(rows);
+        self.outbox_oldest_age.get_or_create(&labels).set(oldest_age_seconds);
+    }
+
+    /// Whether `service` is ready, as `/readyz` last said.
+    pub fn ready(&self, service: &str, ready: bool) {
+        self.ready.get_or_create(&vec![("service", service.to_owned())]).set(i64::from(ready));
     }
 
     pub fn consumer_batch(&self, size: usize) {
@@ -105,6 +157,23 @@ impl Default for Metrics {
 pub fn method_label(method: &str) -> &'static str {
     const KNOWN: [&str; 9] = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE"];
     KNOWN.into_iter().find(|known| *known == method).unwrap_or("other")
+}
+
+/// Runs `sample` now and then every `period` until shutdown: how the
+/// gauges read from the database or the broker are kept fresh. A failed
+/// sample keeps the last values (the sampler logs why).
+pub async fn every<F, Fut>(period: Duration, mut shutdown: Shutdown, mut sample: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = ()>,
+{
+    loop {
+        sample().await;
+        tokio::select! {
+            _ = tokio::time::sleep(period) => {}
+            _ = shutdown.wait() => return,
+        }
+    }
 }
 
 /// 1 ms to ~16 s.

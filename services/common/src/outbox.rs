@@ -430,7 +430,12 @@ enum RelayError {
     Publish(#[from] crate::amqp::PublishError),
 }
 
-/// Rows still waiting to be published (for `/metrics` and tests).
-pub async fn backlog(pool: &PgPool) -> sqlx::Result<i64> {
-    sqlx::query_scalar("SELECT count(*) FROM outbox").fetch_one(pool).await
+/// Rows still waiting to be published, and the age in seconds of the oldest
+/// (0 when none): `saga_outbox_backlog` and `saga_outbox_oldest_age_seconds`.
+pub async fn backlog(pool: &PgPool) -> sqlx::Result<(i64, f64)> {
+    sqlx::query_as(
+        "SELECT count(*), COALESCE(EXTRACT(EPOCH FROM clock_timestamp() - min(created_at)), 0)::float8 FROM outbox",
+    )
+    .fetch_one(pool)
+    .await
 }

@@ -140,6 +140,13 @@ impl Service {
             self.health.clone(),
             self.shutdown.clone(),
         );
+        self.spawn(sample_service_gauges(
+            self.name,
+            self.pool.clone(),
+            readiness.clone(),
+            self.metrics.clone(),
+            self.shutdown.clone(),
+        ));
         let app = crate::http::finish(api, openapi, readiness, self.metrics.clone(), self.args.http_request_timeout);
         let trigger = self.trigger;
         tokio::spawn(async move {
@@ -165,6 +172,30 @@ impl Service {
         }
         tracing::info!(service = self.name, "stopped");
     }
+}
+
+/// Keeps `saga_ready` and the outbox gauges of this service fresh.
+async fn sample_service_gauges(
+    name: &'static str,
+    pool: PgPool,
+    readiness: Readiness,
+    metrics: Metrics,
+    shutdown: Shutdown,
+) {
+    let service = service_label(name);
+    crate::metrics::every(crate::metrics::SAMPLE_INTERVAL, shutdown, || async {
+        metrics.ready(service, readiness.report().ready);
+        match crate::outbox::backlog(&pool).await {
+            Ok((rows, oldest)) => metrics.outbox(service, rows, oldest),
+            Err(error) => tracing::debug!(%error, "cannot sample the outbox backlog"),
+        }
+    })
+    .await;
+}
+
+/// The `service` label of a binary: `order-service` → `order`.
+pub fn service_label(name: &str) -> &str {
+    name.strip_suffix("-service").unwrap_or(name)
 }
 
 /// The broker client the settings describe; `Err` names the bad setting.

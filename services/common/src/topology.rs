@@ -246,6 +246,31 @@ impl Topology {
         }
     }
 
+    /// Messages waiting in each dead-letter queue, by queue name, read with
+    /// passive declares (nothing is created; a DLQ is never consumed, so its
+    /// ready count is its depth). `Err` if one is missing or the broker
+    /// refuses.
+    pub async fn dead_letter_depths(&self, connection: &Connection) -> Result<Vec<(String, u32)>, TopologyError> {
+        let mut depths = Vec::with_capacity(Destination::ALL.len());
+        for destination in Destination::ALL {
+            let name = dlq_name(&self.spec.platform, destination);
+            let mut depth = 0;
+            self.check(connection, format!("queue {name}"), |channel| {
+                let name = name.clone();
+                let depth = &mut depth;
+                async move {
+                    let options = QueueDeclareOptions { passive: true, durable: true, ..Default::default() };
+                    let queue = channel.queue_declare(name.as_str().into(), options, FieldTable::default()).await?;
+                    *depth = queue.message_count();
+                    Ok(())
+                }
+            })
+            .await?;
+            depths.push((name, depth));
+        }
+        Ok(depths)
+    }
+
     /// Deletes every queue and exchange of the platform (used by `deletionPolicy: Delete`).
     pub async fn delete(&self, connection: &Connection) -> Result<(), TopologyError> {
         let channel = connection.create_channel().await?;

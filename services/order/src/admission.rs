@@ -45,7 +45,7 @@ struct Running {
     /// while it is being stored).
     local: HashMap<u64, (String, Option<Instant>)>,
     next: u64,
-    /// `total`, as `saga_running_sagas`.
+    /// `total`, as `saga_admission_running_sagas`.
     gauge: Gauge,
 }
 
@@ -127,6 +127,11 @@ impl Refusals {
     pub fn new(metrics: &Metrics) -> Self {
         let refusals = Refusals::default();
         metrics.register("admission_refusals", "Requests refused at the edge, by reason", refusals.0.clone());
+        // Every reason's series exists from the start, at 0.
+        for reason in [Refusal::over_share, Refusal::overloaded, Refusal::too_many_waiters, Refusal::waiters_overloaded]
+        {
+            let _ = refusals.0.get_or_create(&RefusalLabels { reason });
+        }
         refusals
     }
 
@@ -149,11 +154,12 @@ impl Admission {
     }
 
     /// Publishes the running count this replica admits against as
-    /// `saga_running_sagas`. It may count an order committed during a
+    /// `saga_admission_running_sagas` (`saga_running_sagas{step}` is the
+    /// database's count, sampled every few seconds). It may count an order committed during a
     /// refresh twice, until the next refresh (`REFRESH`) corrects it.
     pub fn register(&self, metrics: &Metrics) {
         let gauge = self.running.lock().expect("admission lock poisoned").gauge.clone();
-        metrics.register("running_sagas", "Running sagas as this replica's admission counts them", gauge);
+        metrics.register("admission_running_sagas", "Running sagas as this replica's admission counts them", gauge);
     }
 
     /// Admits one new saga of `customer`, or says why not.

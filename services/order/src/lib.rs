@@ -5,6 +5,7 @@
 pub mod admission;
 pub mod api;
 pub mod finished;
+pub mod gauges;
 pub mod orchestrator;
 pub mod placement;
 pub mod proxy;

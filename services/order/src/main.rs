@@ -15,6 +15,7 @@ use sqlx::migrate::Migrator;
 use order_service::admission::{Admission, Refusals, Waiters};
 use order_service::api;
 use order_service::finished::StatusChanges;
+use order_service::gauges::{self, SagaGauges};
 use order_service::orchestrator::Orchestrator;
 use order_service::placement::Placements;
 use order_service::timeouts::TimeoutWorker;
@@ -83,6 +84,14 @@ async fn main() {
     let worker = Arc::new(worker);
     let health = service.health.clone();
     service.spawn(supervise("timeout worker", health, shutdown.clone(), move || worker.clone().run(shutdown.clone())));
+    let saga_gauges = SagaGauges::new(&service.metrics, args.step_timeout);
+    service.spawn(saga_gauges.run(service.pool.clone(), service.shutdown.clone()));
+    service.spawn(gauges::dead_letter_depths(
+        service.metrics.clone(),
+        service.broker.clone(),
+        service.topology.clone(),
+        service.shutdown.clone(),
+    ));
     let refusals = Refusals::new(&service.metrics);
     let admission = Admission::new(args.max_running_sagas, refusals.clone());
     admission.register(&service.metrics);

@@ -11,7 +11,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use saga_common::consumer::{Handler, HandlerError};
 use saga_common::contracts::Message;
 use saga_common::envelope::{Envelope, child_traceparent};
-use saga_common::metrics::{Metrics, latency_histogram};
+use saga_common::metrics::Metrics;
 use saga_common::outbox;
 use saga_common::topology::Destination;
 use serde_json::json;
@@ -19,7 +19,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::finished;
-use crate::saga::{self, Effect, Event, OrderStatus, SagaOrder, SagaState, Transition};
+use crate::saga::{self, Effect, Event, FailureReason, OrderStatus, SagaOrder, SagaState, Transition};
 use crate::store::{self, Item, OrderRow, SagaUpdate};
 
 pub struct Orchestrator {
@@ -30,10 +30,19 @@ pub struct Orchestrator {
 
 impl Orchestrator {
     pub fn new(step_timeout: Duration, metrics: &Metrics) -> Self {
-        let finished = Family::default();
-        metrics.register("sagas_finished", "Sagas that reached a final status, by status and reason", finished.clone());
-        let duration = latency_histogram();
-        metrics.register("saga_duration_seconds", "Time from order placed to its final status", duration.clone());
+        let finished: Family<Vec<(&'static str, String)>, Counter> = Family::default();
+        metrics.register("finished", "Sagas that reached a final status, by status and reason", finished.clone());
+        // Every outcome's series exists from the start (at 0), so a ratio or
+        // an increase over it is defined before the first saga fails.
+        let outcomes = [(OrderStatus::Completed, ""), (OrderStatus::Cancelled, "")]
+            .into_iter()
+            .chain(FailureReason::ALL.map(|reason| (OrderStatus::Failed, reason.as_str())));
+        for (status, reason) in outcomes {
+            let _ =
+                finished.get_or_create(&vec![("status", status.as_str().to_owned()), ("reason", reason.to_owned())]);
+        }
+        let duration = Histogram::new(duration_buckets(step_timeout));
+        metrics.register("duration_seconds", "Time from order placed to its final status", duration.clone());
         Orchestrator { step_timeout, finished, duration }
     }
 
@@ -115,6 +124,30 @@ impl Orchestrator {
         }
         tracing::info!(order_id = %order.id, status = status.as_str(), reason, "saga finished");
     }
+}
+
+/// Bucket bounds of `saga_duration_seconds` for a step timeout `t`:
+/// doubling from 5 ms up to `t` (sagas that run normally), then `t`, `2t`,
+/// `3t` (the three forward steps each up to their timeout), then every point
+/// at which a timed-out saga's compensation is re-sent: the step timeout
+/// times 1, 2, 4, 8, 16, 32 (`SagaState::timeout_factor`, which stops
+/// doubling after the fifth resend) added up after the three steps, i.e.
+/// `4t`, `6t`, `10t`, `18t`, `34t`, `66t`. Anything slower lands in `+Inf`.
+pub fn duration_buckets(step_timeout: Duration) -> Vec<f64> {
+    let t = step_timeout.as_secs_f64();
+    let mut buckets = Vec::new();
+    let mut bound = 0.005;
+    while bound < t {
+        buckets.push(bound);
+        bound *= 2.0;
+    }
+    buckets.extend([t, 2.0 * t, 3.0 * t]);
+    let mut resent = 0.0;
+    for resend in 0..=5 {
+        resent += f64::from(1u32 << resend) * t;
+        buckets.push(3.0 * t + resent);
+    }
+    buckets
 }
 
 /// An order being advanced in memory: its row as the events leave it.
@@ -236,5 +269,38 @@ impl Handler for Orchestrator {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn duration_buckets_reach_past_every_compensation_resend() {
+        let t = Duration::from_secs(10);
+        let buckets = duration_buckets(t);
+        assert!(buckets.windows(2).all(|w| w[0] < w[1]), "{buckets:?}");
+        assert_eq!(buckets[0], 0.005);
+        // the resend points: after the three steps, 1, 2, 4, 8, 16, 32 step timeouts more
+        assert_eq!(&buckets[buckets.len() - 9..], &[10.0, 20.0, 30.0, 40.0, 60.0, 100.0, 180.0, 340.0, 660.0]);
+        // the last resend's deadline, with the forward steps, is inside the last bucket
+        let mut state = SagaState::Compensating {
+            outcome: saga::Outcome::Failed(FailureReason::Timeout),
+            awaiting_release: true,
+            awaiting_refund: true,
+            resends: 0,
+        };
+        let mut waited = 3.0 * t.as_secs_f64();
+        for _ in 0..=5 {
+            waited += (t * state.timeout_factor()).as_secs_f64();
+            if let SagaState::Compensating { resends, .. } = &mut state {
+                *resends += 1;
+            }
+            assert!(buckets.contains(&waited), "{waited} s is not a bucket bound: {buckets:?}");
+        }
+        // a short step timeout still starts at 5 ms
+        let short = duration_buckets(Duration::from_millis(300));
+        assert_eq!(&short[..7], &[0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.3]);
     }
 }

@@ -109,6 +109,17 @@ pub async fn restart_step_clocks(pool: &PgPool, step_timeout: Duration) -> sqlx:
     Ok(result.rows_affected())
 }
 
+/// Running sagas by step (`saga.step`): how many, and the age in seconds of
+/// the oldest (since its order was placed). Steps with none are left out.
+pub async fn running_by_step(pool: &PgPool) -> sqlx::Result<Vec<(String, i64, f64)>> {
+    sqlx::query_as(
+        "SELECT saga->>'step', count(*), EXTRACT(EPOCH FROM clock_timestamp() - min(created_at))::float8 \
+         FROM orders WHERE status = 'PENDING' GROUP BY 1",
+    )
+    .fetch_all(pool)
+    .await
+}
+
 /// Orders whose awaited reply is overdue, locked; rows another replica holds are skipped.
 pub async fn lock_overdue(conn: &mut PgConnection, limit: i64) -> sqlx::Result<Vec<OrderRow>> {
     sqlx::query_as(select_orders!("WHERE deadline <= now() ORDER BY deadline LIMIT $1 FOR UPDATE SKIP LOCKED"))
