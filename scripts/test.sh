@@ -32,9 +32,14 @@ k8s_build_log=target/k8s-build.log
 scripts/k8s-build.sh >"$k8s_build_log" 2>&1 &
 k8s_build_pid=$!
 echo "building the control plane in the background (scripts/k8s-build.sh, log: $k8s_build_log)"
+# Jaeger, for tests/tests/tracing.rs (docs/operations.md, "Tracing"): the same way.
+jaeger_build_log=target/jaeger-build.log
+scripts/jaeger-build.sh >"$jaeger_build_log" 2>&1 &
+jaeger_build_pid=$!
+echo "building Jaeger in the background (scripts/jaeger-build.sh, log: $jaeger_build_log)"
 cluster_started=false
 cleanup() {
-    kill "$k8s_build_pid" 2>/dev/null || true
+    kill "$k8s_build_pid" "$jaeger_build_pid" 2>/dev/null || true
     if [[ $cluster_started == true ]]; then
         scripts/cluster.sh down >/dev/null 2>&1 || true
     fi
@@ -83,6 +88,14 @@ cluster_out=$(mktemp)
 scripts/cluster.sh up | tee "$cluster_out"
 eval "$(tail -n 2 "$cluster_out")"
 rm -f "$cluster_out"
+
+# tests/tests/tracing.rs runs observability/bin/jaeger.
+begin "Jaeger (scripts/jaeger-build.sh, built in the background)"
+if ! wait "$jaeger_build_pid"; then
+    cat "$jaeger_build_log"
+    die "scripts/jaeger-build.sh failed"
+fi
+cat "$jaeger_build_log"
 
 if cargo nextest --version >/dev/null 2>&1; then
     begin "cargo nextest run --workspace --no-fail-fast (all but the fault suite)"
