@@ -24,3 +24,4 @@ pub mod service;
 pub mod sku;
 pub mod telemetry;
 pub mod topology;
+pub mod trace_context;
