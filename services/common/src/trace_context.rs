@@ -136,4 +136,23 @@ mod tests {
         assert_eq!(TraceContext::read(Some(PARENT), Some(&long_state)).tracestate, "");
         assert_eq!(TraceContext::read(Some(PARENT), Some("not a tracestate")).tracestate, "");
     }
+
+    /// What one hop costs when no exporter is installed: read the incoming
+    /// context, draw a child span id, write the outgoing context (the
+    /// consumer, the relay and the HTTP layer each do this once per message
+    /// or request). A measurement, not a check (docs/operations.md).
+    #[test]
+    #[ignore = "measurement: cargo test -p saga-common --lib per_hop_cost -- --ignored --nocapture"]
+    fn per_hop_cost() {
+        use opentelemetry::trace::TraceContextExt;
+        let incoming = TraceContext::read(Some(PARENT), Some("vendor=a,other=b"));
+        let hops = 200_000;
+        let started = std::time::Instant::now();
+        for _ in 0..hops {
+            let child = crate::telemetry::child_of(&incoming.parent());
+            std::hint::black_box(TraceContext::of(&Context::new().with_remote_span_context(child)));
+        }
+        let per_hop = started.elapsed() / hops;
+        eprintln!("per hop (read + child + write): {per_hop:?}");
+    }
 }
