@@ -38,9 +38,14 @@ prometheus_build_log=target/prometheus-build.log
 scripts/prometheus-build.sh >"$prometheus_build_log" 2>&1 &
 prometheus_build_pid=$!
 echo "building Prometheus in the background (scripts/prometheus-build.sh, log: $prometheus_build_log)"
+# Jaeger, for tests/tests/tracing.rs (docs/operations.md, "Tracing"): the same way.
+jaeger_build_log=target/jaeger-build.log
+scripts/jaeger-build.sh >"$jaeger_build_log" 2>&1 &
+jaeger_build_pid=$!
+echo "building Jaeger in the background (scripts/jaeger-build.sh, log: $jaeger_build_log)"
 cluster_started=false
 cleanup() {
-    kill "$k8s_build_pid" "$prometheus_build_pid" 2>/dev/null || true
+    kill "$k8s_build_pid" "$prometheus_build_pid" "$jaeger_build_pid" 2>/dev/null || true
     if [[ $cluster_started == true ]]; then
         scripts/cluster.sh down >/dev/null 2>&1 || true
     fi
@@ -106,6 +111,14 @@ if ! wait "$prometheus_build_pid"; then
 fi
 cat "$prometheus_build_log"
 scripts/prometheus-rules.sh
+
+# tests/tests/tracing.rs runs observability/bin/jaeger.
+begin "Jaeger (scripts/jaeger-build.sh, built in the background)"
+if ! wait "$jaeger_build_pid"; then
+    cat "$jaeger_build_log"
+    die "scripts/jaeger-build.sh failed"
+fi
+cat "$jaeger_build_log"
 
 if cargo nextest --version >/dev/null 2>&1; then
     begin "cargo nextest run --workspace --no-fail-fast (all but the fault suite)"

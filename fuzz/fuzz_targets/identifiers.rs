@@ -1,7 +1,7 @@
 //! The identifier rules every edge applies, on arbitrary strings:
 //! `CustomerId::parse` (token `sub`, account path, a charge's customer id),
 //! `valid_correlation_id` (HTTP header, message header or property),
-//! `parse_traceparent` / `child_traceparent` (W3C Trace Context), and
+//! `TraceContext::read` (W3C Trace Context through the standard propagator), and
 //! `consumer::attempt` (the `x-attempt` ladder) on integers read from the input.
 
 #![no_main]
@@ -10,7 +10,8 @@ use lapin::types::AMQPValue;
 use libfuzzer_sys::fuzz_target;
 use saga_common::consumer::attempt;
 use saga_common::customer::{CustomerId, MAX_CUSTOMER_ID_LEN};
-use saga_common::envelope::{MAX_CORRELATION_ID_LEN, child_traceparent, parse_traceparent, valid_correlation_id};
+use saga_common::envelope::{MAX_CORRELATION_ID_LEN, valid_correlation_id};
+use saga_common::trace_context::{MAX_TRACESTATE_LEN, TraceContext};
 
 fn printable(s: &str, max: usize) -> bool {
     (1..=max).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_graphic())
@@ -35,18 +36,16 @@ fuzz_target!(|data: &[u8]| {
 
     assert_eq!(valid_correlation_id(text), printable(text, MAX_CORRELATION_ID_LEN), "{text:?}");
 
-    // A traceparent's trace id is 32 hex digits of the input; a child keeps
-    // it; an invalid parent starts a new, valid trace.
-    let child = child_traceparent(text);
-    let child_trace = parse_traceparent(&child).expect("a child traceparent is valid");
-    match parse_traceparent(text) {
-        Some(trace) => {
-            assert!(trace.len() == 32 && trace.bytes().all(|b| b.is_ascii_hexdigit()), "{trace:?}");
-            assert!(text.contains(trace));
-            assert_eq!(child_trace, trace);
-        }
-        None => assert!(child_trace.bytes().all(|b| b.is_ascii_hexdigit())),
+    // A trace context read from the input as traceparent and tracestate is
+    // empty or in canonical form, which reads back to itself; its trace id
+    // is 32 hex digits of the input; the tracestate is bounded.
+    let read = TraceContext::read(Some(text), Some(text));
+    assert_eq!(TraceContext::read(Some(&read.traceparent), Some(&read.tracestate)), read, "{text:?}");
+    match read.trace_id() {
+        Some(trace) => assert!(text.contains(&trace.to_string()), "{text:?}"),
+        None => assert!(read.is_empty() && read.tracestate.is_empty(), "{read:?}"),
     }
+    assert!(read.tracestate.len() <= MAX_TRACESTATE_LEN);
 
     // x-attempt: any integer type, any value, any ladder length.
     if data.len() >= 12 {

@@ -29,7 +29,8 @@ use libfuzzer_sys::fuzz_target;
 use saga_common::consumer::decode;
 use saga_common::contracts::Message;
 use saga_common::customer::CustomerId;
-use saga_common::envelope::{headers, parse_traceparent, valid_correlation_id};
+use saga_common::envelope::{headers, valid_correlation_id};
+use saga_common::trace_context::TraceContext;
 use uuid::Uuid;
 
 struct Input {
@@ -141,11 +142,13 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(id.as_str().parse::<Uuid>().ok(), Some(envelope.message_id));
             // The correlation id is copied into every reply's property and headers.
             assert!(valid_correlation_id(&envelope.correlation_id), "{:?}", envelope.correlation_id);
-            assert!(parse_traceparent(&envelope.traceparent).is_some(), "{:?}", envelope.traceparent);
+            // The trace context went through the propagator: empty or canonical.
+            let trace = &envelope.trace;
+            assert_eq!(&TraceContext::read(Some(&trace.traceparent), Some(&trace.tracestate)), trace);
             if let Some(parent) = string_header(&properties, headers::TRACEPARENT)
-                && parse_traceparent(&parent).is_some()
+                && TraceContext::read(Some(&parent), None).traceparent == parent
             {
-                assert_eq!(envelope.traceparent, parent, "a valid traceparent is kept");
+                assert_eq!(trace.traceparent, parent, "a canonical traceparent is kept");
             }
             if let Some(kind) = properties.kind() {
                 assert_eq!(kind.as_str(), envelope.message.type_name());
@@ -159,7 +162,7 @@ fuzz_target!(|data: &[u8]| {
             // Replies keep the correlation id and the trace.
             let reply = envelope.follow_up(envelope.message.clone());
             assert_eq!(reply.correlation_id, envelope.correlation_id);
-            assert_eq!(parse_traceparent(&reply.traceparent), parse_traceparent(&envelope.traceparent));
+            assert_eq!(reply.trace, envelope.trace);
             // The payment handler's first step with a charge.
             if let Message::ChargePayment { customer_id, .. } = &envelope.message
                 && let Ok(parsed) = CustomerId::parse(customer_id)

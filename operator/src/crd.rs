@@ -64,6 +64,10 @@ pub struct SagaPlatformSpec {
     /// What happens to the broker topology when this resource is deleted.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
+    /// Traces of every service, exported with OTLP. Without it no span is
+    /// exported (the services still propagate W3C trace context and log trace ids).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracing: Option<TracingSpec>,
     pub order: ServiceSpec,
     pub payment: ServiceSpec,
     pub inventory: ServiceSpec,
@@ -229,6 +233,27 @@ impl Default for SagaSpec {
 
 fn default_step_timeout() -> u64 {
     10
+}
+
+/// OTLP trace export of the services (the `OTEL_*` environment variables).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TracingSpec {
+    /// OTLP/HTTP endpoint of a collector or Jaeger (`http://jaeger-collector:4318`);
+    /// spans go to `<endpoint>/v1/traces` (`OTEL_EXPORTER_OTLP_ENDPOINT`).
+    #[x_kube(validation = Rule::new("self.matches('^https?://[^\\\\s]+$')").message("tracing.otlpEndpoint must be an http:// or https:// URL"))]
+    pub otlp_endpoint: String,
+    /// Fraction of new traces recorded, 0 to 1 (`OTEL_TRACES_SAMPLER=parentbased_traceidratio`).
+    /// A caller's sampling decision (the `traceparent` flag) is always followed.
+    /// Without it every new trace is recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 0.0 && self <= 1.0").message("tracing.samplerRatio must be between 0 and 1"))]
+    pub sampler_ratio: Option<f64>,
+    /// Extra resource attributes of every span (`OTEL_RESOURCE_ATTRIBUTES`),
+    /// e.g. `deployment.environment: prod`. `service.name` is the service's
+    /// binary and `service.namespace` the platform.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub resource_attributes: BTreeMap<String, String>,
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]

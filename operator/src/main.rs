@@ -98,7 +98,9 @@ async fn main() {
 }
 
 async fn run(args: RunArgs) {
-    saga_common::telemetry::init(args.log_format);
+    // Logs (with trace ids); spans too if an OTLP endpoint is set for the operator itself.
+    let _telemetry = saga_common::telemetry::init(args.log_format, "saga-operator", None)
+        .unwrap_or_else(|error| saga_common::config::fail(&error.to_string()));
     let client = match Client::try_default().await {
         Ok(client) => client,
         Err(error) => saga_common::config::fail(&format!("no Kubernetes configuration: {error}")),

@@ -184,3 +184,40 @@ fn secrets_hash_changes_with_any_value_and_only_then() {
     assert_ne!(build::secrets_hash(&values(None)), build::secrets_hash(&values(Some(""))));
     assert_eq!(base.len(), 16);
 }
+
+#[test]
+fn tracing_settings_reach_every_service() {
+    let mut platform = example();
+    let plain = build::config_map(&platform, Component::ALL[0]).data.unwrap();
+    assert!(plain.keys().all(|name| !name.starts_with("OTEL_")), "no tracing, no OTEL_ settings: {plain:?}");
+    platform.spec.tracing = Some(
+        serde_yaml::from_str(
+            "otlpEndpoint: http://jaeger-collector.observability:4318
+samplerRatio: 0.25
+resourceAttributes: {deployment.environment: prod, team: 'a b,c=d'}",
+        )
+        .unwrap(),
+    );
+    for component in Component::ALL {
+        let data = build::config_map(&platform, component).data.unwrap();
+        let otel: Vec<(&str, &str)> =
+            data.iter().filter(|(k, _)| k.starts_with("OTEL_")).map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let service = component.binary();
+        assert_eq!(
+            otel,
+            [
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://jaeger-collector.observability:4318"),
+                ("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=prod,team=a%20b%2Cc%3Dd"),
+                ("OTEL_SERVICE_NAME", service.as_str()),
+                ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+                ("OTEL_TRACES_SAMPLER_ARG", "0.25"),
+            ]
+        );
+    }
+    // A change of the tracing settings rolls the pods (the ConfigMap is in the pod template's hash).
+    let hash = |p: &SagaPlatform| {
+        let template = build::deployment(p, Component::ALL[0], 1, "0123456789abcdef").spec.unwrap().template;
+        template.metadata.unwrap().annotations.unwrap()[build::CONFIG_HASH_ANNOTATION].clone()
+    };
+    assert_ne!(hash(&platform), hash(&example()));
+}

@@ -128,7 +128,8 @@ pub fn bin_dir() -> PathBuf {
     exe.parent().and_then(|p| p.parent()).expect("target dir").to_path_buf()
 }
 
-fn free_port() -> u16 {
+/// A TCP port free on 127.0.0.1 right now.
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 

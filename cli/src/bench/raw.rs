@@ -83,7 +83,7 @@ async fn publish_and_consume(channel: &lapin::Channel, queue: &str) -> Result<(f
         message_id: i.to_string(),
         message_type: "bench".to_owned(),
         correlation_id: i.to_string(),
-        traceparent: String::new(),
+        trace: Default::default(),
         payload: vec![b'x'; 200],
         headers: Vec::new(),
     };

@@ -24,7 +24,7 @@ use kube::Resource;
 use saga_common::topology::{Destination, QueueType, RetryPolicy, TopologySpec};
 use sha2::{Digest, Sha256};
 
-use crate::crd::{DatabaseTlsSpec, QueueTypeSpec, SagaPlatform, SecretKeyRef, ServiceSpec};
+use crate::crd::{DatabaseTlsSpec, QueueTypeSpec, SagaPlatform, SecretKeyRef, ServiceSpec, TracingSpec};
 
 pub const MANAGER: &str = "saga-operator";
 /// Pod template annotation that changes whenever the ConfigMap does, so a
@@ -172,7 +172,42 @@ pub fn config_map(platform: &SagaPlatform, component: Component) -> ConfigMap {
         data.insert("PGSSLMODE".into(), tls.ssl_mode.as_str().into());
         data.insert("PGSSLROOTCERT".into(), format!("{TLS_DIR}/{DB_CA_FILE}"));
     }
+    if let Some(tracing) = &platform.spec.tracing {
+        data.extend(tracing_env(tracing, component));
+    }
     ConfigMap { metadata: metadata(platform, component), data: Some(data), ..ConfigMap::default() }
+}
+
+/// The OpenTelemetry settings of a service (docs/operations.md, "Tracing").
+fn tracing_env(tracing: &TracingSpec, component: Component) -> Vec<(String, String)> {
+    let mut env = vec![
+        ("OTEL_EXPORTER_OTLP_ENDPOINT".to_owned(), tracing.otlp_endpoint.clone()),
+        ("OTEL_SERVICE_NAME".to_owned(), component.binary()),
+    ];
+    if let Some(ratio) = tracing.sampler_ratio {
+        env.push(("OTEL_TRACES_SAMPLER".to_owned(), "parentbased_traceidratio".to_owned()));
+        env.push(("OTEL_TRACES_SAMPLER_ARG".to_owned(), ratio.to_string()));
+    }
+    if !tracing.resource_attributes.is_empty() {
+        // W3C Baggage form: `key=value,...`, values percent-encoded.
+        let attributes: Vec<String> = tracing
+            .resource_attributes
+            .iter()
+            .map(|(key, value)| format!("{}={}", percent_encode(key), percent_encode(value)))
+            .collect();
+        env.push(("OTEL_RESOURCE_ATTRIBUTES".to_owned(), attributes.join(",")));
+    }
+    env
+}
+
+/// Percent-encodes everything but unreserved characters (RFC 3986).
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 /// A ClusterIP Service on port 80 in front of the service's pods.

@@ -12,6 +12,7 @@ use tokio::sync::Mutex;
 
 use crate::envelope::{Envelope, headers};
 use crate::topology::Topology;
+use crate::trace_context::TraceContext;
 
 /// Backoff between reconnect attempts: 100 ms doubling up to 5 s.
 pub struct Backoff {
@@ -156,7 +157,8 @@ pub struct OutgoingMessage {
     pub message_id: String,
     pub message_type: String,
     pub correlation_id: String,
-    pub traceparent: String,
+    /// The context of this publish (see `outbox::trace_publishes`).
+    pub trace: TraceContext,
     pub payload: Vec<u8>,
     /// Extra headers (attempt counts, failure reasons).
     pub headers: Vec<(&'static str, AMQPValue)>,
@@ -171,7 +173,7 @@ impl OutgoingMessage {
             message_id: envelope.message_id.to_string(),
             message_type: envelope.message.type_name().to_owned(),
             correlation_id: envelope.correlation_id.clone(),
-            traceparent: envelope.traceparent.clone(),
+            trace: envelope.trace.clone(),
             payload: serde_json::to_vec(&envelope.message).expect("messages always serialize"),
             headers: Vec::new(),
         }
@@ -190,7 +192,12 @@ impl OutgoingMessage {
         let routing_key = short("routing key", &self.routing_key)?;
         let mut table = FieldTable::default();
         table.insert(headers::CORRELATION_ID.into(), AMQPValue::LongString(self.correlation_id.as_str().into()));
-        table.insert(headers::TRACEPARENT.into(), AMQPValue::LongString(self.traceparent.as_str().into()));
+        if !self.trace.is_empty() {
+            table.insert(headers::TRACEPARENT.into(), AMQPValue::LongString(self.trace.traceparent.as_str().into()));
+        }
+        if !self.trace.tracestate.is_empty() {
+            table.insert(headers::TRACESTATE.into(), AMQPValue::LongString(self.trace.tracestate.as_str().into()));
+        }
         for (name, value) in &self.headers {
             table.insert(short("header name", name)?, value.clone());
         }
@@ -254,7 +261,7 @@ mod tests {
             message_id: "id".into(),
             message_type: "inventory.released".into(),
             correlation_id: "c".repeat(255),
-            traceparent: String::new(),
+            trace: Default::default(),
             payload: Vec::new(),
             headers: Vec::new(),
         };

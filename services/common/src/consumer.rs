@@ -27,14 +27,14 @@ use uuid::Uuid;
 
 use crate::amqp::{Backoff, Broker};
 use crate::contracts::Message;
-use crate::envelope::{
-    Envelope, MAX_CORRELATION_ID_LEN, headers, new_traceparent, parse_traceparent, valid_correlation_id,
-};
+use crate::envelope::{Envelope, MAX_CORRELATION_ID_LEN, headers, valid_correlation_id};
 use crate::inbox;
 use crate::metrics::Metrics;
 use crate::outbox::OutboxSignal;
 use crate::runtime::Shutdown;
+use crate::telemetry;
 use crate::topology::{Destination, Topology, retry_queue_name};
+use crate::trace_context::TraceContext;
 
 /// What a service does with messages, inside the consumer's transaction.
 /// Outgoing messages go to the outbox through the same connection.
@@ -136,6 +136,8 @@ pub struct Received {
     pub attempt: u32,
     /// Its envelope, or why it is malformed (it is then dead-lettered).
     pub decoded: Result<Envelope, String>,
+    /// The span of its handling, from the batch until it is settled (see `Consumer::trace`).
+    pub span: tracing::Span,
 }
 
 impl<H: Handler> Consumer<H> {
@@ -181,19 +183,24 @@ impl<H: Handler> Consumer<H> {
             // wait for each other instead of deadlocking. The sort is stable:
             // messages of one order keep their delivery order.
             received.sort_by_key(|r| r.decoded.as_ref().map(|e| e.message.order_id()).ok());
-            match self.handle_batch(&received).await {
-                Ok(verdicts) => {
-                    pause = Backoff::new();
-                    self.settle(&channel, received, verdicts, queue).await?;
-                }
-                Err(reason) => {
-                    tracing::warn!(reason, queue, "database unavailable; requeueing batch");
-                    pause.wait().await;
-                    for r in received {
-                        r.delivery.acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await?;
+            let batch = trace(&mut received, queue);
+            let settled = async {
+                match self.handle_batch(&received).await {
+                    Ok(verdicts) => {
+                        pause = Backoff::new();
+                        self.settle(&channel, received, verdicts, queue).await
+                    }
+                    Err(reason) => {
+                        tracing::warn!(reason, queue, "database unavailable; requeueing batch");
+                        pause.wait().await;
+                        for r in received {
+                            r.delivery.acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await?;
+                        }
+                        Ok(())
                     }
                 }
-            }
+            };
+            settled.instrument(batch).await?;
         }
         Ok(())
     }
@@ -264,7 +271,7 @@ impl<H: Handler> Consumer<H> {
                     continue;
                 }
             };
-            let span = message_span(envelope);
+            let span = received.span.clone();
             let outcome = self.handle_one(&mut tx, envelope).instrument(span.clone()).await;
             let verdict = match outcome {
                 Ok(Some(written)) => {
@@ -346,8 +353,7 @@ impl<H: Handler> Consumer<H> {
         let platform = &self.topology.spec.platform;
         let max_attempts = self.topology.spec.retry.max_attempts;
         for (r, verdict) in received.into_iter().zip(verdicts) {
-            let span =
-                r.decoded.as_ref().map(message_span).unwrap_or_else(|_| tracing::info_span!("malformed message"));
+            let span = r.span.clone();
             let (outcome, dead_letter_reason) = match verdict {
                 Verdict::Done => ("handled", None),
                 Verdict::Duplicate => ("duplicate", None),
@@ -419,6 +425,49 @@ fn message_span(envelope: &Envelope) -> tracing::Span {
     )
 }
 
+/// Traces a batch: a span for the batch (a trace of its own), and for each
+/// message a span that continues the sender's trace (a child of its
+/// publish), linked to the batch and the batch to it. Each envelope's trace
+/// context becomes its span's, so what its handler sends descends from it.
+/// Returns the batch's span.
+fn trace(batch: &mut [Received], queue: &str) -> tracing::Span {
+    let batch_span = tracing::info_span!(
+        "consume batch",
+        otel.name = format!("consume batch {queue}"),
+        otel.kind = "consumer",
+        messaging.system = "rabbitmq",
+        messaging.destination.name = queue,
+        messaging.batch.message_count = batch.len(),
+    );
+    let batch_context = telemetry::start(&batch_span, &opentelemetry::Context::new());
+    for received in batch {
+        received.span = match &mut received.decoded {
+            Ok(envelope) => {
+                let span = tracing::info_span!(
+                    parent: &batch_span,
+                    "message",
+                    otel.name = format!("consume {}", envelope.message.type_name()),
+                    otel.kind = "consumer",
+                    messaging.system = "rabbitmq",
+                    messaging.destination.name = queue,
+                    messaging.message.id = %envelope.message_id,
+                    correlation_id = %envelope.correlation_id,
+                    message_id = %envelope.message_id,
+                    message_type = envelope.message.type_name(),
+                    order_id = %envelope.message.order_id(),
+                );
+                let context = telemetry::start(&span, &envelope.trace.parent());
+                telemetry::link(&span, &batch_context);
+                telemetry::link(&batch_span, &context);
+                envelope.trace = TraceContext::of(&context);
+                span
+            }
+            Err(_) => tracing::info_span!(parent: &batch_span, "malformed message"),
+        };
+    }
+    batch_span
+}
+
 /// Copies a delivery (same message id, body and properties) to another
 /// destination with updated attempt and reason headers, and waits for the
 /// broker's confirm so the original can be acknowledged safely. `Ok(false)`:
@@ -464,8 +513,9 @@ fn truncate(text: &str, max: usize) -> &str {
 /// Reads an AMQP delivery into an envelope, or says why it cannot be read.
 /// Everything taken from the delivery is checked before use: the body's
 /// size, the message id, the type, the correlation id (type and length: it
-/// becomes the `correlation_id` property of every reply), the traceparent
-/// (an invalid one starts a new trace, as W3C Trace Context asks) and the
+/// becomes the `correlation_id` property of every reply), the trace context
+/// (`traceparent` and `tracestate` through the standard propagator; an
+/// invalid one starts a new trace, as W3C Trace Context asks) and the
 /// attempt counter (clamped to the retry ladder). Reasons never quote the
 /// offending value, which may be huge or hold control characters.
 pub fn decode(delivery: Delivery, max_body: usize, max_attempts: u32) -> Received {
@@ -511,15 +561,11 @@ pub fn decode(delivery: Delivery, max_body: usize, max_attempts: u32) -> Receive
                 correlation_id.len()
             ));
         }
-        let traceparent = headers
-            .inner()
-            .get(headers::TRACEPARENT)
-            .and_then(string_header)
-            .filter(|t| parse_traceparent(t).is_some())
-            .unwrap_or_else(new_traceparent);
-        Ok(Envelope { message_id, correlation_id, traceparent, message })
+        let header = |name| headers.inner().get(name).and_then(string_header);
+        let trace = TraceContext::read(header(headers::TRACEPARENT).as_deref(), header(headers::TRACESTATE).as_deref());
+        Ok(Envelope { message_id, correlation_id, trace, message })
     })();
-    Received { delivery, attempt, decoded }
+    Received { delivery, attempt, decoded, span: tracing::Span::none() }
 }
 
 fn string_header(value: &AMQPValue) -> Option<String> {

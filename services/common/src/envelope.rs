@@ -3,11 +3,13 @@
 use uuid::Uuid;
 
 use crate::contracts::Message;
+use crate::trace_context::TraceContext;
 
 /// Header names used on every AMQP message.
 pub mod headers {
     pub const CORRELATION_ID: &str = "x-correlation-id";
-    pub const TRACEPARENT: &str = "traceparent";
+    pub const TRACEPARENT: &str = crate::trace_context::TRACEPARENT;
+    pub const TRACESTATE: &str = crate::trace_context::TRACESTATE;
     /// Delivery attempt of this copy (1 for the first delivery).
     pub const ATTEMPT: &str = "x-attempt";
     /// Why the message was retried or dead-lettered.
@@ -31,75 +33,30 @@ pub fn valid_correlation_id(id: &str) -> bool {
 pub struct Envelope {
     pub message_id: Uuid,
     pub correlation_id: String,
-    pub traceparent: String,
+    /// The trace the message continues. On a message being written: the
+    /// context of the span that caused it. On a message received: the
+    /// sender's, until the consumer replaces it with the context of the
+    /// span handling it, so that what the handler sends descends from that.
+    pub trace: TraceContext,
     pub message: Message,
 }
 
 impl Envelope {
-    /// A message that starts a new causal chain (for example from an HTTP request).
-    pub fn new(message: Message, correlation_id: &str, traceparent: &str) -> Self {
-        Envelope {
-            message_id: Uuid::now_v7(),
-            correlation_id: correlation_id.to_owned(),
-            traceparent: traceparent.to_owned(),
-            message,
-        }
+    /// A message caused by the span whose context is `trace` (for example an HTTP request).
+    pub fn new(message: Message, correlation_id: &str, trace: TraceContext) -> Self {
+        Envelope { message_id: Uuid::now_v7(), correlation_id: correlation_id.to_owned(), trace, message }
     }
 
-    /// A message caused by this one: same correlation id and trace, new span.
+    /// A message caused by this one: same correlation id, same trace context
+    /// (the span handling this one is its parent).
     pub fn follow_up(&self, message: Message) -> Self {
-        Envelope {
-            message_id: Uuid::now_v7(),
-            correlation_id: self.correlation_id.clone(),
-            traceparent: child_traceparent(&self.traceparent),
-            message,
-        }
+        Envelope::new(message, &self.correlation_id, self.trace.clone())
     }
-}
-
-/// A fresh W3C `traceparent` (version 00, sampled).
-pub fn new_traceparent() -> String {
-    let trace = Uuid::new_v4().simple().to_string();
-    format!("00-{trace}-{}-01", new_span_id())
-}
-
-/// Keep the trace id, replace the parent span id. An invalid input starts a new trace.
-pub fn child_traceparent(parent: &str) -> String {
-    match parse_traceparent(parent) {
-        Some(trace_id) => format!("00-{trace_id}-{}-01", new_span_id()),
-        None => new_traceparent(),
-    }
-}
-
-/// Returns the trace id of a valid `traceparent`.
-pub fn parse_traceparent(value: &str) -> Option<&str> {
-    let parts: Vec<&str> = value.split('-').collect();
-    let hex = |s: &str, len: usize| s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit());
-    match parts.as_slice() {
-        [version, trace, span, flags] if hex(version, 2) && hex(trace, 32) && hex(span, 16) && hex(flags, 2) => {
-            Some(trace)
-        }
-        _ => None,
-    }
-}
-
-fn new_span_id() -> String {
-    Uuid::new_v4().simple().to_string()[..16].to_owned()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn child_keeps_trace_and_changes_span() {
-        let parent = new_traceparent();
-        let child = child_traceparent(&parent);
-        assert_eq!(parse_traceparent(&parent), parse_traceparent(&child));
-        assert_ne!(parent, child);
-        assert!(parse_traceparent("garbage").is_none());
-        assert!(parse_traceparent(&child_traceparent("garbage")).is_some());
-    }
 
     #[test]
     fn correlation_id_rules() {

@@ -20,11 +20,13 @@ use utoipa::openapi::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::auth::Auth;
-use crate::envelope::{child_traceparent, new_traceparent, parse_traceparent, valid_correlation_id};
+use crate::envelope::valid_correlation_id;
 use crate::health::Readiness;
 use crate::metrics::Metrics;
 use crate::problem::Problem;
 use crate::runtime::Shutdown;
+use crate::telemetry;
+use crate::trace_context::{TRACEPARENT, TRACESTATE, TraceContext};
 
 /// Request bodies larger than this are refused with 413.
 pub const BODY_LIMIT: usize = 64 * 1024;
@@ -46,32 +48,56 @@ impl FromRef<ApiState> for Auth {
 #[derive(Debug, Clone)]
 pub struct RequestContext {
     pub correlation_id: String,
-    pub traceparent: String,
+    /// The context of the request's span.
+    pub trace: TraceContext,
 }
 
-/// Adopts the caller's `x-correlation-id` and `traceparent` (or makes new
-/// ones), runs the request inside a span carrying them, echoes the
-/// correlation id, and records metrics.
+/// Routes that are not traced: probes and scrapes, every few seconds.
+const UNTRACED: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
+
+/// Adopts the caller's `x-correlation-id` (or makes one) and continues the
+/// caller's trace (`traceparent` + `tracestate`, or starts one), runs the
+/// request inside a span carrying them, echoes the correlation id and the
+/// request span's `traceparent`, and records metrics.
 async fn observe(State(metrics): State<Metrics>, mut request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let (correlation_id, traceparent) = (header(&request, "x-correlation-id"), header(&request, "traceparent"));
-    let correlation_id =
-        correlation_id.filter(|id| valid_correlation_id(id)).unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    let traceparent = match traceparent {
-        Some(parent) if parse_traceparent(&parent).is_some() => child_traceparent(&parent),
-        _ => new_traceparent(),
-    };
+    let correlation_id = header(&request, "x-correlation-id")
+        .filter(|id| valid_correlation_id(id))
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let route = request
         .extensions()
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
     let method = request.method().clone();
-    let span = tracing::info_span!("request", %correlation_id, %method, route);
-    request.extensions_mut().insert(RequestContext { correlation_id: correlation_id.clone(), traceparent });
+    let traced = !UNTRACED.contains(&route.as_str());
+    let (span, trace) = if traced {
+        let span = tracing::info_span!(
+            "request",
+            otel.name = format!("{method} {route}"),
+            otel.kind = "server",
+            otel.status_code = tracing::field::Empty,
+            http.request.method = %method,
+            http.route = route,
+            http.response.status_code = tracing::field::Empty,
+            %correlation_id,
+            %method,
+            route,
+        );
+        let parent = caller_trace(&request).parent();
+        let trace = TraceContext::of(&telemetry::start(&span, &parent));
+        (span, trace)
+    } else {
+        (tracing::Span::none(), TraceContext::default())
+    };
+    request.extensions_mut().insert(RequestContext { correlation_id: correlation_id.clone(), trace: trace.clone() });
     let mut response = next.run(request).instrument(span.clone()).await;
     let status = response.status().as_u16();
     let elapsed = started.elapsed().as_secs_f64();
+    span.record("http.response.status_code", status);
+    if status >= 500 {
+        span.record("otel.status_code", "ERROR");
+    }
     if route.starts_with("/api/v1") {
         span.in_scope(|| tracing::info!(status, elapsed_ms = elapsed * 1000.0, "request"));
     }
@@ -79,7 +105,19 @@ async fn observe(State(metrics): State<Metrics>, mut request: Request, next: Nex
     if let Ok(value) = HeaderValue::from_str(&correlation_id) {
         response.headers_mut().insert("x-correlation-id", value);
     }
+    if let Ok(value) = HeaderValue::from_str(&trace.traceparent)
+        && !trace.is_empty()
+    {
+        response.headers_mut().insert(TRACEPARENT, value);
+    }
     response
+}
+
+/// The caller's trace context; several `tracestate` lines are one list (RFC 9110 field lines).
+fn caller_trace(request: &Request) -> TraceContext {
+    let states: Vec<&str> = request.headers().get_all(TRACESTATE).iter().filter_map(|v| v.to_str().ok()).collect();
+    let tracestate = (!states.is_empty()).then(|| states.join(","));
+    TraceContext::read(header(request, TRACEPARENT).as_deref(), tracestate.as_deref())
 }
 
 /// Answers 503 `timeout` when a request takes longer than the limit (a

@@ -26,3 +26,4 @@ pub mod sku;
 pub mod telemetry;
 pub mod text;
 pub mod topology;
+pub mod trace_context;

@@ -17,6 +17,8 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use opentelemetry::Context;
+use opentelemetry::trace::TraceContextExt;
 use sqlx::{PgConnection, PgPool, Row};
 use tokio::sync::Notify;
 use uuid::Uuid;
@@ -25,7 +27,9 @@ use crate::amqp::{Backoff, Broker, OutgoingMessage, publish_batch};
 use crate::envelope::{Envelope, valid_correlation_id};
 use crate::metrics::Metrics;
 use crate::runtime::Shutdown;
+use crate::telemetry;
 use crate::topology::{Destination, Topology};
+use crate::trace_context::TraceContext;
 
 /// Rows younger than this are left to the relay of the transaction that
 /// wrote them (published from memory); the sweep takes older ones.
@@ -83,19 +87,21 @@ pub async fn enqueue(conn: &mut PgConnection, envelopes: &[Envelope]) -> sqlx::R
     let mut keys = Vec::with_capacity(envelopes.len());
     let mut correlations = Vec::with_capacity(envelopes.len());
     let mut traces = Vec::with_capacity(envelopes.len());
+    let mut states = Vec::with_capacity(envelopes.len());
     let mut payloads = Vec::with_capacity(envelopes.len());
     for envelope in envelopes {
         ids.push(envelope.message_id);
         types.push(envelope.message.type_name());
         keys.push(envelope.message.destination().queue());
         correlations.push(envelope.correlation_id.as_str());
-        traces.push(envelope.traceparent.as_str());
+        traces.push(envelope.trace.traceparent.as_str());
+        states.push(envelope.trace.tracestate.as_str());
         payloads.push(serde_json::to_vec(&envelope.message).expect("messages always serialize"));
     }
     sqlx::query(
         "WITH published AS (DELETE FROM outbox WHERE message_id = ANY($7::uuid[]))
-         INSERT INTO outbox (message_id, message_type, routing_key, correlation_id, traceparent, payload)
-         SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bytea[])",
+         INSERT INTO outbox (message_id, message_type, routing_key, correlation_id, traceparent, payload, tracestate)
+         SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bytea[], $8::text[])",
     )
     .bind(ids)
     .bind(types)
@@ -104,6 +110,7 @@ pub async fn enqueue(conn: &mut PgConnection, envelopes: &[Envelope]) -> sqlx::R
     .bind(traces)
     .bind(payloads)
     .bind(published)
+    .bind(states)
     .execute(conn)
     .await?;
     Ok(())
@@ -299,13 +306,14 @@ impl OutboxRelay {
     /// transaction that writes to the outbox. A row that can never be
     /// published is left to the sweep, which sets it aside.
     async fn publish_fresh(&self, channel: &lapin::Channel, fresh: Vec<Envelope>) -> Result<(), RelayError> {
-        let messages: Vec<OutgoingMessage> = fresh
+        let mut messages: Vec<OutgoingMessage> = fresh
             .iter()
             .map(|envelope| OutgoingMessage::from_envelope(&self.topology, envelope))
             .filter(|message| unpublishable(message).is_none())
             .collect();
-        for chunk in messages.chunks(self.batch_size as usize) {
-            publish_batch(channel, chunk).await?;
+        for chunk in messages.chunks_mut(self.batch_size as usize) {
+            let spans = trace_publishes(chunk);
+            publish_batch(channel, chunk).await.inspect_err(|error| failed(&spans, error))?;
             self.metrics.messages_published.inc_by(chunk.len() as u64);
         }
         self.signal.give_back(fresh.iter().map(|envelope| envelope.message_id).collect());
@@ -342,7 +350,8 @@ impl OutboxRelay {
             "DELETE FROM outbox WHERE seq IN (
                  SELECT seq FROM outbox WHERE created_at < now() - make_interval(secs => $2)
                  ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED)
-             RETURNING seq, message_id, message_type, routing_key, correlation_id, traceparent, payload, created_at",
+             RETURNING seq, message_id, message_type, routing_key, correlation_id, traceparent, tracestate, payload,
+                       created_at",
         )
         .bind(self.batch_size)
         .bind(FRESH_GRACE.as_secs_f64())
@@ -363,7 +372,7 @@ impl OutboxRelay {
                 message_id: row.get::<uuid::Uuid, _>("message_id").to_string(),
                 message_type: row.get("message_type"),
                 correlation_id: row.get("correlation_id"),
-                traceparent: row.get("traceparent"),
+                trace: TraceContext { traceparent: row.get("traceparent"), tracestate: row.get("tracestate") },
                 payload: row.get("payload"),
                 headers: Vec::new(),
             };
@@ -380,11 +389,49 @@ impl OutboxRelay {
                 }
             }
         }
-        publish_batch(channel, &messages).await?;
+        let spans = trace_publishes(&mut messages);
+        publish_batch(channel, &messages).await.inspect_err(|error| failed(&spans, error))?;
         tx.commit().await?;
         self.metrics.messages_published.inc_by(messages.len() as u64);
         self.metrics.outbox_set_aside.inc_by(set_aside);
         Ok(claimed)
+    }
+}
+
+/// Gives each message the trace context of its publish: a child of the
+/// context it was written in (the span that caused it). With an exporter
+/// each publish is a span (`producer`), returned to be dropped once the
+/// broker has confirmed it; without one only the context is made.
+fn trace_publishes(messages: &mut [OutgoingMessage]) -> Vec<tracing::Span> {
+    if !telemetry::exporting() {
+        for message in messages {
+            let context = telemetry::child_of(&message.trace.parent());
+            message.trace = TraceContext::of(&Context::new().with_remote_span_context(context));
+        }
+        return Vec::new();
+    }
+    messages
+        .iter_mut()
+        .map(|message| {
+            let span = tracing::info_span!(
+                "publish",
+                otel.name = format!("publish {}", message.message_type),
+                otel.kind = "producer",
+                messaging.system = "rabbitmq",
+                messaging.destination.name = message.routing_key,
+                messaging.message.id = message.message_id,
+                correlation_id = message.correlation_id,
+            );
+            message.trace = TraceContext::of(&telemetry::start(&span, &message.trace.parent()));
+            span
+        })
+        .collect()
+}
+
+/// Marks the publish spans of a batch the broker did not take.
+fn failed(spans: &[tracing::Span], error: &crate::amqp::PublishError) {
+    for span in spans {
+        span.in_scope(|| tracing::warn!(%error, "publish failed"));
     }
 }
 
@@ -406,8 +453,8 @@ fn unpublishable(message: &OutgoingMessage) -> Option<String> {
 async fn set_aside_row(conn: &mut PgConnection, row: &sqlx::postgres::PgRow, reason: &str) -> sqlx::Result<()> {
     sqlx::query(
         "INSERT INTO outbox_dead_letters
-             (message_id, message_type, routing_key, correlation_id, traceparent, payload, created_at, reason)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+             (message_id, message_type, routing_key, correlation_id, traceparent, payload, created_at, reason, tracestate)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
     .bind(row.get::<uuid::Uuid, _>("message_id"))
     .bind(row.get::<String, _>("message_type"))
@@ -417,6 +464,7 @@ async fn set_aside_row(conn: &mut PgConnection, row: &sqlx::postgres::PgRow, rea
     .bind(row.get::<Vec<u8>, _>("payload"))
     .bind(row.get::<chrono::DateTime<chrono::Utc>, _>("created_at"))
     .bind(reason)
+    .bind(row.get::<String, _>("tracestate"))
     .execute(conn)
     .await?;
     Ok(())

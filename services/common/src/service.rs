@@ -17,6 +17,7 @@ use crate::health::Readiness;
 use crate::metrics::Metrics;
 use crate::outbox::{OutboxRelay, OutboxSignal};
 use crate::runtime::{Shutdown, ShutdownTrigger, TaskHealth, shutdown_pair, supervise, termination_signal};
+use crate::telemetry::Telemetry;
 use crate::topology::{Destination, Topology};
 
 /// A running service's shared resources; handed to its API and handlers.
@@ -34,13 +35,15 @@ pub struct Service {
     pub health: TaskHealth,
     trigger: ShutdownTrigger,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    telemetry: Telemetry,
 }
 
 impl Service {
     /// Initialises logging, opens (and if needed creates) the database, runs
     /// the migrations and prepares the broker connection.
     pub async fn start(name: &'static str, args: ServiceArgs, migrator: &Migrator) -> Service {
-        crate::telemetry::init(args.log_format);
+        let telemetry = crate::telemetry::init(args.log_format, name, Some(&args.broker.topology.platform))
+            .unwrap_or_else(|e| fail(&e.to_string()));
         let auth = Auth::from_args(&args.auth).unwrap_or_else(|e| fail(&e));
         if auth.disabled() {
             tracing::warn!("authentication is disabled (AUTH_DISABLED=true): every caller is an admin");
@@ -67,6 +70,7 @@ impl Service {
             health: TaskHealth::default(),
             trigger,
             tasks: Vec::new(),
+            telemetry,
             args,
         }
     }
@@ -171,6 +175,7 @@ impl Service {
             let _ = task.await;
         }
         tracing::info!(service = self.name, "stopped");
+        self.telemetry.shutdown();
     }
 }
 

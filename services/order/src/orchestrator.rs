@@ -10,10 +10,12 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use saga_common::consumer::{Handler, HandlerError};
 use saga_common::contracts::Message;
-use saga_common::envelope::{Envelope, child_traceparent};
+use saga_common::envelope::Envelope;
 use saga_common::metrics::Metrics;
 use saga_common::outbox;
+use saga_common::telemetry;
 use saga_common::topology::Destination;
+use saga_common::trace_context::TraceContext;
 use serde_json::json;
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -78,12 +80,17 @@ impl Orchestrator {
             let order = working.get_mut(order_id).expect("events name locked orders");
             let before = order.row.saga.0.clone();
             let transition = saga::step(&before, &saga_order(&order.row), event);
+            // The step continues the trace of the message that caused it, or the order's own.
+            let step = step_span(*order_id, event_name(event), Some(&before), &transition.state);
+            step.record("saga.effect", effect_name(&transition.effect));
+            let parent = cause.map(|cause| cause.trace.parent()).unwrap_or_else(|| order.row.trace().parent());
+            let trace = TraceContext::of(&telemetry::start(&step, &parent));
             let mut entries = vec![describe(event, &transition.effect)];
             if transition.effect == Effect::Applied {
                 if transition.state != before {
                     entries.push(("state.changed", json!({"from": before.name(), "to": transition.state.name()})));
                 }
-                let outgoing = envelopes(&order.row, *cause, &transition.commands);
+                let outgoing = envelopes(&order.row.correlation_id, &trace, &transition.commands);
                 entries.extend(outgoing.iter().map(sent));
                 commands.extend(outgoing);
                 let deadline = transition
@@ -186,16 +193,42 @@ impl Working {
     }
 }
 
-/// The saga's commands as messages. `cause` is the message that caused them,
-/// if any; otherwise they continue the order's own correlation id and trace.
-fn envelopes(order: &OrderRow, cause: Option<&Envelope>, messages: &[Message]) -> Vec<Envelope> {
-    messages
-        .iter()
-        .map(|message| match cause {
-            Some(cause) => cause.follow_up(message.clone()),
-            None => Envelope::new(message.clone(), &order.correlation_id, &child_traceparent(&order.traceparent)),
-        })
-        .collect()
+/// The saga's commands as messages: the order's correlation id, the context
+/// of the step that sent them.
+fn envelopes(correlation_id: &str, step: &TraceContext, messages: &[Message]) -> Vec<Envelope> {
+    messages.iter().map(|message| Envelope::new(message.clone(), correlation_id, step.clone())).collect()
+}
+
+/// The span of one saga step: an event taken (or not) by an order's saga.
+/// Its context is the parent of the commands the step sends.
+pub fn step_span(order_id: Uuid, event: &str, from: Option<&SagaState>, to: &SagaState) -> tracing::Span {
+    tracing::info_span!(
+        "saga step",
+        otel.name = format!("saga step {}", to.name()),
+        order_id = %order_id,
+        saga.event = event,
+        saga.from = from.map_or("", |state| state.name()),
+        saga.to = to.name(),
+        saga.effect = tracing::field::Empty,
+    )
+}
+
+fn event_name(event: &Event) -> &'static str {
+    match event {
+        Event::Reply(message) => message.type_name(),
+        Event::StepTimedOut => "step.timed_out",
+        Event::CancelRequested => "cancel.requested",
+        Event::RetryRequested(_) => "retry.requested",
+        Event::CompensateRequested(_) => "compensate.requested",
+    }
+}
+
+fn effect_name(effect: &Effect) -> &'static str {
+    match effect {
+        Effect::Applied => "applied",
+        Effect::Ignored(_) => "ignored",
+        Effect::Refused(_) => "refused",
+    }
 }
 
 /// The timeline entry for a command the saga sent.

@@ -103,7 +103,13 @@ async fn forward(State(upstream): State<Arc<Upstream>>, request: Request) -> Res
     // The request's correlation id and trace go on with it (the ones this
     // service adopted or made, so both services log the same).
     if let Some(context) = parts.extensions.get::<RequestContext>() {
-        for (name, value) in [("x-correlation-id", &context.correlation_id), ("traceparent", &context.traceparent)] {
+        let trace = &context.trace;
+        let pairs = [
+            ("x-correlation-id", &context.correlation_id),
+            ("traceparent", &trace.traceparent),
+            ("tracestate", &trace.tracestate),
+        ];
+        for (name, value) in pairs.into_iter().filter(|(_, value)| !value.is_empty()) {
             if let Ok(value) = HeaderValue::from_str(value) {
                 headers.insert(name, value);
             }

@@ -30,9 +30,22 @@ pub struct OrderRow {
     pub total_cents: Option<i64>,
     pub failure_reason: Option<String>,
     pub correlation_id: String,
+    /// The trace of the request that placed the order (its span's context):
+    /// a step timeout or a cancel continues it.
     pub traceparent: String,
+    pub tracestate: String,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+impl OrderRow {
+    /// The context of the request that placed the order.
+    pub fn trace(&self) -> saga_common::trace_context::TraceContext {
+        saga_common::trace_context::TraceContext {
+            traceparent: self.traceparent.clone(),
+            tracestate: self.tracestate.clone(),
+        }
+    }
 }
 
 /// `SELECT <every OrderRow column> FROM orders <rest>` as one literal.
@@ -40,7 +53,7 @@ macro_rules! select_orders {
     ($rest:literal) => {
         concat!(
             "SELECT id, customer_id, status, saga, items, total_cents, failure_reason, correlation_id, ",
-            "traceparent, created_at, updated_at FROM orders ",
+            "traceparent, tracestate, created_at, updated_at FROM orders ",
             $rest
         )
     };
@@ -59,13 +72,16 @@ pub async fn insert_all(conn: &mut PgConnection, orders: &[&OrderRow], step_time
     let items: Vec<Value> = orders.iter().map(|o| serde_json::to_value(&o.items.0).expect("items serialize")).collect();
     let correlations: Vec<&str> = orders.iter().map(|o| o.correlation_id.as_str()).collect();
     let traces: Vec<&str> = orders.iter().map(|o| o.traceparent.as_str()).collect();
+    let states: Vec<&str> = orders.iter().map(|o| o.tracestate.as_str()).collect();
     let created: Vec<DateTime<Utc>> = orders.iter().map(|o| o.created_at).collect();
     sqlx::query(
-        "INSERT INTO orders (id, customer_id, status, saga, items, correlation_id, traceparent, deadline, created_at, updated_at)
-         SELECT id, customer_id, status, saga, items, correlation_id, traceparent,
+        "INSERT INTO orders (id, customer_id, status, saga, items, correlation_id, traceparent, tracestate, deadline,
+                             created_at, updated_at)
+         SELECT id, customer_id, status, saga, items, correlation_id, traceparent, tracestate,
                 now() + make_interval(secs => $9), created_at, created_at
-         FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $5::jsonb[], $6::text[], $7::text[], $8::timestamptz[])
-              AS o(id, customer_id, status, saga, items, correlation_id, traceparent, created_at)",
+         FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $5::jsonb[], $6::text[], $7::text[], $8::timestamptz[],
+                     $10::text[])
+              AS o(id, customer_id, status, saga, items, correlation_id, traceparent, created_at, tracestate)",
     )
     .bind(ids)
     .bind(customers)
@@ -76,6 +92,7 @@ pub async fn insert_all(conn: &mut PgConnection, orders: &[&OrderRow], step_time
     .bind(traces)
     .bind(created)
     .bind(step_timeout_secs)
+    .bind(states)
     .execute(conn)
     .await?;
     Ok(())

@@ -13,6 +13,8 @@ use saga_common::openapi::{
     Unprocessable, UnsupportedMediaType,
 };
 use saga_common::problem::{ApiJson, ApiPath, ApiQuery, Problem};
+use saga_common::telemetry;
+use saga_common::trace_context::TraceContext;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use sqlx::types::Json as SqlJson;
@@ -115,17 +117,18 @@ fn new_order(caller: &Caller, context: &RequestContext, request: &PlaceOrder) ->
         total_cents: None,
         failure_reason: None,
         correlation_id: context.correlation_id.clone(),
-        traceparent: context.traceparent.clone(),
+        traceparent: context.trace.traceparent.clone(),
+        tracestate: context.trace.tracestate.clone(),
         created_at: now,
         updated_at: now,
     };
     let (first_state, commands) = saga::begin(&crate::orchestrator::saga_order(&row));
+    let step = crate::orchestrator::step_span(row.id, "order.placed", None, &first_state);
+    let trace = TraceContext::of(&telemetry::start(&step, &context.trace.parent()));
     row.status = first_state.status().as_str().to_owned();
     row.saga = SqlJson(first_state);
-    let commands: Vec<Envelope> = commands
-        .into_iter()
-        .map(|command| Envelope::new(command, &context.correlation_id, &context.traceparent))
-        .collect();
+    let commands: Vec<Envelope> =
+        commands.into_iter().map(|command| Envelope::new(command, &context.correlation_id, trace.clone())).collect();
     let mut timeline = vec![("order.placed", json!({"lines": row.items.len(), "customer_id": row.customer_id}))];
     timeline.extend(commands.iter().map(crate::orchestrator::sent));
     NewOrder { row, timeline, commands }
