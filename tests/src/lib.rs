@@ -407,12 +407,18 @@ impl Platform {
 
     /// Publishes raw bytes straight into a service's queue.
     pub async fn publish_raw(&self, to: Svc, properties: BasicProperties, body: &[u8]) {
+        self.publish_confirmed(&self.topology.exchange(), to, properties, body).await;
+    }
+
+    /// Publishes to `exchange` with `to`'s queue as routing key, mandatory,
+    /// and asserts the broker confirmed it.
+    async fn publish_confirmed(&self, exchange: &str, to: Svc, properties: BasicProperties, body: &[u8]) {
         let connection = self.amqp().await;
         let channel = connection.create_channel().await.unwrap();
         channel.confirm_select(Default::default()).await.unwrap();
         let confirm = channel
             .basic_publish(
-                self.topology.exchange().as_str().into(),
+                exchange.into(),
                 to.destination().queue().into(),
                 BasicPublishOptions { mandatory: true, ..Default::default() },
                 body,
@@ -433,23 +439,7 @@ impl Platform {
         headers.insert("x-failure-reason".into(), lapin::types::AMQPValue::LongString(reason.into()));
         headers.insert("x-attempt".into(), lapin::types::AMQPValue::LongUInt(self.options.retry.max_attempts));
         let properties = properties.with_headers(headers).with_delivery_mode(2);
-        let connection = self.amqp().await;
-        let channel = connection.create_channel().await.unwrap();
-        channel.confirm_select(Default::default()).await.unwrap();
-        let confirm = channel
-            .basic_publish(
-                self.topology.dead_letter_exchange().as_str().into(),
-                to.destination().queue().into(),
-                BasicPublishOptions { mandatory: true, ..Default::default() },
-                body,
-                properties,
-            )
-            .await
-            .unwrap()
-            .await
-            .unwrap();
-        assert!(confirm.is_ack());
-        let _ = connection.close(200, "done".into()).await;
+        self.publish_confirmed(&self.topology.dead_letter_exchange(), to, properties, body).await;
     }
 
     /// Takes every message from a service's dead-letter queue.
