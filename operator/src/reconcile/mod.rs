@@ -31,14 +31,13 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{self, Event as Finalizer};
 use kube::{Api, Client, Resource, ResourceExt};
-use saga_common::topology::Destination;
 use serde_json::json;
 use tracing::Instrument;
 
 use crate::broker::{BrokerError, Brokers, DepthSource};
 use crate::crd::{SagaPlatform, SagaPlatformStatus, ServiceStatus};
 use crate::metrics::Metrics;
-use build::Component;
+use build::{Component, PlatformComponent};
 use status::Observation;
 
 pub const FINALIZER: &str = "saga.dev/topology";
@@ -443,10 +442,10 @@ fn status_conditions(platform: &SagaPlatform, observed: &[Observation]) -> Vec<c
 }
 
 fn previous_service(status: &SagaPlatformStatus, component: Component) -> &ServiceStatus {
-    match component.destination {
-        Destination::Order => &status.order,
-        Destination::Payment => &status.payment,
-        Destination::Inventory => &status.inventory,
+    match component {
+        Component::Order => &status.order,
+        Component::Payment => &status.payment,
+        Component::Inventory => &status.inventory,
     }
 }
 
