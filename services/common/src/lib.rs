@@ -19,6 +19,7 @@ pub mod inbox;
 pub mod metrics;
 pub mod openapi;
 pub mod outbox;
+pub mod page;
 pub mod problem;
 pub mod runtime;
 pub mod secret;

@@ -11,6 +11,7 @@ use saga_common::openapi::{
     BadRequest, Forbidden, NotFound, PayloadTooLarge, Unauthorized, Unavailable, Unprocessable, UnsupportedMediaType,
     integer,
 };
+use saga_common::page::{self, PageLimit};
 use saga_common::problem::{ApiJson, ApiPath, ApiQuery, Problem};
 use serde::{Deserialize, Serialize};
 use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
@@ -223,24 +224,11 @@ async fn get_payment(
         .ok_or_else(|| Problem::not_found(format!("no payment for order {order_id}")))
 }
 
-pub const DEFAULT_PAGE: i64 = 50;
-pub const MAX_PAGE: i64 = 200;
+/// `limit` of the account and payment lists.
+pub const PAGE: PageLimit = PageLimit::new(50, 200);
 
 fn page_limit_schema() -> Schema {
-    let mut schema = integer(1, MAX_PAGE);
-    if let Schema::Object(object) = &mut schema {
-        object.default = Some(DEFAULT_PAGE.into());
-    }
-    schema
-}
-
-fn page_limit(limit: Option<i64>) -> Result<i64, Problem> {
-    let limit = limit.unwrap_or(DEFAULT_PAGE);
-    if (1..=MAX_PAGE).contains(&limit) {
-        Ok(limit)
-    } else {
-        Err(Problem::bad_request("invalid-query", format!("limit must be between 1 and {MAX_PAGE}")))
-    }
+    PAGE.schema()
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -284,17 +272,10 @@ async fn list_accounts(
     State(state): State<ApiState>,
     ApiQuery(query): ApiQuery<AccountsQuery>,
 ) -> Result<Json<AccountPage>, Problem> {
-    let limit = page_limit(query.limit)?;
-    if let Some(cursor) = &query.cursor {
-        CustomerId::parse(cursor).map_err(|_| Problem::bad_request("invalid-query", "cursor is not valid"))?;
-    }
-    let mut accounts = store::list_accounts(&state.pool, query.cursor.as_deref(), limit + 1).await?;
-    let next_cursor = if accounts.len() as i64 > limit {
-        accounts.truncate(limit as usize);
-        accounts.last().map(|a| a.customer_id.clone())
-    } else {
-        None
-    };
+    let limit = PAGE.of(query.limit)?;
+    let after = page::cursor(query.cursor.as_deref(), CustomerId::parse)?;
+    let rows = store::list_accounts(&state.pool, after.as_ref().map(CustomerId::as_str), limit + 1).await?;
+    let (accounts, next_cursor) = page::cut(rows, limit, |a| a.customer_id.clone());
     Ok(Json(AccountPage { items: accounts.into_iter().map(AccountView::from).collect(), next_cursor }))
 }
 
@@ -355,22 +336,12 @@ async fn customer_payments(
     ApiPath(customer_id): ApiPath<String>,
     ApiQuery(query): ApiQuery<PaymentsQuery>,
 ) -> Result<Json<PaymentPage>, Problem> {
-    let limit = page_limit(query.limit)?;
+    let limit = PAGE.of(query.limit)?;
     // An id no account can have has no payments to list (as GET /api/v1/accounts/{customer_id}).
     CustomerId::parse(&customer_id).map_err(|_| Problem::not_found("no such account"))?;
-    let before = match &query.cursor {
-        Some(cursor) => {
-            Some(cursor.parse::<Uuid>().map_err(|_| Problem::bad_request("invalid-query", "cursor is not valid"))?)
-        }
-        None => None,
-    };
-    let mut payments = store::customer_payments(&state.pool, &customer_id, before, limit + 1).await?;
-    let next_cursor = if payments.len() as i64 > limit {
-        payments.truncate(limit as usize);
-        payments.last().map(|p| p.order_id.to_string())
-    } else {
-        None
-    };
+    let before = page::cursor(query.cursor.as_deref(), Uuid::parse_str)?;
+    let rows = store::customer_payments(&state.pool, &customer_id, before, limit + 1).await?;
+    let (payments, next_cursor) = page::cut(rows, limit, |p| p.order_id.to_string());
     let items = payments
         .into_iter()
         .map(|p| PaymentEntryView {

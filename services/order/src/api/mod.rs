@@ -103,7 +103,7 @@ mod tests {
         let limit = list.as_array().unwrap().iter().find(|p| p["name"] == "limit").unwrap();
         assert_eq!(
             (limit["schema"]["minimum"].clone(), limit["schema"]["maximum"].clone()),
-            (1.into(), MAX_LIMIT.into())
+            (1.into(), PAGE.max.into())
         );
         let get = &doc["paths"]["/api/v1/orders/{id}"]["get"]["parameters"];
         let wait = get.as_array().unwrap().iter().find(|p| p["name"] == "wait").unwrap();

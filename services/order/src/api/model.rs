@@ -3,6 +3,7 @@
 use chrono::{DateTime, Utc};
 use saga_common::customer::CustomerId;
 use saga_common::openapi::integer;
+use saga_common::page::PageLimit;
 use saga_common::problem::Problem;
 use saga_common::sku::Sku;
 use serde::{Deserialize, Serialize};
@@ -23,10 +24,10 @@ pub const MAX_QUANTITY: i64 = 10_000;
 pub const MAX_IDEMPOTENCY_KEY: usize = 255;
 /// `Idempotency-Key`: 1-255 visible ASCII characters (`u8::is_ascii_graphic`).
 pub const IDEMPOTENCY_KEY_PATTERN: &str = "^[!-~]{1,255}$";
-pub const DEFAULT_LIMIT: i64 = 20;
 /// An operator's reason for an incident action: at most this many characters.
 pub const MAX_REASON_LEN: usize = 500;
-pub const MAX_LIMIT: i64 = 100;
+/// `limit` of the order list.
+pub const PAGE: PageLimit = PageLimit::new(20, 100);
 
 /// An order to place: 1 to 100 lines.
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
@@ -442,10 +443,7 @@ fn filter_params() -> Vec<Parameter> {
 
 impl IntoParams for ListQuery {
     fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
-        let mut limit = integer(1, MAX_LIMIT);
-        if let Schema::Object(object) = &mut limit {
-            object.default = Some(DEFAULT_LIMIT.into());
-        }
+        let limit = PAGE.schema();
         let cursor =
             ObjectBuilder::new().schema_type(Type::String).format(Some(SchemaFormat::KnownFormat(KnownFormat::Uuid)));
         let mut params = vec![

@@ -12,6 +12,7 @@ use saga_common::openapi::{
     BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge, TooManyRequests, Unauthorized, Unavailable,
     Unprocessable, UnsupportedMediaType,
 };
+use saga_common::page;
 use saga_common::problem::{ApiJson, ApiPath, ApiQuery, Problem};
 use saga_common::telemetry;
 use saga_common::trace_context::TraceContext;
@@ -263,30 +264,17 @@ pub async fn list_orders(
     caller: Caller,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Json<OrderPage>, Problem> {
-    let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(Problem::bad_request("invalid-query", format!("limit must be between 1 and {MAX_LIMIT}")));
-    }
+    let limit = PAGE.of(query.limit)?;
     if let Some(status) = &query.status
         && !STATUSES.contains(&status.as_str())
     {
         return Err(Problem::bad_request("invalid-query", format!("status must be one of {}", STATUSES.join(", "))));
     }
-    let before = match &query.cursor {
-        Some(cursor) => {
-            Some(cursor.parse::<Uuid>().map_err(|_| Problem::bad_request("invalid-query", "cursor is not valid"))?)
-        }
-        None => None,
-    };
+    let before = page::cursor(query.cursor.as_deref(), Uuid::parse_str)?;
     let mut filter = query.filter_query().filter(&caller)?;
     filter.status = query.status.clone();
-    let mut rows = store::list(&state.pool, ListFilter { filter: &filter, before, limit: limit + 1 }).await?;
-    let next_cursor = if rows.len() as i64 > limit {
-        rows.truncate(limit as usize);
-        rows.last().map(|o| o.id.to_string())
-    } else {
-        None
-    };
+    let rows = store::list(&state.pool, ListFilter { filter: &filter, before, limit: limit + 1 }).await?;
+    let (rows, next_cursor) = page::cut(rows, limit, |o| o.id.to_string());
     Ok(Json(OrderPage { items: rows.iter().map(OrderView::from).collect(), next_cursor }))
 }
 
