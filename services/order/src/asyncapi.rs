@@ -249,6 +249,43 @@ mod tests {
         assert_eq!(doc["channels"]["orderEvents"]["bindings"]["amqp"]["exchange"]["type"], "topic");
     }
 
+    /// The JSON Schema of AsyncAPI 3.0.0 documents, as the AsyncAPI
+    /// initiative publishes it (npm `@asyncapi/specs` 6.11.1,
+    /// `schemas/3.0.0-without-$id.json`, Apache-2.0).
+    const ASYNCAPI_3_0_0: &str = include_str!("../asyncapi/asyncapi-3.0.0.schema.json");
+
+    fn spec_errors(document: &Value) -> Vec<String> {
+        let schema: Value = serde_json::from_str(ASYNCAPI_3_0_0).unwrap();
+        let validator = jsonschema::draft7::new(&schema).expect("the AsyncAPI schema compiles");
+        validator.iter_errors(document).map(|e| format!("{} at {}", e, e.instance_path())).collect()
+    }
+
+    #[test]
+    fn the_document_is_valid_asyncapi_3_0_0() {
+        let errors = spec_errors(&document());
+        assert!(errors.is_empty(), "{errors:#?}");
+        // The check can fail: an AsyncAPI 2 operation verb is refused.
+        let mut broken = document();
+        broken["operations"]["publishOrderEvents"]["action"] = json!("publish");
+        assert!(!spec_errors(&broken).is_empty());
+    }
+
+    /// `docs/asyncapi.yaml` is the served document, for reading and tooling
+    /// without a running service. `UPDATE_ASYNCAPI=1 cargo test -p
+    /// order-service --lib asyncapi` rewrites it.
+    #[test]
+    fn the_committed_copy_is_the_served_document() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/asyncapi.yaml");
+        if std::env::var_os("UPDATE_ASYNCAPI").is_some() {
+            std::fs::write(path, yaml()).unwrap();
+        }
+        let committed = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            committed == yaml(),
+            "docs/asyncapi.yaml differs from the served document: UPDATE_ASYNCAPI=1 cargo test -p order-service --lib asyncapi"
+        );
+    }
+
     #[test]
     fn the_yaml_reads_back_as_the_document() {
         let back: Value = serde_yaml::from_str(&yaml()).unwrap();
