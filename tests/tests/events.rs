@@ -8,80 +8,10 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use lapin::options::{BasicGetOptions, QueueBindOptions, QueueDeclareOptions};
-use lapin::types::{AMQPValue, FieldTable};
-use saga_tests::{Options, Platform, Svc, eventually};
+use saga_tests::{Options, Platform, ReceivedEvent as Received, Svc, eventually};
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-/// One event as a subscriber takes it off its queue.
-#[derive(Debug, Clone)]
-struct Received {
-    routing_key: String,
-    message_id: String,
-    message_type: String,
-    delivery_mode: Option<u8>,
-    content_type: Option<String>,
-    correlation_header: Option<String>,
-    body: Value,
-}
-
-/// Declares a private queue bound to `{platform}.events` with `pattern`.
-async fn subscribe(channel: &lapin::Channel, platform: &Platform, pattern: &str) -> String {
-    let options = QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() };
-    let queue = channel.queue_declare("".into(), options, FieldTable::default()).await.unwrap();
-    let name = queue.name().to_string();
-    channel
-        .queue_bind(
-            name.as_str().into(),
-            platform.topology.events_exchange().as_str().into(),
-            pattern.into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    name
-}
-
-/// Takes every message waiting in `queue`.
-async fn take(channel: &lapin::Channel, queue: &str) -> Vec<Received> {
-    let mut taken = Vec::new();
-    while let Some(message) = channel.basic_get(queue.into(), BasicGetOptions { no_ack: true }).await.unwrap() {
-        let delivery = &message.delivery;
-        let properties = &delivery.properties;
-        let correlation_header = properties.headers().as_ref().and_then(|headers| {
-            headers.inner().iter().find(|(name, _)| name.as_str() == "x-correlation-id").and_then(|(_, value)| {
-                match value {
-                    AMQPValue::LongString(value) => Some(value.to_string()),
-                    _ => None,
-                }
-            })
-        });
-        taken.push(Received {
-            routing_key: delivery.routing_key.to_string(),
-            message_id: properties.message_id().as_ref().map(|id| id.to_string()).unwrap_or_default(),
-            message_type: properties.kind().as_ref().map(|kind| kind.to_string()).unwrap_or_default(),
-            delivery_mode: *properties.delivery_mode(),
-            content_type: properties.content_type().as_ref().map(|c| c.to_string()),
-            correlation_header,
-            body: serde_json::from_slice(&delivery.data).expect("an event is JSON"),
-        });
-    }
-    taken
-}
-
-/// Waits until the order service's outbox is empty: every event written has
-/// been published and confirmed, so it is in every bound queue.
-async fn outbox_drained(platform: &Platform) {
-    eventually("the order service's outbox is empty", WAIT, || async {
-        let rows: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM outbox").fetch_one(platform.pool(Svc::Order)).await.unwrap();
-        (rows == 0).then_some(())
-    })
-    .await;
-}
 
 fn time(value: &Value) -> DateTime<Utc> {
     value.as_str().unwrap_or_else(|| panic!("not a timestamp: {value}")).parse().unwrap()
@@ -124,10 +54,8 @@ async fn every_final_status_is_published_once_to_the_events_exchange() {
     platform.put_account("alice", 100_000).await;
     platform.put_account("bob", 100).await;
 
-    let connection = platform.amqp().await;
-    let channel = connection.create_channel().await.unwrap();
-    let all = subscribe(&channel, &platform, "order.*").await;
-    let failures = subscribe(&channel, &platform, "order.failed").await;
+    let all = platform.subscribe_events("order.*").await;
+    let failures = platform.subscribe_events("order.failed").await;
 
     // completed; failed before pricing (out of stock); failed after pricing
     // (insufficient funds: stock released); completed, then cancelled.
@@ -161,9 +89,9 @@ async fn every_final_status_is_published_once_to_the_events_exchange() {
     platform.pause(Svc::Payment, 0, false);
     platform.wait_status(&forced, "FAILED", WAIT).await;
 
-    outbox_drained(&platform).await;
-    let received = take(&channel, &all).await;
-    let failed_only = take(&channel, &failures).await;
+    platform.wait_outbox_drained(WAIT).await;
+    let received = all.take().await;
+    let failed_only = failures.take().await;
     platform.assert_running();
 
     // Exactly these events, one per final status reached, each order's in
@@ -243,7 +171,8 @@ async fn every_final_status_is_published_once_to_the_events_exchange() {
         }
     }
 
-    let _ = connection.close(200, "done".into()).await;
+    all.close().await;
+    failures.close().await;
     platform.shutdown().await;
 }
 
@@ -258,7 +187,7 @@ async fn the_asyncapi_document_is_served_next_to_openapi_and_linked_from_it() {
     platform.wait_status(&first, "COMPLETED", WAIT).await;
     let second = platform.place_order("alice", &[("WIDGET", 1)]).await;
     platform.wait_status(&second, "COMPLETED", WAIT).await;
-    outbox_drained(&platform).await;
+    platform.wait_outbox_drained(WAIT).await;
 
     let document = asyncapi(&platform).await;
     assert_eq!(document["asyncapi"], "3.0.0");
