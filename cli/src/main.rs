@@ -32,6 +32,7 @@ mod up;
 use std::time::Duration;
 
 use clap::{Args, CommandFactory, Parser, Subcommand};
+use saga_common::component::Component;
 use saga_common::config::TopologyArgs;
 use schemars::JsonSchema;
 use serde::Serialize;
@@ -135,6 +136,17 @@ pub struct GlobalArgs {
     /// File holding the bearer token for the admin calls of `orders` and `sagas`.
     #[arg(long, global = true, env = "SAGACTL_TOKEN_FILE")]
     pub token_file: Option<std::path::PathBuf>,
+}
+
+impl GlobalArgs {
+    /// The base URL of `component`'s API.
+    pub fn url(&self, component: Component) -> &str {
+        match component {
+            Component::Order => &self.order_url,
+            Component::Payment => &self.payment_url,
+            Component::Inventory => &self.inventory_url,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]

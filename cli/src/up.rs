@@ -17,6 +17,7 @@ use clap::Args;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use saga_common::amqp::redact;
+use saga_common::component::{Component, settings_env};
 use saga_common::config::TopologyArgs;
 use saga_common::runtime::termination_signal;
 use tokio::process::{Child, Command};
@@ -52,10 +53,9 @@ pub struct UpArgs {
     topology: TopologyArgs,
 }
 
-/// One service to run: binary name, database name suffix and base URL.
+/// One service to run, and the base URL it serves.
 struct ServiceDef {
-    binary: &'static str,
-    database: &'static str,
+    component: Component,
     url: String,
 }
 
@@ -95,29 +95,25 @@ pub async fn run(global: &GlobalArgs, args: &UpArgs) -> Result<i32> {
             .map(Path::to_path_buf)
             .ok_or("cannot tell the directory of the sagactl executable; pass --bin-dir")?,
     };
-    let services = [
-        ServiceDef { binary: "order-service", database: "order", url: global.order_url.clone() },
-        ServiceDef { binary: "payment-service", database: "payment", url: global.payment_url.clone() },
-        ServiceDef { binary: "inventory-service", database: "inventory", url: global.inventory_url.clone() },
-    ];
+    let services = Component::ALL.map(|component| ServiceDef { component, url: global.url(component).to_owned() });
     // Check everything that can be checked before starting anything.
     let mut prepared = Vec::new();
     for service in &services {
-        let binary = bin_dir.join(service.binary);
+        let binary = bin_dir.join(service.component.binary());
         if !binary.is_file() {
             return Err(format!(
                 "{} not found in {} (build it with `cargo build --bins`, or pass --bin-dir)",
-                service.binary,
+                service.component.binary(),
                 bin_dir.display()
             )
             .into());
         }
         let addr = listen_addr(&service.url)
-            .map_err(|e| format!("{}: cannot listen on {}: {e}", service.binary, service.url))?;
+            .map_err(|e| format!("{}: cannot listen on {}: {e}", service.component.binary(), service.url))?;
         if let Err(error) = std::net::TcpListener::bind(addr) {
             return Err(format!(
                 "{}: address {addr} is not free ({error}); is the platform already running?",
-                service.binary
+                service.component.binary()
             )
             .into());
         }
@@ -168,7 +164,7 @@ async fn supervise(
 ) -> Result<()> {
     let spec = args.topology.spec();
     for (service, binary, addr) in prepared {
-        let log = log_dir.join(format!("{}.log", service.binary));
+        let log = log_dir.join(format!("{}.log", service.component.binary()));
         let mut file = OpenOptions::new()
             .create(true)
             .append(true)
@@ -178,7 +174,7 @@ async fn supervise(
         writeln!(
             file,
             "==== sagactl up: starting {} at {} ====",
-            service.binary,
+            service.component.binary(),
             humantime::format_rfc3339_seconds(std::time::SystemTime::now())
         )?;
         let stderr = file.try_clone()?;
@@ -186,18 +182,13 @@ async fn supervise(
         command
             .env(
                 "DATABASE_URL",
-                database_url(&args.database_url_base, &format!("{}_{}", args.database_prefix, service.database)),
+                database_url(&args.database_url_base, &service.component.database(&args.database_prefix)),
             )
             .env("AMQP_URL", &global.amqp_url)
-            .env("SAGA_PLATFORM", &spec.platform)
-            .env("QUEUE_TYPE", spec.queue_type.as_str())
-            .env("RETRY_MAX_ATTEMPTS", spec.retry.max_attempts.to_string())
-            .env("RETRY_INITIAL_DELAY", humantime::format_duration(spec.retry.initial_delay).to_string())
-            .env("RETRY_MULTIPLIER", spec.retry.multiplier.to_string())
             .env("AUTH_JWT_SECRET", &global.auth_jwt_secret)
-            .env("HTTP_ADDR", addr.to_string())
+            .envs(settings_env(&spec, &addr.to_string()))
             .env("LOG_FORMAT", "json");
-        if service.binary == "order-service" {
+        if service.component == Component::Order {
             // One origin for the explorer at /ui/: the order service forwards
             // the catalogue and account APIs to their services.
             command
@@ -211,9 +202,14 @@ async fn supervise(
             .process_group(0)
             .kill_on_drop(true);
         let child = command.spawn().map_err(|e| format!("starting {}: {e}", binary.display()))?;
-        say!("Started {} (pid {}) on {addr}, log: {}", service.binary, child.id().unwrap_or(0), log.display());
+        say!(
+            "Started {} (pid {}) on {addr}, log: {}",
+            service.component.binary(),
+            child.id().unwrap_or(0),
+            log.display()
+        );
         children.push(Running {
-            binary: service.binary,
+            binary: service.component.binary(),
             child,
             exited: None,
             url: service.url.clone(),

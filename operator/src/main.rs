@@ -66,6 +66,10 @@ struct RunArgs {
     /// Bound on every broker connection, declaration and depth read.
     #[arg(long, env = "BROKER_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     broker_timeout: Duration,
+    /// Re-reconcile period while the broker topology is not confirmed (broker down or refusing),
+    /// so Ready follows the broker's return without waiting for the resync.
+    #[arg(long, env = "BROKER_RETRY_INTERVAL", default_value = "10s", value_parser = parse_duration)]
+    broker_retry: Duration,
     /// Watch (metadata only) the Secrets the resources refer to, so a rotation reconciles at once;
     /// needs list and watch on Secrets. false, or refused by the API: re-read every resync.
     #[arg(long, env = "WATCH_SECRETS", default_value_t = true, action = clap::ArgAction::Set, default_missing_value = "true", num_args = 0..=1)]
@@ -131,6 +135,7 @@ async fn run(args: RunArgs) {
         resync: args.resync,
         scale_interval: args.scale_interval,
         cleanup_timeout: args.cleanup_timeout,
+        broker_retry: args.broker_retry,
         ..Settings::default()
     };
     let context = Arc::new(Context::new(

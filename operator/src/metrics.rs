@@ -9,6 +9,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+use saga_common::component::Component;
 use saga_common::metrics::latency_histogram;
 
 type Labels = Vec<(&'static str, String)>;
@@ -101,7 +102,7 @@ impl Metrics {
     pub fn forget(&self, resource: &str, platform: Option<&str>) {
         self.reconciles.remove(&vec![("resource", resource.to_owned())]);
         let Some(platform) = platform else { return };
-        for service in ["order", "payment", "inventory"] {
+        for service in Component::ALL.map(Component::name) {
             let labels = vec![("platform", platform.to_owned()), ("service", service.to_owned())];
             self.queue_depth.remove(&labels);
             self.desired_replicas.remove(&labels);

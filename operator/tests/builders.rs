@@ -208,7 +208,7 @@ resourceAttributes: {deployment.environment: prod, team: 'a b,c=d'}",
             [
                 ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://jaeger-collector.observability:4318"),
                 ("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=prod,team=a%20b%2Cc%3Dd"),
-                ("OTEL_SERVICE_NAME", service.as_str()),
+                ("OTEL_SERVICE_NAME", service),
                 ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
                 ("OTEL_TRACES_SAMPLER_ARG", "0.25"),
             ]

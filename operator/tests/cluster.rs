@@ -528,7 +528,7 @@ async fn a_leader_cut_off_from_the_api_steps_down_and_the_other_takes_over() {
     let lease = || get(&ns.name, "lease", "saga-operator");
     let holder = || async { lease()?["spec"]["holderIdentity"].as_str().map(str::to_owned) };
     // A alone first, so it is the holder, reaching the API only through the proxy.
-    let proxy = ApiProxy::start();
+    let proxy = TcpProxy::to_api_server();
     let proxied = proxy.kubeconfig(&kubeconfig);
     let mut a = Operator::start(&format!("{}-a", ns.name), &proxied, &ns.name, &leader_env("operator-a"));
     eventually("operator-a holds the lease", WAIT, || async { holder().await.filter(|h| h == "operator-a") }).await;
@@ -659,6 +659,31 @@ async fn a_rotated_secret_rolls_the_pods_that_read_it_at_once() {
     let log = operator.log_text();
     assert!(!log.contains("cannot watch Secrets"), "the chart grants the Secret watch:\n{log}");
     kubectl(&["delete", "sp", "rotate", "-n", &ns.name, "--wait", "--timeout=60s"]);
+}
+
+#[tokio::test]
+async fn a_broker_that_comes_back_is_noticed_without_waiting_for_the_resync() {
+    let ns = Namespace::create("broker-back").await;
+    // The broker sits behind a proxy that starts cut off: connections are
+    // accepted and never answered, as behind a partition.
+    let broker = TcpProxy::start(AMQP_URL.split_once('@').and_then(|(_, rest)| rest.split_once('/')).unwrap().0, true);
+    // No resync within the test: nothing in the cluster changes when the
+    // broker comes back, so only the retry of an unconfirmed topology can see it.
+    let env = [("RESYNC_INTERVAL", "600s"), ("BROKER_TIMEOUT", "3s"), ("BROKER_RETRY_INTERVAL", "2s")];
+    let (_release, _operator) = chart_and_operator_with(&ns.name, &[], &env);
+    let mut secrets = local_secrets();
+    secrets[0]["stringData"]["url"] = json!(format!("amqp://guest:guest@{}/%2f", broker.address));
+    kubectl_apply(&ns.name, &secrets).unwrap();
+    let sp = platform("back", "Delete");
+    kubectl_apply(&ns.name, std::slice::from_ref(&sp)).unwrap();
+    let down = wait_condition(&ns.name, "back", "TopologyReady", |c| c["status"] == "False").await;
+    assert_eq!(condition(&down, "Ready").unwrap()["status"], "False", "{down}");
+
+    broker.restore();
+    let ready = wait_ready(&ns.name, "back").await;
+    assert_eq!(condition(&ready, "TopologyReady").unwrap()["reason"], "Declared", "{ready}");
+    assert!(!queues(&platform_name(&sp)).await.is_empty(), "the topology was declared through the proxy");
+    kubectl(&["delete", "sp", "back", "-n", &ns.name, "--wait", "--timeout=60s"]);
 }
 
 #[tokio::test]

@@ -15,7 +15,8 @@ use lapin::options::{BasicGetOptions, BasicPublishOptions};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection};
 use saga_common::amqp::Broker;
-use saga_common::topology::{Destination, QueueType, RetryPolicy, Topology, TopologySpec};
+use saga_common::component::settings_env;
+use saga_common::topology::{QueueType, RetryPolicy, Topology, TopologySpec};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
@@ -43,40 +44,8 @@ pub fn amqp_url() -> String {
     std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Svc {
-    Order,
-    Payment,
-    Inventory,
-}
-
-impl Svc {
-    pub const ALL: [Svc; 3] = [Svc::Order, Svc::Payment, Svc::Inventory];
-
-    pub fn binary(self) -> &'static str {
-        match self {
-            Svc::Order => "order-service",
-            Svc::Payment => "payment-service",
-            Svc::Inventory => "inventory-service",
-        }
-    }
-
-    fn short(self) -> &'static str {
-        match self {
-            Svc::Order => "order",
-            Svc::Payment => "payment",
-            Svc::Inventory => "inventory",
-        }
-    }
-
-    pub fn destination(self) -> Destination {
-        match self {
-            Svc::Order => Destination::Order,
-            Svc::Payment => Destination::Payment,
-            Svc::Inventory => Destination::Inventory,
-        }
-    }
-}
+/// A service of the platform (the one list: `saga_common::component`).
+pub use saga_common::component::Component as Svc;
 
 /// An order event as a subscriber takes it off its queue.
 #[derive(Debug, Clone)]
@@ -225,7 +194,7 @@ impl Platform {
     }
 
     pub fn database_url(&self, svc: Svc) -> String {
-        format!("{PG_BASE}/{}_{}", self.name, svc.short())
+        format!("{PG_BASE}/{}", svc.database(&self.name))
     }
 
     fn spawn(&mut self, svc: Svc, replica: usize) {
@@ -238,21 +207,16 @@ impl Platform {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.log_dir.join(format!("{}-{replica}.log", svc.short())))
+            .open(self.log_dir.join(format!("{}-{replica}.log", svc.name())))
             .unwrap();
-        let retry = &self.options.retry;
         let child = Command::new(bin_dir().join(svc.binary()))
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("DATABASE_URL", self.database_url(svc))
             .env("AMQP_URL", amqp_url())
-            .env("SAGA_PLATFORM", &self.name)
-            .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
+            .envs(settings_env(&self.topology.spec, &format!("127.0.0.1:{port}")))
             .env("AUTH_JWT_SECRET", SECRET)
             .env("SAGA_STEP_TIMEOUT", format!("{}ms", self.options.step_timeout.as_millis()))
-            .env("RETRY_MAX_ATTEMPTS", retry.max_attempts.to_string())
-            .env("RETRY_INITIAL_DELAY", format!("{}ms", retry.initial_delay.as_millis()))
-            .env("RETRY_MULTIPLIER", retry.multiplier.to_string())
             .env("DB_POOL_SIZE", "8")
             .env("RUST_LOG", "info")
             .envs(self.options.env.iter().map(|(name, value)| (name, value)))
@@ -305,7 +269,7 @@ impl Platform {
 
     /// The log file of one replica (stdout and stderr).
     pub fn log(&self, svc: Svc, replica: usize) -> String {
-        std::fs::read_to_string(self.log_dir.join(format!("{}-{replica}.log", svc.short()))).unwrap_or_default()
+        std::fs::read_to_string(self.log_dir.join(format!("{}-{replica}.log", svc.name()))).unwrap_or_default()
     }
 
     /// The process id of a running replica.
@@ -584,7 +548,7 @@ impl Platform {
         self.topology.delete(&connection).await.unwrap();
         let admin = PgPool::connect(&format!("{PG_BASE}/postgres")).await.unwrap();
         for svc in Svc::ALL {
-            let db = format!("{}_{}", self.name, svc.short());
+            let db = format!("{}_{}", self.name, svc.name());
             sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)")))
                 .execute(&admin)
                 .await
@@ -620,7 +584,7 @@ impl Drop for Platform {
                 }
                 if let Ok(admin) = PgPool::connect(&format!("{PG_BASE}/postgres")).await {
                     for svc in Svc::ALL {
-                        let db = format!("{name}_{}", svc.short());
+                        let db = format!("{name}_{}", svc.name());
                         let sql = format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)");
                         let _ = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&admin).await;
                     }

@@ -21,7 +21,8 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::Resource;
-use saga_common::topology::{Destination, QueueType, RetryPolicy, TopologySpec};
+use saga_common::component::{SECRET_SETTINGS, settings_env};
+use saga_common::topology::{QueueType, RetryPolicy, TopologySpec};
 use sha2::{Digest, Sha256};
 
 use crate::crd::{DatabaseTlsSpec, QueueTypeSpec, SagaPlatform, SecretKeyRef, ServiceSpec, TracingSpec};
@@ -62,51 +63,26 @@ pub fn topology_spec(platform: &SagaPlatform) -> TopologySpec {
     }
 }
 
-/// What differs between the three services.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Component {
-    pub destination: Destination,
+pub use saga_common::component::Component;
+
+/// What a service is in a `SagaPlatform`: its section of the spec and the
+/// names of its objects (what a service is anywhere: [`Component`]).
+pub trait PlatformComponent {
+    fn spec(self, platform: &SagaPlatform) -> &ServiceSpec;
+    /// Name of the ConfigMap, Service and Deployment: `{resource}-{service}`.
+    fn object_name(self, platform: &SagaPlatform) -> String;
 }
 
-impl Component {
-    pub const ALL: [Component; 3] = [
-        Component { destination: Destination::Order },
-        Component { destination: Destination::Payment },
-        Component { destination: Destination::Inventory },
-    ];
-
-    /// `order`, `payment` or `inventory`.
-    pub fn name(self) -> &'static str {
-        match self.destination {
-            Destination::Order => "order",
-            Destination::Payment => "payment",
-            Destination::Inventory => "inventory",
+impl PlatformComponent for Component {
+    fn spec(self, platform: &SagaPlatform) -> &ServiceSpec {
+        match self {
+            Component::Order => &platform.spec.order,
+            Component::Payment => &platform.spec.payment,
+            Component::Inventory => &platform.spec.inventory,
         }
     }
 
-    pub fn binary(self) -> String {
-        format!("{}-service", self.name())
-    }
-
-    /// The service's default listen port (contract §2).
-    pub fn port(self) -> i32 {
-        match self.destination {
-            Destination::Order => 8080,
-            Destination::Payment => 8081,
-            Destination::Inventory => 8082,
-        }
-    }
-
-    pub fn spec(self, platform: &SagaPlatform) -> &ServiceSpec {
-        match self.destination {
-            Destination::Order => &platform.spec.order,
-            Destination::Payment => &platform.spec.payment,
-            Destination::Inventory => &platform.spec.inventory,
-        }
-    }
-
-    /// Name of the ConfigMap, Service and Deployment: `{resource}-{service}`.
-    pub fn object_name(self, platform: &SagaPlatform) -> String {
+    fn object_name(self, platform: &SagaPlatform) -> String {
         format!("{}-{}", platform.metadata.name.as_deref().unwrap_or_default(), self.name())
     }
 }
@@ -114,7 +90,7 @@ impl Component {
 /// The labels that select a service's pods.
 pub fn selector_labels(platform: &SagaPlatform, component: Component) -> BTreeMap<String, String> {
     BTreeMap::from([
-        ("app.kubernetes.io/name".to_owned(), component.binary()),
+        ("app.kubernetes.io/name".to_owned(), component.binary().to_owned()),
         ("app.kubernetes.io/instance".to_owned(), platform.metadata.name.clone().unwrap_or_default()),
     ])
 }
@@ -146,23 +122,12 @@ fn owner_reference(platform: &SagaPlatform) -> Option<OwnerReference> {
 /// Non-secret settings of one service, as environment variables.
 pub fn config_map(platform: &SagaPlatform, component: Component) -> ConfigMap {
     let topology = topology_spec(platform);
-    let mut data = BTreeMap::from([
-        ("SAGA_PLATFORM".to_owned(), topology.platform),
-        (
-            "QUEUE_TYPE".to_owned(),
-            match topology.queue_type {
-                QueueType::Quorum => "quorum".to_owned(),
-                QueueType::Classic => "classic".to_owned(),
-            },
-        ),
-        ("RETRY_MAX_ATTEMPTS".to_owned(), topology.retry.max_attempts.to_string()),
-        ("RETRY_INITIAL_DELAY".to_owned(), format!("{}ms", platform.spec.retry.initial_delay_ms)),
-        ("RETRY_MULTIPLIER".to_owned(), topology.retry.multiplier.to_string()),
-        ("HTTP_ADDR".to_owned(), format!("0.0.0.0:{}", component.port())),
-        ("LOG_FORMAT".to_owned(), "json".to_owned()),
-        ("RUST_LOG".to_owned(), "info".to_owned()),
-    ]);
-    if component.destination == Destination::Order {
+    let settings = settings_env(&topology, &format!("0.0.0.0:{}", component.port()));
+    let mut data: BTreeMap<String, String> =
+        settings.into_iter().map(|(name, value)| (name.to_owned(), value)).collect();
+    data.insert("LOG_FORMAT".into(), "json".into());
+    data.insert("RUST_LOG".into(), "info".into());
+    if component == Component::Order {
         data.insert("SAGA_STEP_TIMEOUT".into(), format!("{}s", platform.spec.saga.step_timeout_seconds));
     }
     if platform.spec.broker.tls.is_some() {
@@ -182,7 +147,7 @@ pub fn config_map(platform: &SagaPlatform, component: Component) -> ConfigMap {
 fn tracing_env(tracing: &TracingSpec, component: Component) -> Vec<(String, String)> {
     let mut env = vec![
         ("OTEL_EXPORTER_OTLP_ENDPOINT".to_owned(), tracing.otlp_endpoint.clone()),
-        ("OTEL_SERVICE_NAME".to_owned(), component.binary()),
+        ("OTEL_SERVICE_NAME".to_owned(), component.binary().to_owned()),
     ];
     if let Some(ratio) = tracing.sampler_ratio {
         env.push(("OTEL_TRACES_SAMPLER".to_owned(), "parentbased_traceidratio".to_owned()));
@@ -260,7 +225,7 @@ pub fn deployment(platform: &SagaPlatform, component: Component, replicas: i32, 
         image: Some(spec.image.clone()),
         ports: Some(vec![ContainerPort {
             name: Some("http".into()),
-            container_port: component.port(),
+            container_port: i32::from(component.port()),
             protocol: Some("TCP".into()),
             ..ContainerPort::default()
         }]),
@@ -373,7 +338,7 @@ pub fn network_policy(platform: &SagaPlatform, component: Component) -> Option<N
         vec![NetworkPolicyIngressRule {
             from: Some(from),
             ports: Some(vec![NetworkPolicyPort {
-                port: Some(IntOrString::Int(component.port())),
+                port: Some(IntOrString::Int(i32::from(component.port()))),
                 protocol: Some("TCP".into()),
                 end_port: None,
             }]),
@@ -456,7 +421,7 @@ fn quantities(values: &BTreeMap<String, String>) -> Option<BTreeMap<String, Quan
 }
 
 /// The environment variables the Secret keys of [`secret_refs`] become, in the same order.
-const SECRET_ENV: [&str; 3] = ["DATABASE_URL", "AMQP_URL", "AUTH_JWT_SECRET"];
+const SECRET_ENV: [&str; 3] = SECRET_SETTINGS;
 
 /// The Secret keys a service's pods read, in a fixed order: its database
 /// URL, the broker URL, the JWT secret (the env of [`SECRET_ENV`]), then the

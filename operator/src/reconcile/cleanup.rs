@@ -17,7 +17,7 @@ use kube::{Resource, ResourceExt};
 use saga_common::topology::{Destination, Topology, retry_queue_name};
 use tracing::instrument;
 
-use super::build::{self, Component, SECRETS_HASH_ANNOTATION};
+use super::build::{self, Component, PlatformComponent, SECRETS_HASH_ANNOTATION};
 use super::observe::broker_target;
 use super::status::{self, Observation};
 use super::{Context, Error, apply, owner};
@@ -185,7 +185,7 @@ async fn queue_counts(ctx: &Context, platform: &SagaPlatform, target: &Target) -
     });
     let mut counts = Vec::new();
     for component in Component::ALL {
-        let queue = topology.queue_name(component.destination);
+        let queue = topology.queue_name(component.destination());
         let read = ctx.brokers.queue_depth(target, management_url, &queue).await.depth;
         // The management API's counts lag (statistics interval): a queue just
         // published to may read 0 there. The passive declare's ready count is
@@ -273,7 +273,7 @@ async fn live_deployments(ctx: &Context, platform: &SagaPlatform) -> Result<Vec<
 /// is still there (children not yet collected): never recreates a Service.
 #[instrument(skip_all)]
 async fn close_edge(ctx: &Context, platform: &SagaPlatform, live: &[Deployment]) -> Result<(), Error> {
-    let order = Component::ALL[0];
+    let order = Component::Order;
     if !live.iter().any(|d| d.name_any() == order.object_name(platform)) {
         return Ok(());
     }

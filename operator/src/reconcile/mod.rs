@@ -31,14 +31,13 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{self, Event as Finalizer};
 use kube::{Api, Client, Resource, ResourceExt};
-use saga_common::topology::Destination;
 use serde_json::json;
 use tracing::Instrument;
 
 use crate::broker::{BrokerError, Brokers, DepthSource};
 use crate::crd::{SagaPlatform, SagaPlatformStatus, ServiceStatus};
 use crate::metrics::Metrics;
-use build::Component;
+use build::{Component, PlatformComponent};
 use status::Observation;
 
 pub const FINALIZER: &str = "saga.dev/topology";
@@ -92,6 +91,10 @@ pub struct Settings {
     /// First retry delay after a failed reconcile; doubles up to `max_backoff`.
     pub error_backoff: Duration,
     pub max_backoff: Duration,
+    /// Re-reconcile period while the broker topology is not confirmed (the
+    /// broker is unreachable, refuses, or times out): nothing in the cluster
+    /// changes when the broker comes back, so only this notices it.
+    pub broker_retry: Duration,
 }
 
 impl Default for Settings {
@@ -102,6 +105,7 @@ impl Default for Settings {
             cleanup_timeout: Duration::from_secs(120),
             error_backoff: Duration::from_secs(1),
             max_backoff: Duration::from_secs(300),
+            broker_retry: Duration::from_secs(10),
         }
     }
 }
@@ -427,7 +431,8 @@ async fn apply_platform_steps(platform: &SagaPlatform, ctx: &Context) -> Result<
     };
     apply::write_status(ctx, platform, status).await?;
     tracing::info!(generation = ?platform.metadata.generation, "reconciled");
-    Ok(Action::requeue(if autoscaling { ctx.settings.scale_interval } else { ctx.settings.resync }))
+    let next = if autoscaling { ctx.settings.scale_interval } else { ctx.settings.resync };
+    Ok(Action::requeue(if topology_ok { next } else { next.min(ctx.settings.broker_retry) }))
 }
 
 /// The conditions to store, at the wall clock's time.
@@ -437,10 +442,10 @@ fn status_conditions(platform: &SagaPlatform, observed: &[Observation]) -> Vec<c
 }
 
 fn previous_service(status: &SagaPlatformStatus, component: Component) -> &ServiceStatus {
-    match component.destination {
-        Destination::Order => &status.order,
-        Destination::Payment => &status.payment,
-        Destination::Inventory => &status.inventory,
+    match component {
+        Component::Order => &status.order,
+        Component::Payment => &status.payment,
+        Component::Inventory => &status.inventory,
     }
 }
 

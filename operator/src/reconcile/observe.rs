@@ -117,7 +117,7 @@ pub(super) async fn broker(
                 },
             };
             for component in Component::ALL {
-                let queue = topology.queue_name(component.destination);
+                let queue = topology.queue_name(component.destination());
                 let read = ctx.brokers.queue_depth(target, management_url, &queue).await;
                 if let Some(error) = read.management_error
                     && management_observation.is_none()

@@ -3,7 +3,7 @@
 
 use lapin::uri::{AMQPScheme, AMQPUri};
 
-use super::build::Component;
+use super::build::{Component, PlatformComponent};
 use crate::crd::{SagaPlatform, ScalingMetric, SelectPolicy};
 
 /// Every problem of the spec, in one list.

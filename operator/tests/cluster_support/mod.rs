@@ -29,7 +29,22 @@ pub const JWT_SECRET: &str = "cluster-test-secret-0123456789abcdef0123";
 pub const WAIT: Duration = Duration::from_secs(90);
 
 /// Polls `probe` until it returns `Some`, or panics naming `what` after `deadline`.
-pub async fn eventually<T, F, Fut>(what: &str, deadline: Duration, mut probe: F) -> T
+pub async fn eventually<T, F, Fut>(what: &str, deadline: Duration, probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    eventually_explained(what, deadline, probe, String::new).await
+}
+
+/// [`eventually`], and on timeout the panic also shows what `explain` finds
+/// then (the state that kept the condition false).
+pub async fn eventually_explained<T, F, Fut>(
+    what: &str,
+    deadline: Duration,
+    mut probe: F,
+    explain: impl FnOnce() -> String,
+) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
@@ -39,7 +54,9 @@ where
         if let Some(value) = probe().await {
             return value;
         }
-        assert!(started.elapsed() < deadline, "timed out after {deadline:?} waiting for {what}");
+        if started.elapsed() >= deadline {
+            panic!("timed out after {deadline:?} waiting for {what}\n{}", explain());
+        }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
@@ -218,11 +235,12 @@ pub fn service_account_kubeconfig(namespace: &str, account: &str) -> PathBuf {
     path
 }
 
-/// A TCP proxy in front of the API server, for an operator whose network the
-/// test cuts. TLS passes through unchanged (the serving certificate names
-/// 127.0.0.1; only the port differs). It runs on threads of its own, so the
-/// test's blocking `kubectl` calls never hold up the traffic it forwards.
-pub struct ApiProxy {
+/// A TCP proxy in front of the API server or the broker, for an operator
+/// whose network the test cuts. TLS passes through unchanged (the API
+/// server's certificate names 127.0.0.1; only the port differs). It runs on
+/// threads of its own, so the test's blocking `kubectl` calls never hold up
+/// the traffic it forwards.
+pub struct TcpProxy {
     pub address: SocketAddr,
     upstream: String,
     cut: Arc<AtomicBool>,
@@ -231,17 +249,22 @@ pub struct ApiProxy {
     sockets: Arc<Mutex<Vec<TcpStream>>>,
 }
 
-impl ApiProxy {
+impl TcpProxy {
     /// Forwards to the API server of the admin kubeconfig.
-    pub fn start() -> ApiProxy {
+    pub fn to_api_server() -> TcpProxy {
         let server = kubectl(&["config", "view", "--minify", "-o", "jsonpath={.clusters[0].cluster.server}"]);
-        let upstream =
-            server.trim().strip_prefix("https://").expect("an https API server").trim_end_matches('/').to_owned();
+        let upstream = server.trim().strip_prefix("https://").expect("an https API server").trim_end_matches('/');
+        TcpProxy::start(upstream, false)
+    }
+
+    /// Forwards to `upstream` (`host:port`); `cut` starts it cut off.
+    pub fn start(upstream: &str, cut: bool) -> TcpProxy {
+        let upstream = upstream.to_owned();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let proxy = ApiProxy {
+        let proxy = TcpProxy {
             address: listener.local_addr().unwrap(),
             upstream: upstream.clone(),
-            cut: Arc::new(AtomicBool::new(false)),
+            cut: Arc::new(AtomicBool::new(cut)),
             closed: Arc::new(AtomicBool::new(false)),
             sockets: Arc::new(Mutex::new(Vec::new())),
         };
@@ -273,6 +296,11 @@ impl ApiProxy {
     /// answered, as behind a network partition (no reset, no error: only silence).
     pub fn cut(&self) {
         self.cut.store(true, Ordering::SeqCst);
+    }
+
+    /// Forwards new connections again (the ones opened while cut stay silent).
+    pub fn restore(&self) {
+        self.cut.store(false, Ordering::SeqCst);
     }
 
     /// A copy of `kubeconfig` whose API server is this proxy.
@@ -311,7 +339,7 @@ fn pipe(mut from: TcpStream, mut to: TcpStream, cut: &AtomicBool, closed: &Atomi
     }
 }
 
-impl Drop for ApiProxy {
+impl Drop for TcpProxy {
     fn drop(&mut self) {
         self.closed.store(true, Ordering::SeqCst);
         for socket in self.sockets.lock().unwrap().drain(..) {
@@ -378,8 +406,16 @@ impl Operator {
 }
 
 impl Drop for Operator {
+    /// Kills it; when the test failed, prints the end of its log (the file
+    /// is gone with the checkout on CI).
     fn drop(&mut self) {
         self.kill();
+        if std::thread::panicking() {
+            let log = self.log_text();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = lines[lines.len().saturating_sub(80)..].join("\n");
+            eprintln!("---- the last lines of {} ----\n{tail}", self.log.display());
+        }
     }
 }
 
@@ -397,15 +433,30 @@ pub fn get(namespace: &str, kind: &str, name: &str) -> Option<Value> {
 /// Waits until the SagaPlatform is Ready, TopologyReady and ServicesAvailable
 /// with its current generation observed; returns it.
 pub async fn wait_ready(namespace: &str, name: &str) -> Value {
-    eventually(&format!("SagaPlatform {namespace}/{name} ready"), WAIT, || async {
+    let what = format!("SagaPlatform {namespace}/{name} ready");
+    let probe = || async {
         let sp = get(namespace, "sagaplatform", name)?;
         let current = sp["status"]["observedGeneration"] == sp["metadata"]["generation"];
         let all = ["Ready", "TopologyReady", "ServicesAvailable"]
             .iter()
             .all(|t| condition(&sp, t).is_some_and(|c| c["status"] == "True"));
         (current && all).then_some(sp)
-    })
-    .await
+    };
+    eventually_explained(&what, WAIT, probe, || describe(namespace, name)).await
+}
+
+/// The resource's generation and status, and its namespace's Deployments,
+/// ReplicaSets and Pods: what a failed wait should show.
+pub fn describe(namespace: &str, name: &str) -> String {
+    let resource = get(namespace, "sagaplatform", name).map_or_else(
+        || "(no such SagaPlatform)".to_owned(),
+        |sp| {
+            let summary = json!({"generation": sp["metadata"]["generation"], "status": sp["status"]});
+            serde_json::to_string_pretty(&summary).unwrap()
+        },
+    );
+    let children = tool("kubectl", &["get", "deployments,replicasets,pods", "-n", namespace, "-o", "wide"]);
+    format!("{resource}\n{}{}", String::from_utf8_lossy(&children.stdout), String::from_utf8_lossy(&children.stderr))
 }
 
 /// The names of the broker's queues that start with `prefix.` (management API).

@@ -42,6 +42,7 @@ pub fn settings() -> Settings {
         cleanup_timeout: Duration::from_secs(30),
         error_backoff: Duration::from_millis(50),
         max_backoff: Duration::from_millis(500),
+        broker_retry: Duration::from_millis(500),
     }
 }
 

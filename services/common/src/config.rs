@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{Args, Parser, ValueEnum};
 
+use crate::component::SECRET_SETTINGS;
 use crate::secret::Secret;
 use crate::topology::{QueueType, RetryPolicy, TopologySpec};
 
@@ -152,9 +153,6 @@ fn parse_secret(value: &str) -> Result<Secret, String> {
 fn parse_secret_url(value: &str) -> Result<Secret, String> {
     if value.contains("://") { Ok(Secret::new(value)) } else { Err("expected a URL (scheme://...)".to_owned()) }
 }
-
-/// Settings whose values are never repeated in an error message.
-const SECRET_SETTINGS: [&str; 3] = ["AUTH_JWT_SECRET", "DATABASE_URL", "AMQP_URL"];
 
 pub fn parse_duration(value: &str) -> Result<Duration, String> {
     let duration = humantime::parse_duration(value).map_err(|e| format!("{e} (examples: 500ms, 30s, 2m)"))?;

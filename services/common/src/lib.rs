@@ -5,6 +5,7 @@
 
 pub mod amqp;
 pub mod auth;
+pub mod component;
 pub mod config;
 pub mod consumer;
 pub mod contracts;
