@@ -70,7 +70,8 @@ async fn declared_topology_matches_the_definition() {
     }
     for exchange in &topology.exchanges {
         let info = management(&format!("exchanges/%2F/{}", exchange.name)).await;
-        assert_eq!(info["type"], "direct");
+        // `{p}.saga` and `{p}.dlx` direct, `{p}.events` topic.
+        assert_eq!(info["type"], format!("{:?}", exchange.kind).to_lowercase(), "{}", exchange.name);
         assert_eq!(info["durable"], true);
     }
     for binding in &topology.bindings {

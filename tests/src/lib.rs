@@ -47,6 +47,62 @@ pub fn amqp_url() -> String {
 /// A service of the platform (the one list: `saga_common::component`).
 pub use saga_common::component::Component as Svc;
 
+/// An order event as a subscriber takes it off its queue.
+#[derive(Debug, Clone)]
+pub struct ReceivedEvent {
+    pub routing_key: String,
+    pub message_id: String,
+    pub message_type: String,
+    pub delivery_mode: Option<u8>,
+    pub content_type: Option<String>,
+    /// The `x-correlation-id` header.
+    pub correlation_header: Option<String>,
+    pub body: Value,
+}
+
+/// A subscriber's own queue (exclusive to its connection) bound to
+/// `{platform}.events` with one pattern, as another system would bind one.
+pub struct EventSubscriber {
+    connection: Connection,
+    channel: lapin::Channel,
+    queue: String,
+}
+
+impl EventSubscriber {
+    /// Takes every event waiting in the queue.
+    pub async fn take(&self) -> Vec<ReceivedEvent> {
+        let mut taken = Vec::new();
+        while let Some(message) =
+            self.channel.basic_get(self.queue.as_str().into(), BasicGetOptions { no_ack: true }).await.unwrap()
+        {
+            let delivery = &message.delivery;
+            let properties = &delivery.properties;
+            let correlation_header = properties.headers().as_ref().and_then(|headers| {
+                headers.inner().iter().find(|(name, _)| name.as_str() == "x-correlation-id").and_then(|(_, value)| {
+                    match value {
+                        lapin::types::AMQPValue::LongString(value) => Some(value.to_string()),
+                        _ => None,
+                    }
+                })
+            });
+            taken.push(ReceivedEvent {
+                routing_key: delivery.routing_key.to_string(),
+                message_id: properties.message_id().as_ref().map(|id| id.to_string()).unwrap_or_default(),
+                message_type: properties.kind().as_ref().map(|kind| kind.to_string()).unwrap_or_default(),
+                delivery_mode: *properties.delivery_mode(),
+                content_type: properties.content_type().as_ref().map(|c| c.to_string()),
+                correlation_header,
+                body: serde_json::from_slice(&delivery.data).expect("an event is JSON"),
+            });
+        }
+        taken
+    }
+
+    pub async fn close(self) {
+        let _ = self.connection.close(200, "done".into()).await;
+    }
+}
+
 /// A message taken from a dead-letter queue.
 #[derive(Debug)]
 pub struct DeadLetter {
@@ -367,6 +423,39 @@ impl Platform {
 
     pub async fn amqp(&self) -> Connection {
         Broker::new(amqp_url(), "saga-tests").connect_once().await.unwrap()
+    }
+
+    /// Binds a queue of the test's own to `{platform}.events` with `pattern`
+    /// (`order.*`, `order.failed`): it receives what is published from now on.
+    pub async fn subscribe_events(&self, pattern: &str) -> EventSubscriber {
+        let connection = self.amqp().await;
+        let channel = connection.create_channel().await.unwrap();
+        let options = lapin::options::QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() };
+        let queue = channel.queue_declare("".into(), options, FieldTable::default()).await.unwrap().name().to_string();
+        let exchange = self.topology.events_exchange();
+        channel
+            .queue_bind(
+                queue.as_str().into(),
+                exchange.as_str().into(),
+                pattern.into(),
+                Default::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        EventSubscriber { connection, channel, queue }
+    }
+
+    /// Waits until the order service's outbox is empty: every message it
+    /// wrote (order events included) has been published and confirmed, so it
+    /// is in every queue it was routed to.
+    pub async fn wait_outbox_drained(&self, within: Duration) {
+        eventually("the order service's outbox is empty", within, || async {
+            let rows: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM outbox").fetch_one(self.pool(Svc::Order)).await.unwrap();
+            (rows == 0).then_some(())
+        })
+        .await;
     }
 
     /// Publishes raw bytes straight into a service's queue.

@@ -1,19 +1,22 @@
 //! Crash safety: under a steady stream of orders (and some cancels), each
 //! service in turn is SIGKILLed at a random moment and restarted. After a
 //! quiet period every order must be final and money and stock conserved
-//! exactly, with nothing charged twice and nothing left in outboxes or DLQs.
+//! exactly, with nothing charged twice and nothing left in outboxes or DLQs;
+//! and a subscriber bound to `{platform}.events` got each final status's
+//! order event (at least once, one event id each), and no other.
 //!
 //! CRASH_TEST_SECONDS (default 20) sets how long load and kills go on;
 //! `CRASH_TEST_SECONDS=300 cargo test -p saga-tests --test crash -- --nocapture`
 //! runs a longer soak.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
-use saga_tests::{Options, Platform, Svc, shop};
+use saga_tests::{EventSubscriber, Options, Platform, Svc, shop};
+use serde_json::Value;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_any_service_mid_saga_loses_nothing() {
@@ -21,6 +24,7 @@ async fn sigkill_any_service_mid_saga_loses_nothing() {
     let options = Options { step_timeout: Duration::from_secs(3), ..Options::default() };
     let mut platform = Platform::start(options).await;
     shop::seed(&platform).await;
+    let events = platform.subscribe_events("order.*").await;
     let stop = Arc::new(AtomicBool::new(false));
     let counts = shop::shop(&platform, 1, Duration::ZERO, stop.clone()).await;
     let stop_at = Instant::now() + Duration::from_secs(seconds);
@@ -51,5 +55,56 @@ async fn sigkill_any_service_mid_saga_loses_nothing() {
     shop::wait_until_quiet(&platform, Duration::from_secs(90)).await;
     // Nothing dead-lettered: no poison was injected in this test.
     shop::check_invariants(&platform, &BTreeSet::new()).await;
+    check_events(&platform, &events).await;
+    events.close().await;
     platform.shutdown().await;
+}
+
+/// id, customer_id, status, total_cents, failure_reason
+type OrderRow = (uuid::Uuid, String, String, Option<i64>, Option<String>);
+
+/// Every final order's events arrived despite the kills, none was invented:
+/// per order, one event id per event type (redeliveries of an id allowed:
+/// at least once), the types its statuses call for, the payload matching
+/// the order row.
+async fn check_events(platform: &Platform, subscriber: &EventSubscriber) {
+    platform.wait_outbox_drained(Duration::from_secs(30)).await;
+    let received = subscriber.take().await;
+    // order id -> event type -> (event ids, last payload)
+    let mut by_order: BTreeMap<String, BTreeMap<String, (BTreeSet<String>, Value)>> = BTreeMap::new();
+    for event in &received {
+        assert_eq!(event.body["event_id"].as_str(), Some(event.message_id.as_str()), "{:?}", event.body);
+        assert_eq!(event.body["type"].as_str(), Some(event.routing_key.as_str()));
+        let order = event.body["order_id"].as_str().unwrap().to_owned();
+        let entry = by_order.entry(order).or_default().entry(event.routing_key.clone()).or_default();
+        entry.0.insert(event.message_id.clone());
+        entry.1 = event.body.clone();
+    }
+    let orders: Vec<OrderRow> =
+        sqlx::query_as("SELECT id, customer_id, status, total_cents, failure_reason FROM orders")
+            .fetch_all(platform.pool(Svc::Order))
+            .await
+            .unwrap();
+    let unique: usize = by_order.values().flat_map(|types| types.values()).map(|(ids, _)| ids.len()).sum();
+    println!("crash test: {} order events received ({unique} distinct) for {} orders", received.len(), orders.len());
+    for (id, customer, status, total, reason) in &orders {
+        let events = by_order.remove(&id.to_string()).unwrap_or_default();
+        let types: Vec<&str> = events.keys().map(String::as_str).collect();
+        let expected: &[&[&str]] = match status.as_str() {
+            "COMPLETED" => &[&["order.completed"]],
+            "FAILED" => &[&["order.failed"]],
+            // Cancelled while running, or completed and then cancelled.
+            "CANCELLED" => &[&["order.cancelled"], &["order.cancelled", "order.completed"]],
+            other => panic!("order {id} is {other} at rest"),
+        };
+        assert!(expected.contains(&types.as_slice()), "order {id} ({status}): events {events:?}");
+        for (kind, (ids, body)) in &events {
+            assert_eq!(ids.len(), 1, "order {id}: {kind} published under several event ids {ids:?}");
+            assert_eq!(body["customer_id"].as_str(), Some(customer.as_str()));
+            assert_eq!(body["total_cents"].as_i64(), *total, "order {id}: {body}");
+            let expected_reason = if kind == "order.failed" { reason.as_deref() } else { None };
+            assert_eq!(body["failure_reason"].as_str(), expected_reason, "order {id}: {body}");
+        }
+    }
+    assert!(by_order.is_empty(), "events for orders that do not exist: {by_order:?}");
 }

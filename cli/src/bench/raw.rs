@@ -86,6 +86,7 @@ async fn publish_and_consume(channel: &lapin::Channel, queue: &str) -> Result<(f
         trace: Default::default(),
         payload: vec![b'x'; 200],
         headers: Vec::new(),
+        mandatory: true,
     };
     let started = Instant::now();
     for first in (0..MESSAGES).step_by(PUBLISH_BATCH) {

@@ -10,8 +10,7 @@ use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionBuilder, ConnectionProperties};
 use tokio::sync::Mutex;
 
-use crate::envelope::{Envelope, headers};
-use crate::topology::Topology;
+use crate::envelope::headers;
 use crate::trace_context::TraceContext;
 
 /// Backoff between reconnect attempts: 100 ms doubling up to 5 s.
@@ -162,23 +161,13 @@ pub struct OutgoingMessage {
     pub payload: Vec<u8>,
     /// Extra headers (attempt counts, failure reasons).
     pub headers: Vec<(&'static str, AMQPValue)>,
+    /// Published `mandatory`: a message no queue takes is an error
+    /// (`PublishError::Unroutable`). Off for order events, which the events
+    /// exchange drops when nobody subscribes.
+    pub mandatory: bool,
 }
 
 impl OutgoingMessage {
-    /// Routes an envelope through the platform's exchange to its destination queue.
-    pub fn from_envelope(topology: &Topology, envelope: &Envelope) -> Self {
-        OutgoingMessage {
-            exchange: topology.exchange(),
-            routing_key: envelope.message.destination().queue().to_owned(),
-            message_id: envelope.message_id.to_string(),
-            message_type: envelope.message.type_name().to_owned(),
-            correlation_id: envelope.correlation_id.clone(),
-            trace: envelope.trace.clone(),
-            payload: serde_json::to_vec(&envelope.message).expect("messages always serialize"),
-            headers: Vec::new(),
-        }
-    }
-
     /// What goes on the wire: exchange, routing key and properties. `Err`
     /// says why the message cannot be framed at all: AMQP short strings
     /// (names, ids, type) hold at most 255 bytes. Checked here instead of
@@ -226,7 +215,7 @@ pub async fn publish_batch(channel: &Channel, messages: &[OutgoingMessage]) -> R
             .basic_publish(
                 exchange,
                 routing_key,
-                BasicPublishOptions { mandatory: true, ..Default::default() },
+                BasicPublishOptions { mandatory: message.mandatory, ..Default::default() },
                 &message.payload,
                 properties,
             )
@@ -264,6 +253,7 @@ mod tests {
             trace: Default::default(),
             payload: Vec::new(),
             headers: Vec::new(),
+            mandatory: true,
         };
         assert!(message.wire().is_ok());
         let long = super::OutgoingMessage { correlation_id: "c".repeat(256), ..message.clone() };

@@ -300,7 +300,7 @@ impl<H: Handler> Consumer<H> {
         &self,
         tx: &mut PgConnection,
         envelope: &Envelope,
-    ) -> Result<Option<Vec<Envelope>>, HandlerError> {
+    ) -> Result<Option<Vec<crate::outbox::OutboxMessage>>, HandlerError> {
         const CONFLICT_RETRIES: usize = 5;
         let mut conflicts = 0;
         loop {
@@ -319,7 +319,7 @@ impl<H: Handler> Consumer<H> {
         &self,
         tx: &mut PgConnection,
         envelope: &Envelope,
-    ) -> Result<Option<Vec<Envelope>>, HandlerError> {
+    ) -> Result<Option<Vec<crate::outbox::OutboxMessage>>, HandlerError> {
         let mut savepoint = tx.begin().await?;
         if !inbox::first_delivery(&mut savepoint, envelope.message_id, envelope.message.type_name()).await? {
             savepoint.commit().await?;

@@ -37,6 +37,39 @@ pub enum DeclineReason {
     Voided,
 }
 
+/// Why an order FAILED: the order API's `failure_reason`, the saga's
+/// state and the `order.failed` event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureReason {
+    OutOfStock,
+    UnknownSku,
+    InsufficientFunds,
+    Timeout,
+    // An operator forced compensation (`POST /api/v1/orders/{id}/compensate`).
+    CompensatedByOperator,
+}
+
+impl FailureReason {
+    pub const ALL: [FailureReason; 5] = [
+        FailureReason::OutOfStock,
+        FailureReason::UnknownSku,
+        FailureReason::InsufficientFunds,
+        FailureReason::Timeout,
+        FailureReason::CompensatedByOperator,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureReason::OutOfStock => "out_of_stock",
+            FailureReason::UnknownSku => "unknown_sku",
+            FailureReason::InsufficientFunds => "insufficient_funds",
+            FailureReason::Timeout => "timeout",
+            FailureReason::CompensatedByOperator => "compensated_by_operator",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type")]
 pub enum Message {
@@ -124,6 +157,13 @@ impl Message {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failure_reason_names_match_serde() {
+        for reason in FailureReason::ALL {
+            assert_eq!(serde_json::to_value(reason).unwrap(), reason.as_str());
+        }
+    }
 
     #[test]
     fn type_name_matches_serde_tag() {

@@ -1,7 +1,7 @@
 //! Everything the three services share. Each mechanism lives here once:
 //! the message contracts and envelope, the broker topology, the publisher with
 //! confirms, the consumer (inbox, retry, dead letters), the transactional
-//! outbox relay, configuration, telemetry and the HTTP plumbing.
+//! outbox relay, the order events, configuration, telemetry and the HTTP plumbing.
 
 pub mod amqp;
 pub mod auth;
@@ -13,6 +13,7 @@ pub mod customer;
 pub mod db;
 pub mod dlq;
 pub mod envelope;
+pub mod events;
 pub mod health;
 pub mod http;
 pub mod inbox;

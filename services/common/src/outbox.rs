@@ -11,6 +11,10 @@
 //! are older than `FRESH_GRACE`, in this replica or another; a crash
 //! between publish and delete publishes again with the same message id,
 //! which the receiver's inbox drops.
+//!
+//! A row is a saga message (`Envelope`, to a service queue through
+//! `{platform}.saga`) or an order event (`crate::events`, to
+//! `{platform}.events`): `Topology::route` tells them apart by routing key.
 
 use std::cell::RefCell;
 use std::future::Future;
@@ -25,10 +29,11 @@ use uuid::Uuid;
 
 use crate::amqp::{Backoff, Broker, OutgoingMessage, publish_batch};
 use crate::envelope::{Envelope, valid_correlation_id};
+use crate::events::OrderEvent;
 use crate::metrics::Metrics;
 use crate::runtime::Shutdown;
 use crate::telemetry;
-use crate::topology::{Destination, Topology};
+use crate::topology::Topology;
 use crate::trace_context::TraceContext;
 
 /// Rows younger than this are left to the relay of the transaction that
@@ -44,9 +49,67 @@ tokio::task_local! {
     static COLLECTED: RefCell<Collected>;
 }
 
+/// One outbox row: what to publish, where and in which trace.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxMessage {
+    pub message_id: Uuid,
+    /// AMQP `type`.
+    pub message_type: &'static str,
+    /// A service queue's routing key or an order event's type (`Topology::route`).
+    pub routing_key: &'static str,
+    pub correlation_id: String,
+    pub trace: TraceContext,
+    pub payload: Vec<u8>,
+}
+
+impl From<&Envelope> for OutboxMessage {
+    fn from(envelope: &Envelope) -> Self {
+        OutboxMessage {
+            message_id: envelope.message_id,
+            message_type: envelope.message.type_name(),
+            routing_key: envelope.message.destination().queue(),
+            correlation_id: envelope.correlation_id.clone(),
+            trace: envelope.trace.clone(),
+            payload: serde_json::to_vec(&envelope.message).expect("messages always serialize"),
+        }
+    }
+}
+
+impl OutboxMessage {
+    /// An order event: its id is the message id (the same on every
+    /// publish of the row), its type the routing key.
+    pub fn event(event: &OrderEvent, correlation_id: &str, trace: TraceContext) -> Self {
+        OutboxMessage {
+            message_id: event.event_id,
+            message_type: event.event_type.as_str(),
+            routing_key: event.event_type.as_str(),
+            correlation_id: correlation_id.to_owned(),
+            trace,
+            payload: serde_json::to_vec(event).expect("events always serialize"),
+        }
+    }
+
+    /// The message on the wire, routed by `topology`; `None` if its routing
+    /// key goes nowhere.
+    fn outgoing(&self, topology: &Topology) -> Option<OutgoingMessage> {
+        let route = topology.route(self.routing_key)?;
+        Some(OutgoingMessage {
+            exchange: route.exchange,
+            routing_key: self.routing_key.to_owned(),
+            message_id: self.message_id.to_string(),
+            message_type: self.message_type.to_owned(),
+            correlation_id: self.correlation_id.clone(),
+            trace: self.trace.clone(),
+            payload: self.payload.clone(),
+            headers: Vec::new(),
+            mandatory: route.mandatory,
+        })
+    }
+}
+
 #[derive(Default)]
 struct Collected {
-    envelopes: Vec<Envelope>,
+    messages: Vec<OutboxMessage>,
     /// Published rows the first `enqueue` of this unit of work deletes.
     published: Vec<Uuid>,
     /// Those it did delete: done once the work commits, back to the relay if not.
@@ -57,46 +120,52 @@ struct Collected {
 /// inside a larger transaction; it deletes no published rows). Hand the
 /// copies on once the transaction that wrote them has committed; drop them
 /// if it did not.
-pub async fn collecting<F: Future>(work: F) -> (F::Output, Vec<Envelope>) {
+pub async fn collecting<F: Future>(work: F) -> (F::Output, Vec<OutboxMessage>) {
     COLLECTED
         .scope(RefCell::new(Collected::default()), async {
             let output = work.await;
-            (output, COLLECTED.with(RefCell::take).envelopes)
+            (output, COLLECTED.with(RefCell::take).messages)
         })
         .await
 }
 
-/// Writes messages to the outbox inside the caller's transaction; the same
-/// statement deletes the rows published since the unit of work began.
+/// Writes saga messages to the outbox inside the caller's transaction; the
+/// same statement deletes the rows published since the unit of work began.
 pub async fn enqueue(conn: &mut PgConnection, envelopes: &[Envelope]) -> sqlx::Result<()> {
-    if envelopes.is_empty() {
+    let messages: Vec<OutboxMessage> = envelopes.iter().map(OutboxMessage::from).collect();
+    enqueue_messages(conn, &messages).await
+}
+
+/// `enqueue` for any outbox rows: saga messages and order events.
+pub async fn enqueue_messages(conn: &mut PgConnection, messages: &[OutboxMessage]) -> sqlx::Result<()> {
+    if messages.is_empty() {
         return Ok(());
     }
     // Outside `collecting` the rows are still published, by the sweep.
     let published = COLLECTED
         .try_with(|collected| {
             let mut collected = collected.borrow_mut();
-            collected.envelopes.extend(envelopes.iter().cloned());
+            collected.messages.extend(messages.iter().cloned());
             let published = std::mem::take(&mut collected.published);
             collected.deleting.extend(published.iter().copied());
             published
         })
         .unwrap_or_default();
-    let mut ids = Vec::with_capacity(envelopes.len());
-    let mut types = Vec::with_capacity(envelopes.len());
-    let mut keys = Vec::with_capacity(envelopes.len());
-    let mut correlations = Vec::with_capacity(envelopes.len());
-    let mut traces = Vec::with_capacity(envelopes.len());
-    let mut states = Vec::with_capacity(envelopes.len());
-    let mut payloads = Vec::with_capacity(envelopes.len());
-    for envelope in envelopes {
-        ids.push(envelope.message_id);
-        types.push(envelope.message.type_name());
-        keys.push(envelope.message.destination().queue());
-        correlations.push(envelope.correlation_id.as_str());
-        traces.push(envelope.trace.traceparent.as_str());
-        states.push(envelope.trace.tracestate.as_str());
-        payloads.push(serde_json::to_vec(&envelope.message).expect("messages always serialize"));
+    let mut ids = Vec::with_capacity(messages.len());
+    let mut types = Vec::with_capacity(messages.len());
+    let mut keys = Vec::with_capacity(messages.len());
+    let mut correlations = Vec::with_capacity(messages.len());
+    let mut traces = Vec::with_capacity(messages.len());
+    let mut states = Vec::with_capacity(messages.len());
+    let mut payloads = Vec::with_capacity(messages.len());
+    for message in messages {
+        ids.push(message.message_id);
+        types.push(message.message_type);
+        keys.push(message.routing_key);
+        correlations.push(message.correlation_id.as_str());
+        traces.push(message.trace.traceparent.as_str());
+        states.push(message.trace.tracestate.as_str());
+        payloads.push(message.payload.as_slice());
     }
     sqlx::query(
         "WITH published AS (DELETE FROM outbox WHERE message_id = ANY($7::uuid[]))
@@ -124,7 +193,7 @@ pub struct OutboxSignal(Arc<Fresh>);
 #[derive(Default)]
 struct Fresh {
     wake: Notify,
-    messages: Mutex<Vec<Envelope>>,
+    messages: Mutex<Vec<OutboxMessage>>,
     published: Mutex<Published>,
 }
 
@@ -142,14 +211,14 @@ struct Published {
 #[must_use = "call committed() once the transaction has committed"]
 pub struct Outgoing {
     signal: OutboxSignal,
-    envelopes: Vec<Envelope>,
+    messages: Vec<OutboxMessage>,
     deleting: Vec<Uuid>,
 }
 
 impl Outgoing {
     pub fn committed(mut self) {
         self.deleting.clear();
-        self.signal.committed(std::mem::take(&mut self.envelopes));
+        self.signal.committed(std::mem::take(&mut self.messages));
     }
 }
 
@@ -181,16 +250,13 @@ impl OutboxSignal {
                 let collected = COLLECTED.with(RefCell::take);
                 // Nothing was enqueued: the rows were not deleted.
                 self.give_back(collected.published);
-                (
-                    output,
-                    Outgoing { signal: self.clone(), envelopes: collected.envelopes, deleting: collected.deleting },
-                )
+                (output, Outgoing { signal: self.clone(), messages: collected.messages, deleting: collected.deleting })
             })
             .await
     }
 
     /// After a commit: the copies `collecting` kept of the rows it wrote.
-    pub fn committed(&self, messages: Vec<Envelope>) {
+    pub fn committed(&self, messages: Vec<OutboxMessage>) {
         if messages.is_empty() {
             return;
         }
@@ -198,7 +264,7 @@ impl OutboxSignal {
         self.0.wake.notify_one();
     }
 
-    fn take(&self) -> Vec<Envelope> {
+    fn take(&self) -> Vec<OutboxMessage> {
         std::mem::take(&mut *self.0.messages.lock().expect("outbox signal poisoned"))
     }
 
@@ -305,10 +371,10 @@ impl OutboxRelay {
     /// confirmed), then hands their rows over to be deleted by the next
     /// transaction that writes to the outbox. A row that can never be
     /// published is left to the sweep, which sets it aside.
-    async fn publish_fresh(&self, channel: &lapin::Channel, fresh: Vec<Envelope>) -> Result<(), RelayError> {
+    async fn publish_fresh(&self, channel: &lapin::Channel, fresh: Vec<OutboxMessage>) -> Result<(), RelayError> {
         let mut messages: Vec<OutgoingMessage> = fresh
             .iter()
-            .map(|envelope| OutgoingMessage::from_envelope(&self.topology, envelope))
+            .filter_map(|message| message.outgoing(&self.topology))
             .filter(|message| unpublishable(message).is_none())
             .collect();
         for chunk in messages.chunks_mut(self.batch_size as usize) {
@@ -316,7 +382,7 @@ impl OutboxRelay {
             publish_batch(channel, chunk).await.inspect_err(|error| failed(&spans, error))?;
             self.metrics.messages_published.inc_by(chunk.len() as u64);
         }
-        self.signal.give_back(fresh.iter().map(|envelope| envelope.message_id).collect());
+        self.signal.give_back(fresh.iter().map(|message| message.message_id).collect());
         Ok(())
     }
 
@@ -366,9 +432,13 @@ impl OutboxRelay {
         let mut messages = Vec::with_capacity(rows.len());
         let mut set_aside = 0;
         for row in rows {
+            let routing_key: String = row.get("routing_key");
+            let route = self.topology.route(&routing_key);
             let message = OutgoingMessage {
-                exchange: self.topology.exchange(),
-                routing_key: row.get("routing_key"),
+                // A key `route` does not know is set aside below.
+                exchange: route.as_ref().map(|route| route.exchange.clone()).unwrap_or_default(),
+                mandatory: route.as_ref().is_none_or(|route| route.mandatory),
+                routing_key,
                 message_id: row.get::<uuid::Uuid, _>("message_id").to_string(),
                 message_type: row.get("message_type"),
                 correlation_id: row.get("correlation_id"),
@@ -376,7 +446,14 @@ impl OutboxRelay {
                 payload: row.get("payload"),
                 headers: Vec::new(),
             };
-            match unpublishable(&message) {
+            let reason = match route {
+                None => Some(format!(
+                    "routing key of {} bytes names no service queue or event type",
+                    message.routing_key.len()
+                )),
+                Some(_) => unpublishable(&message),
+            };
+            match reason {
                 None => messages.push(message),
                 Some(reason) => {
                     tracing::error!(
@@ -435,14 +512,11 @@ fn failed(spans: &[tracing::Span], error: &crate::amqp::PublishError) {
     }
 }
 
-/// Why an outbox row can never be published, if it cannot: it does not fit
-/// in an AMQP frame, or its routing key names no service queue.
+/// Why a routed outbox row can never be published, if it cannot: it does
+/// not fit in an AMQP frame, or its correlation id is not valid.
 fn unpublishable(message: &OutgoingMessage) -> Option<String> {
     if let Err(reason) = message.wire() {
         return Some(reason);
-    }
-    if !Destination::ALL.iter().any(|d| d.queue() == message.routing_key) {
-        return Some(format!("routing key of {} bytes names no service queue", message.routing_key.len()));
     }
     if !valid_correlation_id(&message.correlation_id) {
         return Some(format!("correlation id of {} bytes is not valid", message.correlation_id.len()));

@@ -7,6 +7,10 @@
 //! - rejected messages dead-letter through `{platform}.dlx` to `{platform}.{queue}.dlq`;
 //! - retries wait in `{platform}.{queue}.retry.{n}` (TTL = backoff delay n) and
 //!   dead-letter back to `{platform}.saga` with the original routing key.
+//!
+//! And the topic exchange `{platform}.events`, where the order service
+//! publishes order events (routing key = event type, `crate::events`). The
+//! platform declares no queue on it: subscribers bind their own.
 
 use std::time::Duration;
 
@@ -16,6 +20,8 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{Channel, Connection, ExchangeKind};
 use serde::{Deserialize, Serialize};
+
+use crate::events::OrderEventType;
 
 /// The three services' inbound queues.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -131,6 +137,7 @@ impl Topology {
         let exchanges = vec![
             ExchangeDef { name: saga.clone(), kind: ExchangeKind::Direct },
             ExchangeDef { name: dlx.clone(), kind: ExchangeKind::Direct },
+            ExchangeDef { name: events_exchange(p), kind: ExchangeKind::Topic },
         ];
         let mut queues = Vec::new();
         let mut bindings = Vec::new();
@@ -170,6 +177,24 @@ impl Topology {
 
     pub fn dead_letter_exchange(&self) -> String {
         format!("{}.dlx", self.spec.platform)
+    }
+
+    /// The topic exchange of order events.
+    pub fn events_exchange(&self) -> String {
+        events_exchange(&self.spec.platform)
+    }
+
+    /// Where a message with this routing key is published, if anywhere: a
+    /// service queue's key goes to `{platform}.saga`, mandatory (a message no
+    /// queue takes is an error); an order event's type to `{platform}.events`,
+    /// not mandatory (with no subscriber bound the exchange drops it: events
+    /// are offered, not owed).
+    pub fn route(&self, routing_key: &str) -> Option<Route> {
+        if Destination::ALL.iter().any(|d| d.queue() == routing_key) {
+            return Some(Route { exchange: self.exchange(), mandatory: true });
+        }
+        OrderEventType::from_routing_key(routing_key)
+            .map(|_| Route { exchange: self.events_exchange(), mandatory: false })
     }
 
     pub fn queue_name(&self, destination: Destination) -> String {
@@ -285,6 +310,18 @@ impl Topology {
     }
 }
 
+/// Where `Topology::route` sends a routing key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub exchange: String,
+    /// Published `mandatory`: a message no queue takes comes back as an error.
+    pub mandatory: bool,
+}
+
+pub fn events_exchange(platform: &str) -> String {
+    format!("{platform}.events")
+}
+
 pub fn dlq_name(platform: &str, destination: Destination) -> String {
     format!("{platform}.{}.dlq", destination.queue())
 }
@@ -351,6 +388,22 @@ mod tests {
         }
         assert_eq!(topology.queues.len(), 3 * (2 + 4));
         assert_eq!(topology.bindings.len(), 6);
+    }
+
+    #[test]
+    fn events_go_to_a_topic_exchange_without_queues() {
+        let topology = Topology::new(spec());
+        let events = topology.exchanges.iter().find(|e| e.name == "p.events").expect("p.events declared");
+        assert_eq!(events.kind, ExchangeKind::Topic);
+        assert!(topology.bindings.iter().all(|b| b.exchange != "p.events"));
+        for kind in OrderEventType::ALL {
+            assert_eq!(topology.route(kind.as_str()), Some(Route { exchange: "p.events".into(), mandatory: false }));
+        }
+        for destination in Destination::ALL {
+            assert_eq!(topology.route(destination.queue()), Some(Route { exchange: "p.saga".into(), mandatory: true }));
+        }
+        assert_eq!(topology.route("order.shipped"), None);
+        assert_eq!(topology.route("p.order.replies"), None);
     }
 
     #[test]

@@ -1,7 +1,10 @@
 //! Topology declaration and verification against the real local RabbitMQ.
 
+use lapin::ExchangeKind;
+use lapin::options::ExchangeDeclareOptions;
+use lapin::types::FieldTable;
 use saga_common::amqp::Broker;
-use saga_common::topology::{QueueType, RetryPolicy, Topology, TopologyError, TopologySpec};
+use saga_common::topology::{QueueType, RetryPolicy, Topology, TopologyError, TopologySpec, reply_code};
 
 fn amqp_url() -> String {
     std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
@@ -37,6 +40,40 @@ async fn declared_topology_verifies_and_drift_is_reported() {
         topology.declare(&connection).await.unwrap();
         topology.verify(&connection).await.unwrap();
 
+        // The events exchange: missing, then of another kind, is reported;
+        // declare restores it.
+        let events = topology.events_exchange();
+        channel.exchange_delete(events.as_str().into(), Default::default()).await.unwrap();
+        match topology.verify(&connection).await.unwrap_err() {
+            TopologyError::Missing { what } => assert_eq!(what, format!("exchange {events}")),
+            other => panic!("expected Missing, got {other}"),
+        }
+        let durable = ExchangeDeclareOptions { durable: true, ..Default::default() };
+        channel
+            .exchange_declare(events.as_str().into(), ExchangeKind::Direct, durable, FieldTable::default())
+            .await
+            .unwrap();
+        match topology.verify(&connection).await.unwrap_err() {
+            TopologyError::Different { what, .. } => assert_eq!(what, format!("exchange {events}")),
+            other => panic!("expected Different, got {other}"),
+        }
+        channel.exchange_delete(events.as_str().into(), Default::default()).await.unwrap();
+        topology.declare(&connection).await.unwrap();
+        topology.verify(&connection).await.unwrap();
+        // A subscriber's own queue bound to it.
+        let subscriber = format!("{}.subscriber", topology.spec.platform);
+        channel.queue_declare(subscriber.as_str().into(), Default::default(), FieldTable::default()).await.unwrap();
+        channel
+            .queue_bind(
+                subscriber.as_str().into(),
+                events.as_str().into(),
+                "order.*".into(),
+                Default::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+
         // The same names with other settings are reported as different.
         let other_type = match queue_type {
             QueueType::Quorum => QueueType::Classic,
@@ -51,5 +88,13 @@ async fn declared_topology_verifies_and_drift_is_reported() {
 
         topology.delete(&connection).await.unwrap();
         assert!(matches!(topology.verify(&connection).await, Err(TopologyError::Missing { .. })));
+        // Delete removed the events exchange too (and with it the subscriber's
+        // binding; the subscriber's queue is its own).
+        let probe = connection.create_channel().await.unwrap();
+        let passive = ExchangeDeclareOptions { passive: true, durable: true, ..Default::default() };
+        let gone =
+            probe.exchange_declare(events.as_str().into(), ExchangeKind::Topic, passive, FieldTable::default()).await;
+        assert_eq!(gone.as_ref().err().and_then(reply_code), Some(404), "{gone:?}");
+        channel.queue_delete(subscriber.as_str().into(), Default::default()).await.unwrap();
     }
 }

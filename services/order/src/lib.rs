@@ -4,6 +4,7 @@
 
 pub mod admission;
 pub mod api;
+pub mod asyncapi;
 pub mod finished;
 pub mod gauges;
 pub mod orchestrator;

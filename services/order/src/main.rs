@@ -19,7 +19,7 @@ use order_service::gauges::{self, SagaGauges};
 use order_service::orchestrator::Orchestrator;
 use order_service::placement::Placements;
 use order_service::timeouts::TimeoutWorker;
-use order_service::{proxy, ui};
+use order_service::{asyncapi, proxy, ui};
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
@@ -127,6 +127,9 @@ async fn main() {
     let forwarding = proxy::router(args.explorer_inventory_url.as_deref(), args.explorer_payment_url.as_deref())
         .unwrap_or_else(|e| saga_common::config::fail(&format!("EXPLORER_INVENTORY_URL / EXPLORER_PAYMENT_URL: {e}")));
     let (router, openapi) = api::router(state);
-    let router = router.merge(ui::router(ui::UiConfig { trace_url: args.explorer_trace_url })).merge(forwarding);
+    let router = router
+        .merge(ui::router(ui::UiConfig { trace_url: args.explorer_trace_url }))
+        .merge(asyncapi::router())
+        .merge(forwarding);
     service.run(args.http_addr, router, openapi).await;
 }

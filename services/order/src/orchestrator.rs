@@ -11,8 +11,9 @@ use prometheus_client::metrics::histogram::Histogram;
 use saga_common::consumer::{Handler, HandlerError};
 use saga_common::contracts::Message;
 use saga_common::envelope::Envelope;
+use saga_common::events::{self, OrderEvent, OrderEventType};
 use saga_common::metrics::Metrics;
-use saga_common::outbox;
+use saga_common::outbox::{self, OutboxMessage};
 use saga_common::telemetry;
 use saga_common::topology::Destination;
 use saga_common::trace_context::TraceContext;
@@ -75,6 +76,8 @@ impl Orchestrator {
         let mut working: HashMap<Uuid, Working> = orders.into_iter().map(|row| (row.id, Working::new(row))).collect();
         let mut steps = Vec::with_capacity(events.len());
         let mut commands = Vec::new();
+        // Final statuses reached: the order events to publish with them.
+        let mut finals = Vec::new();
         let mut transitions = Vec::with_capacity(events.len());
         for (order_id, event, cause) in events {
             let order = working.get_mut(order_id).expect("events name locked orders");
@@ -98,6 +101,9 @@ impl Orchestrator {
                     .awaits_reply()
                     .then_some((self.step_timeout * transition.state.timeout_factor()).as_secs_f64());
                 order.apply(&transition, deadline);
+                if let Some(kind) = transition.event {
+                    finals.push(Final { kind, row: order.row.clone(), trace: trace.clone() });
+                }
             }
             steps.push((*order_id, entries));
             transitions.push(transition);
@@ -108,7 +114,9 @@ impl Orchestrator {
         let finished: Vec<Uuid> =
             changed.iter().filter(|w| w.row.saga.0.status() != w.before.status()).map(|w| w.row.id).collect();
         finished::announce_all(conn, &finished).await?;
-        outbox::enqueue(conn, &commands).await?;
+        let mut outgoing: Vec<OutboxMessage> = commands.iter().map(OutboxMessage::from).collect();
+        outgoing.extend(finals.iter().map(|f| f.message(updated_at[&f.row.id])));
+        outbox::enqueue_messages(conn, &outgoing).await?;
         store::record_steps(conn, &steps).await?;
         for order in changed {
             if let Some(at) = updated_at.get(&order.row.id) {
@@ -190,6 +198,34 @@ impl Working {
 
     fn update(&self) -> SagaUpdate<'_> {
         SagaUpdate { row: &self.row, deadline_secs: self.deadline_secs }
+    }
+}
+
+/// An order that reached a final status in this batch, as it was then.
+struct Final {
+    kind: OrderEventType,
+    row: OrderRow,
+    trace: TraceContext,
+}
+
+impl Final {
+    /// The order event, occurred when the order row was updated: its
+    /// `updated_at`. Its id is the outbox row's message id, the same on every
+    /// publish of it.
+    fn message(&self, occurred_at: chrono::DateTime<chrono::Utc>) -> OutboxMessage {
+        let row = &self.row;
+        let event = OrderEvent {
+            schema_version: events::SCHEMA_VERSION,
+            event_id: Uuid::now_v7(),
+            event_type: self.kind,
+            order_id: row.id,
+            customer_id: row.customer_id.clone(),
+            total_cents: row.total_cents,
+            failure_reason: row.saga.0.failure_reason(),
+            order_created_at: row.created_at,
+            occurred_at,
+        };
+        OutboxMessage::event(&event, &row.correlation_id, self.trace.clone())
     }
 }
 

@@ -48,7 +48,13 @@ impl FromRef<AppState> for Auth {
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Saga Platform — order service", description = "Place orders and follow their saga."),
+    info(
+        title = "Saga Platform — order service",
+        description = "Place orders and follow their saga.\n\nWhen an order reaches a final status the service \
+            also publishes an order event (`order.completed`, `order.failed`, `order.cancelled`) on the topic \
+            exchange `{platform}.events`: described in AsyncAPI 3.0 at [/api/asyncapi.yaml](/api/asyncapi.yaml)."
+    ),
+    external_docs(url = "/api/asyncapi.yaml", description = "The order events (AsyncAPI 3.0)"),
     security(("bearer" = [])),
     // Referred to from schemas built by hand (model::lines_schema).
     components(schemas(model::LineRequest))

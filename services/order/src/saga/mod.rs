@@ -7,6 +7,7 @@ mod state;
 pub use state::{FailureReason, OrderStatus, Outcome, SagaState};
 
 use saga_common::contracts::{DeclineReason, Message, OrderLine, PricedLine, RejectReason};
+use saga_common::events::OrderEventType;
 use uuid::Uuid;
 
 /// What the saga needs to know about its order to issue commands.
@@ -62,15 +63,35 @@ pub struct Transition {
     pub effect: Effect,
     /// Set when inventory priced the order.
     pub priced: Option<(Vec<PricedLine>, i64)>,
+    /// The order event to publish with this transition: set exactly when it
+    /// enters a final status (COMPLETED, FAILED, CANCELLED), the type of that
+    /// status. The orchestrator writes it to the outbox in the transaction
+    /// that stores the new state.
+    pub event: Option<OrderEventType>,
 }
 
 impl Transition {
     fn to(state: SagaState, commands: Vec<Message>) -> Self {
-        Transition { state, commands, effect: Effect::Applied, priced: None }
+        Transition { state, commands, effect: Effect::Applied, priced: None, event: None }
     }
 
     fn unchanged(state: &SagaState, effect: Effect) -> Self {
-        Transition { state: state.clone(), commands: Vec::new(), effect, priced: None }
+        Transition { state: state.clone(), commands: Vec::new(), effect, priced: None, event: None }
+    }
+}
+
+/// The event of a move from `before` to `after`: the new final status's, if
+/// the status changed to one (a COMPLETED order cancelled moves on to
+/// CANCELLED: a second event).
+fn final_event(before: &SagaState, after: &SagaState) -> Option<OrderEventType> {
+    if after.status() == before.status() {
+        return None;
+    }
+    match after.status() {
+        OrderStatus::Pending => None,
+        OrderStatus::Completed => Some(OrderEventType::Completed),
+        OrderStatus::Failed => Some(OrderEventType::Failed),
+        OrderStatus::Cancelled => Some(OrderEventType::Cancelled),
     }
 }
 
@@ -80,6 +101,12 @@ pub fn begin(order: &SagaOrder) -> (SagaState, Vec<Message>) {
 }
 
 pub fn step(state: &SagaState, order: &SagaOrder, event: &Event) -> Transition {
+    let mut transition = decide(state, order, event);
+    transition.event = final_event(state, &transition.state);
+    transition
+}
+
+fn decide(state: &SagaState, order: &SagaOrder, event: &Event) -> Transition {
     use SagaState::*;
     let id = order.id;
     let release = || Message::ReleaseStock { order_id: id };

@@ -1,3 +1,4 @@
+pub use saga_common::contracts::FailureReason;
 use serde::{Deserialize, Serialize};
 
 /// Where a saga is; stored as JSON on the order row.
@@ -27,17 +28,6 @@ pub enum SagaState {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FailureReason {
-    OutOfStock,
-    UnknownSku,
-    InsufficientFunds,
-    Timeout,
-    /// An operator forced compensation (`POST /api/v1/orders/{id}/compensate`).
-    CompensatedByOperator,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "result", content = "reason", rename_all = "snake_case")]
 pub enum Outcome {
     Failed(FailureReason),
@@ -49,26 +39,6 @@ impl Outcome {
         match self {
             Outcome::Failed(reason) => SagaState::Failed { reason },
             Outcome::Cancelled => SagaState::Cancelled,
-        }
-    }
-}
-
-impl FailureReason {
-    pub const ALL: [FailureReason; 5] = [
-        FailureReason::OutOfStock,
-        FailureReason::UnknownSku,
-        FailureReason::InsufficientFunds,
-        FailureReason::Timeout,
-        FailureReason::CompensatedByOperator,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FailureReason::OutOfStock => "out_of_stock",
-            FailureReason::UnknownSku => "unknown_sku",
-            FailureReason::InsufficientFunds => "insufficient_funds",
-            FailureReason::Timeout => "timeout",
-            FailureReason::CompensatedByOperator => "compensated_by_operator",
         }
     }
 }

@@ -5,6 +5,7 @@
 
 use proptest::prelude::*;
 use saga_common::contracts::{DeclineReason, Message, OrderLine, PricedLine, RejectReason};
+use saga_common::events::OrderEventType;
 use uuid::Uuid;
 
 use super::*;
@@ -142,6 +143,14 @@ fn transition_table() {
         assert_eq!(transition.state, to, "{from:?} + {event:?}");
         assert_eq!(transition.commands, commands, "{from:?} + {event:?}");
         assert_eq!(transition.effect, Effect::Applied, "{from:?} + {event:?}");
+        // The table's transitions into a final status announce it; the rest announce nothing.
+        let announced = match to {
+            Completed => Some(OrderEventType::Completed),
+            Failed { .. } => Some(OrderEventType::Failed),
+            Cancelled => Some(OrderEventType::Cancelled),
+            _ => None,
+        };
+        assert_eq!(transition.event, announced, "{from:?} + {event:?}");
     }
 }
 
@@ -423,11 +432,22 @@ struct World {
     state: SagaState,
     participants: Participants,
     in_flight: Vec<Message>,
+    /// The order events the transitions announced, with the status they left.
+    published: Vec<(OrderEventType, SagaState)>,
+    /// Every state the saga was in, in order.
+    visited: Vec<SagaState>,
 }
 
 impl World {
     fn apply(&mut self, event: Event) {
         let transition = step(&self.state, &self.order, &event);
+        if let Some(kind) = transition.event {
+            assert_eq!(transition.effect, Effect::Applied, "an event from a transition not applied: {event:?}");
+            self.published.push((kind, transition.state.clone()));
+        }
+        if transition.state != self.state {
+            self.visited.push(transition.state.clone());
+        }
         // As the orchestrator stores it on the order row.
         if let Some((_, total)) = transition.priced {
             self.order.total_cents = Some(total);
@@ -472,7 +492,9 @@ proptest! {
             on_hand: initial_stock, reserved: 0, known_sku, reservation: None,
             balance: initial_balance, payment: None,
         };
-        let mut world = World { order, state, participants, in_flight: commands };
+        let mut world = World {
+            order, state: state.clone(), participants, in_flight: commands, published: Vec::new(), visited: vec![state],
+        };
         for action in actions {
             match action {
                 Action::Deliver { index, duplicate } => world.deliver(index, duplicate),
@@ -506,5 +528,24 @@ proptest! {
             prop_assert_eq!(p.balance, initial_balance);
             prop_assert!(!matches!(p.payment, Some(Payment::Captured(_))));
         }
+        // Every terminal order announced exactly one final event for its
+        // final status, as the transition into it; and one more before it
+        // only if it was COMPLETED and then cancelled.
+        let kinds: Vec<OrderEventType> = world.published.iter().map(|(kind, _)| *kind).collect();
+        let final_kind = match world.state.status() {
+            OrderStatus::Completed => OrderEventType::Completed,
+            OrderStatus::Failed => OrderEventType::Failed,
+            OrderStatus::Cancelled => OrderEventType::Cancelled,
+            OrderStatus::Pending => unreachable!("checked terminal above"),
+        };
+        let was_completed = world.visited.contains(&SagaState::Completed);
+        let expected = if was_completed && final_kind != OrderEventType::Completed {
+            vec![OrderEventType::Completed, final_kind]
+        } else {
+            vec![final_kind]
+        };
+        prop_assert_eq!(&kinds, &expected, "states visited: {:?}", world.visited);
+        let (_, announced) = world.published.last().unwrap();
+        prop_assert_eq!(announced, &world.state);
     }
 }
