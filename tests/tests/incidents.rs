@@ -50,6 +50,17 @@ async fn wait_reserved(platform: &Platform, sku: &str, reserved: i64) {
     .await;
 }
 
+/// Waits until the saga has sent the charge: the stock is reserved and the
+/// order service has taken that reply (inventory's count alone can run ahead
+/// of the orchestrator, and an action then meets the saga still reserving).
+async fn wait_charge_sent(platform: &Platform, id: &str) {
+    saga_tests::eventually("the charge is sent", WAIT, || async {
+        let events = platform.events(id).await;
+        events.iter().any(|e| e["kind"] == "command.sent" && e["detail"]["type"] == "payment.charge").then_some(())
+    })
+    .await;
+}
+
 fn kinds(events: &[Value]) -> Vec<&str> {
     events.iter().map(|e| e["kind"].as_str().unwrap()).collect()
 }
@@ -71,6 +82,7 @@ async fn a_step_retried_on_a_frozen_participant_completes_once_it_resumes() {
     platform.pause(Svc::Payment, 0, true);
     let id = platform.place_order("erin", &[("GADGET", 2)]).await;
     wait_reserved(&platform, "GADGET", 2).await;
+    wait_charge_sent(&platform, &id).await;
     let first_deadline = deadline(&platform, &id).await;
 
     // Half the step timeout on: retry, with a reason.
@@ -147,6 +159,7 @@ async fn a_saga_forced_to_compensate_while_frozen_fails_with_everything_restored
     platform.pause(Svc::Payment, 0, true);
     let id = platform.place_order("frank", &[("GIZMO", 3)]).await;
     wait_reserved(&platform, "GIZMO", 3).await;
+    wait_charge_sent(&platform, &id).await;
 
     let reason = "payment-service hung; customer asked to abandon";
     let (status, order) = act(&platform, &oncall(), &id, "compensate", Some(json!({"reason": reason}))).await;
