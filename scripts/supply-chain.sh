@@ -30,16 +30,17 @@ CARGO_FUZZ_VERSION=0.13.2
 ADVISORY_DB_DIR=target/advisory-dbs/advisory-db-3157b0e258782691
 ADVISORY_DB_BUNDLE=${ADVISORY_DB_BUNDLE:-../shared/advisory-db.bundle}
 
-# cargo_install CRATE VERSION: `cargo install --locked` unless that version is
-# already installed.
+# cargo_install CRATE VERSION: `cargo install --locked` unless that version
+# answers (the binary itself: cargo's list of what it once installed stays
+# behind when the binary is gone).
 cargo_install() {
     local crate=$1 version=$2
-    if cargo install --list | grep -qx "$crate v$version:"; then
+    if [[ $(cargo "${crate#cargo-}" --version 2>/dev/null) == "$crate $version" ]]; then
         return 0
     fi
     echo "Installing $crate $version from crates.io"
     local started=$SECONDS
-    cargo install --locked --quiet "$crate" --version "$version"
+    cargo install --locked --quiet --force "$crate" --version "$version"
     echo "Installed $crate $version in $((SECONDS - started)) s"
 }
 

@@ -29,23 +29,27 @@ ensure_rabbitmq
 # steps: each leaves part of the two cores idle at times.
 mkdir -p target
 k8s_build_log=target/k8s-build.log
-scripts/k8s-build.sh >"$k8s_build_log" 2>&1 &
+setsid scripts/k8s-build.sh >"$k8s_build_log" 2>&1 &
 k8s_build_pid=$!
 echo "building the control plane in the background (scripts/k8s-build.sh, log: $k8s_build_log)"
 # Prometheus and promtool from source, likewise (the alert tests and the
 # dashboard's scrape test, operator/tests/prometheus.rs, need them).
 prometheus_build_log=target/prometheus-build.log
-scripts/prometheus-build.sh >"$prometheus_build_log" 2>&1 &
+setsid scripts/prometheus-build.sh >"$prometheus_build_log" 2>&1 &
 prometheus_build_pid=$!
 echo "building Prometheus in the background (scripts/prometheus-build.sh, log: $prometheus_build_log)"
 # Jaeger, for tests/tests/tracing.rs (docs/operations.md, "Tracing"): the same way.
 jaeger_build_log=target/jaeger-build.log
-scripts/jaeger-build.sh >"$jaeger_build_log" 2>&1 &
+setsid scripts/jaeger-build.sh >"$jaeger_build_log" 2>&1 &
 jaeger_build_pid=$!
 echo "building Jaeger in the background (scripts/jaeger-build.sh, log: $jaeger_build_log)"
 cluster_started=false
 cleanup() {
-    kill "$k8s_build_pid" "$prometheus_build_pid" "$jaeger_build_pid" 2>/dev/null || true
+    # Each build runs in its own session (setsid): end its go and compile
+    # processes too, not only the script.
+    for pid in "$k8s_build_pid" "$prometheus_build_pid" "$jaeger_build_pid"; do
+        kill -- "-$pid" 2>/dev/null || true
+    done
     if [[ $cluster_started == true ]]; then
         scripts/cluster.sh down >/dev/null 2>&1 || true
     fi
