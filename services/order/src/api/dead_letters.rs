@@ -11,8 +11,8 @@ use saga_common::auth::Admin;
 use saga_common::dlq::{self, DeadLetter, DlqError, Selection};
 use saga_common::openapi::{
     BadRequest, Forbidden, NotFound, PayloadTooLarge, Unauthorized, Unavailable, Unprocessable, UnsupportedMediaType,
-    integer,
 };
+use saga_common::page::PageLimit;
 use saga_common::problem::{ApiJson, ApiPath, ApiQuery, Problem};
 use saga_common::topology::Destination;
 use serde::{Deserialize, Serialize};
@@ -21,8 +21,8 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
 
-pub const DEFAULT_LIMIT: u32 = 100;
-pub const MAX_LIMIT: u32 = 500;
+/// `limit` of the dead-letter list: messages shown per queue.
+pub const PAGE: PageLimit = PageLimit::new(100, 500);
 /// Message ids in one replay request: the longest such body stays under the 64 KiB body limit.
 pub const MAX_IDS: usize = 100;
 pub const MAX_ID_LEN: usize = 255;
@@ -74,11 +74,7 @@ pub struct ListQuery {
 }
 
 fn limit_schema() -> Schema {
-    let mut schema = integer(1, MAX_LIMIT as i64);
-    if let Schema::Object(object) = &mut schema {
-        object.default = Some(DEFAULT_LIMIT.into());
-    }
-    schema
+    PAGE.schema()
 }
 
 /// One dead-letter queue.
@@ -196,10 +192,8 @@ pub async fn list_dead_letters(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Json<DeadLetterQueues>, Problem> {
-    let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(Problem::bad_request("invalid-query", format!("limit must be between 1 and {MAX_LIMIT}")));
-    }
+    // Within 1..=500 once checked, so it fits the u32 the broker browse takes.
+    let limit = u32::try_from(PAGE.of(query.limit.map(i64::from))?).expect("a limit within 1..=500");
     let connection = connect(&state).await?;
     let mut queues = Vec::new();
     for queue in QueueName::ALL {
