@@ -243,15 +243,21 @@ try {
     // compensation is stopped here, so the cancel below still applies.
     await page.route('**/retry', (route) => { posted.push(route.request()); route.continue(); });
     await page.route('**/compensate', (route) => { posted.push(route.request()); route.abort(); });
-    for (const label of ['Retry step', 'Force compensation']) {
+    // Each action waits for its own outcome (the retry's result line, the
+    // aborted compensation's alert): the retry's line is still on the page
+    // when the compensation is confirmed, so "any result" would not wait.
+    const outcomes = [
+      ['Retry step', () => document.getElementById('action-result').textContent.startsWith('Retry step: accepted')],
+      ['Force compensation', () => !document.getElementById('alert').hidden],
+    ];
+    for (const [label, outcome] of outcomes) {
       await page.getByRole('button', { name: label }).click();
       await page.locator('#confirm[open]').waitFor();
       await page.getByRole('button', { name: 'Keep as is' }).click();
       await page.locator('#confirm:not([open])').waitFor({ state: 'attached' });
       await page.getByRole('button', { name: label }).click();
       await page.locator('#confirm-yes').click();
-      await page.waitForFunction(() => !document.getElementById('alert').hidden
-        || document.getElementById('action-result').textContent);
+      await page.waitForFunction(outcome);
     }
     assert.deepEqual(posted.map((r) => `${r.method()} ${new URL(r.url()).pathname}`),
       [`POST /api/v1/orders/${stuck.id}/retry`, `POST /api/v1/orders/${stuck.id}/compensate`],
