@@ -192,11 +192,10 @@ fn event_types(types: Option<Vec<OrderEventType>>) -> Result<Option<Vec<String>>
     match types {
         None => Ok(None),
         Some(types) if types.is_empty() => Err(Problem::validation("event_types must name at least one event type")),
-        Some(mut types) => {
-            types.sort_by_key(|t| t.as_str());
-            types.dedup();
-            Ok(Some(types.into_iter().map(|t| t.as_str().to_owned()).collect()))
-        }
+        // In one order (completed, failed, cancelled), each once.
+        Some(types) => Ok(Some(
+            OrderEventType::ALL.into_iter().filter(|t| types.contains(t)).map(|t| t.as_str().to_owned()).collect(),
+        )),
     }
 }
 
