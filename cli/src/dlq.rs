@@ -10,7 +10,7 @@
 use std::collections::BTreeSet;
 use std::io::{BufRead, IsTerminal, Write};
 
-use clap::{Args, Subcommand, ValueEnum};
+use clap::{Args, Subcommand};
 use lapin::Connection;
 use saga_common::amqp::{Broker, redact};
 use saga_common::dlq::{self, Selection};
@@ -133,41 +133,21 @@ pub enum DlqCommand {
     Purge(PurgeArgs),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
-pub enum QueueName {
-    Order,
-    Payment,
-    Inventory,
-}
-
-impl QueueName {
-    fn destination(self) -> Destination {
-        match self {
-            QueueName::Order => Destination::Order,
-            QueueName::Payment => Destination::Payment,
-            QueueName::Inventory => Destination::Inventory,
-        }
-    }
-}
-
 #[derive(Debug, Args)]
 pub struct Target {
     /// Platform name (prefix of every queue).
     #[arg(long, env = "SAGA_PLATFORM", default_value = "saga")]
     platform: String,
-    /// Service whose dead-letter queue to use (repeatable) [default: all three].
+    /// Service whose dead-letter queue to use (repeatable) [default: all].
     #[arg(long, value_enum)]
-    queue: Vec<QueueName>,
+    queue: Vec<Destination>,
 }
 
 impl Target {
     fn queues(&self) -> Vec<(Destination, String)> {
-        let chosen: BTreeSet<QueueName> = if self.queue.is_empty() {
-            [QueueName::Order, QueueName::Payment, QueueName::Inventory].into()
-        } else {
-            self.queue.iter().copied().collect()
-        };
-        chosen.into_iter().map(|q| (q.destination(), dlq_name(&self.platform, q.destination()))).collect()
+        let chosen: BTreeSet<Destination> =
+            if self.queue.is_empty() { Destination::ALL.into() } else { self.queue.iter().copied().collect() };
+        chosen.into_iter().map(|d| (d, dlq_name(&self.platform, d))).collect()
     }
 }
 

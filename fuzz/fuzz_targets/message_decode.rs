@@ -123,7 +123,7 @@ fuzz_target!(|data: &[u8]| {
     let Input { properties, max_body, max_attempts, body } = input;
     let mut delivery = Delivery::mock(1, "".into(), "saga.inventory".into(), false, body.clone());
     delivery.properties = properties.clone();
-    let received = decode(delivery, max_body, max_attempts);
+    let received = decode::<Message>(delivery, max_body, max_attempts);
 
     // The attempt always lies on the ladder (so a retry goes to a delay
     // queue that exists), and an in-range claim is taken as is.

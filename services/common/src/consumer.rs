@@ -27,7 +27,7 @@ use uuid::Uuid;
 
 use crate::amqp::{Backoff, Broker};
 use crate::contracts::Message;
-use crate::envelope::{Envelope, MAX_CORRELATION_ID_LEN, headers, valid_correlation_id};
+use crate::envelope::{Envelope, MAX_CORRELATION_ID_LEN, Payload, headers, valid_correlation_id};
 use crate::inbox;
 use crate::metrics::Metrics;
 use crate::outbox::OutboxSignal;
@@ -39,12 +39,15 @@ use crate::trace_context::TraceContext;
 /// What a service does with messages, inside the consumer's transaction.
 /// Outgoing messages go to the outbox through the same connection.
 pub trait Handler: Send + Sync + 'static {
+    /// What its queue carries.
+    type Message: Payload;
+
     /// One message, alone in a savepoint (the path a batch takes when one of
     /// its messages fails).
     fn handle<'a>(
         &'a self,
         conn: &'a mut PgConnection,
-        envelope: &'a Envelope,
+        envelope: &'a Envelope<Self::Message>,
     ) -> impl Future<Output = Result<(), HandlerError>> + Send + 'a;
 
     /// A batch of first deliveries, in order (messages of one order keep
@@ -55,7 +58,7 @@ pub trait Handler: Send + Sync + 'static {
     fn handle_batch<'a>(
         &'a self,
         conn: &'a mut PgConnection,
-        envelopes: &'a [&'a Envelope],
+        envelopes: &'a [&'a Envelope<Self::Message>],
     ) -> impl Future<Output = Result<(), HandlerError>> + Send + 'a {
         async move {
             for envelope in envelopes {
@@ -130,12 +133,12 @@ enum Verdict {
 }
 
 /// A delivery as [`decode`] read it. Public for the fuzz targets (fuzz/).
-pub struct Received {
+pub struct Received<M = Message> {
     pub delivery: Delivery,
     /// The attempt it claims, clamped to the retry ladder.
     pub attempt: u32,
     /// Its envelope, or why it is malformed (it is then dead-lettered).
-    pub decoded: Result<Envelope, String>,
+    pub decoded: Result<Envelope<M>, String>,
     /// The span of its handling, from the batch until it is settled (see `Consumer::trace`).
     pub span: tracing::Span,
 }
@@ -177,7 +180,7 @@ impl<H: Handler> Consumer<H> {
                 }
             }
             let (max_body, max_attempts) = (self.config.max_message_bytes, self.topology.spec.retry.max_attempts);
-            let mut received: Vec<Received> =
+            let mut received: Vec<Received<H::Message>> =
                 batch.into_iter().map(|delivery| decode(delivery, max_body, max_attempts)).collect();
             // Concurrent batches then lock rows in the same (order id) order and
             // wait for each other instead of deadlocking. The sort is stable:
@@ -206,7 +209,7 @@ impl<H: Handler> Consumer<H> {
     }
 
     /// One transaction for the batch; `Err` means the database is unavailable.
-    async fn handle_batch(&self, batch: &[Received]) -> Result<Vec<Verdict>, String> {
+    async fn handle_batch(&self, batch: &[Received<H::Message>]) -> Result<Vec<Verdict>, String> {
         match self.handle_batch_at_once(batch).await? {
             Some(verdicts) => Ok(verdicts),
             None => self.handle_batch_one_by_one(batch).await,
@@ -217,7 +220,7 @@ impl<H: Handler> Consumer<H> {
     /// inbox in one statement and the handlers run without savepoints.
     /// `Ok(None)` when a message is malformed or a handler fails: nothing is
     /// kept and the batch is handled again message by message.
-    async fn handle_batch_at_once(&self, batch: &[Received]) -> Result<Option<Vec<Verdict>>, String> {
+    async fn handle_batch_at_once(&self, batch: &[Received<H::Message>]) -> Result<Option<Vec<Verdict>>, String> {
         let Ok(envelopes) = batch.iter().map(|r| r.decoded.as_ref()).collect::<Result<Vec<_>, _>>() else {
             return Ok(None);
         };
@@ -259,7 +262,7 @@ impl<H: Handler> Consumer<H> {
     }
 
     /// Each message in its own savepoint, so one failure does not undo the others.
-    async fn handle_batch_one_by_one(&self, batch: &[Received]) -> Result<Vec<Verdict>, String> {
+    async fn handle_batch_one_by_one(&self, batch: &[Received<H::Message>]) -> Result<Vec<Verdict>, String> {
         let mut tx = self.pool.begin().await.map_err(|e| e.to_string())?;
         let mut verdicts = Vec::with_capacity(batch.len());
         let mut outgoing = Vec::new();
@@ -299,7 +302,7 @@ impl<H: Handler> Consumer<H> {
     async fn handle_one(
         &self,
         tx: &mut PgConnection,
-        envelope: &Envelope,
+        envelope: &Envelope<H::Message>,
     ) -> Result<Option<Vec<crate::outbox::OutboxMessage>>, HandlerError> {
         const CONFLICT_RETRIES: usize = 5;
         let mut conflicts = 0;
@@ -318,7 +321,7 @@ impl<H: Handler> Consumer<H> {
     async fn try_once(
         &self,
         tx: &mut PgConnection,
-        envelope: &Envelope,
+        envelope: &Envelope<H::Message>,
     ) -> Result<Option<Vec<crate::outbox::OutboxMessage>>, HandlerError> {
         let mut savepoint = tx.begin().await?;
         if !inbox::first_delivery(&mut savepoint, envelope.message_id, envelope.message.type_name()).await? {
@@ -343,7 +346,7 @@ impl<H: Handler> Consumer<H> {
     async fn settle(
         &self,
         channel: &Channel,
-        received: Vec<Received>,
+        received: Vec<Received<H::Message>>,
         verdicts: Vec<Verdict>,
         queue: &str,
     ) -> Result<(), lapin::Error> {
@@ -400,7 +403,7 @@ impl<H: Handler> Consumer<H> {
     async fn ack_all(
         &self,
         channel: &Channel,
-        received: Vec<Received>,
+        received: Vec<Received<H::Message>>,
         verdicts: Vec<Verdict>,
         queue: &str,
     ) -> Result<(), lapin::Error> {
@@ -415,7 +418,7 @@ impl<H: Handler> Consumer<H> {
 }
 
 /// The span every log line about one message carries.
-fn message_span(envelope: &Envelope) -> tracing::Span {
+fn message_span<M: Payload>(envelope: &Envelope<M>) -> tracing::Span {
     tracing::info_span!(
         "message",
         correlation_id = %envelope.correlation_id,
@@ -430,7 +433,7 @@ fn message_span(envelope: &Envelope) -> tracing::Span {
 /// publish), linked to the batch and the batch to it. Each envelope's trace
 /// context becomes its span's, so what its handler sends descends from it.
 /// Returns the batch's span.
-fn trace(batch: &mut [Received], queue: &str) -> tracing::Span {
+fn trace<M: Payload>(batch: &mut [Received<M>], queue: &str) -> tracing::Span {
     let batch_span = tracing::info_span!(
         "consume batch",
         otel.name = format!("consume batch {queue}"),
@@ -518,7 +521,7 @@ fn truncate(text: &str, max: usize) -> &str {
 /// invalid one starts a new trace, as W3C Trace Context asks) and the
 /// attempt counter (clamped to the retry ladder). Reasons never quote the
 /// offending value, which may be huge or hold control characters.
-pub fn decode(delivery: Delivery, max_body: usize, max_attempts: u32) -> Received {
+pub fn decode<M: Payload>(delivery: Delivery, max_body: usize, max_attempts: u32) -> Received<M> {
     let headers = delivery.properties.headers().clone().unwrap_or_default();
     let attempt = attempt(headers.inner().get(headers::ATTEMPT), max_attempts);
     let decoded = (|| {
@@ -532,7 +535,7 @@ pub fn decode(delivery: Delivery, max_body: usize, max_attempts: u32) -> Receive
         // Not `{e}`: the parser's error quotes the character it stopped at.
         let message_id =
             message_id.parse::<Uuid>().map_err(|_| format!("message_id ({} bytes) is not a UUID", message_id.len()))?;
-        let message: Message = serde_json::from_slice(&delivery.data).map_err(|e| format!("invalid body: {e}"))?;
+        let message: M = serde_json::from_slice(&delivery.data).map_err(|e| format!("invalid body: {e}"))?;
         if let Some(kind) = delivery.properties.kind()
             && kind.as_str() != message.type_name()
         {
@@ -649,10 +652,10 @@ mod tests {
     #[test]
     fn a_bad_message_id_is_not_quoted_in_the_reason() {
         let body = r#"{"type":"inventory.confirm","order_id":"0196b9a4-3c1e-7000-8000-00000000002a"}"#;
-        let good = decode(delivery("0196b9a4-3c1e-7000-8000-000000000001", body), 1 << 20, 5);
+        let good = decode::<Message>(delivery("0196b9a4-3c1e-7000-8000-000000000001", body), 1 << 20, 5);
         assert!(good.decoded.is_ok());
         for bad in ["0196b9a4-3c1e-7000-8000-00000000000\u{1}", "\u{1b}[31m", "x", ""] {
-            let reason = decode(delivery(bad, body), 1 << 20, 5).decoded.unwrap_err();
+            let reason = decode::<Message>(delivery(bad, body), 1 << 20, 5).decoded.unwrap_err();
             assert!(reason.starts_with("message_id (") && reason.ends_with(" is not a UUID"), "{reason}");
             assert!(reason.bytes().all(|b| b == b' ' || b.is_ascii_graphic()), "{reason:?}");
         }

@@ -106,6 +106,16 @@ pub enum Message {
     PaymentRefunded { order_id: Uuid },
 }
 
+impl crate::envelope::Payload for Message {
+    fn type_name(&self) -> &'static str {
+        Message::type_name(self)
+    }
+
+    fn order_id(&self) -> Uuid {
+        Message::order_id(self)
+    }
+}
+
 impl Message {
     /// The AMQP `type` property: the same string as the serde tag.
     pub fn type_name(&self) -> &'static str {

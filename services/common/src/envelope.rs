@@ -29,8 +29,18 @@ pub fn valid_correlation_id(id: &str) -> bool {
     (1..=MAX_CORRELATION_ID_LEN).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_graphic())
 }
 
+/// What a consumer reads from a queue: the saga's messages ([`Message`]) or
+/// order events (`crate::events::OrderEvent`). The `type` property of a
+/// delivery must equal `type_name` of its body.
+pub trait Payload: serde::de::DeserializeOwned + Send + Sync + 'static {
+    /// The AMQP `type` property (the body's `type` field).
+    fn type_name(&self) -> &'static str;
+    /// The order it is about: batches are sorted by it, spans carry it.
+    fn order_id(&self) -> Uuid;
+}
+
 #[derive(Debug, Clone, PartialEq)]
-pub struct Envelope {
+pub struct Envelope<M = Message> {
     pub message_id: Uuid,
     pub correlation_id: String,
     /// The trace the message continues. On a message being written: the
@@ -38,18 +48,18 @@ pub struct Envelope {
     /// sender's, until the consumer replaces it with the context of the
     /// span handling it, so that what the handler sends descends from that.
     pub trace: TraceContext,
-    pub message: Message,
+    pub message: M,
 }
 
-impl Envelope {
+impl<M> Envelope<M> {
     /// A message caused by the span whose context is `trace` (for example an HTTP request).
-    pub fn new(message: Message, correlation_id: &str, trace: TraceContext) -> Self {
+    pub fn new(message: M, correlation_id: &str, trace: TraceContext) -> Self {
         Envelope { message_id: Uuid::now_v7(), correlation_id: correlation_id.to_owned(), trace, message }
     }
 
-    /// A message caused by this one: same correlation id, same trace context
-    /// (the span handling this one is its parent).
-    pub fn follow_up(&self, message: Message) -> Self {
+    /// A saga message caused by this one: same correlation id, same trace
+    /// context (the span handling this one is its parent).
+    pub fn follow_up(&self, message: Message) -> Envelope {
         Envelope::new(message, &self.correlation_id, self.trace.clone())
     }
 }

@@ -87,6 +87,16 @@ pub struct OrderEvent {
     pub occurred_at: DateTime<Utc>,
 }
 
+impl crate::envelope::Payload for OrderEvent {
+    fn type_name(&self) -> &'static str {
+        self.event_type.as_str()
+    }
+
+    fn order_id(&self) -> Uuid {
+        self.order_id
+    }
+}
+
 /// The JSON Schema (draft-07, which AsyncAPI 3.0's default schema format
 /// extends) of `OrderEvent` as serialized, with its enums inline (no `$ref`s
 /// to resolve).

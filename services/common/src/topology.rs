@@ -9,8 +9,9 @@
 //!   dead-letter back to `{platform}.saga` with the original routing key.
 //!
 //! And the topic exchange `{platform}.events`, where the order service
-//! publishes order events (routing key = event type, `crate::events`). The
-//! platform declares no queue on it: subscribers bind their own.
+//! publishes order events (routing key = event type, `crate::events`). Of the
+//! platform's queues only the notification service's is bound to it (one
+//! binding per event type); other subscribers bind their own.
 
 use std::time::Duration;
 
@@ -23,17 +24,22 @@ use serde::{Deserialize, Serialize};
 
 use crate::events::OrderEventType;
 
-/// The three services' inbound queues.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// The services' inbound queues, named by their service (the name an API
+/// path or `sagactl dlq --queue` uses for a dead-letter queue).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Destination {
     Order,
     Payment,
     Inventory,
+    Notification,
 }
 
 impl Destination {
-    pub const ALL: [Destination; 3] = [Destination::Order, Destination::Payment, Destination::Inventory];
+    pub const ALL: [Destination; 4] =
+        [Destination::Order, Destination::Payment, Destination::Inventory, Destination::Notification];
 
     /// Queue name without the platform prefix; also the routing key.
     pub fn queue(self) -> &'static str {
@@ -41,6 +47,31 @@ impl Destination {
             Destination::Order => "order.replies",
             Destination::Payment => "payment.commands",
             Destination::Inventory => "inventory.commands",
+            Destination::Notification => "notification.events",
+        }
+    }
+
+    /// The service's name (`order`, ...), as serialized.
+    pub fn name(self) -> &'static str {
+        match self {
+            Destination::Order => "order",
+            Destination::Payment => "payment",
+            Destination::Inventory => "inventory",
+            Destination::Notification => "notification",
+        }
+    }
+
+    /// The destination a name (as serialized) means.
+    pub fn from_name(name: &str) -> Option<Destination> {
+        Destination::ALL.into_iter().find(|d| d.name() == name)
+    }
+
+    /// Order events it takes from `{platform}.events`, besides its own key on
+    /// `{platform}.saga` (where its retries come back).
+    pub fn event_subscriptions(self) -> &'static [OrderEventType] {
+        match self {
+            Destination::Notification => &OrderEventType::ALL,
+            _ => &[],
         }
     }
 }
@@ -148,7 +179,11 @@ impl Topology {
             args.insert("x-dead-letter-exchange".into(), long_string(&dlx));
             args.insert("x-dead-letter-routing-key".into(), long_string(queue));
             queues.push(QueueDef { name: main.clone(), arguments: args });
-            bindings.push(BindingDef { queue: main, exchange: saga.clone(), routing_key: queue.into() });
+            bindings.push(BindingDef { queue: main.clone(), exchange: saga.clone(), routing_key: queue.into() });
+            for kind in destination.event_subscriptions() {
+                let exchange = events_exchange(p);
+                bindings.push(BindingDef { queue: main.clone(), exchange, routing_key: kind.as_str().into() });
+            }
 
             let dlq = dlq_name(p, destination);
             queues.push(QueueDef { name: dlq.clone(), arguments: base_arguments(spec.queue_type) });
@@ -386,16 +421,27 @@ mod tests {
             }
             assert!(!names.contains(&format!("p.{queue}.retry.5").as_str()));
         }
-        assert_eq!(topology.queues.len(), 3 * (2 + 4));
-        assert_eq!(topology.bindings.len(), 6);
+        assert_eq!(topology.queues.len(), 4 * (2 + 4));
+        // Main and DLQ of each, and the notification queue's three event types.
+        assert_eq!(topology.bindings.len(), 4 * 2 + 3);
     }
 
     #[test]
-    fn events_go_to_a_topic_exchange_without_queues() {
+    fn events_go_to_a_topic_exchange_only_the_notification_queue_takes() {
         let topology = Topology::new(spec());
         let events = topology.exchanges.iter().find(|e| e.name == "p.events").expect("p.events declared");
         assert_eq!(events.kind, ExchangeKind::Topic);
-        assert!(topology.bindings.iter().all(|b| b.exchange != "p.events"));
+        let bound: Vec<(&str, &str)> = topology
+            .bindings
+            .iter()
+            .filter(|b| b.exchange == "p.events")
+            .map(|b| (b.queue.as_str(), b.routing_key.as_str()))
+            .collect();
+        assert_eq!(
+            bound,
+            OrderEventType::ALL.map(|kind| ("p.notification.events", kind.as_str())),
+            "one binding per event type, exact keys (no pattern that would take a v2 event)"
+        );
         for kind in OrderEventType::ALL {
             assert_eq!(topology.route(kind.as_str()), Some(Route { exchange: "p.events".into(), mandatory: false }));
         }

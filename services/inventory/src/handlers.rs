@@ -20,6 +20,8 @@ use crate::store::{self, Reservation, ReservationStatus, Stock};
 pub struct InventoryHandler;
 
 impl Handler for InventoryHandler {
+    type Message = saga_common::contracts::Message;
+
     async fn handle<'a>(&'a self, conn: &'a mut PgConnection, envelope: &'a Envelope) -> Result<(), HandlerError> {
         self.handle_batch(conn, &[envelope]).await
     }

@@ -309,6 +309,8 @@ pub fn saga_order(order: &OrderRow) -> SagaOrder {
 }
 
 impl Handler for Orchestrator {
+    type Message = saga_common::contracts::Message;
+
     async fn handle(&self, conn: &mut PgConnection, envelope: &Envelope) -> Result<(), HandlerError> {
         self.handle_batch(conn, &[envelope]).await
     }

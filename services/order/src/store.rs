@@ -243,6 +243,23 @@ pub async fn events<'e>(db: impl PgExecutor<'e>, order_id: Uuid) -> sqlx::Result
     Ok(events_after(db, order_id, 0).await?.1)
 }
 
+/// An order and the timeline entries stored after step `after` (as
+/// [`events_after`]), read from one snapshot: the order is exactly as of its
+/// newest entry — never older (a step's row and the order's update commit
+/// together), never newer (a final order comes with its final steps).
+pub async fn find_with_events_after(
+    pool: &PgPool,
+    order_id: Uuid,
+    after: i64,
+) -> sqlx::Result<Option<(OrderRow, i64, Vec<EventRow>)>> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").execute(&mut *tx).await?;
+    let Some(order) = find(&mut *tx, order_id).await? else { return Ok(None) };
+    let (last, entries) = events_after(&mut *tx, order_id, after).await?;
+    tx.commit().await?;
+    Ok(Some((order, last, entries)))
+}
+
 /// A stored step: number, time, kind, detail, follow.
 type StepRow = (i64, DateTime<Utc>, String, Value, Option<Value>);
 

@@ -21,6 +21,8 @@ use crate::store::{self, INSUFFICIENT_FUNDS, Payment, PaymentStatus};
 pub struct PaymentHandler;
 
 impl Handler for PaymentHandler {
+    type Message = saga_common::contracts::Message;
+
     async fn handle<'a>(&'a self, conn: &'a mut PgConnection, envelope: &'a Envelope) -> Result<(), HandlerError> {
         self.handle_batch(conn, &[envelope]).await
     }

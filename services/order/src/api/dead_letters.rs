@@ -27,41 +27,10 @@ pub const PAGE: PageLimit = PageLimit::new(100, 500);
 pub const MAX_IDS: usize = 100;
 pub const MAX_ID_LEN: usize = 255;
 
-/// A service whose dead-letter queue is meant.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum QueueName {
-    Order,
-    Payment,
-    Inventory,
-}
-
-impl QueueName {
-    pub const ALL: [QueueName; 3] = [QueueName::Order, QueueName::Payment, QueueName::Inventory];
-
-    /// The queue a path names; any other name is 404 (there is no such queue).
-    fn from_path(name: &str) -> Result<QueueName, Problem> {
-        QueueName::ALL
-            .into_iter()
-            .find(|q| q.as_str() == name)
-            .ok_or_else(|| Problem::not_found("no such dead-letter queue (order, payment or inventory)"))
-    }
-
-    fn as_str(self) -> &'static str {
-        match self {
-            QueueName::Order => "order",
-            QueueName::Payment => "payment",
-            QueueName::Inventory => "inventory",
-        }
-    }
-
-    fn destination(self) -> Destination {
-        match self {
-            QueueName::Order => Destination::Order,
-            QueueName::Payment => Destination::Payment,
-            QueueName::Inventory => Destination::Inventory,
-        }
-    }
+/// The queue a path names; any other name is 404 (there is no such queue).
+fn queue_from_path(name: &str) -> Result<Destination, Problem> {
+    Destination::from_name(name)
+        .ok_or_else(|| Problem::not_found("no such dead-letter queue (order, payment, inventory or notification)"))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -80,7 +49,7 @@ fn limit_schema() -> Schema {
 /// One dead-letter queue.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct DeadLetterQueue {
-    pub queue: QueueName,
+    pub queue: Destination,
     /// The broker's name for it: `{platform}.{queue}.dlq`.
     pub name: String,
     /// Messages in it now.
@@ -196,8 +165,8 @@ pub async fn list_dead_letters(
     let limit = u32::try_from(PAGE.of(query.limit.map(i64::from))?).expect("a limit within 1..=500");
     let connection = connect(&state).await?;
     let mut queues = Vec::new();
-    for queue in QueueName::ALL {
-        let name = dlq::queue(&state.platform, queue.destination());
+    for queue in Destination::ALL {
+        let name = dlq::queue(&state.platform, queue);
         match dlq::browse(&connection, &name, limit).await {
             Ok((depth, messages)) => queues.push(DeadLetterQueue { queue, name, depth, messages }),
             Err(error) => {
@@ -214,7 +183,7 @@ pub async fn list_dead_letters(
 #[utoipa::path(
     post, path = "/api/v1/dead-letters/{queue}/replay", tag = "dead-letters",
     security(("bearer" = [])),
-    params(("queue" = QueueName, Path, description = "The service whose dead-letter queue")),
+    params(("queue" = Destination, Path, description = "The service whose dead-letter queue")),
     request_body = ReplayRequest,
     responses(
         (status = 200, description = "What was replayed, and the ids not found", body = Replayed),
@@ -234,7 +203,7 @@ pub async fn replay_dead_letters(
     ApiPath(queue): ApiPath<String>,
     ApiJson(request): ApiJson<ReplayRequest>,
 ) -> Result<Json<Replayed>, Problem> {
-    let queue = QueueName::from_path(&queue)?;
+    let queue = queue_from_path(&queue)?;
     let mut selection = match (&request.message_ids, request.all) {
         (None, Some(true)) => Selection::All,
         (Some(ids), None) => {
@@ -249,7 +218,7 @@ pub async fn replay_dead_letters(
         _ => return Err(Problem::validation("give either message_ids or \"all\": true, not both")),
     };
     let connection = connect(&state).await?;
-    let replayed = dlq::replay(&connection, &state.platform, queue.destination(), &mut selection).await;
+    let replayed = dlq::replay(&connection, &state.platform, queue, &mut selection).await;
     close(connection).await;
     let replayed = replayed.map_err(problem)?;
     tracing::info!(by = %admin.0.customer_id, ?queue, count = replayed.len(), "dead letters replayed");
@@ -264,7 +233,7 @@ pub async fn replay_dead_letters(
 #[utoipa::path(
     post, path = "/api/v1/dead-letters/{queue}/purge", tag = "dead-letters",
     security(("bearer" = [])),
-    params(("queue" = QueueName, Path, description = "The service whose dead-letter queue")),
+    params(("queue" = Destination, Path, description = "The service whose dead-letter queue")),
     responses(
         (status = 200, description = "How many messages were deleted", body = Purged),
         (status = 401, response = Unauthorized),
@@ -278,9 +247,9 @@ pub async fn purge_dead_letters(
     State(state): State<AppState>,
     ApiPath(queue): ApiPath<String>,
 ) -> Result<Json<Purged>, Problem> {
-    let queue = QueueName::from_path(&queue)?;
+    let queue = queue_from_path(&queue)?;
     let connection = connect(&state).await?;
-    let purged = dlq::purge(&connection, &dlq::queue(&state.platform, queue.destination())).await;
+    let purged = dlq::purge(&connection, &dlq::queue(&state.platform, queue)).await;
     close(connection).await;
     let purged = purged.map_err(problem)?;
     tracing::info!(by = %admin.0.customer_id, ?queue, purged, "dead letters purged");

@@ -134,19 +134,15 @@ impl Follow {
             }
         }
         self.first = false;
-        let read = async {
-            let order = store::find(&self.state.pool, self.id).await?;
-            let (last, entries) = store::events_after(&self.state.pool, self.id, self.last_step).await?;
-            Ok::<_, sqlx::Error>((order, last, entries))
-        };
-        let (order, last, entries) = match read.await {
-            Ok(read) => read,
-            Err(error) => {
-                tracing::warn!(%error, order_id = %self.id, "order stream cannot read the order; closing it");
-                return false;
-            }
-        };
-        let Some(order) = order else { return false };
+        let (order, last, entries) =
+            match store::find_with_events_after(&self.state.pool, self.id, self.last_step).await {
+                Ok(Some(read)) => read,
+                Ok(None) => return false,
+                Err(error) => {
+                    tracing::warn!(%error, order_id = %self.id, "order stream cannot read the order; closing it");
+                    return false;
+                }
+            };
         if self.last_updated != Some(order.updated_at) {
             self.last_updated = Some(order.updated_at);
             // With its trace id, for the explorer's link to the trace.
