@@ -52,7 +52,7 @@ fn expected_signature(secret: &str, id: &str, timestamp: &str, body: &[u8]) -> S
 /// Whether one of the space-separated signatures is `secret`'s.
 fn signed_by(secret: &str, request: &Received) -> bool {
     let expected = expected_signature(secret, &request.id, &request.timestamp, &request.body);
-    request.signatures.iter().any(|s| *s == expected)
+    request.signatures.contains(&expected)
 }
 
 #[test]
