@@ -28,6 +28,7 @@ mod orders;
 mod output;
 mod topology;
 mod up;
+mod webhooks;
 
 use std::time::Duration;
 
@@ -174,6 +175,9 @@ enum Command {
     /// Sagas that are taking too long.
     #[command(subcommand)]
     Sagas(orders::SagasCommand),
+    /// Notification endpoints (webhooks, e-mail): list, attempts, redeliver.
+    #[command(subcommand)]
+    Webhooks(webhooks::WebhooksCommand),
     /// The context file and the settings in effect.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -313,5 +317,6 @@ async fn run(cli: Cli, context: context::Context) -> Result<i32> {
         Command::Dlq(command) => dlq::run(&global, out, &command).await,
         Command::Orders(command) => orders::orders(&global, &context.token, out, &command).await,
         Command::Sagas(command) => orders::sagas(&global, &context.token, out, &command).await,
+        Command::Webhooks(command) => webhooks::run(&global, &context.token, out, &command).await,
     }
 }

@@ -120,6 +120,9 @@ pub fn schemas() -> BTreeMap<&'static str, schemars::Schema> {
         ("sagas stuck", of::<crate::orders::StuckSagas>()),
         ("token", of::<crate::TokenView>()),
         ("topology apply", of::<crate::topology::TopologyView>()),
+        ("webhooks attempts", of::<crate::webhooks::AttemptList>()),
+        ("webhooks list", of::<crate::webhooks::EndpointList>()),
+        ("webhooks redeliver", of::<crate::webhooks::Redelivered>()),
     ])
 }
 

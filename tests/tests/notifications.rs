@@ -258,6 +258,24 @@ impl Notifier {
         page["items"].as_array().unwrap().clone()
     }
 
+    /// Runs `sagactl ARGS -o json` against this service (an admin's token
+    /// minted with the platform's secret); its parsed output.
+    fn sagactl(&self, args: &[&str]) -> Value {
+        let output = Command::new(bin_dir().join("sagactl"))
+            .args(args)
+            .args(["-o", "json"])
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", "/nonexistent-home")
+            .env("AUTH_JWT_SECRET", SECRET)
+            .env("NOTIFICATION_URL", format!("http://127.0.0.1:{}", self.port))
+            .output()
+            .expect("run `cargo build --bins` first");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "sagactl {args:?}: {stdout}{}", String::from_utf8_lossy(&output.stderr));
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("sagactl {args:?}: {e}: {stdout}"))
+    }
+
     async fn stop(mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -431,6 +449,24 @@ async fn webhooks_are_signed_deduplicated_and_rotated() {
     let by_new = expected_signature(&new_secret, &during.id, &during.timestamp, &during.body);
     let by_old = expected_signature(&secret, &during.id, &during.timestamp, &during.body);
     assert_eq!(during.signatures, [by_new, by_old]);
+
+    // sagactl webhooks list | attempts | redeliver (as an admin).
+    let listed = notifier.sagactl(&["webhooks", "list"]);
+    let targets: Vec<&str> =
+        listed["endpoints"].as_array().unwrap().iter().map(|e| e["target"].as_str().unwrap()).collect();
+    assert_eq!(targets.len(), 3, "{listed}");
+    assert!(targets.contains(&url("alice").as_str()) && targets.contains(&url("admin").as_str()), "{listed}");
+    let logged = notifier.sagactl(&["webhooks", "attempts", &endpoint_id]);
+    let logged = logged["attempts"].as_array().unwrap();
+    assert_eq!(logged.len(), 3, "{logged:#?}");
+    assert!(logged.iter().all(|a| a["succeeded"] == true && a["status_code"] == 200));
+    let again = notifier.sagactl(&["webhooks", "redeliver", &delivery_id]);
+    assert_eq!(again["delivery"]["id"], delivery_id.as_str(), "{again}");
+    eventually("sagactl's redelivery arrived", WITHIN, || async {
+        (receiver.requests("alice").iter().filter(|r| r.id == delivered.id).count() == 3).then_some(())
+    })
+    .await;
+    assert_eq!(receiver.effects().keys().filter(|id| **id == delivered.id).count(), 1);
 
     notifier.stop().await;
     platform.shutdown().await;
