@@ -24,6 +24,8 @@ trap 'printf "\n==== FAILED: %s (after %d s) ====\n" "$step" $((SECONDS - step_s
 begin "PostgreSQL and RabbitMQ"
 ensure_postgres
 ensure_rabbitmq
+# The SMTP server of tests/tests/notifications.rs (PyPI aiosmtpd in .venv-smtp).
+scripts/smtp-sink.sh
 
 # The control plane's Go build (long on a cold machine) runs beside the Rust
 # steps: each leaves part of the two cores idle at times.
