@@ -76,7 +76,8 @@ enum Answer {
     Ok,
     Status(u16),
     Redirect,
-    /// Answers only after far longer than the service's request timeout.
+    /// Applies the effect, then answers only after far longer than the
+    /// service's request timeout.
     Hang,
 }
 
@@ -145,8 +146,9 @@ async fn receive(
         let mut state = receiver.0.lock().unwrap();
         state.requests.push(request.clone());
         let answer = state.script.pop_front().or(state.fallback).unwrap_or(Answer::Ok);
-        if answer == Answer::Ok {
-            // Deduplicated by webhook-id, as the documentation tells receivers to.
+        if matches!(answer, Answer::Ok | Answer::Hang) {
+            // Deduplicated by webhook-id, as the documentation tells receivers
+            // to. A hanging receiver did the work but answers too late.
             let body: Value = serde_json::from_slice(&request.body).unwrap_or(Value::Null);
             state.effects.entry(request.id.clone()).or_insert(body);
         }
@@ -173,6 +175,7 @@ struct Notifier {
     pool: PgPool,
     http: reqwest::Client,
     log: PathBuf,
+    env: Vec<(String, String)>,
 }
 
 impl Notifier {
@@ -181,32 +184,45 @@ impl Notifier {
         let port = free_port();
         let database = format!("{}_notification", platform.name);
         let log = bin_dir().join("test-logs").join(&platform.name).join("notification-0.log");
-        let file = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
-        let child = Command::new(bin_dir().join("notification-service"))
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("DATABASE_URL", format!("{PG_BASE}/{database}"))
-            .env("AMQP_URL", amqp_url())
-            .envs(settings_env(&platform.topology.spec, &format!("127.0.0.1:{port}")))
-            .env("AUTH_JWT_SECRET", SECRET)
-            .env("DB_POOL_SIZE", "8")
-            .env("RUST_LOG", "info")
-            .env("DELIVERY_POLL_INTERVAL", "100ms")
-            .envs(env.iter().map(|(name, value)| (name, value)))
-            .stdin(Stdio::null())
-            .stdout(file.try_clone().unwrap())
-            .stderr(file)
-            .spawn()
-            .expect("run `cargo build --bins` first");
+        let mut settings: Vec<(String, String)> = vec![
+            ("DATABASE_URL".into(), format!("{PG_BASE}/{database}")),
+            ("AMQP_URL".into(), amqp_url()),
+            ("AUTH_JWT_SECRET".into(), SECRET.into()),
+            ("DB_POOL_SIZE".into(), "8".into()),
+            ("RUST_LOG".into(), "info".into()),
+            ("DELIVERY_POLL_INTERVAL".into(), "100ms".into()),
+        ];
+        let topology = settings_env(&platform.topology.spec, &format!("127.0.0.1:{port}"));
+        settings.extend(topology.into_iter().map(|(name, value)| (name.to_owned(), value)));
+        settings.extend(env.iter().map(|(name, value)| ((*name).to_owned(), value.clone())));
+        let child = spawn(&settings, &log);
         let http = reqwest::Client::new();
-        let ready = format!("http://127.0.0.1:{port}/readyz");
-        eventually(&format!("notification-service ready (log: {log:?})"), Duration::from_secs(60), || async {
-            let response = http.get(&ready).send().await.ok()?;
+        let pool = PgPool::connect_lazy(&format!("{PG_BASE}/{database}")).unwrap();
+        let notifier = Notifier { child, port, database, pool, http, log, env: settings };
+        notifier.wait_ready().await;
+        notifier
+    }
+
+    async fn wait_ready(&self) {
+        let ready = format!("http://127.0.0.1:{}/readyz", self.port);
+        eventually(&format!("notification-service ready (log: {:?})", self.log), Duration::from_secs(60), || async {
+            let response = self.http.get(&ready).send().await.ok()?;
             (response.status() == 200).then_some(())
         })
         .await;
-        let pool = PgPool::connect(&format!("{PG_BASE}/{database}")).await.unwrap();
-        Notifier { child, port, database, pool, http, log }
+    }
+
+    /// SIGKILL: whatever was being sent is cut, nothing is recorded.
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again (same settings) after `kill`, and waits until ready.
+    async fn restart(&mut self) {
+        self.kill();
+        self.child = spawn(&self.env, &self.log);
+        self.wait_ready().await;
     }
 
     async fn call(&self, method: reqwest::Method, path: &str, token: &str, body: Option<Value>) -> (u16, Value) {
@@ -284,6 +300,19 @@ impl Notifier {
         let sql = format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.database);
         sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&admin).await.unwrap();
     }
+}
+
+fn spawn(env: &[(String, String)], log: &std::path::Path) -> Child {
+    let file = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+    Command::new(bin_dir().join("notification-service"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(env.iter().map(|(name, value)| (name, value)))
+        .stdin(Stdio::null())
+        .stdout(file.try_clone().unwrap())
+        .stderr(file)
+        .spawn()
+        .expect("run `cargo build --bins` first")
 }
 
 impl Drop for Notifier {
@@ -712,6 +741,51 @@ async fn emails_reach_the_registered_address() {
     let attempts = notifier.attempts(endpoint["id"].as_str().unwrap(), &erin).await;
     assert_eq!(attempts.len(), 2, "{attempts:#?}");
     assert!(attempts.iter().all(|a| a["succeeded"] == true && a["status_code"] == 250), "{attempts:#?}");
+
+    notifier.stop().await;
+    platform.shutdown().await;
+}
+
+/// A notification-service killed (SIGKILL) while a webhook is in flight
+/// loses nothing: the claim's lease runs out and the delivery is sent again,
+/// with the same webhook-id, so the receiver that already did the work
+/// applies it once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_send_cut_by_a_crash_is_sent_again_with_the_same_id() {
+    let platform = shop(&["frank"]).await;
+    let mut notifier = Notifier::start(
+        &platform,
+        &[allow_local(), ("DELIVERY_TIMEOUT", "2s".into()), ("DELIVERY_LEASE", "4s".into())],
+    )
+    .await;
+    let (receiver, port) = Receiver::start().await;
+    receiver.script(&[Answer::Hang], Answer::Ok);
+    let frank = platform.token("frank");
+    let endpoint =
+        notifier.register(&frank, json!({"channel": "webhook", "url": format!("http://127.0.0.1:{port}/frank")})).await;
+    let endpoint_id = endpoint["id"].as_str().unwrap().to_owned();
+    completed_order(&platform, "frank").await;
+    let first =
+        eventually("the receiver got the webhook", WITHIN, || async { receiver.requests("frank").first().cloned() })
+            .await;
+    notifier.kill();
+    let (status, attempts): (String, i32) =
+        sqlx::query_as("SELECT status, attempts FROM deliveries WHERE id = $1::uuid")
+            .bind(&first.id)
+            .fetch_one(&notifier.pool)
+            .await
+            .unwrap();
+    assert_eq!((status.as_str(), attempts), ("pending", 0), "the cut attempt left nothing recorded");
+
+    notifier.restart().await;
+    notifier.wait_delivery(&first.id, &frank, "delivered").await;
+    let requests = receiver.requests("frank");
+    assert_eq!(requests.len(), 2, "{requests:?}");
+    assert!(requests.iter().all(|r| r.id == first.id));
+    assert_eq!(receiver.effects().len(), 1);
+    let attempts = notifier.attempts(&endpoint_id, &frank).await;
+    assert_eq!(attempts.len(), 1, "only the attempt that finished is logged: {attempts:#?}");
+    assert_eq!(attempts[0]["succeeded"], true);
 
     notifier.stop().await;
     platform.shutdown().await;

@@ -53,6 +53,11 @@ struct NotifyArgs {
     /// Each webhook request (connect, send, response) ends after this.
     #[arg(long, env = "DELIVERY_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     delivery_timeout: Duration,
+    /// How long a claimed delivery is left to its dispatcher before
+    /// another may send it again (after a crash mid-send). At least twice
+    /// DELIVERY_TIMEOUT, so that a slow but live send is not duplicated.
+    #[arg(long, env = "DELIVERY_LEASE", default_value = "2m", value_parser = parse_duration)]
+    delivery_lease: Duration,
     /// Deliveries sent at the same time by this replica.
     #[arg(long, env = "DELIVERY_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
     delivery_concurrency: u32,
@@ -98,6 +103,9 @@ async fn main() {
         .map(|url| email::Mailer::new(url, &notify.smtp_from, notify.delivery_timeout))
         .transpose()
         .unwrap_or_else(|e| fail(&e));
+    if notify.delivery_lease < notify.delivery_timeout * 2 {
+        fail("DELIVERY_LEASE must be at least twice DELIVERY_TIMEOUT");
+    }
     let mut service = Service::start("notification-service", args.service, &MIGRATOR).await;
     let metrics = metrics::NotificationMetrics::register(&service.metrics);
     handler::consume(&mut service);
@@ -118,7 +126,7 @@ async fn main() {
         poll_interval: notify.delivery_poll_interval,
         request_timeout: notify.delivery_timeout,
         max_response_bytes: notify.delivery_max_response_bytes,
-        lease: notify.delivery_timeout * 3 + Duration::from_secs(30),
+        lease: notify.delivery_lease,
         allow: notify.webhook_allow_cidrs.clone(),
         mailer: mailer.clone(),
         metrics: metrics.clone(),
