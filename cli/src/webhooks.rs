@@ -161,7 +161,8 @@ pub struct Delivery {
     pub endpoint_id: String,
     pub event_id: String,
     pub event_type: String,
-    pub order_id: String,
+    /// None for an `endpoint.disabled` notice.
+    pub order_id: Option<String>,
     /// pending, delivered or failed.
     pub status: String,
     pub attempts: i64,
@@ -182,7 +183,7 @@ impl Render for Redelivered {
             "delivery {} ({} of order {}) queued again for endpoint {}; follow it with `sagactl webhooks attempts {}`",
             printable(&d.id, 64),
             printable(&d.event_type, 40),
-            printable(&d.order_id, 64),
+            printable(d.order_id.as_deref().unwrap_or("-"), 64),
             printable(&d.endpoint_id, 64),
             printable(&d.endpoint_id, 64)
         )

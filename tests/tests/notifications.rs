@@ -691,7 +691,8 @@ impl Drop for SmtpSink {
 
 /// E-mail to a real SMTP server: the customer's registered address, a
 /// subject, a text and an HTML part per event type with the order id, total
-/// and reason.
+/// and reason; and the notice, with the reason, when one of the customer's
+/// webhooks is disabled.
 #[tokio::test(flavor = "multi_thread")]
 async fn emails_reach_the_registered_address() {
     let smtp = SmtpSink::start();
@@ -701,6 +702,10 @@ async fn emails_reach_the_registered_address() {
         &[
             ("SMTP_URL", format!("smtp://127.0.0.1:{}", smtp.port)),
             ("SMTP_FROM", "Saga Shop <shop@example.com>".into()),
+            allow_local(),
+            ("DELIVERY_RETRY_INITIAL_DELAY", "100ms".into()),
+            ("DELIVERY_RETRY_MAX_DELAY", "200ms".into()),
+            ("ENDPOINT_DISABLE_AFTER_FAILURES", "2".into()),
         ],
     )
     .await;
@@ -741,6 +746,37 @@ async fn emails_reach_the_registered_address() {
     let attempts = notifier.attempts(endpoint["id"].as_str().unwrap(), &erin).await;
     assert_eq!(attempts.len(), 2, "{attempts:#?}");
     assert!(attempts.iter().all(|a| a["succeeded"] == true && a["status_code"] == 250), "{attempts:#?}");
+
+    // A webhook of erin's that keeps failing is disabled: erin is told why by e-mail.
+    let (receiver, port) = Receiver::start().await;
+    receiver.script(&[], Answer::Status(500));
+    let hook = notifier
+        .register(
+            &erin,
+            json!({"channel": "webhook", "url": format!("http://127.0.0.1:{port}/erin"),
+            "event_types": ["order.completed"]}),
+        )
+        .await;
+    let hook_id = hook["id"].as_str().unwrap().to_owned();
+    let third = completed_order(&platform, "erin").await;
+    let messages = eventually("the third order's e-mail and the notice arrived", WITHIN, || async {
+        let messages = smtp.messages();
+        (messages.len() == 4).then_some(messages)
+    })
+    .await;
+    assert!(messages.iter().any(|m| m["subject"] == format!("Your order {third} is complete")), "{messages:#?}");
+    let notice = messages
+        .iter()
+        .find(|m| m["subject"] == "Your notification endpoint was disabled")
+        .unwrap_or_else(|| panic!("no notice: {messages:#?}"));
+    assert_eq!(notice["rcpt_tos"], json!(["erin@example.com"]));
+    let (_, disabled) = notifier.get(&format!("/api/v1/endpoints/{hook_id}"), &erin).await;
+    assert_eq!(disabled["enabled"], false, "{disabled}");
+    let reason = disabled["disabled_reason"].as_str().unwrap();
+    let text = notice["text"].as_str().unwrap();
+    assert!(text.contains(&format!("Endpoint: {hook_id}")) && text.contains(&format!("Why: {reason}")), "{text}");
+    assert!(text.contains(&format!("Target: http://127.0.0.1:{port}/erin")), "{text}");
+    assert!(notice["html"].as_str().unwrap().contains(&format!("<td>{hook_id}</td>")));
 
     notifier.stop().await;
     platform.shutdown().await;

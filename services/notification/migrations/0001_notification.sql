@@ -37,8 +37,11 @@ CREATE TABLE IF NOT EXISTS deliveries (
     id               UUID        PRIMARY KEY,
     endpoint_id      UUID        NOT NULL REFERENCES endpoints (id) ON DELETE CASCADE,
     event_id         UUID        NOT NULL,
+    -- An order event type, or `endpoint.disabled`: the notice an owner's
+    -- e-mail endpoints get when another of their endpoints is disabled
+    -- (no order then).
     event_type       TEXT        NOT NULL,
-    order_id         UUID        NOT NULL,
+    order_id         UUID,
     customer_id      TEXT        NOT NULL,
     -- The webhook body, fixed once: every attempt sends the same bytes.
     body             TEXT        NOT NULL,

@@ -563,8 +563,12 @@ pub struct DeliveryView {
     pub id: Uuid,
     pub endpoint_id: Uuid,
     pub event_id: Uuid,
+    /// An order event type, or `endpoint.disabled` (the notice to the owner's
+    /// e-mail endpoints that another endpoint was disabled).
     pub event_type: String,
-    pub order_id: Uuid,
+    /// The order (none for `endpoint.disabled`).
+    #[schema(required = true)]
+    pub order_id: Option<Uuid>,
     pub customer_id: String,
     /// `pending`, `delivered` or `failed` (out of attempts).
     pub status: String,

@@ -130,7 +130,7 @@ impl Dispatcher {
     }
 
     #[tracing::instrument(skip_all, fields(delivery_id = %delivery.id, endpoint_id = %delivery.endpoint_id, channel = %delivery.channel,
-        event_type = %delivery.event_type, order_id = %delivery.order_id, customer_id = %delivery.customer_id))]
+        event_type = %delivery.event_type, order_id = ?delivery.order_id, customer_id = %delivery.customer_id))]
     async fn deliver(&self, delivery: Claimed) {
         let started_at = Utc::now();
         let started = Instant::now();

@@ -6,7 +6,7 @@ use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use saga_common::events::{OrderEvent, OrderEventType};
 
 use crate::dispatch::Outcome;
-use crate::store::Claimed;
+use crate::store::{Claimed, ENDPOINT_DISABLED};
 
 /// The longest e-mail address accepted (RFC 5321's path limit).
 pub const MAX_ADDRESS_LEN: usize = 254;
@@ -32,15 +32,21 @@ impl Mailer {
     pub async fn send(&self, delivery: &Claimed) -> Outcome {
         let failed =
             |error: String| Outcome { succeeded: false, status_code: None, error: Some(error), response_excerpt: None };
-        let event = match serde_json::from_str::<Body>(&delivery.body) {
-            Ok(body) => body.data,
-            Err(error) => return failed(format!("unreadable event: {error}")),
+        let rendered = match serde_json::from_str::<Body>(&delivery.body) {
+            Ok(Body { kind, data }) if kind == ENDPOINT_DISABLED => match serde_json::from_value(data) {
+                Ok(notice) => render_disabled(&notice),
+                Err(error) => return failed(format!("unreadable notice: {error}")),
+            },
+            Ok(Body { data, .. }) => match serde_json::from_value::<OrderEvent>(data) {
+                Ok(event) => render(&event),
+                Err(error) => return failed(format!("unreadable event: {error}")),
+            },
+            Err(error) => return failed(format!("unreadable body: {error}")),
         };
         let to = match delivery.target.parse::<Mailbox>() {
             Ok(to) => to,
             Err(error) => return failed(format!("invalid address: {error}")),
         };
-        let rendered = render(&event);
         let message = Message::builder()
             .from(self.from.clone())
             .to(to)
@@ -71,7 +77,46 @@ impl Mailer {
 /// The webhook body, which e-mail deliveries share: `{type, timestamp, data}`.
 #[derive(serde::Deserialize)]
 struct Body {
-    data: OrderEvent,
+    #[serde(rename = "type")]
+    kind: String,
+    data: serde_json::Value,
+}
+
+/// What an `endpoint.disabled` notice says.
+#[derive(Debug, serde::Deserialize)]
+pub struct DisabledNotice {
+    pub endpoint_id: uuid::Uuid,
+    pub target: String,
+    pub reason: String,
+    pub disabled_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// The e-mail telling an owner that one of their endpoints was disabled, and why.
+pub fn render_disabled(notice: &DisabledNotice) -> Rendered {
+    let subject = "Your notification endpoint was disabled".to_owned();
+    let sentence = "We stopped sending notifications to one of your endpoints because it kept failing. \
+        Fix it, then re-enable it (PATCH /api/v1/endpoints/{id} with {\"enabled\": true}): \
+        the notifications that waited are then sent.";
+    let text = format!(
+        "Hello,\n\n{sentence}\n\nEndpoint: {}\nTarget: {}\nWhy: {}\nDisabled at: {}\n\n-- Saga Platform\n",
+        notice.endpoint_id,
+        notice.target,
+        notice.reason,
+        notice.disabled_at.to_rfc3339()
+    );
+    let html = format!(
+        "<!DOCTYPE html><html><body><p>Hello,</p><p>{}</p><table>\
+         <tr><th align=\"left\">Endpoint</th><td>{}</td></tr>\
+         <tr><th align=\"left\">Target</th><td>{}</td></tr>\
+         <tr><th align=\"left\">Why</th><td>{}</td></tr>\
+         <tr><th align=\"left\">Disabled at</th><td>{}</td></tr></table><p>&mdash; Saga Platform</p></body></html>",
+        escape(sentence),
+        notice.endpoint_id,
+        escape(&notice.target),
+        escape(&notice.reason),
+        escape(&notice.disabled_at.to_rfc3339())
+    );
+    Rendered { subject, text, html }
 }
 
 pub struct Rendered {

@@ -233,7 +233,7 @@ pub struct Claimed {
     pub lease: Uuid,
     pub endpoint_id: Uuid,
     pub event_type: String,
-    pub order_id: Uuid,
+    pub order_id: Option<Uuid>,
     pub customer_id: String,
     pub body: String,
     pub attempts: i32,
@@ -355,7 +355,7 @@ pub async fn record_attempt(
     } else {
         // The streak, and whether it crosses the policy now (an endpoint
         // already disabled stays so, with its first reason).
-        let disabled: Option<(bool, Option<String>)> = sqlx::query_as(
+        let disabled: Option<Streak> = sqlx::query_as(
             "WITH old AS (
                 SELECT id, enabled, consecutive_failures + 1 AS failures, COALESCE(failing_since, $2) AS since
                 FROM endpoints WHERE id = $1 FOR UPDATE
@@ -371,7 +371,7 @@ pub async fn record_attempt(
                     ELSE e.disabled_reason END,
                 disabled_at = CASE WHEN v.disable THEN now() ELSE e.disabled_at END,
                 updated_at = CASE WHEN v.disable THEN now() ELSE e.updated_at END
-             FROM verdict v WHERE e.id = v.id RETURNING v.disable, e.disabled_reason",
+             FROM verdict v WHERE e.id = v.id RETURNING v.disable, e.disabled_reason, e.owner, e.target, e.disabled_at",
         )
         .bind(claimed.endpoint_id)
         .bind(attempt.started_at)
@@ -381,10 +381,74 @@ pub async fn record_attempt(
         .bind(attempt.error.as_deref().unwrap_or("unknown"))
         .fetch_optional(&mut *tx)
         .await?;
-        disabled.and_then(|(disable, reason)| if disable { reason } else { None })
+        match disabled {
+            Some(Streak { disable: true, disabled_reason: Some(reason), owner, target, disabled_at }) => {
+                let at = disabled_at.unwrap_or_else(Utc::now);
+                notify_owner(&mut tx, claimed.endpoint_id, &owner, &target, &reason, at).await?;
+                Some(reason)
+            }
+            _ => None,
+        }
     };
     tx.commit().await?;
     Ok(Recorded { current, disabled })
+}
+
+/// An endpoint after a failed attempt: whether this attempt disabled it.
+#[derive(sqlx::FromRow)]
+struct Streak {
+    disable: bool,
+    disabled_reason: Option<String>,
+    owner: String,
+    target: String,
+    disabled_at: Option<DateTime<Utc>>,
+}
+
+/// The event type of the notice an owner gets when an endpoint is disabled.
+pub const ENDPOINT_DISABLED: &str = "endpoint.disabled";
+
+/// Tells the owner of a just disabled endpoint why, through their other
+/// enabled e-mail endpoints (a delivery each, sent like any other).
+async fn notify_owner(
+    conn: &mut PgConnection,
+    endpoint: Uuid,
+    owner: &str,
+    target: &str,
+    reason: &str,
+    at: DateTime<Utc>,
+) -> sqlx::Result<()> {
+    let mailboxes: Vec<Uuid> = sqlx::query_scalar(
+        "SELECT id FROM endpoints WHERE owner = $1 AND channel = 'email' AND enabled AND id <> $2 ORDER BY id",
+    )
+    .bind(owner)
+    .bind(endpoint)
+    .fetch_all(&mut *conn)
+    .await?;
+    if mailboxes.is_empty() {
+        return Ok(());
+    }
+    let body = serde_json::json!({
+        "type": ENDPOINT_DISABLED,
+        "timestamp": at,
+        "data": {"endpoint_id": endpoint, "target": target, "reason": reason, "disabled_at": at},
+    })
+    .to_string();
+    let event_id = Uuid::now_v7();
+    let ids: Vec<Uuid> = mailboxes.iter().map(|_| Uuid::now_v7()).collect();
+    sqlx::query(
+        "INSERT INTO deliveries (id, endpoint_id, event_id, event_type, customer_id, body)
+         SELECT d.id, d.endpoint_id, $3, $4, $5, $6 FROM UNNEST($1::uuid[], $2::uuid[]) AS d(id, endpoint_id)
+         ON CONFLICT (endpoint_id, event_id) DO NOTHING",
+    )
+    .bind(ids)
+    .bind(mailboxes)
+    .bind(event_id)
+    .bind(ENDPOINT_DISABLED)
+    .bind(owner)
+    .bind(body)
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 fn humanize(duration: Duration) -> String {
@@ -411,7 +475,7 @@ pub struct Delivery {
     pub owner: String,
     pub event_id: Uuid,
     pub event_type: String,
-    pub order_id: Uuid,
+    pub order_id: Option<Uuid>,
     pub customer_id: String,
     pub status: String,
     pub attempts: i32,
