@@ -105,6 +105,9 @@ pub struct GlobalArgs {
     /// Base URL of the inventory service.
     #[arg(long, global = true, env = "INVENTORY_URL", default_value = "http://127.0.0.1:8082")]
     pub inventory_url: String,
+    /// Base URL of the notification service.
+    #[arg(long, global = true, env = "NOTIFICATION_URL", default_value = "http://127.0.0.1:8083")]
+    pub notification_url: String,
     /// HS256 secret for bearer tokens (at least 32 bytes). The default is a
     /// fixed, public secret for local development only: never use it for a
     /// shared or production deployment.
@@ -145,6 +148,7 @@ impl GlobalArgs {
             Component::Order => &self.order_url,
             Component::Payment => &self.payment_url,
             Component::Inventory => &self.inventory_url,
+            Component::Notification => &self.notification_url,
         }
     }
 }

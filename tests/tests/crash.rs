@@ -35,7 +35,7 @@ async fn sigkill_any_service_mid_saga_loses_nothing() {
     while Instant::now() < stop_at {
         let pause = rand::rng().random_range(800..2500);
         tokio::time::sleep(Duration::from_millis(pause)).await;
-        let svc = Svc::ALL[turn % 3];
+        let svc = Svc::ALL[turn % Svc::ALL.len()];
         turn += 1;
         let down_for = rand::rng().random_range(0..800);
         platform.kill(svc, 0);

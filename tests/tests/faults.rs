@@ -80,7 +80,7 @@ async fn broker_and_database_restarts_kills_and_pauses_lose_nothing() {
                     ("PostgreSQL stop (fast) / start".to_owned(), Some(not_ready))
                 }
                 "sigkill" => {
-                    let svc = Svc::ALL[kill_turn % 3];
+                    let svc = Svc::ALL[kill_turn % Svc::ALL.len()];
                     kill_turn += 1;
                     platform.kill(svc, 0);
                     tokio::time::sleep(Duration::from_millis(500)).await;
