@@ -1,0 +1,48 @@
+//! The service's own series (docs/operations.md conventions: `saga_` prefix,
+//! `_total` on counters): deliveries by channel and outcome, attempts by
+//! channel and result, and the backlog of due deliveries.
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use saga_common::metrics::Metrics;
+
+type Labels = Vec<(&'static str, String)>;
+
+#[derive(Clone)]
+pub struct NotificationMetrics {
+    deliveries: Family<Labels, Counter>,
+    attempts: Family<Labels, Counter>,
+    pub backlog: Gauge,
+}
+
+impl NotificationMetrics {
+    pub fn register(metrics: &Metrics) -> Self {
+        let this = NotificationMetrics {
+            deliveries: Family::default(),
+            attempts: Family::default(),
+            backlog: Gauge::default(),
+        };
+        metrics.register(
+            "notification_deliveries",
+            "Notification deliveries finished, by channel (webhook, email) and outcome (delivered, failed)",
+            this.deliveries.clone(),
+        );
+        metrics.register(
+            "notification_attempts",
+            "Notification delivery attempts, by channel and result (success, failure)",
+            this.attempts.clone(),
+        );
+        metrics.register("notification_backlog", "Deliveries due now and not yet sent (sampled)", this.backlog.clone());
+        this
+    }
+
+    pub fn delivery(&self, channel: &str, outcome: &'static str) {
+        self.deliveries.get_or_create(&vec![("channel", channel.to_owned()), ("outcome", outcome.to_owned())]).inc();
+    }
+
+    pub fn attempt(&self, channel: &str, succeeded: bool) {
+        let result = if succeeded { "success" } else { "failure" };
+        self.attempts.get_or_create(&vec![("channel", channel.to_owned()), ("result", result.to_owned())]).inc();
+    }
+}
