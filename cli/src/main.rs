@@ -23,6 +23,7 @@ mod bench;
 mod client;
 mod context;
 mod demo;
+mod demo_notifications;
 mod dlq;
 mod orders;
 mod output;
