@@ -5,10 +5,11 @@
 #   docker build --build-arg BIN=order-service     -t saga-platform/order-service:dev .
 #   docker build --build-arg BIN=payment-service   -t saga-platform/payment-service:dev .
 #   docker build --build-arg BIN=inventory-service -t saga-platform/inventory-service:dev .
+#   docker build --build-arg BIN=notification-service -t saga-platform/notification-service:dev .
 #   docker build --build-arg BIN=saga-operator     -t saga-platform/saga-operator:dev .
 #   docker build --build-arg BIN=sagactl           -t saga-platform/sagactl:dev .
 #
-# scripts/kind-up.sh builds the first four. Needs BuildKit (the default builder
+# scripts/kind-up.sh builds the first five. Needs BuildKit (the default builder
 # of current Docker releases) for the cache mounts.
 #
 # Build stage: the full Rust toolchain; the cargo registry and target/ are

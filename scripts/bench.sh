@@ -33,7 +33,7 @@ ensure_postgres
 ensure_rabbitmq
 
 section "fresh bench databases and broker topology"
-for db in bench_order bench_payment bench_inventory; do
+for db in bench_order bench_payment bench_inventory bench_notification; do
     psql "postgres://postgres@127.0.0.1:5432/postgres" -XAtqc "DROP DATABASE IF EXISTS $db WITH (FORCE)" 2>/dev/null
 done
 # A fresh broker has no bench.* queue: no match is not an error (pipefail).
@@ -53,7 +53,7 @@ cleanup() {
 }
 trap cleanup EXIT
 ready() {
-    for port in 8080 8081 8082; do
+    for port in 8080 8081 8082 8083; do
         curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null || return 1
     done
 }
@@ -67,7 +67,7 @@ echo "ready"
 : >"$out/rss.samples"
 (
     while sleep 1; do
-        for svc in order-service payment-service inventory-service; do
+        for svc in order-service payment-service inventory-service notification-service; do
             pid=$(pgrep -f "^$bin/$svc" | head -n 1) || continue
             echo "$svc $(ps -o rss= -p "$pid")"
         done

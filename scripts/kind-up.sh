@@ -44,7 +44,7 @@ else
 fi
 kubectl config use-context "kind-$cluster" >/dev/null
 
-binaries=(saga-operator order-service payment-service inventory-service)
+binaries=(saga-operator order-service payment-service inventory-service notification-service)
 if ((build)); then
     for bin in "${binaries[@]}"; do
         section "docker build $bin"

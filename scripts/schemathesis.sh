@@ -6,7 +6,7 @@
 # debug binaries (`sagactl up`), with an admin and a customer token.
 # Exits non-zero on any failure. See docs/usage.md#what-the-api-documents-guarantee.
 #
-#   scripts/schemathesis.sh            all three services
+#   scripts/schemathesis.sh            all four services
 #   scripts/schemathesis.sh order      one (order, payment or inventory)
 #
 # Installs schemathesis from PyPI, at the pinned version, into
@@ -14,8 +14,8 @@
 # missing. Needs the debug build (`cargo build --workspace --bins`) and the
 # local PostgreSQL and RabbitMQ (started here if needed, as scripts/test.sh
 # does). Environment: SCHEMATHESIS_EXAMPLES (examples per operation, default
-# 100), SCHEMATHESIS_SEED (default 20260715), SCHEMATHESIS_PORT_BASE (the three
-# services listen on BASE, BASE+1 and BASE+2; default 18480),
+# 100), SCHEMATHESIS_SEED (default 20260715), SCHEMATHESIS_PORT_BASE (the four
+# services listen on BASE to BASE+3; default 18480),
 # SCHEMATHESIS_PLATFORM (platform name and database prefix; default
 # schemathesis; its databases are dropped and made afresh on every run).
 set -euo pipefail
@@ -33,7 +33,7 @@ BIN=target/debug
 WORK=target/schemathesis
 
 services=("$@")
-[[ ${#services[@]} -gt 0 ]] || services=(order payment inventory)
+[[ ${#services[@]} -gt 0 ]] || services=(order payment inventory notification)
 
 # --- schemathesis, pinned, in a virtualenv inside the clone -----------------
 if [[ ! -x $VENV/bin/schemathesis ]] || [[ $("$VENV/bin/schemathesis" --version 2>/dev/null) != *" $SCHEMATHESIS_VERSION" ]]; then
@@ -49,7 +49,7 @@ if [[ ! -x $VENV/bin/schemathesis ]] || [[ $("$VENV/bin/schemathesis" --version 
 fi
 "$VENV/bin/schemathesis" --version
 
-for binary in sagactl order-service payment-service inventory-service; do
+for binary in sagactl order-service payment-service inventory-service notification-service; do
     [[ -x $BIN/$binary ]] || die "$BIN/$binary is missing: run 'cargo build --workspace --bins' first"
 done
 ensure_postgres
@@ -59,16 +59,18 @@ ensure_rabbitmq
 order_url=http://127.0.0.1:$PORT_BASE
 payment_url=http://127.0.0.1:$((PORT_BASE + 1))
 inventory_url=http://127.0.0.1:$((PORT_BASE + 2))
-for url in "$order_url" "$payment_url" "$inventory_url"; do
+notification_url=http://127.0.0.1:$((PORT_BASE + 3))
+for url in "$order_url" "$payment_url" "$inventory_url" "$notification_url"; do
     ! port_open "${url##*:}" || die "port ${url##*:} is in use (set SCHEMATHESIS_PORT_BASE)"
 done
 # Fresh databases, so every run starts from the same state.
-for db in order payment inventory; do
+for db in order payment inventory notification; do
     psql -q -h 127.0.0.1 -U postgres -d postgres -c "DROP DATABASE IF EXISTS ${PLATFORM}_$db WITH (FORCE)" >/dev/null
 done
 rm -rf "$WORK"
 mkdir -p "$WORK"
-export AUTH_JWT_SECRET=$SECRET ORDER_URL=$order_url PAYMENT_URL=$payment_url INVENTORY_URL=$inventory_url
+export AUTH_JWT_SECRET=$SECRET ORDER_URL=$order_url PAYMENT_URL=$payment_url INVENTORY_URL=$inventory_url \
+    NOTIFICATION_URL=$notification_url
 # Long polls and step timeouts stay short next to schemathesis' request timeout.
 export SAGA_STEP_TIMEOUT=5s RUST_LOG=warn
 up_pid=
@@ -92,7 +94,8 @@ until grep -q "Seeded demo data" "$WORK/up.log"; do
     fi
     sleep 1
 done
-echo "platform '$PLATFORM' up: order $order_url, payment $payment_url, inventory $inventory_url (logs: $WORK/.sagactl/logs)"
+echo "platform '$PLATFORM' up: order $order_url, payment $payment_url, inventory $inventory_url," \
+    "notification $notification_url (logs: $WORK/.sagactl/logs)"
 
 admin=$("$sagactl" token --sub schemathesis-admin --admin --ttl 1h)
 customer=$("$sagactl" token --sub alice --ttl 1h)
@@ -134,7 +137,8 @@ for service in "${services[@]}"; do
     order) url=$order_url ;;
     payment) url=$payment_url ;;
     inventory) url=$inventory_url ;;
-    *) die "unknown service '$service' (order, payment or inventory)" ;;
+    notification) url=$notification_url ;;
+    *) die "unknown service '$service' (order, payment, inventory or notification)" ;;
     esac
     for role in customer admin; do
         token=$customer

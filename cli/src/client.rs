@@ -205,6 +205,14 @@ impl Client {
         self.send(Method::PUT, path, Some(to_json(body))).await
     }
 
+    /// DELETE; a 2xx with an empty body is success.
+    pub async fn delete(&self, path: &str) -> Result<(), ApiError> {
+        self.send::<serde_json::Value>(Method::DELETE, path, None).await.map(drop).or_else(|error| match error {
+            ApiError::Decode { .. } => Ok(()),
+            other => Err(other),
+        })
+    }
+
     /// GET without decoding: the status code and the body text (for `/readyz`).
     pub async fn probe(&self, path: &str) -> Result<(StatusCode, String), ApiError> {
         let url = self.url(path);

@@ -26,6 +26,7 @@ pub struct ConfigFile {
     pub order_url: Option<String>,
     pub payment_url: Option<String>,
     pub inventory_url: Option<String>,
+    pub notification_url: Option<String>,
     pub amqp_url: Option<String>,
     /// HS256 secret to mint tokens with (at least 32 bytes).
     pub auth_jwt_secret: Option<String>,
@@ -160,9 +161,12 @@ pub fn apply(global: &mut GlobalArgs, matches: &ArgMatches) -> Result<Context, S
     let shown = path.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "(no HOME: none)".to_owned());
     let bad = |key: &str, why: String| format!("invalid value for {key} in {shown}: {why}");
 
-    for (id, value) in
-        [("order_url", &file.order_url), ("payment_url", &file.payment_url), ("inventory_url", &file.inventory_url)]
-    {
+    for (id, value) in [
+        ("order_url", &file.order_url),
+        ("payment_url", &file.payment_url),
+        ("inventory_url", &file.inventory_url),
+        ("notification_url", &file.notification_url),
+    ] {
         if let Some(url) = value
             && !(url.starts_with("http://") || url.starts_with("https://"))
         {
@@ -187,6 +191,8 @@ pub fn apply(global: &mut GlobalArgs, matches: &ArgMatches) -> Result<Context, S
     setting("payment_url", global.payment_url.clone(), source);
     let source = take(matches, "inventory_url", &mut global.inventory_url, file.inventory_url.as_ref());
     setting("inventory_url", global.inventory_url.clone(), source);
+    let source = take(matches, "notification_url", &mut global.notification_url, file.notification_url.as_ref());
+    setting("notification_url", global.notification_url.clone(), source);
     let source = take(matches, "amqp_url", &mut global.amqp_url, file.amqp_url.as_ref());
     setting("amqp_url", redact(&global.amqp_url), source);
     let source = take(matches, "auth_jwt_secret", &mut global.auth_jwt_secret, file.auth_jwt_secret.as_ref());

@@ -13,6 +13,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::client::{Client, Order, OrderLine, ProductUpsert};
+use crate::demo_notifications;
 use crate::output::{Format, Out, Render};
 use crate::{GlobalArgs, Result, new_table, printable};
 
@@ -43,6 +44,7 @@ pub struct Platform {
     pub order: Client,
     pub payment: Client,
     pub inventory: Client,
+    pub notification: Client,
     secret: String,
 }
 
@@ -52,6 +54,7 @@ impl Platform {
             order: Client::new(&global.order_url),
             payment: Client::new(&global.payment_url),
             inventory: Client::new(&global.inventory_url),
+            notification: Client::new(&global.notification_url),
             secret: global.auth_jwt_secret.clone(),
         }
     }
@@ -270,11 +273,30 @@ impl Outcome {
 
 /// Runs every scenario concurrently and prints the results and timelines
 /// (`sagactl up --demo`). `Ok(true)` if every scenario ended as expected.
+/// Alice's orders are also notified: a signed webhook to a receiver in this
+/// process (and e-mail when the platform has an SMTP server).
 pub async fn run(platform: &Platform, timeout: Duration) -> Result<bool> {
     say!("{}", starting(platform, timeout));
+    let customer = demo_notifications::CUSTOMER;
+    let notification = platform.notification.with_token(platform.token(customer, false));
+    let subscription = demo_notifications::subscribe(&notification).await;
+    match &subscription {
+        Ok(subscription) => say!("{}", subscription.url_hint()),
+        Err(error) => say!("NOT AS EXPECTED: {error}"),
+    }
     let report = report(platform, timeout).await;
     say!("{}", report.text());
-    Ok(report.all_as_expected)
+    let Ok(subscription) = subscription else { return Ok(false) };
+    let finished: Vec<(String, String)> = report
+        .scenarios
+        .iter()
+        .filter(|s| s.customer == customer)
+        .filter_map(|s| s.order.as_ref().filter(|o| o.is_terminal()))
+        .map(|o| (o.id.clone(), o.status.clone()))
+        .collect();
+    let notifications = subscription.collect(&finished, timeout).await;
+    say!("{}", notifications.text());
+    Ok(report.all_as_expected && notifications.missing.is_empty())
 }
 
 /// Runs every scenario concurrently; reads each order's timeline.

@@ -23,6 +23,7 @@ mod bench;
 mod client;
 mod context;
 mod demo;
+mod demo_notifications;
 mod dlq;
 mod orders;
 mod output;
@@ -106,6 +107,9 @@ pub struct GlobalArgs {
     /// Base URL of the inventory service.
     #[arg(long, global = true, env = "INVENTORY_URL", default_value = "http://127.0.0.1:8082")]
     pub inventory_url: String,
+    /// Base URL of the notification service.
+    #[arg(long, global = true, env = "NOTIFICATION_URL", default_value = "http://127.0.0.1:8083")]
+    pub notification_url: String,
     /// HS256 secret for bearer tokens (at least 32 bytes). The default is a
     /// fixed, public secret for local development only: never use it for a
     /// shared or production deployment.
@@ -146,6 +150,7 @@ impl GlobalArgs {
             Component::Order => &self.order_url,
             Component::Payment => &self.payment_url,
             Component::Inventory => &self.inventory_url,
+            Component::Notification => &self.notification_url,
         }
     }
 }

@@ -188,6 +188,11 @@ async fn supervise(
             .env("AUTH_JWT_SECRET", &global.auth_jwt_secret)
             .envs(settings_env(&spec, &addr.to_string()))
             .env("LOG_FORMAT", "json");
+        if service.component == Component::Notification && std::env::var_os("WEBHOOK_ALLOW_CIDRS").is_none() {
+            // Local development: webhooks may go to receivers on this machine
+            // (the demo's among them), which the SSRF rules refuse otherwise.
+            command.env("WEBHOOK_ALLOW_CIDRS", "127.0.0.0/8,::1/128");
+        }
         if service.component == Component::Order {
             // One origin for the explorer at /ui/: the order service forwards
             // the catalogue and account APIs to their services.

@@ -157,14 +157,17 @@ mod tests {
     fn platform(namespace: &str, name: &str, tls: bool) -> Arc<DeserializeGuard<SagaPlatform>> {
         let service = |key: &str| json!({"image": "i", "databaseUrlSecret": {"name": "db", "key": key}});
         let mut broker = json!({"urlSecret": {"name": "broker", "key": "url"}});
+        let mut notification = service("notification");
         if tls {
             broker["tls"] = json!({"caSecret": {"name": "broker-ca", "key": "ca.pem"}});
+            notification["email"] = json!({"urlSecret": {"name": "smtp", "key": "url"}, "from": "shop@example.com"});
         }
         let object = json!({
             "apiVersion": "saga.dev/v1alpha1", "kind": "SagaPlatform",
             "metadata": {"name": name, "namespace": namespace},
             "spec": {"broker": broker, "auth": {"jwtSecret": {"name": "auth", "key": "jwt"}},
-                     "order": service("order"), "payment": service("payment"), "inventory": service("inventory")},
+                     "order": service("order"), "payment": service("payment"), "inventory": service("inventory"),
+                     "notification": notification},
         });
         Arc::new(serde_json::from_value(object).unwrap())
     }
@@ -196,6 +199,7 @@ mod tests {
             ("auth", vec!["shop/a", "shop/b"]),
             ("broker", vec!["shop/a", "shop/b"]),
             ("broker-ca", vec!["shop/b"]),
+            ("smtp", vec!["shop/b"]),
             ("unrelated", vec![]),
         ] {
             assert_eq!(names(reading(&secret("shop", secret_name), &platforms)), expected, "Secret {secret_name}");

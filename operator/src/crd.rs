@@ -37,6 +37,13 @@ use serde::{Deserialize, Serialize};
         json_path = ".status.inventory.replicas"
     ),
     printcolumn(
+        name = "Notification",
+        type_ = "string",
+        description = "ready/desired",
+        json_path = ".status.notification.replicas",
+        priority = 1
+    ),
+    printcolumn(
         name = "Depth",
         type_ = "integer",
         description = "messages waiting in the three service queues",
@@ -71,6 +78,31 @@ pub struct SagaPlatformSpec {
     pub order: ServiceSpec,
     pub payment: ServiceSpec,
     pub inventory: ServiceSpec,
+    /// The notification service: order events to customers' webhooks and e-mail.
+    pub notification: NotificationSpec,
+}
+
+/// The notification service: a service like the others, and where it sends e-mail.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct NotificationSpec {
+    #[serde(flatten)]
+    pub service: ServiceSpec,
+    /// The SMTP server for e-mail notifications. Without it customers cannot
+    /// register e-mail addresses (webhooks work either way).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<EmailSpec>,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct EmailSpec {
+    /// Secret key holding the SMTP URL (`smtp://user:password@host:587`,
+    /// `smtps://…` for implicit TLS); `SMTP_URL` in the service.
+    pub url_secret: SecretKeyRef,
+    /// The sender address (`SMTP_FROM`), e.g. `Shop <orders@example.com>`.
+    #[x_kube(validation = Rule::new("self != ''").message("email.from must not be empty"))]
+    pub from: String,
 }
 
 /// The RabbitMQ the platform uses.
@@ -521,6 +553,8 @@ pub struct SagaPlatformStatus {
     pub payment: ServiceStatus,
     #[serde(default)]
     pub inventory: ServiceStatus,
+    #[serde(default)]
+    pub notification: ServiceStatus,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]

@@ -219,11 +219,11 @@ async fn examples_become_ready_and_drift_is_repaired() {
         let ready = wait_ready(&ns.name, name).await;
         let platform = platform_name(sp);
         let queues = queues(&platform).await;
-        for queue in ["order", "payment", "inventory"] {
+        for queue in ["order", "payment", "inventory", "notification"] {
             assert!(queues.iter().any(|q| q.starts_with(&format!("{platform}.{queue}"))), "{queue} queues: {queues:?}");
         }
         assert!(queues.iter().any(|q| q.ends_with(".dlq")), "no DLQ: {queues:?}");
-        for service in ["order", "payment", "inventory"] {
+        for service in ["order", "payment", "inventory", "notification"] {
             let status = &ready["status"][service];
             assert_eq!(status["desiredReplicas"], status["readyReplicas"], "{name} {service}: {status}");
         }
@@ -437,7 +437,7 @@ async fn deletion_waits_until_the_service_queues_are_drained() {
     // The edge is closed (the order API's Service selects no pods), the consumers still run.
     let order = get(&ns.name, "service", "drained-order").unwrap();
     assert!(order["spec"]["selector"].is_null(), "order Service still selects pods: {}", order["spec"]);
-    for service in ["order", "payment", "inventory"] {
+    for service in ["order", "payment", "inventory", "notification"] {
         let deployment = get(&ns.name, "deployment", &format!("drained-{service}")).unwrap();
         assert_eq!(deployment["spec"]["replicas"], 1, "{service} still runs while draining");
     }
@@ -454,7 +454,7 @@ async fn deletion_waits_until_the_service_queues_are_drained() {
     assert!(message.contains(&format!("retry queues: {retrying} 2")), "{message}");
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert!(get(&ns.name, "sagaplatform", "drained").is_some(), "held while a retry waits");
-    for service in ["order", "payment", "inventory"] {
+    for service in ["order", "payment", "inventory", "notification"] {
         let deployment = get(&ns.name, "deployment", &format!("drained-{service}")).unwrap();
         assert_eq!(deployment["spec"]["replicas"], 1, "{service} still runs while a retry waits");
     }
@@ -941,7 +941,7 @@ async fn lowering_max_attempts_removes_the_surplus_retry_queues() {
     let names = platform_name(&sp);
     kubectl_apply(&ns.name, std::slice::from_ref(&sp)).unwrap();
     wait_ready(&ns.name, "retries").await;
-    assert_eq!(retry_queues(&names).await.len(), 3 * 4, "maxAttempts 5: tiers 1-4 per service queue");
+    assert_eq!(retry_queues(&names).await.len(), 4 * 4, "maxAttempts 5: tiers 1-4 per service queue");
 
     // maxAttempts 5 → 2 together with an order template whose new pod cannot
     // be scheduled: the old order pod (maxAttempts 5 in its environment)
@@ -955,7 +955,7 @@ async fn lowering_max_attempts_removes_the_surplus_retry_queues() {
     })
     .await;
     assert_eq!(held["status"]["observedGeneration"], held["metadata"]["generation"], "{held}");
-    assert_eq!(retry_queues(&names).await.len(), 3 * 4, "no surplus tier removed while an old pod runs");
+    assert_eq!(retry_queues(&names).await.len(), 4 * 4, "no surplus tier removed while an old pod runs");
     assert_eq!(held["status"]["topologyMaxAttempts"], 5, "{held}");
     let message = condition(&held, "TopologyReady").unwrap()["message"].as_str().unwrap().to_owned();
     assert!(
@@ -986,11 +986,11 @@ async fn lowering_max_attempts_removes_the_surplus_retry_queues() {
     // The empty surplus tiers go then; the one holding a message stays until it is empty.
     let left = eventually("the empty surplus tiers removed", WAIT, || async {
         let left = retry_queues(&names).await;
-        (left.len() == 4).then_some(left)
+        (left.len() == 5).then_some(left)
     })
     .await;
     assert!(left.contains(&tier), "the tier with a waiting message is kept: {left:?}");
-    let expected: Vec<String> = ["inventory.commands", "order.replies", "payment.commands"]
+    let expected: Vec<String> = ["inventory.commands", "notification.events", "order.replies", "payment.commands"]
         .iter()
         .map(|q| format!("{names}.{q}.retry.1"))
         .collect();

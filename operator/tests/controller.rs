@@ -32,7 +32,7 @@ async fn create_applies_children_and_reports_ready_once_deployments_are() {
         assert_eq!(deployment["metadata"]["ownerReferences"][0]["kind"], "SagaPlatform");
         assert_eq!(deployment["metadata"]["labels"]["app.kubernetes.io/managed-by"], "saga-operator");
     }
-    for child in ["demo-order", "demo-payment", "demo-inventory"] {
+    for child in ["demo-order", "demo-payment", "demo-inventory", "demo-notification"] {
         assert!(operator.fake.get(&Key::new("configmaps", NS, child)).is_some());
         assert!(operator.fake.get(&Key::new("services", NS, child)).is_some());
     }

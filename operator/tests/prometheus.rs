@@ -175,11 +175,12 @@ async fn every_dashboard_query_returns_data_from_a_platform_under_load() {
     // The services, on a platform of their own.
     let database_prefix = platform.replace('-', "_");
     let _leftovers = Leftovers { platform: platform.clone(), database_prefix: database_prefix.clone() };
-    let ports = [free_port(), free_port(), free_port()];
+    let ports = [free_port(), free_port(), free_port(), free_port()];
     let urls = ports.map(|port| format!("http://127.0.0.1:{port}"));
     let service_args = |command: &mut Command| {
         command
             .args(["--order-url", &urls[0], "--payment-url", &urls[1], "--inventory-url", &urls[2]])
+            .args(["--notification-url", &urls[3]])
             .args(["--database-prefix", &database_prefix])
             .env("SAGACTL_BIN_DIR", &debug)
             .current_dir(&work);
@@ -189,7 +190,7 @@ async fn every_dashboard_query_returns_data_from_a_platform_under_load() {
     service_args(&mut up);
     let up_log = work.join("sagactl-up.log");
     let services = Process::start("sagactl up", &mut up, &up_log);
-    eventually("the three services ready", WAIT, || async {
+    eventually("the four services ready", WAIT, || async {
         services.assert_running(&up_log);
         for url in &urls {
             let ready = http.get(format!("{url}/readyz")).send().await.ok()?;
@@ -201,7 +202,13 @@ async fn every_dashboard_query_returns_data_from_a_platform_under_load() {
 
     // Prometheus, scraping the services and the operator every second, with
     // the namespace label a Kubernetes scrape gives them.
-    let jobs = [("order", ports[0]), ("payment", ports[1]), ("inventory", ports[2]), ("operator", operator_port)];
+    let jobs = [
+        ("order", ports[0]),
+        ("payment", ports[1]),
+        ("inventory", ports[2]),
+        ("notification", ports[3]),
+        ("operator", operator_port),
+    ];
     let scrape_configs: Vec<Value> = jobs
         .iter()
         .map(|(job, port)| {
@@ -291,7 +298,7 @@ impl Drop for Leftovers {
             })
         })
         .join();
-        for service in ["order", "payment", "inventory"] {
+        for service in ["order", "payment", "inventory", "notification"] {
             let _ = Command::new("psql")
                 .args([&format!("{PG_BASE}/postgres"), "-XAtqc"])
                 .arg(format!("DROP DATABASE IF EXISTS {}_{service} WITH (FORCE)", self.database_prefix))

@@ -4,6 +4,7 @@
 //! tests run in parallel without seeing each other.
 
 pub mod shop;
+pub mod webhooks;
 
 use std::collections::BTreeMap;
 use std::net::TcpListener;

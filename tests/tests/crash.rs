@@ -3,7 +3,11 @@
 //! quiet period every order must be final and money and stock conserved
 //! exactly, with nothing charged twice and nothing left in outboxes or DLQs;
 //! and a subscriber bound to `{platform}.events` got each final status's
-//! order event (at least once, one event id each), and no other.
+//! order event (at least once, one event id each), and no other; and a
+//! webhook receiver registered for every customer's events applied each of
+//! them exactly once (deduplicating by webhook-id), signed, with no delivery
+//! logged as succeeding twice. The notification service is killed in turn
+//! with the others.
 //!
 //! CRASH_TEST_SECONDS (default 20) sets how long load and kills go on;
 //! `CRASH_TEST_SECONDS=300 cargo test -p saga-tests --test crash -- --nocapture`
@@ -15,27 +19,31 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
+use saga_tests::webhooks::{self, WebhookReceiver};
 use saga_tests::{EventSubscriber, Options, Platform, Svc, shop};
 use serde_json::Value;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_any_service_mid_saga_loses_nothing() {
     let seconds: u64 = std::env::var("CRASH_TEST_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(20);
-    let options = Options { step_timeout: Duration::from_secs(3), ..Options::default() };
+    let options =
+        Options { step_timeout: Duration::from_secs(3), env: webhooks::local_delivery_env(), ..Options::default() };
     let mut platform = Platform::start(options).await;
     shop::seed(&platform).await;
     let events = platform.subscribe_events("order.*").await;
+    let (receiver, url) = WebhookReceiver::start().await;
+    let (_, secret) = webhooks::subscribe_all(&platform, &url).await;
     let stop = Arc::new(AtomicBool::new(false));
     let counts = shop::shop(&platform, 1, Duration::ZERO, stop.clone()).await;
     let stop_at = Instant::now() + Duration::from_secs(seconds);
 
-    // Kill order, payment, inventory in turn, each at a random moment.
+    // Kill order, payment, inventory, notification in turn, each at a random moment.
     let mut kills = 0;
     let mut turn = 0;
     while Instant::now() < stop_at {
         let pause = rand::rng().random_range(800..2500);
         tokio::time::sleep(Duration::from_millis(pause)).await;
-        let svc = Svc::ALL[turn % 3];
+        let svc = Svc::ALL[turn % Svc::ALL.len()];
         turn += 1;
         let down_for = rand::rng().random_range(0..800);
         platform.kill(svc, 0);
@@ -57,6 +65,8 @@ async fn sigkill_any_service_mid_saga_loses_nothing() {
     shop::check_invariants(&platform, &BTreeSet::new()).await;
     check_events(&platform, &events).await;
     events.close().await;
+    let (requests, applied) = webhooks::check_notified(&platform, &receiver, &secret, Duration::from_secs(60)).await;
+    println!("crash test: {requests} webhook requests received, {applied} distinct webhook-ids applied");
     platform.shutdown().await;
 }
 

@@ -5,7 +5,9 @@
 //! fault it measures how long the services take to be ready again and to
 //! complete a new saga, with no manual restart. At rest: every accepted
 //! order terminal, money and stock conserved exactly, no double charge,
-//! outboxes drained, and the dead-letter queues hold exactly the poison.
+//! outboxes drained, the dead-letter queues hold exactly the poison, and a
+//! webhook receiver registered for every customer's events applied each
+//! final order's events exactly once (the order events are duplicated too).
 //!
 //! It stops and starts the machine's RabbitMQ and PostgreSQL, so it must run
 //! alone: `scripts/test.sh` runs it after every other test.
@@ -24,7 +26,9 @@ use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Connection};
 use rand::Rng;
 use saga_common::amqp::Broker;
+use saga_common::events::OrderEventType;
 use saga_common::topology::Destination;
+use saga_tests::webhooks::{self, WebhookReceiver};
 use saga_tests::{Options, Platform, Svc, amqp_url, shop};
 
 const STEP_TIMEOUT: Duration = Duration::from_secs(3);
@@ -47,11 +51,18 @@ struct Recovery {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_and_database_restarts_kills_and_pauses_lose_nothing() {
     let rounds: usize = std::env::var("FAULT_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(1);
-    let mut platform = Platform::start(Options { step_timeout: STEP_TIMEOUT, ..Options::default() }).await;
+    let options = Options { step_timeout: STEP_TIMEOUT, env: webhooks::local_delivery_env(), ..Options::default() };
+    let mut platform = Platform::start(options).await;
     shop::seed(&platform).await;
+    let (receiver, url) = WebhookReceiver::start().await;
+    let (_, secret) = webhooks::subscribe_all(&platform, &url).await;
     let stop = Arc::new(AtomicBool::new(false));
     let duplicates = Arc::new(AtomicU64::new(0));
-    tokio::spawn(duplicate_traffic(platform.topology.exchange(), duplicates.clone(), stop.clone()));
+    let saga_keys = Destination::ALL.map(|d| d.queue().to_owned()).to_vec();
+    tokio::spawn(duplicate_traffic(platform.topology.exchange(), saga_keys, duplicates.clone(), stop.clone()));
+    let event_keys = OrderEventType::ALL.map(|kind| kind.as_str().to_owned()).to_vec();
+    let events = platform.topology.events_exchange();
+    tokio::spawn(duplicate_traffic(events, event_keys, duplicates.clone(), stop.clone()));
     // A steady load the debug build sustains with room to catch up after a fault.
     let counts = shop::shop(&platform, 1, Duration::from_millis(40), stop.clone()).await;
     let started = Instant::now();
@@ -59,7 +70,7 @@ async fn broker_and_database_restarts_kills_and_pauses_lose_nothing() {
     let mut recoveries = Vec::new();
 
     for round in 0..rounds {
-        let mut kill_turn = rand::rng().random_range(0..3);
+        let mut kill_turn = rand::rng().random_range(0..Svc::ALL.len());
         for fault in ["rabbitmq", "postgresql", "sigkill", "sigstop"] {
             inject_poison(&platform, &mut poison, round).await;
             tokio::time::sleep(Duration::from_secs(2)).await;
@@ -80,7 +91,7 @@ async fn broker_and_database_restarts_kills_and_pauses_lose_nothing() {
                     ("PostgreSQL stop (fast) / start".to_owned(), Some(not_ready))
                 }
                 "sigkill" => {
-                    let svc = Svc::ALL[kill_turn % 3];
+                    let svc = Svc::ALL[kill_turn % Svc::ALL.len()];
                     kill_turn += 1;
                     platform.kill(svc, 0);
                     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -143,6 +154,8 @@ async fn broker_and_database_restarts_kills_and_pauses_lose_nothing() {
         );
     }
     shop::check_invariants(&platform, &poison).await;
+    let (requests, applied) = webhooks::check_notified(&platform, &receiver, &secret, Duration::from_secs(90)).await;
+    println!("fault suite: {requests} webhook requests received, {applied} distinct webhook-ids applied");
     assert!(accepted > 0);
     assert!(duplicates.load(Ordering::Relaxed) > 0, "no traffic was duplicated: the injector did not run");
     for r in &recoveries {
@@ -199,14 +212,16 @@ async fn all_report_not_ready(platform: &Platform, outage: Duration) -> bool {
     said_not_ready.len() == Svc::ALL.len()
 }
 
-/// Malformed messages of three kinds, one per queue; their message ids go
-/// into `poison` (all must end up dead-lettered, and nothing else).
+/// Malformed messages, one kind per queue; their message ids go into
+/// `poison` (all must end up dead-lettered, and nothing else).
 async fn inject_poison(platform: &Platform, poison: &mut BTreeSet<String>, round: usize) {
-    let kinds: [(&str, &[u8]); 3] = [
+    let kinds: [(&str, &[u8]); 4] = [
         ("not-json", b"{not json"),
         ("unknown-type", br#"{"type":"inventory.explode","order_id":"00000000-0000-0000-0000-000000000000"}"#),
         ("missing-fields", br#"{"type":"payment.charge"}"#),
+        ("event-missing-fields", br#"{"type":"order.completed","schema_version":1}"#),
     ];
+    assert_eq!(kinds.len(), Svc::ALL.len(), "one kind of poison per service");
     for (svc, (kind, body)) in Svc::ALL.into_iter().zip(kinds) {
         let id = uuid::Uuid::new_v4().to_string();
         let properties = BasicProperties::default()
@@ -218,13 +233,14 @@ async fn inject_poison(platform: &Platform, poison: &mut BTreeSet<String>, round
     }
 }
 
-/// Taps the platform's exchange and re-publishes about one message in five,
-/// unchanged (same message id), 0-1.5 s later: duplicates that arrive out of
-/// order with the saga's later messages. Reconnects across broker restarts.
-async fn duplicate_traffic(exchange: String, duplicated: Arc<AtomicU64>, stop: Arc<AtomicBool>) {
+/// Taps an exchange (the saga's, or the order events') for these routing
+/// keys and re-publishes about one message in five, unchanged (same message
+/// id), 0-1.5 s later: duplicates that arrive out of order with the saga's
+/// later messages. Reconnects across broker restarts.
+async fn duplicate_traffic(exchange: String, keys: Vec<String>, duplicated: Arc<AtomicU64>, stop: Arc<AtomicBool>) {
     while !stop.load(Ordering::Relaxed) {
         if let Ok(connection) = Broker::new(amqp_url(), "saga-tests-duplicator").connect_once().await {
-            let _ = tap(&connection, &exchange, &duplicated, &stop).await;
+            let _ = tap(&connection, &exchange, &keys, &duplicated, &stop).await;
             let _ = connection.close(200, "done".into()).await;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -234,6 +250,7 @@ async fn duplicate_traffic(exchange: String, duplicated: Arc<AtomicU64>, stop: A
 async fn tap(
     connection: &Connection,
     exchange: &str,
+    keys: &[String],
     duplicated: &Arc<AtomicU64>,
     stop: &AtomicBool,
 ) -> Result<(), lapin::Error> {
@@ -242,13 +259,12 @@ async fn tap(
     publisher.confirm_select(Default::default()).await?;
     let options = QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() };
     let queue = channel.queue_declare("".into(), options, FieldTable::default()).await?;
-    for destination in Destination::ALL {
-        let key = destination.queue();
+    for key in keys {
         channel
             .queue_bind(
                 queue.name().clone(),
                 exchange.into(),
-                key.into(),
+                key.as_str().into(),
                 QueueBindOptions::default(),
                 FieldTable::default(),
             )

@@ -79,6 +79,7 @@ impl PlatformComponent for Component {
             Component::Order => &platform.spec.order,
             Component::Payment => &platform.spec.payment,
             Component::Inventory => &platform.spec.inventory,
+            Component::Notification => &platform.spec.notification.service,
         }
     }
 
@@ -139,6 +140,9 @@ pub fn config_map(platform: &SagaPlatform, component: Component) -> ConfigMap {
     }
     if let Some(tracing) = &platform.spec.tracing {
         data.extend(tracing_env(tracing, component));
+    }
+    if let (Component::Notification, Some(email)) = (component, &platform.spec.notification.email) {
+        data.insert("SMTP_FROM".into(), email.from.clone());
     }
     ConfigMap { metadata: metadata(platform, component), data: Some(data), ..ConfigMap::default() }
 }
@@ -204,8 +208,9 @@ pub fn deployment(platform: &SagaPlatform, component: Component, replicas: i32, 
     let mut template_annotations = BTreeMap::new();
     template_annotations.insert(CONFIG_HASH_ANNOTATION.to_owned(), config_hash(&config));
     template_annotations.insert(SECRETS_HASH_ANNOTATION.to_owned(), secrets_hash.to_owned());
-    let env =
+    let mut env: Vec<EnvVar> =
         SECRET_ENV.iter().zip(secret_refs(platform, component)).map(|(name, key)| secret_env(name, key)).collect();
+    env.extend(email_secret(platform, component).map(|secret| secret_env("SMTP_URL", secret)));
     // The root filesystem is read-only; give the process a scratch /tmp.
     let mut volume_mounts =
         vec![VolumeMount { name: "tmp".into(), mount_path: "/tmp".into(), ..VolumeMount::default() }];
@@ -425,8 +430,8 @@ const SECRET_ENV: [&str; 3] = SECRET_SETTINGS;
 
 /// The Secret keys a service's pods read, in a fixed order: its database
 /// URL, the broker URL, the JWT secret (the env of [`SECRET_ENV`]), then the
-/// broker's and the database's CA when TLS is configured (files). As many for
-/// every service of a platform.
+/// broker's and the database's CA when TLS is configured (files), and for the
+/// notification service the SMTP URL when e-mail is configured.
 pub fn secret_refs(platform: &SagaPlatform, component: Component) -> Vec<&SecretKeyRef> {
     let mut refs = vec![
         &component.spec(platform).database_url_secret,
@@ -435,7 +440,16 @@ pub fn secret_refs(platform: &SagaPlatform, component: Component) -> Vec<&Secret
     ];
     refs.extend(platform.spec.broker.tls.as_ref().map(|tls| &tls.ca_secret));
     refs.extend(database_tls(platform).map(|tls| &tls.ca_secret));
+    refs.extend(email_secret(platform, component));
     refs
+}
+
+/// The SMTP URL's Secret key, read by the notification service when e-mail is configured.
+fn email_secret(platform: &SagaPlatform, component: Component) -> Option<&SecretKeyRef> {
+    match component {
+        Component::Notification => platform.spec.notification.email.as_ref().map(|email| &email.url_secret),
+        _ => None,
+    }
 }
 
 /// The names of every Secret the resource refers to (broker URL and CA, the

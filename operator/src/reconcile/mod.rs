@@ -418,7 +418,8 @@ async fn apply_platform_steps(platform: &SagaPlatform, ctx: &Context) -> Result<
         observed.extend(status::autoscaling_observations(depth_error.as_deref(), &rate_unknown, &limited));
     }
     let queue_depth = (!depths.is_empty()).then(|| depths.values().sum());
-    let [order, payment, inventory]: [ServiceStatus; 3] = services.try_into().expect("three services");
+    let [order, payment, inventory, notification]: [ServiceStatus; 4] =
+        services.try_into().expect("one status per component");
     let status = SagaPlatformStatus {
         observed_generation: platform.metadata.generation,
         conditions: status_conditions(platform, &observed),
@@ -428,6 +429,7 @@ async fn apply_platform_steps(platform: &SagaPlatform, ctx: &Context) -> Result<
         order,
         payment,
         inventory,
+        notification,
     };
     apply::write_status(ctx, platform, status).await?;
     tracing::info!(generation = ?platform.metadata.generation, "reconciled");
@@ -446,6 +448,7 @@ fn previous_service(status: &SagaPlatformStatus, component: Component) -> &Servi
         Component::Order => &status.order,
         Component::Payment => &status.payment,
         Component::Inventory => &status.inventory,
+        Component::Notification => &status.notification,
     }
 }
 

@@ -257,11 +257,16 @@ pub(super) async fn secret_hashes(
     ctx: &Context,
     platform: &SagaPlatform,
 ) -> Result<HashMap<&'static str, String>, Error> {
-    let refs: Vec<_> = Component::ALL.iter().flat_map(|c| build::secret_refs(platform, *c)).collect();
-    let values = read::secret_values(&ctx.client, &platform.namespace().unwrap_or_default(), &refs).await?;
+    let per_component: Vec<_> = Component::ALL.iter().map(|c| build::secret_refs(platform, *c)).collect();
+    let refs: Vec<_> = per_component.iter().flatten().copied().collect();
+    let mut values = read::secret_values(&ctx.client, &platform.namespace().unwrap_or_default(), &refs).await?;
+    // In `refs` order: each component's values follow the previous one's.
     Ok(Component::ALL
         .iter()
-        .zip(values.chunks(refs.len() / Component::ALL.len()))
-        .map(|(c, v)| (c.name(), build::secrets_hash(v)))
+        .zip(&per_component)
+        .map(|(c, own)| {
+            let rest = values.split_off(own.len());
+            (c.name(), build::secrets_hash(&std::mem::replace(&mut values, rest)))
+        })
         .collect())
 }

@@ -192,6 +192,7 @@ pub fn local_secrets() -> Vec<Value> {
                 "order": format!("{PG_BASE}/cluster_order"),
                 "payment": format!("{PG_BASE}/cluster_payment"),
                 "inventory": format!("{PG_BASE}/cluster_inventory"),
+                "notification": format!("{PG_BASE}/cluster_notification"),
             }),
         ),
         secret("saga-auth", json!({"jwt-secret": JWT_SECRET})),

@@ -90,12 +90,12 @@ impl Operator {
 
     /// Waits until every Deployment of the resource exists and returns them.
     pub async fn wait_deployments(&self, name: &str) -> Vec<Value> {
-        let keys: Vec<Key> = ["order", "payment", "inventory"]
+        let keys: Vec<Key> = ["order", "payment", "inventory", "notification"]
             .iter()
             .map(|s| Key::new("deployments", NS, &format!("{name}-{s}")))
             .collect();
         self.fake
-            .wait_for("three deployments", WAIT, |fake| keys.iter().map(|k| fake.get(k)).collect::<Option<Vec<_>>>())
+            .wait_for("four deployments", WAIT, |fake| keys.iter().map(|k| fake.get(k)).collect::<Option<Vec<_>>>())
             .await
     }
 
@@ -166,6 +166,7 @@ pub fn platform(name: &str, platform: &str, replicas: i32, deletion_policy: &str
             "order": service("order"),
             "payment": service("payment"),
             "inventory": service("inventory"),
+            "notification": service("notification"),
         }
     })
 }

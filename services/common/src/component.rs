@@ -11,17 +11,20 @@ pub enum Component {
     Order,
     Payment,
     Inventory,
+    Notification,
 }
 
 impl Component {
-    pub const ALL: [Component; 3] = [Component::Order, Component::Payment, Component::Inventory];
+    pub const ALL: [Component; 4] =
+        [Component::Order, Component::Payment, Component::Inventory, Component::Notification];
 
-    /// `order`, `payment` or `inventory`: labels, metrics, Secret keys.
+    /// `order`, `payment`, `inventory` or `notification`: labels, metrics, Secret keys.
     pub fn name(self) -> &'static str {
         match self {
             Component::Order => "order",
             Component::Payment => "payment",
             Component::Inventory => "inventory",
+            Component::Notification => "notification",
         }
     }
 
@@ -31,6 +34,7 @@ impl Component {
             Component::Order => "order-service",
             Component::Payment => "payment-service",
             Component::Inventory => "inventory-service",
+            Component::Notification => "notification-service",
         }
     }
 
@@ -40,6 +44,7 @@ impl Component {
             Component::Order => 8080,
             Component::Payment => 8081,
             Component::Inventory => 8082,
+            Component::Notification => 8083,
         }
     }
 
@@ -54,6 +59,7 @@ impl Component {
             Component::Order => Destination::Order,
             Component::Payment => Destination::Payment,
             Component::Inventory => Destination::Inventory,
+            Component::Notification => Destination::Notification,
         }
     }
 }

@@ -30,3 +30,4 @@ pub mod telemetry;
 pub mod text;
 pub mod topology;
 pub mod trace_context;
+pub mod webhook_signature;

@@ -26,9 +26,10 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
+use crate::email;
 use crate::ssrf::{self, AllowList};
 use crate::store::{self, EMAIL, WEBHOOK};
-use crate::{email, signing};
+use saga_common::webhook_signature as signing;
 
 #[derive(OpenApi)]
 #[openapi(

@@ -17,8 +17,9 @@ use tokio::task::JoinSet;
 use crate::email::Mailer;
 use crate::metrics::NotificationMetrics;
 use crate::ssrf::{self, AllowList};
+use crate::store::EMAIL;
 use crate::store::{self, AttemptRecord, Claimed, DisablePolicy, Next};
-use crate::{signing, store::EMAIL};
+use saga_common::webhook_signature as signing;
 
 /// Retries: exponential backoff with full jitter. The n-th retry waits a
 /// uniformly random time in `[0, min(max_delay, initial_delay * 2^(n-1))]`.

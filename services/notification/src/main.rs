@@ -9,7 +9,6 @@ mod dispatch;
 mod email;
 mod handler;
 mod metrics;
-mod signing;
 mod ssrf;
 mod store;
 
