@@ -1,10 +1,12 @@
 //! `sagactl webhooks list | attempts | redeliver`: the notification
 //! service's endpoints (webhook and e-mail), an endpoint's attempt log, and
-//! sending a delivery again (same webhook-id), through its API with the
-//! context's token (an admin's by default: every customer's endpoints).
+//! sending a delivery again (same webhook-id), through its API
+//! (`--notification-url`) with the context's token (an admin's by default:
+//! every customer's endpoints).
 
 use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
+use saga_common::component::Component;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -29,16 +31,7 @@ pub enum WebhooksCommand {
 }
 
 #[derive(Debug, Args)]
-pub struct Service {
-    /// Base URL of the notification service.
-    #[arg(long, env = "NOTIFICATION_URL", default_value = "http://127.0.0.1:8083")]
-    notification_url: String,
-}
-
-#[derive(Debug, Args)]
 pub struct ListArgs {
-    #[command(flatten)]
-    service: Service,
     /// At most this many endpoints.
     #[arg(long, default_value_t = 50)]
     limit: usize,
@@ -46,8 +39,6 @@ pub struct ListArgs {
 
 #[derive(Debug, Args)]
 pub struct AttemptsArgs {
-    #[command(flatten)]
-    service: Service,
     /// Endpoint id.
     endpoint: String,
     /// At most this many attempts.
@@ -57,8 +48,6 @@ pub struct AttemptsArgs {
 
 #[derive(Debug, Args)]
 pub struct RedeliverArgs {
-    #[command(flatten)]
-    service: Service,
     /// Delivery id (the webhook-id).
     delivery: String,
 }
@@ -223,23 +212,21 @@ fn uuid(id: &str, what: &str) -> Result<uuid::Uuid> {
 
 pub async fn run(global: &GlobalArgs, token: &Token, out: Out, command: &WebhooksCommand) -> Result<i32> {
     let bearer = token.bearer(&global.auth_jwt_secret)?;
-    let client = |service: &Service| Client::new(&service.notification_url).with_token(bearer.clone());
+    let client = Client::new(global.url(Component::Notification)).with_token(bearer);
     match command {
         WebhooksCommand::List(args) => {
-            let endpoints = fetch(&client(&args.service), "/api/v1/endpoints", args.limit).await?;
+            let endpoints = fetch(&client, "/api/v1/endpoints", args.limit).await?;
             out.print(&EndpointList { endpoints })?;
         }
         WebhooksCommand::Attempts(args) => {
             let id = uuid(&args.endpoint, "endpoint")?;
-            let attempts =
-                fetch(&client(&args.service), &format!("/api/v1/endpoints/{id}/attempts"), args.limit).await?;
+            let attempts = fetch(&client, &format!("/api/v1/endpoints/{id}/attempts"), args.limit).await?;
             out.print(&AttemptList { endpoint: id.to_string(), attempts })?;
         }
         WebhooksCommand::Redeliver(args) => {
             let id = uuid(&args.delivery, "delivery")?;
-            let delivery: Delivery = client(&args.service)
-                .post(&format!("/api/v1/deliveries/{id}/redeliver"), &serde_json::json!({}))
-                .await?;
+            let delivery: Delivery =
+                client.post(&format!("/api/v1/deliveries/{id}/redeliver"), &serde_json::json!({})).await?;
             out.print(&Redelivered { delivery })?;
         }
     }

@@ -1,6 +1,6 @@
 //! The notification service end to end: real order events from a real
-//! platform (RabbitMQ, PostgreSQL, the three services), the real
-//! notification-service binary, a real HTTP receiver in this test that
+//! platform (RabbitMQ, PostgreSQL, the four services of the harness, the
+//! notification service configured through `Options::env`), a real HTTP receiver in this test that
 //! checks the Standard Webhooks signatures with its own code, and a real SMTP
 //! server (PyPI aiosmtpd, tests/smtp_sink.py; `scripts/smtp-sink.sh` installs it).
 
@@ -18,8 +18,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use lapin::BasicProperties;
 use lapin::options::BasicPublishOptions;
-use saga_common::component::settings_env;
-use saga_tests::{Options, PG_BASE, Platform, SECRET, amqp_url, bin_dir, eventually, free_port};
+use saga_tests::{Options, Platform, SECRET, Svc, bin_dir, eventually, free_port};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
@@ -166,67 +165,28 @@ async fn receive(
 }
 
 // ---------------------------------------------------------------------------
-// notification-service beside the harness's platform.
+// The harness's notification-service.
 
 struct Notifier {
-    child: Child,
-    port: u16,
-    database: String,
+    base: String,
     pool: PgPool,
     http: reqwest::Client,
-    log: PathBuf,
-    env: Vec<(String, String)>,
+    platform: String,
 }
 
 impl Notifier {
-    /// Starts notification-service on `platform`'s topology and waits until ready.
-    async fn start(platform: &Platform, env: &[(&str, String)]) -> Notifier {
-        let port = free_port();
-        let database = format!("{}_notification", platform.name);
-        let log = bin_dir().join("test-logs").join(&platform.name).join("notification-0.log");
-        let mut settings: Vec<(String, String)> = vec![
-            ("DATABASE_URL".into(), format!("{PG_BASE}/{database}")),
-            ("AMQP_URL".into(), amqp_url()),
-            ("AUTH_JWT_SECRET".into(), SECRET.into()),
-            ("DB_POOL_SIZE".into(), "8".into()),
-            ("RUST_LOG".into(), "info".into()),
-            ("DELIVERY_POLL_INTERVAL".into(), "100ms".into()),
-        ];
-        let topology = settings_env(&platform.topology.spec, &format!("127.0.0.1:{port}"));
-        settings.extend(topology.into_iter().map(|(name, value)| (name.to_owned(), value)));
-        settings.extend(env.iter().map(|(name, value)| ((*name).to_owned(), value.clone())));
-        let child = spawn(&settings, &log);
-        let http = reqwest::Client::new();
-        let pool = PgPool::connect_lazy(&format!("{PG_BASE}/{database}")).unwrap();
-        let notifier = Notifier { child, port, database, pool, http, log, env: settings };
-        notifier.wait_ready().await;
-        notifier
-    }
-
-    async fn wait_ready(&self) {
-        let ready = format!("http://127.0.0.1:{}/readyz", self.port);
-        eventually(&format!("notification-service ready (log: {:?})", self.log), Duration::from_secs(60), || async {
-            let response = self.http.get(&ready).send().await.ok()?;
-            (response.status() == 200).then_some(())
-        })
-        .await;
-    }
-
-    /// SIGKILL: whatever was being sent is cut, nothing is recorded.
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// Starts it again (same settings) after `kill`, and waits until ready.
-    async fn restart(&mut self) {
-        self.kill();
-        self.child = spawn(&self.env, &self.log);
-        self.wait_ready().await;
+    /// The platform's notification-service (replica 0).
+    fn of(platform: &Platform) -> Notifier {
+        Notifier {
+            base: platform.url(Svc::Notification, ""),
+            pool: platform.pool(Svc::Notification).clone(),
+            http: reqwest::Client::new(),
+            platform: platform.name.clone(),
+        }
     }
 
     async fn call(&self, method: reqwest::Method, path: &str, token: &str, body: Option<Value>) -> (u16, Value) {
-        let mut request = self.http.request(method, format!("http://127.0.0.1:{}{path}", self.port)).bearer_auth(token);
+        let mut request = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(token);
         if let Some(body) = body {
             request = request.json(&body);
         }
@@ -253,7 +213,7 @@ impl Notifier {
 
     /// Waits until the delivery has reached `status`; returns it.
     async fn wait_delivery(&self, id: &str, token: &str, status: &str) -> Value {
-        eventually(&format!("delivery {id} {status} (log: {:?})", self.log), WITHIN, || async {
+        eventually(&format!("delivery {id} {status} (logs: test-logs/{})", self.platform), WITHIN, || async {
             let (_, delivery) = self.get(&format!("/api/v1/deliveries/{id}"), token).await;
             (delivery["status"] == status).then_some(delivery)
         })
@@ -284,47 +244,20 @@ impl Notifier {
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("HOME", "/nonexistent-home")
             .env("AUTH_JWT_SECRET", SECRET)
-            .env("NOTIFICATION_URL", format!("http://127.0.0.1:{}", self.port))
+            .env("NOTIFICATION_URL", &self.base)
             .output()
             .expect("run `cargo build --bins` first");
         let stdout = String::from_utf8_lossy(&output.stdout);
         assert!(output.status.success(), "sagactl {args:?}: {stdout}{}", String::from_utf8_lossy(&output.stderr));
         serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("sagactl {args:?}: {e}: {stdout}"))
     }
-
-    async fn stop(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        self.pool.close().await;
-        let admin = PgPool::connect(&format!("{PG_BASE}/postgres")).await.unwrap();
-        let sql = format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.database);
-        sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&admin).await.unwrap();
-    }
 }
 
-fn spawn(env: &[(String, String)], log: &std::path::Path) -> Child {
-    let file = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
-    Command::new(bin_dir().join("notification-service"))
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .envs(env.iter().map(|(name, value)| (name, value)))
-        .stdin(Stdio::null())
-        .stdout(file.try_clone().unwrap())
-        .stderr(file)
-        .spawn()
-        .expect("run `cargo build --bins` first")
-}
-
-impl Drop for Notifier {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A platform selling `widget` at 2.50, with these customers' accounts funded.
-async fn shop(customers: &[&str]) -> Platform {
-    let platform = Platform::start(Options::default()).await;
+/// A platform selling `widget` at 2.50, with these customers' accounts
+/// funded; `env` on top of every service's environment (the notification
+/// service's settings).
+async fn shop(customers: &[&str], env: Vec<(&'static str, String)>) -> Platform {
+    let platform = Platform::start(Options { env, ..Options::default() }).await;
     platform.put_product("widget", 250, 1_000).await;
     for customer in customers {
         platform.put_account(customer, 1_000_000).await;
@@ -351,8 +284,8 @@ fn allow_local() -> (&'static str, String) {
 /// often it is sent, and both signatures verifiable during a rotation.
 #[tokio::test(flavor = "multi_thread")]
 async fn webhooks_are_signed_deduplicated_and_rotated() {
-    let platform = shop(&["alice", "bob"]).await;
-    let notifier = Notifier::start(&platform, &[allow_local()]).await;
+    let platform = shop(&["alice", "bob"], vec![allow_local()]).await;
+    let notifier = Notifier::of(&platform);
     let (receiver, port) = Receiver::start().await;
     let (alice, bob, admin) = (platform.token("alice"), platform.token("bob"), platform.admin_token());
     let url = |path: &str| format!("http://127.0.0.1:{port}/{path}");
@@ -497,7 +430,6 @@ async fn webhooks_are_signed_deduplicated_and_rotated() {
     .await;
     assert_eq!(receiver.effects().keys().filter(|id| **id == delivered.id).count(), 1);
 
-    notifier.stop().await;
     platform.shutdown().await;
 }
 
@@ -507,10 +439,9 @@ async fn webhooks_are_signed_deduplicated_and_rotated() {
 /// reason in the API, and re-enabling it delivers what waited.
 #[tokio::test(flavor = "multi_thread")]
 async fn failures_are_retried_logged_and_disable_the_endpoint() {
-    let platform = shop(&["carol"]).await;
-    let notifier = Notifier::start(
-        &platform,
-        &[
+    let platform = shop(
+        &["carol"],
+        vec![
             allow_local(),
             ("DELIVERY_RETRY_INITIAL_DELAY", "200ms".into()),
             ("DELIVERY_RETRY_MAX_DELAY", "500ms".into()),
@@ -520,6 +451,7 @@ async fn failures_are_retried_logged_and_disable_the_endpoint() {
         ],
     )
     .await;
+    let notifier = Notifier::of(&platform);
     let (receiver, port) = Receiver::start().await;
     let carol = platform.token("carol");
     receiver.script(&[Answer::Redirect, Answer::Status(503), Answer::Hang], Answer::Ok);
@@ -597,7 +529,6 @@ async fn failures_are_retried_logged_and_disable_the_endpoint() {
     notifier.wait_delivery(waiting["id"].as_str().unwrap(), &carol, "delivered").await;
     assert_eq!(receiver.effects().len(), 2);
 
-    notifier.stop().await;
     platform.shutdown().await;
 }
 
@@ -607,7 +538,7 @@ async fn failures_are_retried_logged_and_disable_the_endpoint() {
 #[tokio::test(flavor = "multi_thread")]
 async fn internal_urls_are_refused() {
     let platform = Platform::start(Options::default()).await;
-    let notifier = Notifier::start(&platform, &[]).await;
+    let notifier = Notifier::of(&platform);
     let dave = platform.token("dave");
     for (url, address) in [
         ("http://127.0.0.1/hook", "127.0.0.1"),
@@ -638,7 +569,6 @@ async fn internal_urls_are_refused() {
     let (status, listed) = notifier.get("/api/v1/endpoints", &dave).await;
     assert_eq!((status, listed["items"].clone()), (200, json!([])));
 
-    notifier.stop().await;
     platform.shutdown().await;
 }
 
@@ -696,10 +626,9 @@ impl Drop for SmtpSink {
 #[tokio::test(flavor = "multi_thread")]
 async fn emails_reach_the_registered_address() {
     let smtp = SmtpSink::start();
-    let platform = shop(&["erin"]).await;
-    let notifier = Notifier::start(
-        &platform,
-        &[
+    let platform = shop(
+        &["erin"],
+        vec![
             ("SMTP_URL", format!("smtp://127.0.0.1:{}", smtp.port)),
             ("SMTP_FROM", "Saga Shop <shop@example.com>".into()),
             allow_local(),
@@ -709,6 +638,7 @@ async fn emails_reach_the_registered_address() {
         ],
     )
     .await;
+    let notifier = Notifier::of(&platform);
     let erin = platform.token("erin");
     let endpoint = notifier.register(&erin, json!({"channel": "email", "address": "erin@example.com"})).await;
     assert!(endpoint.get("secret").is_none(), "{endpoint}");
@@ -778,7 +708,6 @@ async fn emails_reach_the_registered_address() {
     assert!(text.contains(&format!("Target: http://127.0.0.1:{port}/erin")), "{text}");
     assert!(notice["html"].as_str().unwrap().contains(&format!("<td>{hook_id}</td>")));
 
-    notifier.stop().await;
     platform.shutdown().await;
 }
 
@@ -788,12 +717,9 @@ async fn emails_reach_the_registered_address() {
 /// applies it once.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_send_cut_by_a_crash_is_sent_again_with_the_same_id() {
-    let platform = shop(&["frank"]).await;
-    let mut notifier = Notifier::start(
-        &platform,
-        &[allow_local(), ("DELIVERY_TIMEOUT", "2s".into()), ("DELIVERY_LEASE", "4s".into())],
-    )
-    .await;
+    let mut platform =
+        shop(&["frank"], vec![allow_local(), ("DELIVERY_TIMEOUT", "2s".into()), ("DELIVERY_LEASE", "4s".into())]).await;
+    let notifier = Notifier::of(&platform);
     let (receiver, port) = Receiver::start().await;
     receiver.script(&[Answer::Hang], Answer::Ok);
     let frank = platform.token("frank");
@@ -804,7 +730,7 @@ async fn a_send_cut_by_a_crash_is_sent_again_with_the_same_id() {
     let first =
         eventually("the receiver got the webhook", WITHIN, || async { receiver.requests("frank").first().cloned() })
             .await;
-    notifier.kill();
+    platform.kill(Svc::Notification, 0);
     let (status, attempts): (String, i32) =
         sqlx::query_as("SELECT status, attempts FROM deliveries WHERE id = $1::uuid")
             .bind(&first.id)
@@ -813,7 +739,8 @@ async fn a_send_cut_by_a_crash_is_sent_again_with_the_same_id() {
             .unwrap();
     assert_eq!((status.as_str(), attempts), ("pending", 0), "the cut attempt left nothing recorded");
 
-    notifier.restart().await;
+    platform.restart(Svc::Notification, 0);
+    platform.wait_ready().await;
     notifier.wait_delivery(&first.id, &frank, "delivered").await;
     let requests = receiver.requests("frank");
     assert_eq!(requests.len(), 2, "{requests:?}");
@@ -823,6 +750,5 @@ async fn a_send_cut_by_a_crash_is_sent_again_with_the_same_id() {
     assert_eq!(attempts.len(), 1, "only the attempt that finished is logged: {attempts:#?}");
     assert_eq!(attempts[0]["succeeded"], true);
 
-    notifier.stop().await;
     platform.shutdown().await;
 }
