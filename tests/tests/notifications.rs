@@ -418,6 +418,11 @@ async fn webhooks_are_signed_deduplicated_and_rotated() {
         listed["endpoints"].as_array().unwrap().iter().map(|e| e["target"].as_str().unwrap()).collect();
     assert_eq!(targets.len(), 3, "{listed}");
     assert!(targets.contains(&url("alice").as_str()) && targets.contains(&url("admin").as_str()), "{listed}");
+    // The second order's attempt is recorded once the receiver has answered.
+    eventually("three attempts logged", WITHIN, || async {
+        (notifier.attempts(&endpoint_id, &alice).await.len() == 3).then_some(())
+    })
+    .await;
     let logged = notifier.sagactl(&["webhooks", "attempts", &endpoint_id]);
     let logged = logged["attempts"].as_array().unwrap();
     assert_eq!(logged.len(), 3, "{logged:#?}");
@@ -528,6 +533,22 @@ async fn failures_are_retried_logged_and_disable_the_endpoint() {
     assert_eq!((enabled["enabled"].clone(), enabled["disabled_reason"].clone()), (json!(true), Value::Null));
     notifier.wait_delivery(waiting["id"].as_str().unwrap(), &carol, "delivered").await;
     assert_eq!(receiver.effects().len(), 2);
+
+    // The metrics count the same: 3 + 4 failed attempts, 2 successful, 2 delivered.
+    // (The delivery counter moves once the outcome is committed: awaited.)
+    let expected = [
+        r#"saga_notification_attempts_total{channel="webhook",result="failure"} 7"#,
+        r#"saga_notification_attempts_total{channel="webhook",result="success"} 2"#,
+        r#"saga_notification_deliveries_total{channel="webhook",outcome="delivered"} 2"#,
+        r#"saga_notification_deliveries_total{channel="email",outcome="failed"} 0"#,
+        "saga_notification_backlog ",
+    ];
+    let url = platform.url(Svc::Notification, "/metrics");
+    eventually(&format!("the metrics show {expected:?}"), WITHIN, || async {
+        let metrics = platform.http.get(&url).send().await.ok()?.text().await.ok()?;
+        expected.iter().all(|series| metrics.contains(series)).then_some(())
+    })
+    .await;
 
     platform.shutdown().await;
 }
@@ -673,8 +694,13 @@ async fn emails_reach_the_registered_address() {
     assert!(text.contains("Reason: out of stock") && text.contains(&format!("Order: {failed}")), "{text}");
     assert!(sorry["html"].as_str().unwrap().contains("<td>out of stock</td>"));
 
-    let attempts = notifier.attempts(endpoint["id"].as_str().unwrap(), &erin).await;
-    assert_eq!(attempts.len(), 2, "{attempts:#?}");
+    // The attempts are recorded once the SMTP server has answered: awaited.
+    let mailbox = endpoint["id"].as_str().unwrap();
+    let attempts = eventually("both e-mail attempts logged", WITHIN, || async {
+        let attempts = notifier.attempts(mailbox, &erin).await;
+        (attempts.len() == 2).then_some(attempts)
+    })
+    .await;
     assert!(attempts.iter().all(|a| a["succeeded"] == true && a["status_code"] == 250), "{attempts:#?}");
 
     // A webhook of erin's that keeps failing is disabled: erin is told why by e-mail.
@@ -714,7 +740,7 @@ async fn emails_reach_the_registered_address() {
 /// A notification-service killed (SIGKILL) while a webhook is in flight
 /// loses nothing: the claim's lease runs out and the delivery is sent again,
 /// with the same webhook-id, so the receiver that already did the work
-/// applies it once.
+/// applies it once. And the SSRF check is made again at send time.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_send_cut_by_a_crash_is_sent_again_with_the_same_id() {
     let mut platform =
@@ -749,6 +775,19 @@ async fn a_send_cut_by_a_crash_is_sent_again_with_the_same_id() {
     let attempts = notifier.attempts(&endpoint_id, &frank).await;
     assert_eq!(attempts.len(), 1, "only the attempt that finished is logged: {attempts:#?}");
     assert_eq!(attempts[0]["succeeded"], true);
+
+    // The address is checked again before each send: restarted without the
+    // allow-list, the same endpoint is not called, and the attempt says why.
+    platform.restart_with(Svc::Notification, 0, &[("WEBHOOK_ALLOW_CIDRS", String::new())]);
+    platform.wait_ready().await;
+    completed_order(&platform, "frank").await;
+    let refused = eventually("an attempt refused at send time", WITHIN, || async {
+        notifier.attempts(&endpoint_id, &frank).await.into_iter().find(|a| a["succeeded"] == false)
+    })
+    .await;
+    let error = refused["error"].as_str().unwrap();
+    assert!(error.contains("resolves to 127.0.0.1") && error.contains("which webhooks may not reach"), "{error}");
+    assert_eq!(receiver.requests("frank").len(), 2, "no request reached the receiver");
 
     platform.shutdown().await;
 }

@@ -34,6 +34,17 @@ impl NotificationMetrics {
             this.attempts.clone(),
         );
         metrics.register("notification_backlog", "Deliveries due now and not yet sent (sampled)", this.backlog.clone());
+        // Every label value is known in advance: the series exist at 0.
+        for channel in [crate::store::WEBHOOK, crate::store::EMAIL] {
+            for outcome in ["delivered", "failed"] {
+                let _ = this
+                    .deliveries
+                    .get_or_create(&vec![("channel", channel.to_owned()), ("outcome", outcome.to_owned())]);
+            }
+            for succeeded in [true, false] {
+                let _ = this.attempts.get_or_create(&labels(channel, succeeded));
+            }
+        }
         this
     }
 
@@ -42,7 +53,11 @@ impl NotificationMetrics {
     }
 
     pub fn attempt(&self, channel: &str, succeeded: bool) {
-        let result = if succeeded { "success" } else { "failure" };
-        self.attempts.get_or_create(&vec![("channel", channel.to_owned()), ("result", result.to_owned())]).inc();
+        self.attempts.get_or_create(&labels(channel, succeeded)).inc();
     }
+}
+
+fn labels(channel: &str, succeeded: bool) -> Labels {
+    let result = if succeeded { "success" } else { "failure" };
+    vec![("channel", channel.to_owned()), ("result", result.to_owned())]
 }
