@@ -791,3 +791,50 @@ async fn a_send_cut_by_a_crash_is_sent_again_with_the_same_id() {
 
     platform.shutdown().await;
 }
+
+/// An event of a schema version the service does not read, or with an
+/// invalid customer id, is dead-lettered (not guessed at); a valid one
+/// beside them is handled.
+#[tokio::test(flavor = "multi_thread")]
+async fn events_it_cannot_read_are_dead_lettered() {
+    let platform = shop(&[], vec![allow_local()]).await;
+    let notifier = Notifier::of(&platform);
+    let event = |version: u32, customer: &str| {
+        json!({"schema_version": version, "event_id": uuid::Uuid::now_v7(), "type": "order.failed",
+            "order_id": uuid::Uuid::now_v7(), "customer_id": customer, "total_cents": null,
+            "failure_reason": "out_of_stock", "order_created_at": "2026-12-06T12:00:00Z",
+            "occurred_at": "2026-12-06T12:00:01Z"})
+    };
+    let mut ids = Vec::new();
+    for body in [event(2, "gina"), event(1, "has space"), event(1, "gina")] {
+        let id = uuid::Uuid::now_v7().to_string();
+        let properties = BasicProperties::default()
+            .with_message_id(id.as_str().into())
+            .with_type("order.failed".into())
+            .with_content_type("application/json".into());
+        platform.publish_raw(Svc::Notification, properties, &serde_json::to_vec(&body).unwrap()).await;
+        ids.push(id);
+    }
+    let dead = platform.wait_dead_letters(Svc::Notification, &ids[..2], WITHIN).await;
+    let reason = |id: &str| {
+        let header = dead[id].headers.inner().get("x-failure-reason").cloned();
+        match header {
+            Some(lapin::types::AMQPValue::LongString(reason)) => reason.to_string(),
+            other => panic!("{other:?}"),
+        }
+    };
+    assert!(reason(&ids[0]).contains("schema version 2"), "{}", reason(&ids[0]));
+    assert!(reason(&ids[1]).contains("invalid customer id"), "{}", reason(&ids[1]));
+    eventually("the valid event was handled", WITHIN, || async {
+        let seen: i64 = sqlx::query_scalar("SELECT count(*) FROM inbox WHERE message_id = $1::uuid")
+            .bind(&ids[2])
+            .fetch_one(&notifier.pool)
+            .await
+            .unwrap();
+        (seen == 1).then_some(())
+    })
+    .await;
+    assert!(platform.drain_dlq(Svc::Notification).await.is_empty());
+
+    platform.shutdown().await;
+}

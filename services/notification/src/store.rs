@@ -529,7 +529,9 @@ pub async fn list_deliveries(
 }
 
 /// Sends the delivery again, now, with a fresh attempt budget (and the same
-/// webhook-id). A delivery being sent right now is left to finish.
+/// webhook-id). If it is being sent at this moment, that send's outcome is
+/// still logged as an attempt but no longer decides the delivery's state
+/// (its lease is gone), and the receiver may get it twice: same webhook-id.
 pub async fn redeliver(pool: &PgPool, id: Uuid) -> sqlx::Result<bool> {
     let updated = sqlx::query(
         "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = now(), lease = NULL, updated_at = now()
