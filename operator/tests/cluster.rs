@@ -229,7 +229,7 @@ async fn examples_become_ready_and_drift_is_repaired() {
         }
         // Owner references and the chart's labels on every child.
         let kids = children(&ns.name, name);
-        assert_eq!(kids.len(), 9, "three Deployments, Services and ConfigMaps: {kids:?}");
+        assert_eq!(kids.len(), 12, "four Deployments, Services and ConfigMaps: {kids:?}");
         for kid in &kids {
             let object: Value = serde_json::from_str(&kubectl(&["get", kid, "-n", &ns.name, "-o", "json"])).unwrap();
             let owner = &object["metadata"]["ownerReferences"][0];
@@ -370,7 +370,7 @@ async fn deletion_keeps_or_removes_the_topology_and_the_garbage_collector_remove
     kubectl_apply(&ns.name, &[orphan_secret, retain.clone(), delete.clone(), orphan.clone()]).unwrap();
     for name in ["retain", "remove", "orphan"] {
         wait_ready(&ns.name, name).await;
-        assert_eq!(children(&ns.name, name).len(), 9, "{name}'s children");
+        assert_eq!(children(&ns.name, name).len(), 12, "{name}'s children");
     }
 
     for (sp, queues_stay) in [(&retain, true), (&delete, false)] {

@@ -426,8 +426,8 @@ async fn a_callers_sampling_decision_and_tracestate_travel_every_hop() {
     let span_ids: std::collections::BTreeSet<&str> = hops.iter().map(|h| h.1.split('-').nth(2).unwrap()).collect();
     assert_eq!(span_ids.len(), hops.len(), "every publish is a span of its own: {hops:?}");
 
-    // Sampled by the caller, with a tracestate: recorded by all three
-    // services, every span with the caller's tracestate.
+    // Sampled by the caller, with a tracestate: recorded by every service,
+    // every span with the caller's tracestate.
     let sampled = "4bf92f3577b34da6a3ce929d0e0e4736";
     let caller = format!("00-{sampled}-00f067aa0ba902b7-01");
     let (id, echoed) = place(&platform, "alice", &[("traceparent", &caller), ("tracestate", "shop=2")]).await;
@@ -449,7 +449,9 @@ async fn a_callers_sampling_decision_and_tracestate_travel_every_hop() {
         assert_eq!(span["traceState"], "shop=2", "{service}: {span}");
     }
     let services: std::collections::BTreeSet<&str> = spans.iter().map(|(service, _)| service.as_str()).collect();
-    assert_eq!(services, ["inventory-service", "order-service", "payment-service"].into());
+    // The notification service too: the order event continues the order's trace.
+    let all: Vec<&str> = Svc::ALL.iter().map(|svc| svc.binary()).collect();
+    assert_eq!(services, all.into_iter().collect());
 
     // Both orders were exported by the same processes, in order: the
     // unsampled one, finished first, was not recorded at all.

@@ -196,6 +196,8 @@ pub fn local_secrets() -> Vec<Value> {
             }),
         ),
         secret("saga-auth", json!({"jwt-secret": JWT_SECRET})),
+        // examples/sagaplatform.yaml's e-mail settings (never used: no pod runs).
+        secret("saga-smtp", json!({"url": "smtp://127.0.0.1:2525"})),
     ]
 }
 
