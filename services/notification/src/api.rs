@@ -105,10 +105,13 @@ impl Channel {
 pub struct CreateEndpoint {
     pub channel: Channel,
     /// The webhook's URL (http or https, a public address; at most 2048 characters).
+    #[schema(max_length = 2048)]
     pub url: Option<String>,
     /// The e-mail address (at most 254 characters).
+    #[schema(max_length = 254)]
     pub address: Option<String>,
     /// Free text, at most 200 characters.
+    #[schema(max_length = 200)]
     pub description: Option<String>,
     /// The events it receives (default: all three): `order.completed`, `order.failed`, `order.cancelled`.
     #[schema(value_type = Option<Vec<String>>)]
@@ -124,9 +127,12 @@ pub struct CreateEndpoint {
 #[schema(example = json!({"enabled": true}))]
 pub struct UpdateEndpoint {
     /// A webhook's new URL.
+    #[schema(max_length = 2048)]
     pub url: Option<String>,
     /// An e-mail endpoint's new address.
+    #[schema(max_length = 254)]
     pub address: Option<String>,
+    #[schema(max_length = 200)]
     pub description: Option<String>,
     #[schema(value_type = Option<Vec<String>>)]
     pub event_types: Option<Vec<OrderEventType>>,
@@ -719,5 +725,10 @@ mod tests {
         saga_common::openapi::complete(&mut openapi);
         let errors = saga_common::openapi::check(&openapi);
         assert!(errors.is_empty(), "{errors:#?}");
+        let doc = serde_json::to_value(openapi).unwrap();
+        let create = &doc["components"]["schemas"]["CreateEndpoint"]["properties"];
+        assert_eq!(create["url"]["maxLength"], crate::ssrf::MAX_URL_LEN);
+        assert_eq!(create["address"]["maxLength"], email::MAX_ADDRESS_LEN);
+        assert_eq!(create["description"]["maxLength"], MAX_DESCRIPTION);
     }
 }
