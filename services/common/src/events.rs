@@ -23,7 +23,7 @@ pub const SCHEMA_VERSION: u32 = 1;
 
 /// The kind of an order event; also the AMQP `type` property and the routing
 /// key on `{platform}.events`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema, utoipa::ToSchema)]
 pub enum OrderEventType {
     /// The order is COMPLETED: stock confirmed, payment captured.
     #[serde(rename = "order.completed")]

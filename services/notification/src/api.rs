@@ -74,7 +74,24 @@ fn routes() -> OpenApiRouter<ApiState> {
 }
 
 pub fn router(state: ApiState) -> (axum::Router, utoipa::openapi::OpenApi) {
-    routes().with_state(state).split_for_parts()
+    let (router, mut openapi) = routes().with_state(state).split_for_parts();
+    close_new_endpoint_variants(&mut openapi);
+    (router, openapi)
+}
+
+/// `CreateEndpoint`'s two shapes refuse unknown fields (`deny_unknown_fields`),
+/// which utoipa does not say for an enum's variants: the document says it here.
+fn close_new_endpoint_variants(openapi: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::RefOr;
+    use utoipa::openapi::schema::{AdditionalProperties, Schema};
+    let schemas = openapi.components.as_mut().map(|c| &mut c.schemas);
+    if let Some(RefOr::T(Schema::OneOf(one_of))) = schemas.and_then(|s| s.get_mut("CreateEndpoint")) {
+        for item in &mut one_of.items {
+            if let RefOr::T(Schema::Object(object)) = item {
+                object.additional_properties = Some(Box::new(AdditionalProperties::FreeForm(false)));
+            }
+        }
+    }
 }
 
 pub const MAX_DESCRIPTION: usize = 200;
@@ -98,27 +115,75 @@ impl Channel {
     }
 }
 
-/// Registers an endpoint.
+/// Registers an endpoint: `channel` says which, a webhook (with `url`) or
+/// an e-mail address (with `address`).
 #[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(tag = "channel", rename_all = "lowercase", deny_unknown_fields)]
 #[schema(example = json!({"channel": "webhook", "url": "https://example.com/hooks/orders", "event_types": ["order.completed"]}))]
-pub struct CreateEndpoint {
-    pub channel: Channel,
-    /// The webhook's URL (http or https, a public address; at most 2048 characters).
-    #[schema(max_length = 2048)]
-    pub url: Option<String>,
-    /// The e-mail address (at most 254 characters).
-    #[schema(max_length = 254)]
-    pub address: Option<String>,
-    /// Free text, at most 200 characters.
-    #[schema(max_length = 200)]
-    pub description: Option<String>,
-    /// The events it receives (default: all three): `order.completed`, `order.failed`, `order.cancelled`.
-    #[schema(value_type = Option<Vec<String>>)]
-    pub event_types: Option<Vec<OrderEventType>>,
-    /// `true`: every customer's events (admins only).
-    #[serde(default)]
-    pub all_customers: bool,
+pub enum CreateEndpoint {
+    /// A signed POST to `url`.
+    Webhook {
+        /// The webhook's URL (http or https, a public address; at most 2048 characters).
+        #[schema(max_length = 2048)]
+        url: String,
+        /// Free text: 1-200 characters, not blank, no control characters.
+        #[schema(schema_with = description_schema)]
+        description: Option<String>,
+        /// The events it receives (default: all three).
+        #[schema(value_type = Option<Vec<OrderEventType>>, min_items = 1)]
+        event_types: Option<Vec<OrderEventType>>,
+        /// `true`: every customer's events (admins only).
+        #[serde(default)]
+        all_customers: bool,
+    },
+    /// An e-mail to `address`.
+    Email {
+        /// The e-mail address (at most 254 characters).
+        #[schema(max_length = 254)]
+        address: String,
+        /// Free text: 1-200 characters, not blank, no control characters.
+        #[schema(schema_with = description_schema)]
+        description: Option<String>,
+        /// The events it receives (default: all three).
+        #[schema(value_type = Option<Vec<OrderEventType>>, min_items = 1)]
+        event_types: Option<Vec<OrderEventType>>,
+        /// `true`: every customer's events (admins only).
+        #[serde(default)]
+        all_customers: bool,
+    },
+}
+
+/// What both kinds of new endpoint say, the target apart.
+struct NewEndpointRequest {
+    channel: Channel,
+    url: Option<String>,
+    address: Option<String>,
+    description: Option<String>,
+    event_types: Option<Vec<OrderEventType>>,
+    all_customers: bool,
+}
+
+impl From<CreateEndpoint> for NewEndpointRequest {
+    fn from(body: CreateEndpoint) -> Self {
+        match body {
+            CreateEndpoint::Webhook { url, description, event_types, all_customers } => NewEndpointRequest {
+                channel: Channel::Webhook,
+                url: Some(url),
+                address: None,
+                description,
+                event_types,
+                all_customers,
+            },
+            CreateEndpoint::Email { address, description, event_types, all_customers } => NewEndpointRequest {
+                channel: Channel::Email,
+                url: None,
+                address: Some(address),
+                description,
+                event_types,
+                all_customers,
+            },
+        }
+    }
 }
 
 /// Changes an endpoint; absent fields keep their value.
@@ -132,9 +197,10 @@ pub struct UpdateEndpoint {
     /// An e-mail endpoint's new address.
     #[schema(max_length = 254)]
     pub address: Option<String>,
-    #[schema(max_length = 200)]
+    /// Free text: 1-200 characters, not blank, no control characters.
+    #[schema(schema_with = description_schema)]
     pub description: Option<String>,
-    #[schema(value_type = Option<Vec<String>>)]
+    #[schema(value_type = Option<Vec<OrderEventType>>, min_items = 1)]
     pub event_types: Option<Vec<OrderEventType>>,
     /// `true` re-enables a disabled endpoint (its failure streak forgotten).
     pub enabled: Option<bool>,
@@ -195,6 +261,14 @@ impl EndpointView {
     }
 }
 
+/// 422 `destination-refused`: a well-formed URL or address this platform
+/// will not send to — a host that does not resolve or resolves into a
+/// blocked range (SSRF), or e-mail without an SMTP server. What no schema
+/// can say, so it has a problem type of its own.
+fn destination_refused(detail: impl Into<String>) -> Problem {
+    Problem::new(axum::http::StatusCode::UNPROCESSABLE_ENTITY, "destination-refused", detail)
+}
+
 fn event_types(types: Option<Vec<OrderEventType>>) -> Result<Option<Vec<String>>, Problem> {
     match types {
         None => Ok(None),
@@ -208,11 +282,19 @@ fn event_types(types: Option<Vec<OrderEventType>>) -> Result<Option<Vec<String>>
 
 fn description(value: Option<&str>) -> Result<(), Problem> {
     match value {
-        Some(d) if !d.is_empty() => {
-            saga_common::text::check("description", d, MAX_DESCRIPTION).map_err(Problem::validation)
-        }
-        _ => Ok(()),
+        Some(d) => saga_common::text::check("description", d, MAX_DESCRIPTION).map_err(Problem::validation),
+        None => Ok(()),
     }
+}
+
+/// `saga_common::text`'s rule, or null.
+fn description_schema() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{Schema, SchemaType, Type};
+    let mut schema = saga_common::text::schema(MAX_DESCRIPTION, "Order updates for the shop");
+    if let Schema::Object(object) = &mut schema {
+        object.schema_type = SchemaType::Array(vec![Type::String, Type::Null]);
+    }
+    schema
 }
 
 async fn check_target(
@@ -223,12 +305,12 @@ async fn check_target(
 ) -> Result<String, Problem> {
     match (channel, url, address) {
         (Channel::Webhook, Some(url), None) => {
-            ssrf::vet(url, &api.allow).await.map_err(|refused| Problem::validation(refused.to_string()))?;
+            ssrf::vet(url, &api.allow).await.map_err(|refused| destination_refused(refused.to_string()))?;
             Ok(url.to_owned())
         }
         (Channel::Email, None, Some(address)) => {
             if !api.email_enabled {
-                return Err(Problem::validation(
+                return Err(destination_refused(
                     "e-mail endpoints are not available: this platform has no SMTP server (SMTP_URL)",
                 ));
             }
@@ -273,6 +355,7 @@ async fn create_endpoint(
     State(ApiState(api)): State<ApiState>,
     ApiJson(body): ApiJson<CreateEndpoint>,
 ) -> Result<Response, Problem> {
+    let body = NewEndpointRequest::from(body);
     if body.all_customers && !caller.admin {
         return Err(Problem::forbidden("only admins may register endpoints for every customer's events"));
     }
@@ -509,8 +592,8 @@ pub struct AttemptsQuery {
     /// Attempts per page, 1 to 200 (default 50).
     #[param(schema_with = page_limit_schema)]
     pub limit: Option<i64>,
-    /// The `next_cursor` of the previous page.
-    #[param(value_type = Option<String>)]
+    /// The `next_cursor` of the previous page (an attempt's id).
+    #[param(value_type = Option<i64>, minimum = 1)]
     pub cursor: Option<String>,
 }
 
@@ -722,13 +805,21 @@ mod tests {
     #[test]
     fn the_document_follows_the_shared_rules() {
         let mut openapi = routes().into_openapi();
+        close_new_endpoint_variants(&mut openapi);
         saga_common::openapi::complete(&mut openapi);
         let errors = saga_common::openapi::check(&openapi);
         assert!(errors.is_empty(), "{errors:#?}");
         let doc = serde_json::to_value(openapi).unwrap();
-        let create = &doc["components"]["schemas"]["CreateEndpoint"]["properties"];
-        assert_eq!(create["url"]["maxLength"], crate::ssrf::MAX_URL_LEN);
-        assert_eq!(create["address"]["maxLength"], email::MAX_ADDRESS_LEN);
-        assert_eq!(create["description"]["maxLength"], MAX_DESCRIPTION);
+        let [webhook, email] =
+            [0, 1].map(|i| &doc["components"]["schemas"]["CreateEndpoint"]["oneOf"][i]["properties"]);
+        assert_eq!(webhook["channel"]["enum"], serde_json::json!(["webhook"]));
+        assert_eq!(webhook["url"]["maxLength"], crate::ssrf::MAX_URL_LEN);
+        assert_eq!(email["channel"]["enum"], serde_json::json!(["email"]));
+        assert_eq!(email["address"]["maxLength"], email::MAX_ADDRESS_LEN);
+        for variant in [0, 1] {
+            let variant = &doc["components"]["schemas"]["CreateEndpoint"]["oneOf"][variant];
+            assert_eq!(variant["properties"]["description"]["maxLength"], MAX_DESCRIPTION);
+            assert_eq!(variant["additionalProperties"], false, "deny_unknown_fields: {variant}");
+        }
     }
 }
