@@ -12,9 +12,10 @@ tests/tests/hostile.rs.
 
 The other: the notification service's 422 `destination-refused` to a
 schema-valid `POST /api/v1/endpoints` or `PATCH /api/v1/endpoints/{id}`.
-A webhook URL must resolve, and only to public addresses (the SSRF rules),
-and e-mail needs an SMTP server: nothing a schema can say (schemathesis
-draws hosts such as example.com, which does not resolve here). Every other
+A webhook URL must be an absolute http(s) URL without user name or
+fragment whose host resolves, and only to public addresses (the SSRF
+rules), and e-mail needs an SMTP server: nothing a schema can say
+(schemathesis draws hosts such as example.com, which does not resolve here). Every other
 failure there still fails the run; the destination rules are tested in
 tests/tests/notifications.rs.
 """

@@ -261,10 +261,10 @@ impl EndpointView {
     }
 }
 
-/// 422 `destination-refused`: a well-formed URL or address this platform
-/// will not send to — a host that does not resolve or resolves into a
-/// blocked range (SSRF), or e-mail without an SMTP server. What no schema
-/// can say, so it has a problem type of its own.
+/// 422 `destination-refused`: a URL this platform will not send to —
+/// malformed, not http(s), with userinfo or a fragment, a host that does
+/// not resolve or resolves into a blocked range (SSRF) — or e-mail without
+/// an SMTP server. What no schema can say, so it has a problem type of its own.
 fn destination_refused(detail: impl Into<String>) -> Problem {
     Problem::new(axum::http::StatusCode::UNPROCESSABLE_ENTITY, "destination-refused", detail)
 }
