@@ -38,7 +38,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the operator (the default).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print the SagaPlatform CustomResourceDefinition as YAML.
     Crd,
 }
@@ -70,6 +70,10 @@ struct RunArgs {
     /// so Ready follows the broker's return without waiting for the resync.
     #[arg(long, env = "BROKER_RETRY_INTERVAL", default_value = "10s", value_parser = parse_duration)]
     broker_retry: Duration,
+    /// Re-reconcile period while a service's rollout is not complete, so Ready follows the
+    /// Deployment even when a watch event about it comes late.
+    #[arg(long, env = "ROLLOUT_POLL_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    rollout_poll: Duration,
     /// Watch (metadata only) the Secrets the resources refer to, so a rotation reconciles at once;
     /// needs list and watch on Secrets. false, or refused by the API: re-read every resync.
     #[arg(long, env = "WATCH_SECRETS", default_value_t = true, action = clap::ArgAction::Set, default_missing_value = "true", num_args = 0..=1)]
@@ -96,7 +100,7 @@ async fn main() {
     let cli: Cli = parse();
     match cli.command {
         Some(Command::Crd) => print!("{}", serde_yaml::to_string(&SagaPlatform::crd()).expect("the CRD serializes")),
-        Some(Command::Run(args)) => run(args).await,
+        Some(Command::Run(args)) => run(*args).await,
         None => run(cli.run).await,
     }
 }
@@ -136,6 +140,7 @@ async fn run(args: RunArgs) {
         scale_interval: args.scale_interval,
         cleanup_timeout: args.cleanup_timeout,
         broker_retry: args.broker_retry,
+        rollout_poll: args.rollout_poll,
         ..Settings::default()
     };
     let context = Arc::new(Context::new(

@@ -95,6 +95,10 @@ pub struct Settings {
     /// broker is unreachable, refuses, or times out): nothing in the cluster
     /// changes when the broker comes back, so only this notices it.
     pub broker_retry: Duration,
+    /// Re-reconcile period while a service's rollout is not complete, so
+    /// `ServicesAvailable` and `Ready` follow the Deployment even when a
+    /// watch event about it arrives late or not at all.
+    pub rollout_poll: Duration,
 }
 
 impl Default for Settings {
@@ -106,6 +110,7 @@ impl Default for Settings {
             error_backoff: Duration::from_secs(1),
             max_backoff: Duration::from_secs(300),
             broker_retry: Duration::from_secs(10),
+            rollout_poll: Duration::from_secs(5),
         }
     }
 }
@@ -433,8 +438,22 @@ async fn apply_platform_steps(platform: &SagaPlatform, ctx: &Context) -> Result<
     };
     apply::write_status(ctx, platform, status).await?;
     tracing::info!(generation = ?platform.metadata.generation, "reconciled");
-    let next = if autoscaling { ctx.settings.scale_interval } else { ctx.settings.resync };
-    Ok(Action::requeue(if topology_ok { next } else { next.min(ctx.settings.broker_retry) }))
+    Ok(Action::requeue(next_reconcile(&ctx.settings, autoscaling, topology_ok, not_ready.is_empty())))
+}
+
+/// When to look again: the resync (or the autoscaler's period), sooner while
+/// the platform has not converged — the broker topology unconfirmed (nothing
+/// in the cluster changes when the broker comes back) or a rollout not
+/// complete (its watch events may come late).
+fn next_reconcile(settings: &Settings, autoscaling: bool, topology_ok: bool, rolled_out: bool) -> Duration {
+    let mut next = if autoscaling { settings.scale_interval } else { settings.resync };
+    if !topology_ok {
+        next = next.min(settings.broker_retry);
+    }
+    if !rolled_out {
+        next = next.min(settings.rollout_poll);
+    }
+    next
 }
 
 /// The conditions to store, at the wall clock's time.
@@ -461,4 +480,28 @@ fn owner(platform: &SagaPlatform) -> String {
         meta.name.as_deref().unwrap_or_default(),
         meta.uid.as_deref().unwrap_or_default()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unconverged_platform_is_looked_at_again_soon() {
+        let settings = Settings {
+            resync: Duration::from_secs(600),
+            scale_interval: Duration::from_secs(15),
+            broker_retry: Duration::from_secs(10),
+            rollout_poll: Duration::from_secs(5),
+            ..Settings::default()
+        };
+        let secs = |autoscaling, topology_ok, rolled_out| {
+            next_reconcile(&settings, autoscaling, topology_ok, rolled_out).as_secs()
+        };
+        assert_eq!(secs(false, true, true), 600, "converged: the resync");
+        assert_eq!(secs(true, true, true), 15, "autoscaling: its period");
+        assert_eq!(secs(false, false, true), 10, "topology unconfirmed");
+        assert_eq!(secs(false, true, false), 5, "a rollout in progress");
+        assert_eq!(secs(true, false, false), 5, "the soonest wins");
+    }
 }

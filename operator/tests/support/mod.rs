@@ -43,6 +43,7 @@ pub fn settings() -> Settings {
         error_backoff: Duration::from_millis(50),
         max_backoff: Duration::from_millis(500),
         broker_retry: Duration::from_millis(500),
+        rollout_poll: Duration::from_millis(500),
     }
 }
 
