@@ -116,7 +116,12 @@ fn crd_names_columns_and_status() {
     assert!(version.subresources.as_ref().unwrap().status.is_some());
     let columns: Vec<&str> =
         version.additional_printer_columns.as_ref().unwrap().iter().map(|c| c.name.as_str()).collect();
-    assert_eq!(columns, ["Ready", "Order", "Payment", "Inventory", "Depth", "Age"]);
+    assert_eq!(columns, ["Ready", "Order", "Payment", "Inventory", "Notification", "Depth", "Age"]);
+    // The fourth service's column only with `kubectl get -o wide` (priority 1).
+    let priority = |name: &str| {
+        version.additional_printer_columns.as_ref().unwrap().iter().find(|c| c.name == name).unwrap().priority
+    };
+    assert_eq!((priority("Inventory"), priority("Notification")), (None, Some(1)));
 }
 
 #[test]
