@@ -464,20 +464,35 @@ impl Platform {
         self.publish_confirmed(&self.topology.exchange(), to, properties, body).await;
     }
 
+    /// Publishes an order event onto `{platform}.events` (routing key = its
+    /// type, not mandatory, as the order service does) and asserts the
+    /// broker confirmed it.
+    pub async fn publish_event(&self, routing_key: &str, properties: BasicProperties, body: &[u8]) {
+        let options = BasicPublishOptions::default();
+        self.publish_to(&self.topology.events_exchange(), routing_key, options, properties, body).await;
+    }
+
     /// Publishes to `exchange` with `to`'s queue as routing key, mandatory,
     /// and asserts the broker confirmed it.
     async fn publish_confirmed(&self, exchange: &str, to: Svc, properties: BasicProperties, body: &[u8]) {
+        let options = BasicPublishOptions { mandatory: true, ..Default::default() };
+        self.publish_to(exchange, to.destination().queue(), options, properties, body).await;
+    }
+
+    /// One confirmed publish on a connection of its own.
+    async fn publish_to(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        options: BasicPublishOptions,
+        properties: BasicProperties,
+        body: &[u8],
+    ) {
         let connection = self.amqp().await;
         let channel = connection.create_channel().await.unwrap();
         channel.confirm_select(Default::default()).await.unwrap();
         let confirm = channel
-            .basic_publish(
-                exchange.into(),
-                to.destination().queue().into(),
-                BasicPublishOptions { mandatory: true, ..Default::default() },
-                body,
-                properties,
-            )
+            .basic_publish(exchange.into(), routing_key.into(), options, body, properties)
             .await
             .unwrap()
             .await

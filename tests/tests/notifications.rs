@@ -17,7 +17,6 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use lapin::BasicProperties;
-use lapin::options::BasicPublishOptions;
 use saga_tests::{Options, Platform, SECRET, Svc, bin_dir, eventually, free_port};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -332,28 +331,12 @@ async fn webhooks_are_signed_deduplicated_and_rotated() {
     // inbox lets it through): no second delivery to any endpoint.
     let event = body["data"].clone();
     let duplicate_id = uuid::Uuid::now_v7().to_string();
-    let connection = platform.amqp().await;
-    let channel = connection.create_channel().await.unwrap();
-    channel.confirm_select(Default::default()).await.unwrap();
     let properties = BasicProperties::default()
         .with_message_id(duplicate_id.as_str().into())
         .with_type("order.completed".into())
         .with_content_type("application/json".into())
         .with_delivery_mode(2);
-    let confirm = channel
-        .basic_publish(
-            platform.topology.events_exchange().as_str().into(),
-            "order.completed".into(),
-            BasicPublishOptions::default(),
-            &serde_json::to_vec(&event).unwrap(),
-            properties,
-        )
-        .await
-        .unwrap()
-        .await
-        .unwrap();
-    assert!(confirm.is_ack());
-    let _ = connection.close(200, "done".into()).await;
+    platform.publish_event("order.completed", properties, &serde_json::to_vec(&event).unwrap()).await;
     eventually("the duplicate event was handled", WITHIN, || async {
         let seen: i64 = sqlx::query_scalar("SELECT count(*) FROM inbox WHERE message_id = $1::uuid")
             .bind(&duplicate_id)
