@@ -33,6 +33,12 @@ ADVISORY_DB_BUNDLE=${ADVISORY_DB_BUNDLE:-../shared/advisory-db.bundle}
 # cargo_install CRATE VERSION: `cargo install --locked` unless that version
 # answers (the binary itself: cargo's list of what it once installed stays
 # behind when the binary is gone).
+#
+# Built for a short build, not for peak speed: cargo-deny's own release
+# profile asks for fat LTO and one codegen unit, which made its install take
+# 11 of a cold CI run's minutes; these tools run for seconds, so opt-level 1,
+# no LTO and 16 codegen units (overriding the crates' profiles through
+# cargo's environment configuration).
 cargo_install() {
     local crate=$1 version=$2
     if [[ $(cargo "${crate#cargo-}" --version 2>/dev/null) == "$crate $version" ]]; then
@@ -40,7 +46,9 @@ cargo_install() {
     fi
     echo "Installing $crate $version from crates.io"
     local started=$SECONDS
-    cargo install --locked --quiet --force "$crate" --version "$version"
+    CARGO_PROFILE_RELEASE_OPT_LEVEL=1 CARGO_PROFILE_RELEASE_LTO=off \
+        CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 CARGO_PROFILE_RELEASE_DEBUG=false \
+        cargo install --locked --quiet --force "$crate" --version "$version"
     echo "Installed $crate $version in $((SECONDS - started)) s"
 }
 
