@@ -27,29 +27,44 @@ ensure_rabbitmq
 # The SMTP server of tests/tests/notifications.rs (PyPI aiosmtpd in .venv-smtp).
 scripts/smtp-sink.sh
 
-# The control plane's Go build (long on a cold machine) runs beside the Rust
-# steps: each leaves part of the two cores idle at times.
+# Long builds run in the background, each in its own session and at the
+# lowest CPU priority (nice 19): the foreground steps run as fast as if alone,
+# and the background ones take the cycles the foreground leaves idle (the
+# tail of a compile, the waits of the tests). `background NAME CMD...` starts
+# one; `await NAME` waits for it, prints its log and fails the step if it did.
 mkdir -p target
-k8s_build_log=target/k8s-build.log
-setsid scripts/k8s-build.sh >"$k8s_build_log" 2>&1 &
-k8s_build_pid=$!
-echo "building the control plane in the background (scripts/k8s-build.sh, log: $k8s_build_log)"
-# Prometheus and promtool from source, likewise (the alert tests and the
-# dashboard's scrape test, operator/tests/prometheus.rs, need them).
-prometheus_build_log=target/prometheus-build.log
-setsid scripts/prometheus-build.sh >"$prometheus_build_log" 2>&1 &
-prometheus_build_pid=$!
-echo "building Prometheus in the background (scripts/prometheus-build.sh, log: $prometheus_build_log)"
-# Jaeger, for tests/tests/tracing.rs (docs/operations.md, "Tracing"): the same way.
-jaeger_build_log=target/jaeger-build.log
-setsid scripts/jaeger-build.sh >"$jaeger_build_log" 2>&1 &
-jaeger_build_pid=$!
-echo "building Jaeger in the background (scripts/jaeger-build.sh, log: $jaeger_build_log)"
+declare -A bg_pid=() bg_log=()
+background() {
+    local name=$1
+    shift
+    bg_log[$name]=target/bg-$name.log
+    setsid nice -n 19 "$@" >"${bg_log[$name]}" 2>&1 &
+    bg_pid[$name]=$!
+    echo "started in the background: $* (log: ${bg_log[$name]})"
+}
+await() {
+    local name=$1 status=0
+    wait "${bg_pid[$name]}" || status=$?
+    cat "${bg_log[$name]}"
+    unset "bg_pid[$name]"
+    ((status == 0)) || die "background step $name failed (exit $status; log: ${bg_log[$name]})"
+}
+
+# The Go builds (long on a cold machine): the control plane, Prometheus and
+# promtool (the alert tests and operator/tests/prometheus.rs), Jaeger
+# (tests/tests/tracing.rs).
+background k8s scripts/k8s-build.sh
+background prometheus scripts/prometheus-build.sh
+background jaeger scripts/jaeger-build.sh
+# Supply chain and fuzzing (docs/reliability.md): installs cargo-deny and
+# cargo-fuzz when missing, then checks offline and fuzzes each target.
+background supply-chain scripts/supply-chain.sh
 cluster_started=false
 cleanup() {
-    # Each build runs in its own session (setsid): end its go and compile
-    # processes too, not only the script.
-    for pid in "$k8s_build_pid" "$prometheus_build_pid" "$jaeger_build_pid"; do
+    # Each background step runs in its own session (setsid): end its go,
+    # cargo and compile processes too, not only the script.
+    local pid
+    for pid in "${bg_pid[@]}"; do
         kill -- "-$pid" 2>/dev/null || true
     done
     if [[ $cluster_started == true ]]; then
@@ -63,14 +78,6 @@ cargo fmt --all --check
 
 begin "cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
-
-# Supply chain and fuzzing (docs/reliability.md): install cargo-deny and
-# cargo-fuzz when missing, then run offline.
-begin "cargo deny check (scripts/supply-chain.sh deny)"
-scripts/supply-chain.sh deny
-
-begin "fuzz targets, ${FUZZ_SECONDS:-30} s each (scripts/supply-chain.sh fuzz)"
-scripts/supply-chain.sh fuzz
 
 begin "cargo build --workspace --bins"
 cargo build --workspace --bins
@@ -96,11 +103,7 @@ scripts/check-chart.sh
 # The real Kubernetes API for operator/tests/cluster.rs (see
 # docs/local-control-plane.md). Stopped at the end if started here.
 begin "local Kubernetes control plane (scripts/k8s-build.sh, scripts/cluster.sh up)"
-if ! wait "$k8s_build_pid"; then
-    cat "$k8s_build_log"
-    die "scripts/k8s-build.sh failed"
-fi
-cat "$k8s_build_log"
+await k8s
 scripts/cluster.sh status >/dev/null 2>&1 || cluster_started=true
 cluster_out=$(mktemp)
 scripts/cluster.sh up | tee "$cluster_out"
@@ -111,20 +114,16 @@ rm -f "$cluster_out"
 # (prometheus/alerts.test.yml). Prometheus itself scrapes a platform under load
 # in operator/tests/prometheus.rs, among the tests below.
 begin "Prometheus built (scripts/prometheus-build.sh); promtool check + test rules (scripts/prometheus-rules.sh)"
-if ! wait "$prometheus_build_pid"; then
-    cat "$prometheus_build_log"
-    die "scripts/prometheus-build.sh failed"
-fi
-cat "$prometheus_build_log"
+await prometheus
 scripts/prometheus-rules.sh
 
 # tests/tests/tracing.rs runs observability/bin/jaeger.
 begin "Jaeger (scripts/jaeger-build.sh, built in the background)"
-if ! wait "$jaeger_build_pid"; then
-    cat "$jaeger_build_log"
-    die "scripts/jaeger-build.sh failed"
-fi
-cat "$jaeger_build_log"
+await jaeger
+
+# Started at the beginning, in the background.
+begin "cargo deny check and fuzz targets, ${FUZZ_SECONDS:-30} s each (scripts/supply-chain.sh)"
+await supply-chain
 
 if cargo nextest --version >/dev/null 2>&1; then
     begin "cargo nextest run --workspace --no-fail-fast (all but the fault suite)"
