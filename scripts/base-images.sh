@@ -79,15 +79,18 @@ debian_mirror() {
     echo "${uri:-http://deb.debian.org/debian}"
 }
 
-recipe=$( { sha256sum "$0"; echo "$rustc_full"; } | sha256sum | cut -c1-16)
-
-# Whether image $1 exists with the current recipe label.
-current() {
-    [[ $("$DOCKER" image inspect --format '{{ index .Config.Labels "saga-platform.stand-in.recipe" }}' "$1" 2>/dev/null) == "$recipe" ]]
+# A recipe's hash: the text of the function that builds it and its inputs.
+recipe_of() {
+    { declare -f "$1"; shift; printf '%s\n' "$@"; } | sha256sum | cut -c1-16
 }
 
-build_rust() {
-    local root="$work/rust-rootfs" started=$SECONDS
+# Whether image $1 exists with recipe label $2.
+current() {
+    [[ $("$DOCKER" image inspect --format '{{ index .Config.Labels "saga-platform.stand-in.recipe" }}' "$1" 2>/dev/null) == "$2" ]]
+}
+
+build_rust_rootfs() {
+    local recipe=$1 root="$work/rust-rootfs" started=$SECONDS
     rm -rf "$root"
     apt_install debootstrap
     local mirror
@@ -128,14 +131,34 @@ EOT
         --change "LABEL saga-platform.stand-in.of=$rust_image" \
         --change 'CMD ["bash"]' \
         --message "local stand-in for $rust_image (scripts/base-images.sh)" \
-        - "$rust_image" >/dev/null
+        - "$rust_rootfs_image" >/dev/null
     rm -rf "$root"
-    "$DOCKER" run --rm --network none "$rust_image" sh -c 'cargo --version && rustc --version && cc --version | head -n 1'
-    echo "built $rust_image in $((SECONDS - started)) s"
+    "$DOCKER" run --rm --network none "$rust_rootfs_image" sh -c 'cargo --version && rustc --version && cc --version | head -n 1'
+    echo "built $rust_rootfs_image in $((SECONDS - started)) s"
+}
+
+# The machine's local CAs (/usr/local/share/ca-certificates, where Debian
+# keeps them): here, the egress proxy that every HTTPS connection to
+# crates.io goes through presents certificates of a local CA, which cargo in
+# the build stage must trust. Added on top of the rootfs image as a thin
+# layer (seconds), so that a changed CA does not redo debootstrap; without
+# local CAs this only retags the rootfs image.
+build_rust_local_cas() {
+    local recipe=$1 ctx="$work/local-cas"
+    rm -rf "$ctx"
+    mkdir -p "$ctx/certs"
+    cp /usr/local/share/ca-certificates/*.crt "$ctx/certs/" 2>/dev/null || true
+    echo "local CAs: $(cd "$ctx/certs" && ls | tr '\n' ' ')"
+    printf '%s\n' "FROM $rust_rootfs_image" \
+        "COPY certs/ /usr/local/share/ca-certificates/" \
+        "RUN update-ca-certificates >/dev/null" \
+        "LABEL saga-platform.stand-in.recipe=$recipe" >"$ctx/Dockerfile"
+    "$DOCKER" build --network none -q -t "$rust_image" "$ctx" >/dev/null
+    rm -rf "$ctx"
 }
 
 build_runtime() {
-    local dir="$work/runtime" started=$SECONDS
+    local recipe=$1 dir="$work/runtime" started=$SECONDS
     rm -rf "$dir"
     mkdir -p "$dir/debs" "$dir/root" "$dir/ca"
     local pkgs=(libc6 libgcc-s1 ca-certificates)
@@ -186,15 +209,27 @@ build_runtime() {
     echo "built $runtime_image in $((SECONDS - started)) s"
 }
 
-if ((force)) || ! current "$runtime_image"; then
+rust_rootfs_image="saga-platform/stand-in-rust-rootfs:${rust_full}-bookworm"
+runtime_recipe=$(recipe_of build_runtime "$runtime_image")
+rootfs_recipe=$(recipe_of build_rust_rootfs "$rust_image" "$rustc_full" "$(debian_mirror)")
+cas_recipe=$(recipe_of build_rust_local_cas "$rootfs_recipe" "$(cat /usr/local/share/ca-certificates/*.crt 2>/dev/null)")
+
+if ((force)) || ! current "$runtime_image" "$runtime_recipe"; then
     section "stand-in $runtime_image"
-    build_runtime
+    build_runtime "$runtime_recipe"
 else
     echo "stand-in $runtime_image is current"
 fi
-if ((force)) || ! current "$rust_image"; then
-    section "stand-in $rust_image"
-    build_rust
+if ((force)) || ! current "$rust_rootfs_image" "$rootfs_recipe"; then
+    section "stand-in $rust_image: rootfs"
+    build_rust_rootfs "$rootfs_recipe"
+else
+    echo "stand-in rootfs $rust_rootfs_image is current"
+fi
+if ((force)) || ! current "$rust_image" "$cas_recipe"; then
+    section "stand-in $rust_image: the machine's local CAs"
+    build_rust_local_cas "$cas_recipe"
+    "$DOCKER" image inspect --format "built $rust_image ({{.Size}} bytes)" "$rust_image"
 else
     echo "stand-in $rust_image is current"
 fi
