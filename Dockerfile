@@ -41,11 +41,12 @@ COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
     --mount=type=cache,target=/usr/local/cargo/git,sharing=locked \
     --mount=type=cache,target=/src/target,sharing=locked \
-    set -eu; \
-    bins="saga-operator order-service payment-service inventory-service notification-service"; \
-    cargo build --release --locked $(for b in $bins; do printf -- '--bin %s ' "$b"; done); \
-    mkdir -p /out; \
-    for b in $bins; do strip --strip-debug -o "/out/$b" "target/release/$b"; done
+    cargo build --release --locked --bin saga-operator --bin order-service \
+        --bin payment-service --bin inventory-service --bin notification-service \
+ && mkdir -p /out \
+ && for b in saga-operator order-service payment-service inventory-service notification-service; do \
+        strip --strip-debug -o "/out/$b" "target/release/$b" || exit 1; \
+    done
 
 FROM docker.io/library/rust:${RUST_VERSION}-bookworm AS build-sagactl
 WORKDIR /src
@@ -91,3 +92,10 @@ FROM runtime AS sagactl
 LABEL org.opencontainers.image.title="sagactl"
 COPY --from=build-sagactl /out/sagactl /usr/local/bin/sagactl
 ENTRYPOINT ["/usr/local/bin/sagactl"]
+
+# `docker build .` without --target lands here: say what to pass (this stage
+# does not depend on the build, so nothing is compiled for nothing).
+FROM docker.io/library/rust:${RUST_VERSION}-bookworm AS no-target
+RUN echo "error: pass --target <binary>: saga-operator, order-service, payment-service," \
+         "inventory-service, notification-service or sagactl (see the top of ./Dockerfile)" >&2 \
+ && exit 1

@@ -69,7 +69,7 @@ for bin in "${binaries[@]}"; do
     section "docker build --target $bin -t saga-platform/$bin:$tag"
     t0=$SECONDS
     "$DOCKER" build --network host --progress plain --target "$bin" -t "saga-platform/$bin:$tag" . 2>&1 |
-        grep -v '^#[0-9]* sha256:' || die "docker build of $bin failed"
+        grep --line-buffered -v '^#[0-9]* sha256:' || die "docker build of $bin failed"
     t_build[$bin]=$((SECONDS - t0))
 done
 
