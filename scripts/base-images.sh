@@ -13,8 +13,10 @@
 #   scripts/base-images.sh          # build each stand-in that is missing or stale
 #   scripts/base-images.sh --force  # rebuild both
 #
-# Each stand-in carries the label saga-platform.stand-in.recipe=<hash of this
-# script + the toolchain version>; an image with the current hash is kept.
+# Each stand-in carries the label saga-platform.stand-in.recipe=<hash of the
+# function that builds it + its inputs>; an image with the current hash is
+# kept, and so is an image of that name without the label (the published one,
+# where a registry is reachable: it is never replaced; --force replaces it).
 # Called by scripts/images.sh (which starts dockerd first); needs root.
 #
 # rust:<v>-bookworm stand-in: `debootstrap --variant=minbase bookworm` from the
@@ -84,9 +86,13 @@ recipe_of() {
     { declare -f "$1"; shift; printf '%s\n' "$@"; } | sha256sum | cut -c1-16
 }
 
-# Whether image $1 exists with recipe label $2.
+# Whether image $1 needs no (re)build: it exists with recipe label $2, or it
+# exists without any stand-in label (the published image, pulled where a
+# registry is reachable: never replaced by a stand-in).
 current() {
-    [[ $("$DOCKER" image inspect --format '{{ index .Config.Labels "saga-platform.stand-in.recipe" }}' "$1" 2>/dev/null) == "$2" ]]
+    local label
+    label=$("$DOCKER" image inspect --format '{{ index .Config.Labels "saga-platform.stand-in.recipe" }}' "$1" 2>/dev/null) || return 1
+    [[ $label == "$2" || $label == "<no value>" || -z $label ]]
 }
 
 build_rust_rootfs() {
