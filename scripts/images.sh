@@ -79,7 +79,15 @@ if ((check)); then
     declare -A probe=([saga-operator]="crd" [order-service]="--help" [payment-service]="--help"
         [inventory-service]="--help" [notification-service]="--help")
     failed=()
+    mkdir -p target/images-check
     for bin in "${binaries[@]}"; do
+        # The shared libraries it needs: all must be in the runtime image
+        # (distroless cc: libc, libm, libgcc_s...; no libssl, no libstdc++).
+        cid=$("$DOCKER" create "saga-platform/$bin:$tag")
+        "$DOCKER" cp "$cid:/usr/local/bin/$bin" "target/images-check/$bin" >/dev/null
+        "$DOCKER" rm "$cid" >/dev/null
+        needed=$(LC_ALL=C readelf -d "target/images-check/$bin" 2>/dev/null | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p' | tr '\n' ' ')
+        printf '%-22s links %s(%s)\n' "$bin" "$needed" "$(du -h "target/images-check/$bin" | cut -f1)"
         # shellcheck disable=SC2086
         if out=$("$DOCKER" run --rm --network host --read-only --user 65532:65532 --cap-drop ALL \
             "saga-platform/$bin:$tag" ${probe[$bin]} 2>&1); then
