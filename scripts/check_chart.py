@@ -52,6 +52,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import re
 import subprocess
 import sys
 import traceback
@@ -1075,9 +1076,11 @@ def check_kind_config() -> None:
 
 
 def check_dockerfile() -> None:
-    """hadolint reports nothing (warnings included), and the image is what the
-    README promises: multi-stage, the last stage distroless without a shell,
-    a numeric non-root USER, an exec-form ENTRYPOINT, BIN required."""
+    """hadolint reports nothing (warnings included), and the images are what the
+    README promises: multi-stage; a `runtime` stage on a distroless :nonroot
+    image with a numeric non-root USER; one stage per binary of
+    scripts/images.sh on top of it, without commands (no shell), with an
+    exec-form ENTRYPOINT; a build without --target refused."""
     dockerfile = ROOT / "Dockerfile"
     hadolint = Path(sys.executable).parent / "hadolint"
     out = subprocess.run(
@@ -1087,26 +1090,42 @@ def check_dockerfile() -> None:
     if out.returncode != 0:
         p.append(f"hadolint: {out.stdout.strip()} {out.stderr.strip()}")
     lines = [l.strip() for l in dockerfile.read_text().splitlines() if l.strip() and not l.strip().startswith("#")]
-    stages = [i for i, l in enumerate(lines) if l.upper().startswith("FROM ")]
-    if len(stages) < 2:
-        p.append(f"expected a multi-stage build, found {len(stages)} FROM")
-    final = lines[stages[-1] :] if stages else []
-    base = final[0].split()[1] if final else ""
+    starts = [i for i, l in enumerate(lines) if l.upper().startswith("FROM ")]
+    if len(starts) < 2:
+        p.append(f"expected a multi-stage build, found {len(starts)} FROM")
+    # name -> (base, lines of the stage)
+    stages: dict[str, tuple[str, list[str]]] = {}
+    for n, i in enumerate(starts):
+        words = lines[i].split()
+        name = words[3] if len(words) >= 4 and words[2].upper() == "AS" else f"#{n}"
+        stages[name] = (words[1], lines[i + 1 : starts[n + 1] if n + 1 < len(starts) else len(lines)])
     args = {l.split()[1].split("=")[0]: l.split("=", 1)[1] if "=" in l else "" for l in lines if l.upper().startswith("ARG ")}
+    base, runtime = stages.get("runtime", ("", []))
     if base.startswith("${"):
         base = args.get(base.strip("${}"), base)
     if "distroless" not in base or not base.endswith(":nonroot"):
-        p.append(f"final stage is {base}, expected a distroless :nonroot image")
-    if any(l.upper().startswith(("RUN ", "SHELL ")) for l in final):
-        p.append("the final stage runs commands: it has no shell")
-    users = [l.split()[1] for l in final if l.upper().startswith("USER ")]
+        p.append(f"the runtime stage is {base or 'missing'}, expected a distroless :nonroot image")
+    users = [l.split()[1] for l in runtime if l.upper().startswith("USER ")]
     if not users or not users[-1].split(":")[0].isdigit() or users[-1].split(":")[0] == "0":
-        p.append(f"final stage USER {users[-1] if users else None}: expected a numeric non-root user (runAsNonRoot checks it)")
-    entry = [l for l in final if l.upper().startswith("ENTRYPOINT ")]
-    if not entry or not entry[-1].split(None, 1)[1].startswith("["):
-        p.append("ENTRYPOINT must be in exec form (no shell at run time)")
-    if not any(l.startswith('RUN test -n "$BIN"') for l in lines):
-        p.append("the build does not refuse a missing BIN build-arg")
+        p.append(f"runtime stage USER {users[-1] if users else None}: expected a numeric non-root user (runAsNonRoot checks it)")
+    images_sh = (ROOT / "scripts" / "images.sh").read_text()
+    binaries = re.search(r"^binaries=\(([^)]*)\)", images_sh, re.M)
+    for binary in binaries.group(1).split() if binaries else []:
+        if binary not in stages:
+            p.append(f"no stage {binary} (scripts/images.sh builds --target {binary})")
+            continue
+        from_, body = stages[binary]
+        if from_ != "runtime":
+            p.append(f"stage {binary} is FROM {from_}, expected FROM runtime")
+        if any(l.upper().startswith(("RUN ", "SHELL ", "USER ")) for l in body):
+            p.append(f"stage {binary} runs commands or changes USER: it has no shell and runs as 65532")
+        entry = [l for l in body if l.upper().startswith("ENTRYPOINT ")]
+        if not entry or not entry[-1].split(None, 1)[1].startswith("["):
+            p.append(f"stage {binary}: ENTRYPOINT must be in exec form (no shell at run time)")
+    last = list(stages)[-1] if stages else ""
+    last_body = stages.get(last, ("", []))[1]
+    if not any(l.upper().startswith("RUN ") for l in last_body) or not any("exit 1" in l for l in last_body):
+        p.append(f"the last stage ({last}) does not refuse a build without --target")
     ignored = {l.strip().rstrip("/") for l in (ROOT / ".dockerignore").read_text().splitlines() if l.strip() and not l.startswith("#")}
     for needed in ("target", ".git", ".venv-chart"):
         if needed not in ignored:
@@ -1195,7 +1214,7 @@ def main() -> int:
     c.check("Grafana dashboard: valid JSON, a query on every panel", check_dashboard_file)
 
     print("==> examples/")
-    c.check("Dockerfile: hadolint clean; multi-stage, distroless nonroot, numeric USER, exec ENTRYPOINT; .dockerignore", check_dockerfile)
+    c.check("Dockerfile: hadolint clean; multi-stage, distroless nonroot, numeric USER, a stage per image with an exec ENTRYPOINT; .dockerignore", check_dockerfile)
     c.check("kind-config.yaml maps the node ports of examples/values-kind.yaml to host 8080 and 15672", check_kind_config)
     cases = discover_cases()
     applied_with_values = {p for case in cases for p in case.apply_with}

@@ -1,17 +1,50 @@
 #!/usr/bin/env bash
 # Saga Platform on a local kind cluster, for people with Docker, kind, kubectl
-# and helm installed. NOT run in this project's CI (no Docker engine there).
+# and helm installed.
 #
-#   scripts/kind-up.sh            # cluster + images + chart (dev mode) + SagaPlatform "saga"
+#   scripts/kind-up.sh            # images + cluster + kind load + chart (dev mode) + SagaPlatform "saga"
 #   scripts/kind-up.sh --no-build # reuse images already built
 #
-# 1. creates the kind cluster "saga" from kind-config.yaml (if missing);
-# 2. builds the four images from ./Dockerfile (tag "dev") and loads them into kind;
+# 1. builds the five images with scripts/images.sh (./Dockerfile, tag "dev";
+#    on a machine without a registry it builds local stand-ins for the
+#    Dockerfile's base images first, see docs/kubernetes.md#images);
+# 2. creates the kind cluster "saga" from kind-config.yaml (if missing) and
+#    loads the images into it (`kind load docker-image`);
 # 3. helm upgrade --install release "saga" in namespace "saga" with
 #    examples/values-kind.yaml (operator, dev RabbitMQ + PostgreSQL and their
 #    Secrets, the order API on host port 8080);
 # 4. kubectl apply -f examples/sagaplatform-kind.yaml, waits for it to be
 #    Ready and prints how to call the API.
+#
+# What runs on our machines (no registry, no internet but package mirrors):
+# step 1 only (scripts/images.sh). Steps 2-4 need kind's node image, which
+# cannot be obtained here: the script stops after step 1 when kind, kubectl
+# or helm is missing, and `kind create cluster` fails when the node image can
+# be neither found locally nor pulled. What kind would need
+# offline (kind v0.33.0, whose default node image is
+# kindest/node:v1.37.0@sha256:a1ed56cf...):
+#   - the node image, either as a `docker save` tarball of the published
+#     kindest/node made on a connected machine (`docker load -i`), or built
+#     with `kind build node-image --type file kubernetes-server-linux-amd64.tar.gz
+#     --base-image <base>`, which needs all of:
+#       * the base image docker.io/kindest/base:v20260820-69b56db7 (systemd,
+#         containerd, runc, crictl, CNI plugins on debian:trixie-slim; its
+#         Dockerfile, images/base/ in kind's sources, clones containerd, runc,
+#         cri-tools and the CNI plugins from GitHub and downloads Go);
+#       * the Kubernetes server tarball (kube-apiserver, -controller-manager,
+#         -scheduler and kube-proxy as image tarballs, kubeadm, kubelet,
+#         kubectl), made by `make quick-release-images` in the Kubernetes
+#         sources, which builds inside registry.k8s.io/build-image/kube-cross
+#         and on registry.k8s.io base images;
+#       * a registry reachable from the build container serving what it
+#         pulls with ctr: registry.k8s.io etcd, coredns and pause at the
+#         versions `kubeadm config images list` names, and
+#         docker.io/kindest/kindnetd:v20260820-69b56db7,
+#         docker.io/kindest/local-path-provisioner:v20260820-69b56db7,
+#         docker.io/kindest/local-path-helper:v20260131-7181c60a;
+#   - then `kind create cluster --image <that node image>`; `kind load` needs
+#     nothing more. The project's real node (scripts/cluster.sh up
+#     --real-node) imports the same images into its containerd instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,16 +58,22 @@ build=1
 for arg in "$@"; do
     case $arg in
         --no-build) build=0 ;;
-        -h | --help) sed -n '2,15p' "$0"; exit 0 ;;
+        -h | --help) sed -n '2,50p' "$0"; exit 0 ;;
         *) echo "error: unknown argument $arg" >&2; exit 2 ;;
     esac
 done
 
-for tool in docker kind kubectl helm; do
-    command -v "$tool" >/dev/null || { echo "error: $tool is not installed" >&2; exit 1; }
-done
-
 section() { printf '\n==== %s ====\n' "$*"; }
+
+binaries=(saga-operator order-service payment-service inventory-service notification-service)
+if ((build)); then
+    section "scripts/images.sh"
+    scripts/images.sh --tag "$tag"
+fi
+
+for tool in kind kubectl helm; do
+    command -v "$tool" >/dev/null || { echo "error: $tool is not installed (the images are built; see the header of $0)" >&2; exit 1; }
+done
 
 section "kind cluster $cluster"
 if kind get clusters | grep -qx "$cluster"; then
@@ -44,13 +83,6 @@ else
 fi
 kubectl config use-context "kind-$cluster" >/dev/null
 
-binaries=(saga-operator order-service payment-service inventory-service notification-service)
-if ((build)); then
-    for bin in "${binaries[@]}"; do
-        section "docker build $bin"
-        docker build --build-arg BIN="$bin" -t "saga-platform/$bin:$tag" .
-    done
-fi
 section "kind load"
 for bin in "${binaries[@]}"; do
     kind load docker-image --name "$cluster" "saga-platform/$bin:$tag"
