@@ -53,12 +53,16 @@ await() {
 # The Go builds (long on a cold machine): the control plane, Prometheus and
 # promtool (the alert tests and operator/tests/prometheus.rs), Jaeger
 # (tests/tests/tracing.rs).
-background k8s scripts/k8s-build.sh
+background k8s scripts/k8s-build.sh --real-node
 background prometheus scripts/prometheus-build.sh
 background jaeger scripts/jaeger-build.sh
 # Supply chain and fuzzing (docs/reliability.md): installs cargo-deny and
 # cargo-fuzz when missing, then checks offline and fuzzes each target.
 background supply-chain scripts/supply-chain.sh
+# The five images from ./Dockerfile on local stand-ins of its base images
+# (docs/kubernetes.md, "Images"): a Docker engine, the stand-ins, one release
+# compile of the workspace inside the build stage. For the real node's tests.
+background images scripts/images.sh --check
 cluster_started=false
 cleanup() {
     # Each background step runs in its own session (setsid): end its go,
@@ -127,15 +131,30 @@ await supply-chain
 
 if cargo nextest --version >/dev/null 2>&1; then
     begin "cargo nextest run --workspace --no-fail-fast (all but the fault suite)"
-    cargo nextest run --workspace --no-fail-fast -E 'not binary(faults)'
+    SAGA_REAL_NODE_TESTS=skip cargo nextest run --workspace --no-fail-fast -E 'not binary(faults) and not binary(real_node)'
     # It stops and starts RabbitMQ and PostgreSQL, so it runs alone.
     begin "fault suite: cargo nextest run -p saga-tests --test faults"
     cargo nextest run -p saga-tests --test faults --no-capture
 else
     # cargo test runs one test binary at a time, so the fault suite runs alone.
-    begin "cargo test --workspace"
-    cargo test --workspace
+    begin "cargo test --workspace (real-node tests apart, below)"
+    SAGA_REAL_NODE_TESTS=skip cargo test --workspace
 fi
+
+# Real pods (docs/local-control-plane.md, "A real node"): the images built in
+# the background, the real node added to the control plane above, then the
+# chart, the operator and the four services as containers on it.
+begin "images (scripts/images.sh, built in the background)"
+await images
+
+begin "real node saga-node-0 (scripts/cluster.sh up --real-node)"
+cluster_out=$(mktemp)
+scripts/cluster.sh up --real-node | tee "$cluster_out"
+eval "$(tail -n 2 "$cluster_out")"
+rm -f "$cluster_out"
+
+begin "real pods: cargo test -p saga-operator --test real_node"
+cargo test -p saga-operator --test real_node -- --test-threads 1
 
 # Proves the load generator works end to end; numbers are not asserted
 # (docs/benchmarks.md has the real runs).
