@@ -583,6 +583,50 @@ async fn a_leader_cut_off_from_the_api_steps_down_and_the_other_takes_over() {
 }
 
 #[tokio::test]
+async fn a_silent_api_connection_does_not_silence_the_operator() {
+    // The operator reaches the API server through a proxy that goes silent
+    // (a half-open partition: nothing answers, nothing closes) while it
+    // reconciles every 2 s, then heals. Before the bounded calls, the request
+    // in flight waited forever and the resource was never reconciled again.
+    let ns = Namespace::create("silent").await;
+    let release = unique("sp");
+    install_chart(&release, &ns.name, &[]);
+    let kubeconfig = service_account_kubeconfig(&ns.name, &service_account(&ns.name, &release));
+    let proxy = TcpProxy::to_api_server();
+    let env = [("API_READ_TIMEOUT", "5s"), ("RECONCILE_TIMEOUT", "20s")];
+    let operator = Operator::start(&format!("{}-operator", ns.name), &proxy.kubeconfig(&kubeconfig), &ns.name, &env);
+    kubectl_apply(&ns.name, &local_secrets()).unwrap();
+    kubectl_apply(&ns.name, &[platform("silent", "Delete")]).unwrap();
+    wait_ready(&ns.name, "silent").await;
+
+    // 20 s of silence, with reconciles (the 2 s resync) in flight.
+    proxy.cut();
+    eprintln!("cut the operator (pid {}) off the API server", operator.pid());
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    proxy.restore();
+    let healed = std::time::Instant::now();
+    let log_at_heal = operator.log_text().len();
+
+    // A drift made after the silence is repaired within a bounded time.
+    kubectl(&["scale", "deployment", "silent-order", "-n", &ns.name, "--replicas=3"]);
+    eventually_explained(
+        "the scaled Deployment put back to 1 replica",
+        Duration::from_secs(60),
+        || async { (get(&ns.name, "deployment", "silent-order")?["spec"]["replicas"] == 1).then_some(()) },
+        || operator.log_text(),
+    )
+    .await;
+    eprintln!("drift after the silence repaired {:?} after it healed", healed.elapsed());
+    let log = operator.log_text();
+    let silence = log.get(..log_at_heal).unwrap_or(&log);
+    assert!(
+        silence.contains("reconcile failed") || silence.contains("reconcile past its deadline"),
+        "a timeout warning during the silence:\n{silence}"
+    );
+    kubectl(&["delete", "sp", "silent", "-n", &ns.name, "--wait", "--timeout=60s"]);
+}
+
+#[tokio::test]
 async fn two_resources_cannot_share_broker_names() {
     let first = Namespace::create("claim-a").await;
     let second = Namespace::create("claim-b").await;
