@@ -67,6 +67,19 @@ pub enum Error {
 }
 
 impl Error {
+    /// True when a Kubernetes API call gave up waiting (a connect or read
+    /// timeout of the client: an `io::ErrorKind::TimedOut` in the chain).
+    pub fn api_timed_out(&self) -> bool {
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(self);
+        while let Some(error) = source {
+            if error.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut) {
+                return true;
+            }
+            source = error.source();
+        }
+        false
+    }
+
     /// The `reason` label of the failure metric.
     pub fn reason(&self) -> &'static str {
         match self {
@@ -235,12 +248,14 @@ pub fn error_policy(object: Arc<DeserializeGuard<SagaPlatform>>, error: &Error, 
         *attempts
     };
     ctx.metrics.failed(error.reason());
+    let timed_out =
+        error.api_timed_out().then_some("the Kubernetes API's answer (API_READ_TIMEOUT or API_CONNECT_TIMEOUT)");
     let delay = ctx
         .settings
         .error_backoff
         .saturating_mul(1 << attempts.min(16).saturating_sub(1))
         .min(ctx.settings.max_backoff);
-    tracing::warn!(resource = %key, %error, attempts, retry_in = ?delay, "reconcile failed");
+    tracing::warn!(resource = %key, %error, attempts, retry_in = ?delay, timed_out_waiting_on = timed_out, "reconcile failed");
     Action::requeue(delay)
 }
 
@@ -563,6 +578,17 @@ mod tests {
         assert_eq!(secs(false, false, true), 10, "topology unconfirmed");
         assert_eq!(secs(false, true, false), 5, "a rollout in progress");
         assert_eq!(secs(true, false, false), 5, "the soonest wins");
+    }
+
+    #[test]
+    fn an_api_timeout_is_told_apart() {
+        let timed_out = std::io::Error::from(std::io::ErrorKind::TimedOut);
+        assert!(Error::Kube(kube::Error::Service(Box::new(timed_out))).api_timed_out());
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert!(!Error::Kube(kube::Error::Service(Box::new(refused))).api_timed_out());
+        let deadline = Error::Timeout { deadline: Duration::from_secs(1), waiting: "x" };
+        assert!(!deadline.api_timed_out());
+        assert_eq!(deadline.reason(), "timeout");
     }
 
     #[test]
