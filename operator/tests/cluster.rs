@@ -674,17 +674,7 @@ fn rotate_order_database_url(namespace: &str, suffix: &str) {
     kubectl(&["patch", "secret", "saga-db", "-n", namespace, "-p", &patch]);
 }
 
-// Quarantined (2026-12-06): under concurrent cluster tests on the loaded
-// 2-core machine, about one run in four (and the last two CI runs) ends with
-// the operator doing nothing at all after the rotation's reconciles — no
-// requeue, no reaction to the Deployment's later status — so Ready stays
-// RolloutPending. The operator's log stops there with no error; the cause
-// (a frozen runtime thread is the suspicion) is not found yet. Run it with
-// `cargo test -p saga-operator --test cluster -- --ignored`. The rotation
-// itself stays covered by without_the_secret_watch_a_rotation_rolls_the_pods_at_the_resync
-// and the Secret-to-resource mapping by the controller's unit test.
 #[tokio::test]
-#[ignore = "quarantined: the operator stalls after the rotation about one run in four under load; see the comment"]
 async fn a_rotated_secret_rolls_the_pods_that_read_it_at_once() {
     let ns = Namespace::create("rotate").await;
     // No resync within the test: only the Secret watch can notice the rotation.
