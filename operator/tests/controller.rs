@@ -663,3 +663,25 @@ async fn a_reconcile_held_by_an_unanswered_call_is_abandoned_at_its_deadline() {
     operator.stop().await;
     delete_topology(&platform).await;
 }
+
+#[tokio::test]
+async fn a_holder_whose_controller_is_stalled_stops_renewing_and_steps_down() {
+    let (client, fake) = FakeApi::start();
+    let a = lease_for(&client, "a");
+    assert!(a.acquire(std::future::pending()).await);
+    let stalled = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let health = stalled.clone();
+    let lost = a.hold_while(std::future::pending(), move || {
+        if health.load(std::sync::atomic::Ordering::SeqCst) { Err("stalled".into()) } else { Ok(()) }
+    });
+    tokio::pin!(lost);
+    // Healthy: it keeps renewing for well past the renew deadline (2/3 s).
+    assert!(tokio::time::timeout(Duration::from_secs(2), &mut lost).await.is_err(), "a healthy holder keeps the lease");
+    let renewals = || fake.requests().iter().filter(|r| r.starts_with("PUT") && r.contains("/leases/")).count();
+    let before = renewals();
+    stalled.store(true, std::sync::atomic::Ordering::SeqCst);
+    tokio::time::timeout(Duration::from_secs(5), &mut lost).await.expect("a stalled holder steps down");
+    assert!(renewals() <= before + 1, "no renewal once stalled (one may have been in flight)");
+    // Still named holder, but no longer renewed: the record stands still and another replica takes over on expiry.
+    assert_eq!(holder(&fake).as_deref(), Some("a"));
+}
