@@ -217,6 +217,11 @@ impl Brokers {
         Brokers { connections: Mutex::new(HashMap::new()), http: Mutex::new(HashMap::new()), timeout }
     }
 
+    /// The bound of each broker call (`BROKER_TIMEOUT`).
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     async fn connection(&self, target: &Target) -> Result<Arc<Connection>, BrokerError> {
         let key = target.key();
         let cached = self.connections.lock().expect("broker cache poisoned").get(&key).cloned();
@@ -226,7 +231,11 @@ impl Brokers {
         let connection = match tokio::time::timeout(self.timeout, connect(target)).await {
             Ok(Ok(connection)) => Arc::new(connection),
             Ok(Err(error)) => return Err(error),
-            Err(_) => return Err(BrokerError::Timeout(self.timeout)),
+            Err(_) => {
+                let broker = redact(target.url());
+                tracing::warn!(%broker, timeout = ?self.timeout, "broker call timed out: connecting (BROKER_TIMEOUT)");
+                return Err(BrokerError::Timeout(self.timeout));
+            }
         };
         self.connections.lock().expect("broker cache poisoned").insert(key, connection.clone());
         Ok(connection)
@@ -237,7 +246,7 @@ impl Brokers {
     /// the next reconcile connects afresh rather than reuse it (defensive: the
     /// timeouts seen on the real control plane came from a broker out of file
     /// handles, not from a wedged connection).
-    fn forget(&self, target: &Target) {
+    pub(crate) fn forget(&self, target: &Target) {
         let removed = self.connections.lock().expect("broker cache poisoned").remove(&target.key());
         if let Some(connection) = removed {
             tokio::spawn(async move {
@@ -246,14 +255,18 @@ impl Brokers {
         }
     }
 
-    /// `bounded`, forgetting the connection of `target` when the bound passes.
+    /// `bounded`, forgetting the connection of `target` when the bound passes;
+    /// a timeout is logged at warn naming `what` was waited on.
     async fn bounded_on<T>(
         &self,
         target: &Target,
+        what: &'static str,
         future: impl std::future::Future<Output = T>,
     ) -> Result<T, BrokerError> {
         let result = self.bounded(future).await;
         if result.is_err() {
+            let broker = redact(target.url());
+            tracing::warn!(%broker, timeout = ?self.timeout, "broker call timed out: {what} (BROKER_TIMEOUT)");
             self.forget(target);
         }
         result
@@ -263,14 +276,14 @@ impl Brokers {
     /// queue deleted by hand comes back on the next reconcile.
     pub async fn ensure_topology(&self, target: &Target, topology: &Topology) -> Result<TopologyOutcome, BrokerError> {
         let connection = self.connection(target).await?;
-        let verified = self.bounded_on(target, topology.verify(&connection)).await?;
+        let verified = self.bounded_on(target, "verifying the topology", topology.verify(&connection)).await?;
         let missing = match verified {
             Ok(()) => return Ok(TopologyOutcome::Unchanged),
             Err(TopologyError::Missing { what }) => what,
             // Different settings cannot be repaired by declaring; report them.
             Err(error) => return Err(error.into()),
         };
-        self.bounded_on(target, topology.declare(&connection)).await??;
+        self.bounded_on(target, "declaring the topology", topology.declare(&connection)).await??;
         Ok(TopologyOutcome::Declared { missing })
     }
 
@@ -291,7 +304,7 @@ impl Brokers {
             }
             declared
         };
-        match self.bounded_on(target, declare).await? {
+        match self.bounded_on(target, "claiming the broker names", declare).await? {
             Ok(()) => Ok(()),
             Err(error) if reply_code(&error) == Some(406) => {
                 Err(BrokerError::Claimed { platform: platform.to_owned(), detail: error.to_string() })
@@ -304,7 +317,7 @@ impl Brokers {
     /// the owner marker last.
     pub async fn delete_topology(&self, target: &Target, topology: &Topology) -> Result<(), BrokerError> {
         let connection = self.connection(target).await?;
-        self.bounded_on(target, topology.delete(&connection)).await??;
+        self.bounded_on(target, "deleting the topology", topology.delete(&connection)).await??;
         let marker = async {
             let channel = connection.create_channel().await?;
             let name = owner_exchange(&topology.spec.platform);
@@ -312,7 +325,7 @@ impl Brokers {
             let _ = channel.close(200, "owner released".into()).await;
             Ok::<(), lapin::Error>(())
         };
-        self.bounded_on(target, marker).await??;
+        self.bounded_on(target, "releasing the broker names", marker).await??;
         Ok(())
     }
 
@@ -379,7 +392,7 @@ impl Brokers {
             }
             Ok::<RetryPrune, lapin::Error>(outcome)
         };
-        Ok(self.bounded_on(target, prune).await??)
+        Ok(self.bounded_on(target, "pruning retry queues", prune).await??)
     }
 
     /// Messages waiting in `queue`: ready + unacknowledged from the management
@@ -500,7 +513,7 @@ impl Brokers {
             }
             declared.map(|q| u64::from(q.message_count()))
         };
-        Ok(self.bounded_on(target, read).await??)
+        Ok(self.bounded_on(target, "reading a queue depth", read).await??)
     }
 
     async fn bounded<T>(&self, future: impl std::future::Future<Output = T>) -> Result<T, BrokerError> {

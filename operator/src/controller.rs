@@ -18,11 +18,15 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, PredicateConfig, WatchStreamExt, reflector, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 
+use crate::api_client::WATCH_TIMEOUT_SECS;
 use crate::crd::SagaPlatform;
+use crate::health;
 use crate::reconcile::{self, Context, build};
 
 /// Runs until `shutdown` resolves and in-flight reconciles finish. `synced`
 /// turns true once the initial list of `SagaPlatform`s has been read.
+/// `client` serves the watches only (the reconciles use the context's), so it
+/// needs no read timeout: a silent watch ends after [`WATCH_TIMEOUT_SECS`] + 5 s.
 /// `watch_secrets`: a change to a Secret a resource refers to reconciles it at
 /// once (metadata-only list/watch of Secrets); without it, or when the API
 /// refuses that watch, Secrets are re-read on every resync.
@@ -47,13 +51,13 @@ pub async fn run(
     // would make that a hot loop); only spec and lifecycle changes do. Owned
     // Deployments and the requeue after each reconcile cover the rest.
     let (store, writer) = reflector::store();
-    let triggers = watcher(platforms, watcher::Config::default())
+    let triggers = watcher(platforms, watch_config())
         .default_backoff()
         .reflect(writer)
         .applied_objects()
         .predicate_filter(spec_or_lifecycle, PredicateConfig::default());
     let mut controller = Controller::for_stream(triggers, store.clone())
-        .owns(deployments, watcher::Config::default().labels(&managed))
+        .owns(deployments, watch_config().labels(&managed))
         .graceful_shutdown_on(shutdown);
     if watch_secrets {
         // Metadata only (`PartialObjectMeta`): the operator never holds Secret values it does not
@@ -61,7 +65,7 @@ pub async fn run(
         // refusal (403: the chart's rbac.watchSecrets=false, or RBAC managed
         // elsewhere) ends this watch once, with a warning: the resync re-reads
         // the Secrets instead, and no request is repeated against a refusal.
-        let changes = watcher(secrets, watcher::Config::default())
+        let changes = watcher(secrets, watch_config())
             .take_while(|event| {
                 let refused = event.as_ref().err().filter(|error| forbidden(error));
                 if let Some(error) = refused {
@@ -93,21 +97,36 @@ pub async fn run(
         tracing::info!("watches synced");
         synced.store(true, Ordering::SeqCst);
     });
-    controller
-        .run(reconcile::reconcile, reconcile::error_policy, context)
-        .for_each(|result| async move {
-            match result {
-                Ok((object, _)) => tracing::debug!(resource = %object, "reconcile finished"),
+    let health = context.health.clone();
+    let results = controller.run(reconcile::reconcile, reconcile::error_policy, context);
+    futures_util::pin_mut!(results);
+    // The heartbeat is stamped by the same task that polls the reconciles: if
+    // one of them blocks its thread, or the runtime stops polling the loop,
+    // the heartbeat goes stale and /healthz says so.
+    let mut heartbeat = tokio::time::interval(health::HEARTBEAT_EVERY);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            result = results.next() => match result {
+                Some(Ok((object, _))) => tracing::debug!(resource = %object, "reconcile finished"),
                 // error_policy has logged a failed reconcile at warn already.
-                Err(error @ kube::runtime::controller::Error::ReconcilerFailed(..)) => {
+                Some(Err(error @ kube::runtime::controller::Error::ReconcilerFailed(..))) => {
                     tracing::debug!(%error, "reconcile did not finish")
                 }
                 // Watch errors (an RBAC 403 included) and queue errors.
-                Err(error) => tracing::warn!(%error, "controller error"),
-            }
-        })
-        .await;
+                Some(Err(error)) => tracing::warn!(%error, "controller error"),
+                None => break,
+            },
+            _ = heartbeat.tick() => health.beat(),
+        }
+    }
     tracing::info!("controller stopped");
+}
+
+/// Every watch ends server-side after [`WATCH_TIMEOUT_SECS`] (and resumes),
+/// so kube-runtime's idle timeout (that + 5 s) finds a silent one soon.
+fn watch_config() -> watcher::Config {
+    watcher::Config::default().timeout(WATCH_TIMEOUT_SECS)
 }
 
 /// The resources of the Secret's namespace that refer to it (resources that

@@ -74,6 +74,18 @@ impl Lease {
     /// Keeps renewing in the background; the returned future resolves when
     /// the lease is lost or `shutdown` resolves, and is the controller's stop signal.
     pub fn hold(self, shutdown: impl Future<Output = ()> + Send + 'static) -> impl Future<Output = ()> + Send + Sync {
+        self.hold_while(shutdown, || Ok(()))
+    }
+
+    /// [`Lease::hold`], renewing only while `healthy` is Ok: a leader whose
+    /// controller is stalled stops renewing, steps down at the renew deadline
+    /// (and exits), so another replica takes over instead of a wedged one
+    /// keeping the lease forever.
+    pub fn hold_while(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+        healthy: impl Fn() -> Result<(), String> + Send + 'static,
+    ) -> impl Future<Output = ()> + Send + Sync {
         let (lost_tx, mut lost) = watch::channel(false);
         tokio::spawn(async move {
             tokio::pin!(shutdown);
@@ -86,14 +98,18 @@ impl Lease {
                 }
                 // An API that does not answer counts against the deadline too.
                 let left = deadline.saturating_sub(renewed.elapsed());
-                match tokio::time::timeout(left, self.try_acquire()).await {
-                    Ok(Ok(true)) => renewed = Instant::now(),
-                    Ok(Ok(false)) => {
-                        tracing::error!(lease = %self.name, "lost the lease, stopping");
-                        break;
+                if let Err(stall) = healthy() {
+                    tracing::warn!(lease = %self.name, %stall, "the controller is stalled: not renewing the lease");
+                } else {
+                    match tokio::time::timeout(left, self.try_acquire()).await {
+                        Ok(Ok(true)) => renewed = Instant::now(),
+                        Ok(Ok(false)) => {
+                            tracing::error!(lease = %self.name, "lost the lease, stopping");
+                            break;
+                        }
+                        Ok(Err(error)) => tracing::warn!(%error, "cannot renew the lease"),
+                        Err(_) => tracing::warn!(lease = %self.name, waited = ?left, "renewing the lease timed out"),
                     }
-                    Ok(Err(error)) => tracing::warn!(%error, "cannot renew the lease"),
-                    Err(_) => {}
                 }
                 if renewed.elapsed() >= deadline {
                     tracing::error!(lease = %self.name, ?deadline, "could not renew the lease in time, stepping down");

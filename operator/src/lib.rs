@@ -5,9 +5,11 @@
 //! and [`topology_spec`] (the broker topology a resource asks for), so
 //! `sagactl topology apply -f` declares exactly what the operator declares.
 
+pub mod api_client;
 pub mod broker;
 pub mod controller;
 pub mod crd;
+pub mod health;
 pub mod lease;
 pub mod metrics;
 pub mod reconcile;

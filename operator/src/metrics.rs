@@ -12,13 +12,15 @@ use prometheus_client::registry::Registry;
 use saga_common::component::Component;
 use saga_common::metrics::latency_histogram;
 
+use crate::health::Snapshot;
+
 type Labels = Vec<(&'static str, String)>;
 
 /// The `reason` label values of `saga_operator_reconcile_failures_total`
 /// (`reconcile::Error::reason`, and `invalid_object` for a resource that does
-/// not deserialize).
-pub const FAILURE_REASONS: [&str; 6] =
-    ["conflict", "kubernetes_api", "secret", "cleanup", "finalizer", "invalid_object"];
+/// not deserialize; `timeout` for one abandoned at `RECONCILE_TIMEOUT`).
+pub const FAILURE_REASONS: [&str; 7] =
+    ["conflict", "kubernetes_api", "secret", "cleanup", "finalizer", "invalid_object", "timeout"];
 
 #[derive(Clone)]
 pub struct Metrics {
@@ -30,6 +32,9 @@ pub struct Metrics {
     desired_replicas: Family<Labels, Gauge>,
     ready_replicas: Family<Labels, Gauge>,
     scaling_decisions: Family<Labels, Counter>,
+    in_flight: Gauge,
+    oldest_age: Gauge<f64, std::sync::atomic::AtomicU64>,
+    last_success: Gauge<f64, std::sync::atomic::AtomicU64>,
 }
 
 impl Metrics {
@@ -54,7 +59,24 @@ impl Metrics {
         registry.register("ready_replicas", "Replicas ready, as last observed", ready_replicas.clone());
         let scaling_decisions = Family::<Labels, Counter>::default();
         registry.register("scaling_decisions", "Replica changes by the autoscaler", scaling_decisions.clone());
+        let in_flight = Gauge::default();
+        registry.register("reconciles_in_flight", "Reconciles running now", in_flight.clone());
+        let oldest_age = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "oldest_reconcile_age_seconds",
+            "How long the oldest reconcile in flight has run (0 when none runs)",
+            oldest_age.clone(),
+        );
+        let last_success = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "last_success_timestamp_seconds",
+            "Unix time of the last reconcile that succeeded (0 before the first)",
+            last_success.clone(),
+        );
         Metrics {
+            in_flight,
+            oldest_age,
+            last_success,
             registry: Arc::new(registry),
             reconciles,
             failures,
@@ -118,6 +140,15 @@ impl Metrics {
     /// Failed reconciles so far with this reason (for tests and logs).
     pub fn failures(&self, reason: &'static str) -> u64 {
         self.failures.get_or_create(&vec![("reason", reason.to_owned())]).get()
+    }
+
+    /// Sets the in-flight gauges from `snapshot` (taken at scrape time, so
+    /// they move even when the controller loop does not).
+    pub fn health(&self, snapshot: &Snapshot) {
+        self.in_flight.set(snapshot.in_flight as i64);
+        self.oldest_age.set(snapshot.oldest.as_ref().map_or(0.0, |oldest| oldest.age.as_secs_f64()));
+        let since_epoch = |t: std::time::SystemTime| t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        self.last_success.set(snapshot.last_success.map_or(0.0, |t| since_epoch(t).as_secs_f64()));
     }
 
     pub fn render(&self) -> String {

@@ -583,6 +583,50 @@ async fn a_leader_cut_off_from_the_api_steps_down_and_the_other_takes_over() {
 }
 
 #[tokio::test]
+async fn a_silent_api_connection_does_not_silence_the_operator() {
+    // The operator reaches the API server through a proxy that goes silent
+    // (a half-open partition: nothing answers, nothing closes) while it
+    // reconciles every 2 s, then heals. Before the bounded calls, the request
+    // in flight waited forever and the resource was never reconciled again.
+    let ns = Namespace::create("silent").await;
+    let release = unique("sp");
+    install_chart(&release, &ns.name, &[]);
+    let kubeconfig = service_account_kubeconfig(&ns.name, &service_account(&ns.name, &release));
+    let proxy = TcpProxy::to_api_server();
+    let env = [("API_READ_TIMEOUT", "5s"), ("RECONCILE_TIMEOUT", "20s")];
+    let operator = Operator::start(&format!("{}-operator", ns.name), &proxy.kubeconfig(&kubeconfig), &ns.name, &env);
+    kubectl_apply(&ns.name, &local_secrets()).unwrap();
+    kubectl_apply(&ns.name, &[platform("silent", "Delete")]).unwrap();
+    wait_ready(&ns.name, "silent").await;
+
+    // 20 s of silence, with reconciles (the 2 s resync) in flight.
+    proxy.cut();
+    eprintln!("cut the operator (pid {}) off the API server", operator.pid());
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    proxy.restore();
+    let healed = std::time::Instant::now();
+    let log_at_heal = operator.log_text().len();
+
+    // A drift made after the silence is repaired within a bounded time.
+    kubectl(&["scale", "deployment", "silent-order", "-n", &ns.name, "--replicas=3"]);
+    eventually_explained(
+        "the scaled Deployment put back to 1 replica",
+        Duration::from_secs(60),
+        || async { (get(&ns.name, "deployment", "silent-order")?["spec"]["replicas"] == 1).then_some(()) },
+        || operator.log_text(),
+    )
+    .await;
+    eprintln!("drift after the silence repaired {:?} after it healed", healed.elapsed());
+    let log = operator.log_text();
+    let silence = log.get(..log_at_heal).unwrap_or(&log);
+    assert!(
+        silence.contains("reconcile failed") || silence.contains("reconcile past its deadline"),
+        "a timeout warning during the silence:\n{silence}"
+    );
+    kubectl(&["delete", "sp", "silent", "-n", &ns.name, "--wait", "--timeout=60s"]);
+}
+
+#[tokio::test]
 async fn two_resources_cannot_share_broker_names() {
     let first = Namespace::create("claim-a").await;
     let second = Namespace::create("claim-b").await;
@@ -630,17 +674,7 @@ fn rotate_order_database_url(namespace: &str, suffix: &str) {
     kubectl(&["patch", "secret", "saga-db", "-n", namespace, "-p", &patch]);
 }
 
-// Quarantined (2026-12-06): under concurrent cluster tests on the loaded
-// 2-core machine, about one run in four (and the last two CI runs) ends with
-// the operator doing nothing at all after the rotation's reconciles — no
-// requeue, no reaction to the Deployment's later status — so Ready stays
-// RolloutPending. The operator's log stops there with no error; the cause
-// (a frozen runtime thread is the suspicion) is not found yet. Run it with
-// `cargo test -p saga-operator --test cluster -- --ignored`. The rotation
-// itself stays covered by without_the_secret_watch_a_rotation_rolls_the_pods_at_the_resync
-// and the Secret-to-resource mapping by the controller's unit test.
 #[tokio::test]
-#[ignore = "quarantined: the operator stalls after the rotation about one run in four under load; see the comment"]
 async fn a_rotated_secret_rolls_the_pods_that_read_it_at_once() {
     let ns = Namespace::create("rotate").await;
     // No resync within the test: only the Secret watch can notice the rotation.

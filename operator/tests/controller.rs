@@ -610,3 +610,78 @@ async fn a_secret_change_reconciles_at_once_without_a_resync() {
     operator.stop().await;
     delete_topology(&platform).await;
 }
+
+#[tokio::test]
+async fn a_reconcile_held_by_an_unanswered_call_is_abandoned_at_its_deadline() {
+    // No resync within the test: only the Secret watch triggers reconciles.
+    let mut settings = settings();
+    settings.resync = Duration::from_secs(600);
+    settings.reconcile_timeout = Duration::from_secs(1);
+    let operator = Operator::start(settings);
+    let platform = unique_platform("op-held");
+    put_secrets(&operator.fake, AMQP_URL);
+    operator.fake.put("secrets", secret("db", &[("order", "postgres://db/order"), ("payment", "postgres://db/pay")]));
+    operator.fake.put("sagaplatforms", support::platform("demo", &platform, 0, "Retain"));
+    operator.wait_condition("demo", "Ready", "True").await;
+    let deployment = Key::new("deployments", NS, "demo-order");
+    let hash = |fake: &FakeApi| {
+        let deployment = fake.get(&deployment)?;
+        deployment["spec"]["template"]["metadata"]["annotations"]["saga.dev/secrets-hash"].as_str().map(str::to_owned)
+    };
+    let before = hash(&operator.fake).unwrap();
+    let timeouts = || operator.context.metrics.failures("timeout");
+    assert_eq!(timeouts(), 0);
+
+    // The next reconcile waits on an answer that never comes (a half-open
+    // connection): its first read of the broker Secret is held.
+    operator.fake.hold(Method::GET, "/secrets/broker", 1);
+    operator.fake.put("secrets", secret("db", &[("order", "postgres://db/order2"), ("payment", "postgres://db/pay")]));
+    operator.fake.wait_for("a request held", WAIT, |fake| (fake.held() == 1).then_some(())).await;
+    // A rotation made meanwhile waits behind the held reconcile of the same resource.
+    operator.fake.put("secrets", secret("db", &[("order", "postgres://db/order3"), ("payment", "postgres://db/pay")]));
+
+    // Abandoned at 1 s, retried: the rotation reaches the pods within seconds.
+    let changed = operator
+        .fake
+        .wait_for("the order secrets hash changed after the held reconcile", Duration::from_secs(5), |fake| {
+            hash(fake).filter(|h| *h != before)
+        })
+        .await;
+    assert_ne!(changed, before);
+    assert_eq!(timeouts(), 1, "the abandoned reconcile is counted with reason=timeout");
+    assert_eq!(operator.fake.held(), 1, "the held call was never answered: only the deadline ended it");
+    // Later triggers are still served.
+    operator.fake.put("secrets", secret("db", &[("order", "postgres://db/order4"), ("payment", "postgres://db/pay")]));
+    operator
+        .fake
+        .wait_for("a later rotation rolls the pods too", Duration::from_secs(5), |fake| {
+            hash(fake).filter(|h| *h != changed)
+        })
+        .await;
+    let snapshot = operator.context.health.snapshot();
+    assert!(snapshot.last_success.is_some(), "{snapshot:?}");
+    operator.stop().await;
+    delete_topology(&platform).await;
+}
+
+#[tokio::test]
+async fn a_holder_whose_controller_is_stalled_stops_renewing_and_steps_down() {
+    let (client, fake) = FakeApi::start();
+    let a = lease_for(&client, "a");
+    assert!(a.acquire(std::future::pending()).await);
+    let stalled = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let health = stalled.clone();
+    let lost = a.hold_while(std::future::pending(), move || {
+        if health.load(std::sync::atomic::Ordering::SeqCst) { Err("stalled".into()) } else { Ok(()) }
+    });
+    tokio::pin!(lost);
+    // Healthy: it keeps renewing for well past the renew deadline (2/3 s).
+    assert!(tokio::time::timeout(Duration::from_secs(2), &mut lost).await.is_err(), "a healthy holder keeps the lease");
+    let renewals = || fake.requests().iter().filter(|r| r.starts_with("PUT") && r.contains("/leases/")).count();
+    let before = renewals();
+    stalled.store(true, std::sync::atomic::Ordering::SeqCst);
+    tokio::time::timeout(Duration::from_secs(5), &mut lost).await.expect("a stalled holder steps down");
+    assert!(renewals() <= before + 1, "no renewal once stalled (one may have been in flight)");
+    // Still named holder, but no longer renewed: the record stands still and another replica takes over on expiry.
+    assert_eq!(holder(&fake).as_deref(), Some("a"));
+}

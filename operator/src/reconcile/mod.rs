@@ -36,6 +36,7 @@ use tracing::Instrument;
 
 use crate::broker::{BrokerError, Brokers, DepthSource};
 use crate::crd::{SagaPlatform, SagaPlatformStatus, ServiceStatus};
+use crate::health::Health;
 use crate::metrics::Metrics;
 use build::{Component, PlatformComponent};
 use status::Observation;
@@ -60,9 +61,25 @@ pub enum Error {
     Cleanup(BrokerError),
     #[error("{0}")]
     Finalizer(#[source] Box<finalizer::Error<Error>>),
+    /// Past `RECONCILE_TIMEOUT`: the reconcile was abandoned while waiting on `waiting`.
+    #[error("reconcile abandoned after {deadline:?} (RECONCILE_TIMEOUT) while waiting on {waiting}")]
+    Timeout { deadline: Duration, waiting: &'static str },
 }
 
 impl Error {
+    /// True when a Kubernetes API call gave up waiting (a connect or read
+    /// timeout of the client: an `io::ErrorKind::TimedOut` in the chain).
+    pub fn api_timed_out(&self) -> bool {
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(self);
+        while let Some(error) = source {
+            if error.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut) {
+                return true;
+            }
+            source = error.source();
+        }
+        false
+    }
+
     /// The `reason` label of the failure metric.
     pub fn reason(&self) -> &'static str {
         match self {
@@ -70,6 +87,7 @@ impl Error {
             Error::Kube(_) => "kubernetes_api",
             Error::Secret { .. } => "secret",
             Error::Cleanup(_) => "cleanup",
+            Error::Timeout { .. } => "timeout",
             Error::Finalizer(inner) => match inner.as_ref() {
                 finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e.reason(),
                 finalizer::Error::AddFinalizer(_) | finalizer::Error::RemoveFinalizer(_) => "finalizer",
@@ -99,6 +117,10 @@ pub struct Settings {
     /// `ServicesAvailable` and `Ready` follow the Deployment even when a
     /// watch event about it arrives late or not at all.
     pub rollout_poll: Duration,
+    /// A reconcile still running after this is abandoned (`Error::Timeout`)
+    /// and retried with the error backoff, so one call that never returns
+    /// cannot hold the resource's later triggers forever.
+    pub reconcile_timeout: Duration,
 }
 
 impl Default for Settings {
@@ -111,6 +133,7 @@ impl Default for Settings {
             max_backoff: Duration::from_secs(300),
             broker_retry: Duration::from_secs(10),
             rollout_poll: Duration::from_secs(5),
+            reconcile_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -122,6 +145,8 @@ pub struct Context {
     pub metrics: Metrics,
     pub brokers: Brokers,
     pub settings: Settings,
+    /// Reconciles in flight and the controller loop's heartbeat (`/healthz`, the lease, metrics).
+    pub health: Arc<Health>,
     /// Consecutive failures per resource, for the retry backoff.
     failures: Mutex<HashMap<String, u32>>,
     /// Last seen version of each child, so events name real changes only.
@@ -136,6 +161,7 @@ impl Context {
             client,
             metrics,
             brokers,
+            health: Arc::new(Health::new(settings.reconcile_timeout)),
             settings,
             failures: Mutex::default(),
             versions: Mutex::default(),
@@ -174,20 +200,32 @@ impl Context {
 }
 
 /// Reconciles one resource; a resource that does not even deserialize gets a
-/// Warning event and waits for a fix without disturbing the others.
+/// Warning event and waits for a fix without disturbing the others. Past
+/// `reconcile_timeout` the work is abandoned (dropped: its pending calls are
+/// cancelled) and the error policy retries it with backoff.
 pub async fn reconcile(object: Arc<DeserializeGuard<SagaPlatform>>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
-    let key = format!("{}/{}", object.namespace().unwrap_or_default(), object.name_any());
+    let key = resource_key(object.meta());
     // Every log line of this reconcile carries the resource's name.
     let span = tracing::info_span!("reconcile", resource = %key);
-    let result = async {
+    let work = async {
         match &object.0 {
             Ok(platform) => reconcile_valid(Arc::new(platform.clone()), &ctx).await,
             Err(invalid) => reconcile_invalid(&object, &invalid.error, &ctx).await,
         }
     }
-    .instrument(span)
-    .await;
+    .instrument(span);
+    ctx.health.begin(&key);
+    let deadline = ctx.settings.reconcile_timeout;
+    let result = match tokio::time::timeout(deadline, work).await {
+        Ok(result) => result,
+        Err(_) => {
+            let waiting = ctx.health.current_step(&key);
+            tracing::warn!(resource = %key, ?deadline, waiting, "reconcile past its deadline: abandoned, will retry");
+            Err(Error::Timeout { deadline, waiting })
+        }
+    };
+    ctx.health.end(&key, result.is_ok());
     if object.meta().deletion_timestamp.is_some() {
         // Being deleted: the cleanup forgot it; record nothing new.
         return result;
@@ -202,7 +240,7 @@ pub async fn reconcile(object: Arc<DeserializeGuard<SagaPlatform>>, ctx: Arc<Con
 /// Retries with exponential backoff per resource; 409 conflicts and 5xx are
 /// transient and simply retried.
 pub fn error_policy(object: Arc<DeserializeGuard<SagaPlatform>>, error: &Error, ctx: Arc<Context>) -> Action {
-    let key = format!("{}/{}", object.namespace().unwrap_or_default(), object.name_any());
+    let key = resource_key(object.meta());
     let attempts = {
         let mut failures = ctx.failures.lock().expect("failures lock poisoned");
         let attempts = failures.entry(key.clone()).or_insert(0);
@@ -210,18 +248,21 @@ pub fn error_policy(object: Arc<DeserializeGuard<SagaPlatform>>, error: &Error, 
         *attempts
     };
     ctx.metrics.failed(error.reason());
+    let timed_out =
+        error.api_timed_out().then_some("the Kubernetes API's answer (API_READ_TIMEOUT or API_CONNECT_TIMEOUT)");
     let delay = ctx
         .settings
         .error_backoff
         .saturating_mul(1 << attempts.min(16).saturating_sub(1))
         .min(ctx.settings.max_backoff);
-    tracing::warn!(resource = %key, %error, attempts, retry_in = ?delay, "reconcile failed");
+    tracing::warn!(resource = %key, %error, attempts, retry_in = ?delay, timed_out_waiting_on = timed_out, "reconcile failed");
     Action::requeue(delay)
 }
 
 async fn reconcile_valid(platform: Arc<SagaPlatform>, ctx: &Context) -> Result<Action, Error> {
     let namespace = platform.namespace().unwrap_or_default();
     let api: Api<SagaPlatform> = Api::namespaced(ctx.client.clone(), &namespace);
+    ctx.health.step(&resource_key(&platform.metadata), "the finalizer or the drain");
     // Being deleted: drain first; the finalizer helper drops the finalizer as
     // soon as its cleanup returns, so the waiting happens out here.
     if platform.metadata.deletion_timestamp.is_some()
@@ -278,6 +319,11 @@ async fn reconcile_invalid(
     Ok(Action::await_change())
 }
 
+/// `namespace/name`: how logs, metrics and [`Health`] name a resource.
+fn resource_key(meta: &kube::core::ObjectMeta) -> String {
+    format!("{}/{}", meta.namespace.as_deref().unwrap_or_default(), meta.name.as_deref().unwrap_or_default())
+}
+
 fn now_rfc3339() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
@@ -315,6 +361,8 @@ async fn apply_platform_steps(platform: &SagaPlatform, ctx: &Context) -> Result<
     let reference = platform.object_ref(&());
     let previous = platform.status.clone().unwrap_or_default();
     let platform_name = platform.platform_name();
+    let key = resource_key(&platform.metadata);
+    let step = |what: &'static str| ctx.health.step(&key, what);
 
     // paused: say so, change nothing else
     if paused(platform) {
@@ -357,13 +405,18 @@ async fn apply_platform_steps(platform: &SagaPlatform, ctx: &Context) -> Result<
     }
 
     // read: the broker URL and its CA
+    step("reading the broker Secret");
     let target = observe::broker_target(ctx, platform).await?;
 
-    // broker side: topology, then queue depth
+    // broker side: topology, then queue depth, all under one deadline
+    step("the broker (claim, topology, queue depth)");
+    let deadline = broker_phase_deadline(ctx.brokers.timeout(), ctx.settings.reconcile_timeout);
+    let observation = tokio::time::timeout(deadline, observe::broker(ctx, platform, &reference, &target)).await;
     let observe::BrokerObservation { mut observed, depths, rates, depth_source, depth_error, topology_ok } =
-        observe::broker(ctx, platform, &reference, &target).await;
+        observation.unwrap_or_else(|_| observe::broker_timed_out(ctx, &target, deadline));
 
     // build + apply, per service (the Secrets the pods read, each read once)
+    step("reading the Secrets the pods read");
     let secret_hashes = observe::secret_hashes(ctx, platform).await?;
     let now = chrono::Utc::now().timestamp();
     let mut services = Vec::new();
@@ -388,6 +441,7 @@ async fn apply_platform_steps(platform: &SagaPlatform, ctx: &Context) -> Result<
             ctx.event(&reference, EventType::Normal, "Scaled", "Autoscale", note).await;
         }
         let replicas = plan.replicas;
+        step(applying(component));
         let deployment = apply::apply_children(ctx, platform, component, replicas, &secret_hashes, &reference).await?;
         let ready = deployment.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0);
         not_ready.extend(status::rollout(component.name(), replicas, &deployment));
@@ -403,11 +457,13 @@ async fn apply_platform_steps(platform: &SagaPlatform, ctx: &Context) -> Result<
         });
     }
 
+    step("applying the disruption budgets and network policies");
     apply::apply_policies(ctx, platform, &reference).await?;
 
     // surplus retry tiers: only once no pod of an older template can publish into them
     let rolling: Vec<&str> =
         not_ready.iter().filter(|(reason, _)| status::old_template_may_run(reason)).map(|(_, m)| m.as_str()).collect();
+    step("pruning surplus retry queues");
     let topology_max_attempts = match &target {
         Ok(target) if topology_ok => {
             let previous_max_attempts = previous.topology_max_attempts;
@@ -436,6 +492,7 @@ async fn apply_platform_steps(platform: &SagaPlatform, ctx: &Context) -> Result<
         inventory,
         notification,
     };
+    step("writing the status");
     apply::write_status(ctx, platform, status).await?;
     tracing::info!(generation = ?platform.metadata.generation, "reconciled");
     Ok(Action::requeue(next_reconcile(&ctx.settings, autoscaling, topology_ok, not_ready.is_empty())))
@@ -454,6 +511,24 @@ fn next_reconcile(settings: &Settings, autoscaling: bool, topology_ok: bool, rol
         next = next.min(settings.rollout_poll);
     }
     next
+}
+
+/// The step of applying `component`'s children (ConfigMap, Service, Deployment).
+fn applying(component: Component) -> &'static str {
+    match component {
+        Component::Order => "applying the order service's children",
+        Component::Payment => "applying the payment service's children",
+        Component::Inventory => "applying the inventory service's children",
+        Component::Notification => "applying the notification service's children",
+    }
+}
+
+/// The bound of a reconcile's whole broker phase (claim, topology, four depth
+/// reads, each call bounded by `BROKER_TIMEOUT` already): three calls' worth,
+/// and at most half the reconcile deadline, so a slow broker leaves the
+/// reconcile time to apply the children and report it.
+fn broker_phase_deadline(broker_timeout: Duration, reconcile_timeout: Duration) -> Duration {
+    (broker_timeout * 3).min(reconcile_timeout / 2)
 }
 
 /// The conditions to store, at the wall clock's time.
@@ -503,5 +578,25 @@ mod tests {
         assert_eq!(secs(false, false, true), 10, "topology unconfirmed");
         assert_eq!(secs(false, true, false), 5, "a rollout in progress");
         assert_eq!(secs(true, false, false), 5, "the soonest wins");
+    }
+
+    #[test]
+    fn an_api_timeout_is_told_apart() {
+        let timed_out = std::io::Error::from(std::io::ErrorKind::TimedOut);
+        assert!(Error::Kube(kube::Error::Service(Box::new(timed_out))).api_timed_out());
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert!(!Error::Kube(kube::Error::Service(Box::new(refused))).api_timed_out());
+        let deadline = Error::Timeout { deadline: Duration::from_secs(1), waiting: "x" };
+        assert!(!deadline.api_timed_out());
+        assert_eq!(deadline.reason(), "timeout");
+    }
+
+    #[test]
+    fn the_broker_phase_fits_in_the_reconcile_deadline() {
+        let secs = |broker, reconcile| {
+            broker_phase_deadline(Duration::from_secs(broker), Duration::from_secs(reconcile)).as_secs()
+        };
+        assert_eq!(secs(5, 60), 15, "three broker calls' worth");
+        assert_eq!(secs(30, 60), 30, "never more than half the reconcile deadline");
     }
 }

@@ -155,6 +155,30 @@ pub(super) async fn broker(
     BrokerObservation { observed, depths, rates, depth_source, depth_error, topology_ok }
 }
 
+/// What the broker phase reports when it did not finish within `deadline`:
+/// the topology unconfirmed (so the broker retry period applies), no depth.
+/// The connection it used is dropped, its channels in an unknown state.
+pub(super) fn broker_timed_out(
+    ctx: &Context,
+    target: &Result<Target, TargetProblem>,
+    deadline: std::time::Duration,
+) -> BrokerObservation {
+    let message = format!("the broker did not answer within {deadline:?} (the broker phase's deadline)");
+    if let Ok(target) = target {
+        ctx.brokers.forget(target);
+        let broker = saga_common::amqp::redact(target.url());
+        tracing::warn!(%broker, ?deadline, "broker phase timed out: claim, topology and queue depth unconfirmed");
+    }
+    BrokerObservation {
+        observed: vec![Observation::new(TOPOLOGY_READY, false, "BrokerTimeout", message.clone())],
+        depths: HashMap::new(),
+        rates: HashMap::new(),
+        depth_source: None,
+        depth_error: Some(message),
+        topology_ok: false,
+    }
+}
+
 /// The surplus retry tiers of a lowered `retry.maxAttempts` (call only once
 /// the names are claimed: [`BrokerObservation::topology_ok`]). A service
 /// publishes into tier `n` while `n < maxAttempts` of its pod's environment,

@@ -371,13 +371,18 @@ impl Operator {
         std::fs::create_dir_all(&dir).unwrap();
         let log = dir.join(format!("{name}.log"));
         let file = std::fs::File::create(&log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_saga-operator"))
+        // SAGA_OPERATOR_BIN runs another build (an older one, to show a test failing before a fix).
+        let binary = std::env::var_os("SAGA_OPERATOR_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_saga-operator")));
+        let child = Command::new(binary)
             .args(["run", "--namespace", namespace, "--http-addr", http_addr])
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("KUBECONFIG", kubeconfig)
             .env("LOG_FORMAT", "pretty")
-            .env("RUST_LOG", "info,saga_operator=debug")
+            // OPERATOR_RUST_LOG: more detail, e.g. `info,saga_operator=debug,kube_client=debug`.
+            .env("RUST_LOG", std::env::var("OPERATOR_RUST_LOG").unwrap_or_else(|_| "info,saga_operator=debug".into()))
             .env("RESYNC_INTERVAL", "2s")
             .env("SCALE_INTERVAL", "2s")
             .env("CLEANUP_TIMEOUT", "15s")
@@ -397,6 +402,10 @@ impl Operator {
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn running(&mut self) -> bool {

@@ -58,6 +58,10 @@ struct State {
     history: Vec<WatchEvent>,
     watchers: Vec<(String, Option<String>, mpsc::UnboundedSender<Bytes>)>,
     faults: Vec<Fault>,
+    /// Requests to leave unanswered (the `code` of a hold is unused).
+    holds: Vec<Fault>,
+    /// The answers never sent: the held requests wait on them forever.
+    held: Vec<tower_test::mock::SendResponse<Response<Body>>>,
     /// "METHOD path" of every request, in order.
     log: Vec<String>,
 }
@@ -76,6 +80,9 @@ impl FakeApi {
         let server = fake.clone();
         tokio::spawn(async move {
             while let Some((request, respond)) = handle.next_request().await {
+                let Some(respond) = server.take_hold(request.method(), request.uri().path(), respond) else {
+                    continue;
+                };
                 let response = server.serve(request).await;
                 respond.send_response(response);
             }
@@ -131,6 +138,39 @@ impl FakeApi {
     pub fn fail(&self, method: Method, path_contains: &str, code: u16, times: u32) {
         let fault = Fault { method, path_contains: path_contains.into(), code, remaining: times };
         self.state.lock().unwrap().faults.push(fault);
+    }
+
+    /// The next `times` requests with this method whose path contains
+    /// `path_contains` are never answered (nor closed): a half-open connection.
+    pub fn hold(&self, method: Method, path_contains: &str, times: u32) {
+        let hold = Fault { method, path_contains: path_contains.into(), code: 0, remaining: times };
+        self.state.lock().unwrap().holds.push(hold);
+    }
+
+    /// How many requests are held unanswered now.
+    pub fn held(&self) -> usize {
+        self.state.lock().unwrap().held.len()
+    }
+
+    /// Keeps `respond` (never answering) when a hold matches; else gives it back.
+    fn take_hold(
+        &self,
+        method: &Method,
+        path: &str,
+        respond: tower_test::mock::SendResponse<Response<Body>>,
+    ) -> Option<tower_test::mock::SendResponse<Response<Body>>> {
+        let mut state = self.state.lock().unwrap();
+        let Some(hold) =
+            state.holds.iter_mut().find(|h| h.remaining > 0 && h.method == method && path.contains(&h.path_contains))
+        else {
+            return Some(respond);
+        };
+        hold.remaining -= 1;
+        state.log.push(format!("{method} {path} (held, never answered)"));
+        state.held.push(respond);
+        drop(state);
+        self.changed.notify_waiters();
+        None
     }
 
     pub fn faults_left(&self) -> u32 {

@@ -44,6 +44,7 @@ pub fn settings() -> Settings {
         max_backoff: Duration::from_millis(500),
         broker_retry: Duration::from_millis(500),
         rollout_poll: Duration::from_millis(500),
+        reconcile_timeout: Duration::from_secs(30),
     }
 }
 
