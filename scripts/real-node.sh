@@ -271,6 +271,7 @@ failSwapOn: false
 clusterDNS: [$rn_gw]
 clusterDomain: cluster.local
 resolvConf: $rn_dir/resolv.conf
+podLogsDir: $rn_dir/pod-logs
 podCIDR: $rn_cidr
 maxPods: 60
 evictionHard:
@@ -502,6 +503,8 @@ real_node_down() {
     iptables -w -F SAGA-NODE-FORWARD 2>/dev/null && iptables -w -X SAGA-NODE-FORWARD 2>/dev/null || true
     iptables -w -t nat -D PREROUTING -j SAGA-NODE-HOST 2>/dev/null || true
     iptables -w -t nat -F SAGA-NODE-HOST 2>/dev/null && iptables -w -t nat -X SAGA-NODE-HOST 2>/dev/null || true
+    # libcni's cache of the pods' network results (containerd's CRI keeps the default dir).
+    rm -f /var/lib/cni/results/saga-node-* 2>/dev/null || true
     # The bridge (its route goes with it) and any veth left on it.
     local veth
     for veth in $(ip -o link show master "$rn_bridge" 2>/dev/null | awk -F': ' '{print $2}' | cut -d@ -f1); do
