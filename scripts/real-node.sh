@@ -461,9 +461,10 @@ real_node_down() {
     stop_pid kubelet
     stop_pid kube-proxy
     stop_pid apiserver-relay
-    local netns=() id
+    local netns=() ids=() id
     if pid_of containerd >/dev/null; then
         mapfile -t netns < <(rn_netns_of_sandboxes)
+        mapfile -t ids < <(rn_ctr containers ls -q 2>/dev/null)
         for id in $(rn_ctr tasks ls -q 2>/dev/null); do
             rn_ctr tasks kill -s SIGKILL "$id" >/dev/null 2>&1 || true
         done
@@ -499,12 +500,27 @@ real_node_down() {
     if [[ -x $rn_bin/kube-proxy ]]; then
         "$rn_bin/kube-proxy" --cleanup >>"$state/logs/kube-proxy.log" 2>&1 || true
     fi
+    # The kubelet's own chains (KUBE-FIREWALL, canaries, the hint), which
+    # kube-proxy --cleanup leaves.
+    local ipt t chain
+    for ipt in iptables ip6tables; do
+        $ipt -w -D INPUT -j KUBE-FIREWALL 2>/dev/null || true
+        $ipt -w -D OUTPUT -j KUBE-FIREWALL 2>/dev/null || true
+        for t in filter nat mangle; do
+            for chain in KUBE-FIREWALL KUBE-KUBELET-CANARY KUBE-IPTABLES-HINT; do
+                $ipt -w -t "$t" -F "$chain" 2>/dev/null && $ipt -w -t "$t" -X "$chain" 2>/dev/null || true
+            done
+        done
+    done
     iptables -w -D FORWARD -j SAGA-NODE-FORWARD 2>/dev/null || true
     iptables -w -F SAGA-NODE-FORWARD 2>/dev/null && iptables -w -X SAGA-NODE-FORWARD 2>/dev/null || true
     iptables -w -t nat -D PREROUTING -j SAGA-NODE-HOST 2>/dev/null || true
     iptables -w -t nat -F SAGA-NODE-HOST 2>/dev/null && iptables -w -t nat -X SAGA-NODE-HOST 2>/dev/null || true
     # libcni's cache of the pods' network results (containerd's CRI keeps the default dir).
     rm -f /var/lib/cni/results/saga-node-* 2>/dev/null || true
+    for id in "${ids[@]}"; do
+        rm -f "/var/lib/cni/results/cni-loopback-$id-lo" 2>/dev/null || true
+    done
     # The bridge (its route goes with it) and any veth left on it.
     local veth
     for veth in $(ip -o link show master "$rn_bridge" 2>/dev/null | awk -F': ' '{print $2}' | cut -d@ -f1); do
