@@ -104,6 +104,10 @@ EOF
 apiserver_sans="DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,IP:127.0.0.1,IP:10.96.0.1,IP:10.244.1.1"
 
 pki() {
+    # A state directory from before the kubelet client certificate: add it.
+    if [[ -f $state/pki/ca.crt && ! -f $state/pki/apiserver-kubelet-client.crt ]]; then
+        cert apiserver-kubelet-client kube-apiserver-kubelet-client system:masters
+    fi
     [[ -f $state/pki/ca.crt ]] && return 0
     mkdir -p "$state/pki"
     openssl req -x509 -new -newkey rsa:2048 -nodes -days 30 -subj "/CN=saga-local-ca" \
