@@ -181,7 +181,12 @@ disabled_plugins = ["io.containerd.internal.v1.tracing", "io.containerd.snapshot
   [plugins."io.containerd.grpc.v1.cri".registry]
     config_path = ""
 EOF
-    start_cmd containerd containerd --config "$rn_dir/containerd/config.toml"
+    # No registry is ever contacted: any pull (an image that was not imported,
+    # with a pull policy that allows pulling) goes to a proxy on 127.0.0.1:9
+    # where nothing listens, and fails at once, without even a DNS lookup.
+    start_cmd containerd env HTTP_PROXY=http://127.0.0.1:9 HTTPS_PROXY=http://127.0.0.1:9 NO_PROXY= \
+        http_proxy=http://127.0.0.1:9 https_proxy=http://127.0.0.1:9 no_proxy= \
+        containerd --config "$rn_dir/containerd/config.toml"
     wait_until 60 rn_ctr version || die "containerd not answering on $rn_sock (see $state/logs/containerd.log)"
     if ! rn_ctr images ls -q | grep -qx "registry.k8s.io/pause:$PAUSE_VERSION"; then
         python3 scripts/oci-image.py "$rn_dir/pause.tar" "registry.k8s.io/pause:$PAUSE_VERSION" /pause 65535:65535 \

@@ -12,6 +12,8 @@
 //! Root is needed for the checks made from the host (/proc/<pid>/status of the
 //! containers' processes, signals to them).
 
+// The shared helpers; this file uses only some of them.
+#[allow(dead_code)]
 mod cluster_support;
 
 use std::collections::BTreeMap;
@@ -72,14 +74,6 @@ fn ctr(args: &[&str]) -> String {
 
 fn secret_value(namespace: &str, name: &str, key: &str) -> String {
     kubectl(&["get", "secret", name, "-n", namespace, "-o", &format!("go-template={{{{index .data \"{key}\" | base64decode}}}}")])
-}
-
-fn psql(sql: &str) {
-    let output = Command::new("psql")
-        .args([&format!("{PG_BASE}/postgres"), "-XAtq", "-c", sql])
-        .output()
-        .expect("psql");
-    assert!(output.status.success(), "psql {sql}: {}", String::from_utf8_lossy(&output.stderr));
 }
 
 /// A namespace whose pods all go to the real node (as `saga-real`), deleted
