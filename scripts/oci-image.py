@@ -22,7 +22,7 @@ def blob(data: bytes) -> tuple[str, bytes]:
 def main() -> None:
     out, name, entrypoint, user, *files = sys.argv[1:]
     layer_buf = io.BytesIO()
-    with tarfile.open(fileobj=layer_buf, mode="w", format=tarfile.PAX_FORMAT) as layer:
+    with tarfile.open(fileobj=layer_buf, mode="w", format=tarfile.PAX_FORMAT, dereference=True) as layer:
         for spec in files:
             src, _, dst = spec.partition("=")
             dst = (dst or os.path.basename(src)).lstrip("/")
