@@ -230,8 +230,7 @@ fn assert_locked_down(pod: &Value) {
         let root = mountinfo
             .lines()
             .map(|l| l.split_whitespace().collect::<Vec<_>>())
-            .filter(|f| f.get(4) == Some(&"/"))
-            .last()
+            .rfind(|f| f.get(4) == Some(&"/"))
             .unwrap_or_else(|| panic!("{name} pid {pid}: no / in mountinfo"));
         assert!(root[5].split(',').any(|o| o == "ro"), "{name} pid {pid}: / is mounted {}", root[5]);
     }
