@@ -8,6 +8,10 @@
 #
 #   scripts/cluster.sh up       # idempotent; waits for the API and the node;
 #                               # last two lines: export KUBECONFIG=… / export PATH=…
+#   scripts/cluster.sh up --real-node
+#                               # the same plus a real node saga-node-0 (containerd,
+#                               # runc, kubelet, kube-proxy, a bridge CNI network;
+#                               # see scripts/real-node.sh and docs/local-control-plane.md)
 #   scripts/cluster.sh status   # what runs
 #   scripts/cluster.sh down     # stops what `up` started (by pid) and removes its state
 #
@@ -95,12 +99,22 @@ current-context: saga-local
 EOF
 }
 
+# The API server's serving certificate also names the `kubernetes` Service's
+# ClusterIP and the real node's bridge address: pods reach the API through them.
+apiserver_sans="DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,IP:127.0.0.1,IP:10.96.0.1,IP:10.244.1.1"
+
 pki() {
+    # A state directory from before the kubelet client certificate: add it.
+    if [[ -f $state/pki/ca.crt && ! -f $state/pki/apiserver-kubelet-client.crt ]]; then
+        cert apiserver-kubelet-client kube-apiserver-kubelet-client system:masters
+    fi
     [[ -f $state/pki/ca.crt ]] && return 0
     mkdir -p "$state/pki"
     openssl req -x509 -new -newkey rsa:2048 -nodes -days 30 -subj "/CN=saga-local-ca" \
         -keyout "$state/pki/ca.key" -out "$state/pki/ca.crt" 2>/dev/null
-    cert apiserver kube-apiserver "" "DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,IP:127.0.0.1"
+    cert apiserver kube-apiserver "" "$apiserver_sans"
+    # The API server's client certificate towards kubelets (logs, exec, port-forward).
+    cert apiserver-kubelet-client kube-apiserver-kubelet-client system:masters
     cert admin admin system:masters
     cert controller-manager system:kube-controller-manager
     cert scheduler system:kube-scheduler
@@ -136,8 +150,14 @@ api_ready() {
 }
 
 up() {
-    [[ -x $bin/kube-apiserver ]] || scripts/k8s-build.sh
-    scripts/k8s-build.sh >/dev/null
+    local real_node=false
+    [[ ${1:-} == --real-node ]] && real_node=true
+    if $real_node; then
+        scripts/k8s-build.sh --real-node
+    else
+        [[ -x $bin/kube-apiserver ]] || scripts/k8s-build.sh
+        scripts/k8s-build.sh >/dev/null
+    fi
     mkdir -p "$state/logs" "$state/pids" "$state/etcd"
     # Another control plane (another clone's) on our ports would be joined by mistake.
     if ! pid_of etcd >/dev/null && port_in_use "$etcd_port"; then
@@ -163,6 +183,10 @@ up() {
         --service-account-key-file "$state/pki/sa.pub" --service-account-signing-key-file "$state/pki/sa.key" \
         --api-audiences https://kubernetes.default.svc.cluster.local \
         --service-cluster-ip-range 10.96.0.0/16 --endpoint-reconciler-type none \
+        --kubelet-client-certificate "$state/pki/apiserver-kubelet-client.crt" \
+        --kubelet-client-key "$state/pki/apiserver-kubelet-client.key" \
+        --kubelet-preferred-address-types InternalIP \
+        --enable-admission-plugins PodNodeSelector,PodTolerationRestriction \
         --allow-privileged=true --profiling=false --v 1
 
     wait_until 120 api_ready || die "kube-apiserver not ready after 120 s (see $state/logs/kube-apiserver.log)"
@@ -211,11 +235,17 @@ EOF
     wait_until 60 kubectl_admin -n default get serviceaccount default ||
         die "the controller manager created no ServiceAccount (see $state/logs/kube-controller-manager.log)"
     echo "control plane ready: API https://127.0.0.1:$api_port, node $node (kwok)"
+    if $real_node; then
+        real_node_up
+    fi
     echo "export KUBECONFIG=$state/admin.kubeconfig"
     echo "export PATH=$bin:\$PATH"
 }
 
 status() {
+    if [[ -d $state/node ]]; then
+        real_node_status || true
+    fi
     local name pid running=0
     for name in "${components[@]}"; do
         if pid=$(pid_of "$name"); then
@@ -233,6 +263,9 @@ status() {
 
 down() {
     local name pid i
+    if [[ -d $state/node ]]; then
+        real_node_down
+    fi
     for ((i = ${#components[@]} - 1; i >= 0; i--)); do
         name=${components[i]}
         if pid=$(pid_of "$name"); then
@@ -245,12 +278,15 @@ down() {
     echo "control plane stopped, $state removed"
 }
 
+# The real node (up --real-node): its functions use the helpers above.
+source scripts/real-node.sh
+
 case ${1:-} in
-    up) up ;;
+    up) up "${2:-}" ;;
     down) down ;;
     status) status ;;
     *)
-        echo "usage: scripts/cluster.sh up|down|status" >&2
+        echo "usage: scripts/cluster.sh up [--real-node]|down|status" >&2
         exit 2
         ;;
 esac

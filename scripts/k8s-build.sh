@@ -2,6 +2,11 @@
 # Builds the local control plane's tools from their official Go modules, at the
 # releases pinned in k8s/versions.env, into k8s/bin/ (git-ignored):
 #   etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kwok, helm.
+# With --real-node, also what the real node of `scripts/cluster.sh up --real-node`
+# runs (k8s/bin/node/): kubelet and kube-proxy (same k8s.io/kubernetes module and
+# release), runc (github.com/opencontainers/runc, cgo + libseccomp), and the
+# pause image's binary compiled with `gcc -static` from Kubernetes' own
+# build/pause/linux/pause.c (in the same module). Stamp: k8s/bin/node/.versions.
 #
 # Each tool is built from a throw-away module of ours in k8s/.build/<tool>/
 # (git-ignored) that requires the upstream module at its release tag; for
@@ -23,6 +28,11 @@ out=$root/k8s/bin
 work=$root/k8s/.build
 stamp=$out/.versions
 tools=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok helm)
+node_out=$out/node
+node_stamp=$node_out/.versions
+node_tools=(kubelet kube-proxy runc pause)
+real_node=false
+[[ ${1:-} == --real-node ]] && real_node=true
 
 up_to_date() {
     cmp -s k8s/versions.env "$stamp" || return 1
@@ -32,9 +42,22 @@ up_to_date() {
     done
 }
 
+node_up_to_date() {
+    cmp -s k8s/versions.env "$node_stamp" || return 1
+    local t
+    for t in "${node_tools[@]}"; do
+        [[ -x $node_out/$t ]] || return 1
+    done
+}
+
+cp_done=false
 if up_to_date; then
     echo "k8s/bin is up to date with k8s/versions.env"
-    exit 0
+    cp_done=true
+    if ! $real_node || node_up_to_date; then
+        $real_node && echo "k8s/bin/node is up to date with k8s/versions.env"
+        exit 0
+    fi
 fi
 
 command -v go >/dev/null || {
@@ -72,32 +95,78 @@ build() {
 
 started=$SECONDS
 
+# kube_module DIR NAME: a module of ours requiring k8s.io/kubernetes, with every
+# staging module replaced by its matching v0.x release; sets kube_ldflags.
+kube_module() {
+    local dir=$1
+    new_module "$dir" "$2"
+    staging_version=v0.${KUBERNETES_VERSION#v1.}
+    kube_gomod=$(cd "$dir" && go mod download -json "k8s.io/kubernetes@$KUBERNETES_VERSION" | sed -n 's/.*"GoMod": "\(.*\)",*/\1/p')
+    # `k8s.io/api => ./staging/src/k8s.io/api` in upstream's go.mod becomes
+    # `k8s.io/api => k8s.io/api v0.34.x` in ours.
+    replaces=$(sed -n 's#^[[:space:]]*\(k8s\.io/[^ ]*\) => \./staging/src/.*#\1#p' "$kube_gomod")
+    [[ -n $replaces ]] || {
+        echo "error: no staging replace directives found in $kube_gomod" >&2
+        exit 1
+    }
+    (
+        cd "$dir"
+        for m in $replaces; do
+            go mod edit -replace "$m=$m@$staging_version"
+        done
+    )
+    minor=${KUBERNETES_VERSION#v1.}
+    minor=${minor%%.*}
+    kube_ldflags=""
+    for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+        kube_ldflags+=" -X $pkg.gitVersion=$KUBERNETES_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
+        kube_ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=$build_date"
+    done
+}
+
+build_node() {
+    mkdir -p "$node_out"
+    local node_started=$SECONDS
+    # --- kubelet, kube-proxy: the same module and release as the control plane
+    echo "building Kubernetes $KUBERNETES_VERSION node binaries (kubelet, kube-proxy)"
+    kube_module "$work/kubernetes-node" kubernetes-node
+    out=$node_out build "$work/kubernetes-node" "$kube_ldflags" \
+        "k8s.io/kubernetes/cmd/kubelet@$KUBERNETES_VERSION" \
+        "k8s.io/kubernetes/cmd/kube-proxy@$KUBERNETES_VERSION"
+
+    # --- runc (cgo, libseccomp: Debian's libseccomp-dev)
+    echo "building runc $RUNC_VERSION"
+    [[ -f /usr/include/seccomp.h ]] || {
+        echo "error: runc needs libseccomp's headers (apt-get install libseccomp-dev)" >&2
+        exit 1
+    }
+    new_module "$work/runc" runc
+    CGO_ENABLED=1 GOFLAGS="$GOFLAGS -tags=seccomp" out=$node_out build "$work/runc" \
+        "-X main.version=${RUNC_VERSION#v}" "github.com/opencontainers/runc@$RUNC_VERSION"
+
+    # --- pause: Kubernetes' own pause.c, static
+    echo "compiling pause from k8s.io/kubernetes@$KUBERNETES_VERSION build/pause/linux/pause.c"
+    local src
+    src=$(cd "$work/kubernetes-node" && go list -m -f '{{.Dir}}' k8s.io/kubernetes)/build/pause/linux/pause.c
+    [[ -f $src ]] || {
+        echo "error: $src not found" >&2
+        exit 1
+    }
+    gcc -Os -Wall -Werror -static -DVERSION="v$PAUSE_VERSION" -o "$node_out/pause" "$src"
+    strip "$node_out/pause"
+    cp k8s/versions.env "$node_stamp"
+    echo "built ${node_tools[*]} into k8s/bin/node in $((SECONDS - node_started)) s"
+}
+
+if $cp_done; then
+    build_node
+    exit 0
+fi
+
 # --- Kubernetes: kube-apiserver, kube-controller-manager, kube-scheduler, kubectl
 echo "building Kubernetes $KUBERNETES_VERSION (kube-apiserver, kube-controller-manager, kube-scheduler, kubectl)"
 dir=$work/kubernetes
-new_module "$dir" kubernetes
-staging_version=v0.${KUBERNETES_VERSION#v1.}
-kube_gomod=$(cd "$dir" && go mod download -json "k8s.io/kubernetes@$KUBERNETES_VERSION" | sed -n 's/.*"GoMod": "\(.*\)",*/\1/p')
-# `k8s.io/api => ./staging/src/k8s.io/api` in upstream's go.mod becomes
-# `k8s.io/api => k8s.io/api v0.34.x` in ours.
-replaces=$(sed -n 's#^[[:space:]]*\(k8s\.io/[^ ]*\) => \./staging/src/.*#\1#p' "$kube_gomod")
-[[ -n $replaces ]] || {
-    echo "error: no staging replace directives found in $kube_gomod" >&2
-    exit 1
-}
-(
-    cd "$dir"
-    for m in $replaces; do
-        go mod edit -replace "$m=$m@$staging_version"
-    done
-)
-minor=${KUBERNETES_VERSION#v1.}
-minor=${minor%%.*}
-kube_ldflags=""
-for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-    kube_ldflags+=" -X $pkg.gitVersion=$KUBERNETES_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
-    kube_ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=$build_date"
-done
+kube_module "$dir" kubernetes
 build "$dir" "$kube_ldflags" \
     "k8s.io/kubernetes/cmd/kube-apiserver@$KUBERNETES_VERSION" \
     "k8s.io/kubernetes/cmd/kube-controller-manager@$KUBERNETES_VERSION" \
@@ -128,3 +197,6 @@ build "$dir" "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" "helm.s
 
 cp k8s/versions.env "$stamp"
 echo "built ${tools[*]} into k8s/bin in $((SECONDS - started)) s"
+if $real_node; then
+    build_node
+fi
