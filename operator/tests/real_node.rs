@@ -39,10 +39,8 @@ fn real_node_wanted() -> bool {
         eprintln!("SKIPPED: {SKIP_VAR}=skip (real-node tests not wanted)");
         return false;
     }
-    let output = tool(
-        "kubectl",
-        &["get", "node", NODE, "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}"],
-    );
+    let output =
+        tool("kubectl", &["get", "node", NODE, "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}"]);
     let ready = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(
         output.status.success() && ready == "True",
@@ -73,7 +71,15 @@ fn ctr(args: &[&str]) -> String {
 }
 
 fn secret_value(namespace: &str, name: &str, key: &str) -> String {
-    kubectl(&["get", "secret", name, "-n", namespace, "-o", &format!("go-template={{{{index .data \"{key}\" | base64decode}}}}")])
+    kubectl(&[
+        "get",
+        "secret",
+        name,
+        "-n",
+        namespace,
+        "-o",
+        &format!("go-template={{{{index .data \"{key}\" | base64decode}}}}"),
+    ])
 }
 
 /// A namespace whose pods all go to the real node (as `saga-real`), deleted
@@ -130,7 +136,12 @@ impl Drop for RealNamespace {
         let _ = tool("kubectl", &["delete", "namespace", self.name(), "--wait=true", "--timeout=120s"]);
         for db in &self.databases {
             let _ = Command::new("psql")
-                .args([&format!("{PG_BASE}/postgres"), "-XAtq", "-c", &format!("drop database if exists {db} with (force)")])
+                .args([
+                    &format!("{PG_BASE}/postgres"),
+                    "-XAtq",
+                    "-c",
+                    &format!("drop database if exists {db} with (force)"),
+                ])
                 .output();
         }
     }
@@ -161,7 +172,19 @@ fn explain_pods(namespace: &str) -> String {
         String::from_utf8_lossy(&pods.stdout),
         String::from_utf8_lossy(&events.stdout)
     );
-    let logs = tool("kubectl", &["logs", "-n", namespace, "--all-containers", "--prefix", "--tail=15", "-l", "app.kubernetes.io/part-of=saga-platform"]);
+    let logs = tool(
+        "kubectl",
+        &[
+            "logs",
+            "-n",
+            namespace,
+            "--all-containers",
+            "--prefix",
+            "--tail=15",
+            "-l",
+            "app.kubernetes.io/part-of=saga-platform",
+        ],
+    );
     text += &format!("logs:\n{}{}", String::from_utf8_lossy(&logs.stdout), String::from_utf8_lossy(&logs.stderr));
     text
 }
@@ -184,11 +207,7 @@ async fn wait_pods_ready(namespace: &str, selector: &str, count: usize) -> Vec<V
 fn container_pids(pod: &Value) -> Vec<u32> {
     let id = pod["status"]["containerStatuses"][0]["containerID"].as_str().expect("a running container");
     let id = id.strip_prefix("containerd://").expect("a containerd container");
-    ctr(&["tasks", "ps", id])
-        .lines()
-        .skip(1)
-        .filter_map(|line| line.split_whitespace().next()?.parse().ok())
-        .collect()
+    ctr(&["tasks", "ps", id]).lines().skip(1).filter_map(|line| line.split_whitespace().next()?.parse().ok()).collect()
 }
 
 /// The container's main process (PID 1 in its namespace).
@@ -253,7 +272,15 @@ struct Api {
 impl Api {
     fn new(namespace: &str, platform: &str) -> Api {
         let ip = |service: &str| {
-            let ip = kubectl(&["get", "service", "-n", namespace, &format!("{platform}-{service}"), "-o", "jsonpath={.spec.clusterIP}"]);
+            let ip = kubectl(&[
+                "get",
+                "service",
+                "-n",
+                namespace,
+                &format!("{platform}-{service}"),
+                "-o",
+                "jsonpath={.spec.clusterIP}",
+            ]);
             format!("http://{ip}")
         };
         Api {
@@ -333,8 +360,20 @@ async fn the_chart_runs_on_real_pods_probed_restarted_and_locked_down() {
     let install = tool(
         "helm",
         &[
-            "install", &release, chart.to_str().unwrap(), "-n", &namespace, "-f", values.to_str().unwrap(),
-            "--set", &watch, "--set", &fullname, "--wait", "--timeout", "240s",
+            "install",
+            &release,
+            chart.to_str().unwrap(),
+            "-n",
+            &namespace,
+            "-f",
+            values.to_str().unwrap(),
+            "--set",
+            &watch,
+            "--set",
+            &fullname,
+            "--wait",
+            "--timeout",
+            "240s",
         ],
     );
     assert!(
@@ -360,14 +399,21 @@ async fn the_chart_runs_on_real_pods_probed_restarted_and_locked_down() {
         "conditions Ready, TopologyReady, ServicesAvailable True",
         POD_WAIT,
         || async {
-            let sp: Value = serde_json::from_str(&kubectl(&["get", "sagaplatform", name, "-n", &namespace, "-o", "json"])).unwrap();
+            let sp: Value =
+                serde_json::from_str(&kubectl(&["get", "sagaplatform", name, "-n", &namespace, "-o", "json"])).unwrap();
             let conditions = sp["status"]["conditions"].as_array().cloned().unwrap_or_default();
             ["Ready", "TopologyReady", "ServicesAvailable"]
                 .iter()
                 .all(|t| conditions.iter().any(|c| c["type"] == *t && c["status"] == "True"))
                 .then_some(sp["status"].clone())
         },
-        || format!("{}\n{}", kubectl(&["get", "sagaplatform", name, "-n", &namespace, "-o", "yaml"]), explain_pods(&namespace)),
+        || {
+            format!(
+                "{}\n{}",
+                kubectl(&["get", "sagaplatform", name, "-n", &namespace, "-o", "yaml"]),
+                explain_pods(&namespace)
+            )
+        },
     )
     .await;
     assert_eq!(status["order"]["readyReplicas"], 1, "{status}");
@@ -375,7 +421,11 @@ async fn the_chart_runs_on_real_pods_probed_restarted_and_locked_down() {
 
     // 2. Orders through the order Service's ClusterIP (kube-proxy), complete.
     let api = Api::new(&namespace, name);
-    api.put(format!("{}/api/v1/products/RN-1", api.inventory), json!({"name": "real node", "unit_price_cents": 100, "on_hand": 1000})).await;
+    api.put(
+        format!("{}/api/v1/products/RN-1", api.inventory),
+        json!({"name": "real node", "unit_price_cents": 100, "on_hand": 1000}),
+    )
+    .await;
     api.put(format!("{}/api/v1/accounts/alice", api.payment), json!({"balance_cents": 1_000_000})).await;
     let mut orders = Vec::new();
     for _ in 0..5 {
@@ -434,7 +484,16 @@ async fn the_chart_runs_on_real_pods_probed_restarted_and_locked_down() {
         || explain_pods(&namespace),
     )
     .await;
-    let events = kubectl(&["get", "events", "-n", &namespace, "--field-selector", &format!("involvedObject.name={}", before["metadata"]["name"].as_str().unwrap()), "-o", "jsonpath={.items[*].message}"]);
+    let events = kubectl(&[
+        "get",
+        "events",
+        "-n",
+        &namespace,
+        "--field-selector",
+        &format!("involvedObject.name={}", before["metadata"]["name"].as_str().unwrap()),
+        "-o",
+        "jsonpath={.items[*].message}",
+    ]);
     assert!(events.contains("Liveness probe failed"), "no liveness failure event: {events}");
     assert!(restart_count(&after) > restart_count(&before));
     let id = api.place("alice", "RN-1").await;
