@@ -26,8 +26,10 @@
 #
 # Build stage: the Rust toolchain; the cargo registry and target/ are BuildKit
 # cache mounts, so a rebuild after a change recompiles only what changed.
-# Binaries are stripped of debug info (the release profile keeps line tables
-# for local backtraces; the images stay small). Runtime stage: distroless
+# Binaries are stripped (strip --strip-all: debug line tables and the symbol
+# table; the release profile keeps line tables for local builds): with only
+# --strip-debug order-service's image was 42.4 MB, over our 40 MB goal; now
+# 37.0 MB. Panic messages keep their file:line; backtraces lose names. Runtime stage: distroless
 # "cc" (glibc + libgcc, CA certificates, no shell, no package manager), user
 # nonroot (65532). No crate of the workspace links OpenSSL (rustls
 # everywhere), so nothing else is needed at run time.
@@ -45,7 +47,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
         --bin payment-service --bin inventory-service --bin notification-service \
  && mkdir -p /out \
  && for b in saga-operator order-service payment-service inventory-service notification-service; do \
-        strip --strip-debug -o "/out/$b" "target/release/$b" || exit 1; \
+        strip --strip-all -o "/out/$b" "target/release/$b" || exit 1; \
     done
 
 FROM docker.io/library/rust:${RUST_VERSION}-bookworm AS build-sagactl
@@ -55,7 +57,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
     --mount=type=cache,target=/usr/local/cargo/git,sharing=locked \
     --mount=type=cache,target=/src/target,sharing=locked \
     cargo build --release --locked --bin sagactl \
- && mkdir -p /out && strip --strip-debug -o /out/sagactl target/release/sagactl
+ && mkdir -p /out && strip --strip-all -o /out/sagactl target/release/sagactl
 
 FROM ${RUNTIME_IMAGE} AS runtime
 LABEL org.opencontainers.image.source="saga-platform" \
