@@ -169,7 +169,7 @@ build_runtime() {
     mkdir -p "$dir/debs" "$dir/root" "$dir/ca"
     local pkgs=(libc6 libgcc-s1 ca-certificates)
     if ! (cd "$dir/debs" && apt-get download "${pkgs[@]}" >/dev/null 2>&1); then
-        apt-get update -qq
+        flock /tmp/saga-platform-apt.lock apt-get update -qq
         (cd "$dir/debs" && apt-get download "${pkgs[@]}" >/dev/null)
     fi
     local root="$dir/root" deb

@@ -136,10 +136,10 @@ build_node() {
 
     # --- runc (cgo, libseccomp: Debian's libseccomp-dev)
     echo "building runc $RUNC_VERSION"
-    [[ -f /usr/include/seccomp.h ]] || {
-        echo "error: runc needs libseccomp's headers (apt-get install libseccomp-dev)" >&2
-        exit 1
-    }
+    if [[ ! -f /usr/include/seccomp.h ]]; then
+        source scripts/lib.sh
+        apt_install libseccomp-dev
+    fi
     new_module "$work/runc" runc
     CGO_ENABLED=1 GOFLAGS="$GOFLAGS -tags=seccomp" out=$node_out build "$work/runc" \
         "-X main.version=${RUNC_VERSION#v}" "github.com/opencontainers/runc@$RUNC_VERSION"

@@ -40,8 +40,13 @@ apt_install() {
     ((EUID == 0)) || sudo=(sudo)
     echo "Installing from Debian's packages: ${missing[*]}"
     local started=$SECONDS
-    "${sudo[@]}" apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    # The test command's background steps install at the same time as the
+    # foreground ones: one apt at a time (apt itself fails on a held lock).
+    (
+        flock 9
+        "${sudo[@]}" apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    ) 9>>/tmp/saga-platform-apt.lock
     echo "Installed ${missing[*]} in $((SECONDS - started)) s"
 }
 
