@@ -291,6 +291,23 @@ impl Api {
         }
     }
 
+    /// Waits until kube-proxy routes each Service's ClusterIP to its pod: the
+    /// pods turn Ready before kube-proxy's next sync has rules for their
+    /// endpoints, and until then a connection is refused (kube-proxy rejects
+    /// a Service without endpoints).
+    async fn wait_routed(&self, namespace: &str) {
+        for base in [&self.order, &self.payment, &self.inventory] {
+            let url = format!("{base}/readyz");
+            eventually_explained(
+                &format!("GET {url} through kube-proxy answers 200"),
+                Duration::from_secs(60),
+                || async { self.http.get(&url).send().await.ok().filter(|r| r.status().is_success()).map(|_| ()) },
+                || explain_pods(namespace),
+            )
+            .await;
+        }
+    }
+
     fn admin() -> String {
         saga_common::auth::mint(JWT_SECRET, "admin", true, Duration::from_secs(3600))
     }
@@ -421,6 +438,7 @@ async fn the_chart_runs_on_real_pods_probed_restarted_and_locked_down() {
 
     // 2. Orders through the order Service's ClusterIP (kube-proxy), complete.
     let api = Api::new(&namespace, name);
+    api.wait_routed(&namespace).await;
     api.put(
         format!("{}/api/v1/products/RN-1", api.inventory),
         json!({"name": "real node", "unit_price_cents": 100, "on_hand": 1000}),
