@@ -129,16 +129,24 @@ pki() {
     kubeconfig kwok kwok
 }
 
-# start NAME ARGS…: runs k8s/bin/NAME in the background, logging to logs/NAME.log.
-start() {
+# start_cmd NAME CMD ARGS…: runs CMD in the background under NAME (its pid in
+# pids/NAME, its log in logs/NAME.log), unless NAME already runs.
+start_cmd() {
     local name=$1
     shift
     if pid_of "$name" >/dev/null; then
         return 0
     fi
     echo "starting $name"
-    setsid "$bin/$name" "$@" >>"$state/logs/$name.log" 2>&1 </dev/null &
+    setsid "$@" >>"$state/logs/$name.log" 2>&1 </dev/null &
     echo $! >"$state/pids/$name"
+}
+
+# start NAME ARGS…: runs k8s/bin/NAME that way.
+start() {
+    local name=$1
+    shift
+    start_cmd "$name" "$bin/$name" "$@"
 }
 
 port_in_use() {

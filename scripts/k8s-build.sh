@@ -34,21 +34,17 @@ node_tools=(kubelet kube-proxy runc pause)
 real_node=false
 [[ ${1:-} == --real-node ]] && real_node=true
 
-up_to_date() {
+# built STAMP DIR TOOL…: STAMP matches k8s/versions.env and every TOOL is in DIR.
+built() {
+    local stamp=$1 dir=$2 t
+    shift 2
     cmp -s k8s/versions.env "$stamp" || return 1
-    local t
-    for t in "${tools[@]}"; do
-        [[ -x $out/$t ]] || return 1
+    for t in "$@"; do
+        [[ -x $dir/$t ]] || return 1
     done
 }
-
-node_up_to_date() {
-    cmp -s k8s/versions.env "$node_stamp" || return 1
-    local t
-    for t in "${node_tools[@]}"; do
-        [[ -x $node_out/$t ]] || return 1
-    done
-}
+up_to_date() { built "$stamp" "$out" "${tools[@]}"; }
+node_up_to_date() { built "$node_stamp" "$node_out" "${node_tools[@]}"; }
 
 cp_done=false
 if up_to_date; then

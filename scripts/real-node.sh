@@ -46,18 +46,6 @@ rn_ctr() {
     ctr -a "$rn_sock" -n k8s.io "$@"
 }
 
-# start_cmd NAME CMD ARGS…: like start, for any command.
-start_cmd() {
-    local name=$1
-    shift
-    if pid_of "$name" >/dev/null; then
-        return 0
-    fi
-    echo "starting $name"
-    setsid "$@" >>"$state/logs/$name.log" 2>&1 </dev/null &
-    echo $! >"$state/pids/$name"
-}
-
 stop_pid() {
     local name=$1 pid
     if pid=$(pid_of "$name"); then
